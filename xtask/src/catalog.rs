@@ -1,0 +1,344 @@
+//! The source catalog (`recipes/sources.toml`) and the per-minor recipes (`recipes/<minor>.toml`).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::flags::SourceArgs;
+
+/// One upstream tarball, pinned by checksum.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Source {
+    /// `cpython` or `openssl`.
+    pub name: String,
+    pub version: String,
+    /// The upstream file name; mirrors are searched for exactly this name.
+    pub file: String,
+    pub urls: Vec<String>,
+    pub sha256: String,
+    pub size: Option<u64>,
+    pub license: String,
+    pub cmvp: Option<Cmvp>,
+}
+
+/// A CMVP certificate covering a FIPS provider built from this release.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Cmvp {
+    pub certificate: String,
+    pub standard: String,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.name, self.version)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CatalogFile {
+    source: Vec<Source>,
+}
+
+/// Every source any recipe or override may name.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    pub sources: Vec<Source>,
+}
+
+impl Catalog {
+    pub fn load(recipes_dir: &Path) -> Result<Catalog> {
+        let path = recipes_dir.join("sources.toml");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read the source catalog {}", path.display()))?;
+        let file: CatalogFile =
+            toml::from_str(&text).with_context(|| format!("cannot parse {}", path.display()))?;
+        let catalog = Catalog {
+            sources: file.source,
+        };
+        catalog
+            .check()
+            .with_context(|| format!("{} is inconsistent", path.display()))?;
+        Ok(catalog)
+    }
+
+    fn check(&self) -> Result<()> {
+        for s in &self.sources {
+            if s.sha256.len() != 64
+                || !s
+                    .sha256
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+            {
+                bail!(
+                    "{s}: sha256 must be 64 lowercase hex characters, got {:?}",
+                    s.sha256
+                );
+            }
+            if s.urls.is_empty() {
+                bail!("{s}: no urls");
+            }
+            if s.file.contains('/') || s.file.starts_with('.') {
+                bail!("{s}: file must be a plain file name, got {:?}", s.file);
+            }
+            if self
+                .sources
+                .iter()
+                .filter(|o| o.name == s.name && o.version == s.version)
+                .count()
+                > 1
+            {
+                bail!("{s} is listed twice");
+            }
+        }
+        Ok(())
+    }
+
+    /// The entry for `name` at `version`, or an error listing the known versions.
+    pub fn get(&self, name: &str, version: &str) -> Result<&Source> {
+        if let Some(s) = self
+            .sources
+            .iter()
+            .find(|s| s.name == name && s.version == version)
+        {
+            return Ok(s);
+        }
+        let known = self.versions(name).join(", ");
+        bail!(
+            "unknown {name} version {version}; known versions: {known} (add an entry to recipes/sources.toml to use another)"
+        )
+    }
+
+    pub fn versions(&self, name: &str) -> Vec<&str> {
+        self.sources
+            .iter()
+            .filter(|s| s.name == name)
+            .map(|s| s.version.as_str())
+            .collect()
+    }
+}
+
+/// A recipe file as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecipeFile {
+    pub python: String,
+    pub openssl: String,
+    pub fips_provider: String,
+    pub source_date_epoch: Option<u64>,
+    pub builder: BuilderSpec,
+    pub runtime: RuntimeSpec,
+    pub python_build: PythonBuild,
+}
+
+/// The image the build stages run in: a base image plus build dependencies per package family.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuilderSpec {
+    pub base_image: String,
+    #[serde(default)]
+    pub apt: Vec<String>,
+    #[serde(default)]
+    pub dnf: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeSpec {
+    pub base_image: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PythonBuild {
+    pub enable_shared: bool,
+    #[serde(default)]
+    pub configure: Vec<ConfigureFlag>,
+}
+
+/// A configure flag and the reason the recipe passes it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigureFlag {
+    pub flag: String,
+    pub why: String,
+}
+
+/// A recipe with every version resolved to a catalog entry and every override applied.
+#[derive(Debug, Clone)]
+pub struct Recipe {
+    /// `3.13`.
+    pub minor: String,
+    pub python: Source,
+    pub openssl: Source,
+    pub fips_provider: Source,
+    pub source_date_epoch: Option<u64>,
+    pub builder: BuilderSpec,
+    pub runtime: RuntimeSpec,
+    pub python_build: PythonBuild,
+    /// The patch files to apply, in order; empty with `--no-fips-patch`.
+    pub patches: Vec<PathBuf>,
+}
+
+impl Recipe {
+    /// Every source the recipe needs, without duplicates.
+    pub fn sources(&self) -> Vec<&Source> {
+        let mut out = vec![&self.python, &self.openssl];
+        if self.fips_provider != self.openssl {
+            out.push(&self.fips_provider);
+        }
+        out
+    }
+
+    /// Whether fips.so comes from a different release than the libraries.
+    pub fn separate_provider(&self) -> bool {
+        self.fips_provider != self.openssl
+    }
+}
+
+/// The recipes directory of the project.
+pub fn recipes_dir() -> PathBuf {
+    crate::project_root().join("recipes")
+}
+
+/// The minors that have a recipe, sorted.
+pub fn minors(recipes_dir: &Path) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(recipes_dir)
+        .with_context(|| format!("cannot list {}", recipes_dir.display()))?
+    {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        if let Some(minor) = name.strip_suffix(".toml")
+            && minor != "sources"
+        {
+            out.push(minor.to_string());
+        }
+    }
+    out.sort_by_key(|m| version_key(m));
+    Ok(out)
+}
+
+/// Sort key for dotted versions: `3.9` < `3.10`.
+pub fn version_key(v: &str) -> Vec<u64> {
+    v.split('.').map(|p| p.parse().unwrap_or(0)).collect()
+}
+
+pub fn load_recipe_file(recipes_dir: &Path, minor: &str) -> Result<RecipeFile> {
+    let path = recipes_dir.join(format!("{minor}.toml"));
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read recipe {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("cannot parse recipe {}", path.display()))
+}
+
+/// Resolves the recipe the flags ask for: `--version` (minor or full), then the overrides.
+pub fn resolve(
+    catalog: &Catalog,
+    recipes_dir: &Path,
+    patches_dir: &Path,
+    args: &SourceArgs,
+) -> Result<Recipe> {
+    let minors = minors(recipes_dir)?;
+    let requested = args.version.as_deref().or(args.python.as_deref());
+    let Some(requested) = requested else {
+        bail!(
+            "no version given; pass --version with one of: {}",
+            minors.join(", ")
+        );
+    };
+    let minor = minor_of(requested);
+    if !minors.contains(&minor) {
+        bail!(
+            "no recipe for CPython {minor}; recipes exist for: {}",
+            minors.join(", ")
+        );
+    }
+    let file = load_recipe_file(recipes_dir, &minor)?;
+
+    // A full `--version` is a CPython override; `--python` wins if both are given and agree.
+    let full_version = args
+        .version
+        .as_deref()
+        .filter(|v| v.split('.').count() == 3);
+    let python_version = match (args.python.as_deref(), full_version) {
+        (Some(p), Some(v)) if p != v => {
+            bail!("--version {v} and --python {p} disagree; pass one of them")
+        }
+        (Some(p), _) => p,
+        (None, Some(v)) => v,
+        (None, None) => file.python.as_str(),
+    };
+    if minor_of(python_version) != minor {
+        bail!(
+            "--python {python_version} is not a CPython {minor} release; pass --version {} instead",
+            minor_of(python_version)
+        );
+    }
+    let python = catalog.get("cpython", python_version)?.clone();
+    let openssl = catalog
+        .get("openssl", args.openssl.as_deref().unwrap_or(&file.openssl))?
+        .clone();
+    let fips_provider = catalog
+        .get(
+            "openssl",
+            args.fips_provider.as_deref().unwrap_or(&file.fips_provider),
+        )?
+        .clone();
+
+    let patches = if args.no_fips_patch {
+        Vec::new()
+    } else {
+        patch_files(&patches_dir.join(&minor))?
+    };
+    Ok(Recipe {
+        minor,
+        python,
+        openssl,
+        fips_provider,
+        source_date_epoch: file.source_date_epoch,
+        builder: file.builder,
+        runtime: file.runtime,
+        python_build: file.python_build,
+        patches,
+    })
+}
+
+/// `3.13.15` -> `3.13`; `3.13` -> `3.13`.
+pub fn minor_of(version: &str) -> String {
+    version.split('.').take(2).collect::<Vec<_>>().join(".")
+}
+
+/// The `*.patch` files of one minor's patch directory, sorted by name.
+pub fn patch_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let entries = std::fs::read_dir(dir).with_context(|| {
+        format!(
+            "cannot list the patch directory {} (pass --no-fips-patch to build without patches)",
+            dir.display()
+        )
+    })?;
+    let mut out = Vec::new();
+    for entry in entries {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "patch") {
+            out.push(path);
+        }
+    }
+    out.sort();
+    if out.is_empty() {
+        bail!("{} holds no *.patch file", dir.display());
+    }
+    Ok(out)
+}
+
+/// Per-minor recipe summaries for `cargo xtask recipes`.
+pub fn summaries(recipes_dir: &Path) -> Result<BTreeMap<String, RecipeFile>> {
+    let mut out = BTreeMap::new();
+    for minor in minors(recipes_dir)? {
+        out.insert(minor.clone(), load_recipe_file(recipes_dir, &minor)?);
+    }
+    Ok(out)
+}

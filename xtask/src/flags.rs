@@ -1,0 +1,76 @@
+//! The whole command line, declared in one place.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "cargo xtask",
+    about = "Build a FIPS-enforcing CPython against a FIPS-validated OpenSSL provider"
+)]
+pub struct Xtask {
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// List the recipes: pinned CPython, OpenSSL and FIPS provider, and what is cached.
+    Recipes(Recipes),
+    /// Download and verify every source a recipe needs.
+    Fetch(Fetch),
+    /// Fetch, extract and patch the CPython sources; print the patched tree's path.
+    Prepare(Prepare),
+}
+
+/// Where the sources come from and where the cache lives.
+#[derive(Args, Debug, Clone, Default)]
+pub struct SourceArgs {
+    /// CPython minor (`3.12`) or full version (`3.12.15`).
+    #[arg(long)]
+    pub version: Option<String>,
+    /// Use this CPython release instead of the recipe's (must be in recipes/sources.toml).
+    #[arg(long, value_name = "X.Y.Z")]
+    pub python: Option<String>,
+    /// Use this OpenSSL release for libcrypto, libssl and the openssl command.
+    #[arg(long, value_name = "V")]
+    pub openssl: Option<String>,
+    /// Build fips.so from this OpenSSL release.
+    #[arg(long, value_name = "V")]
+    pub fips_provider: Option<String>,
+    /// Look for `<URL>/<upstream file name>` here first; http(s)://, file:// or a directory. Repeatable.
+    #[arg(long, value_name = "URL")]
+    pub mirror: Vec<String>,
+    /// Use the cache only; never touch the network.
+    #[arg(long)]
+    pub offline: bool,
+    /// Cache root (default: `cache/` at the repository root).
+    #[arg(long, value_name = "DIR", env = "PYTHON_FIPS_CACHE")]
+    pub cache: Option<PathBuf>,
+    /// Directory holding `<minor>/*.patch` (default: `patches/`).
+    #[arg(long, value_name = "DIR")]
+    pub patches: Option<PathBuf>,
+    /// Build without the project's patches: the negative control, never for shipping.
+    #[arg(long)]
+    pub no_fips_patch: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct Recipes {
+    /// Cache root (default: `cache/` at the repository root).
+    #[arg(long, value_name = "DIR", env = "PYTHON_FIPS_CACHE")]
+    pub cache: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct Fetch {
+    #[command(flatten)]
+    pub sources: SourceArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct Prepare {
+    #[command(flatten)]
+    pub sources: SourceArgs,
+}

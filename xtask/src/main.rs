@@ -1,0 +1,39 @@
+//! The python-fips build tool: `cargo xtask <command>`.
+
+mod cache;
+mod catalog;
+mod download;
+mod extract;
+mod flags;
+mod patch;
+mod prepare;
+mod progress;
+
+use anyhow::Result;
+use clap::Parser;
+
+fn main() {
+    if let Err(err) = run() {
+        eprintln!("error: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
+    let flags = flags::Xtask::parse();
+    let sh = xshell::Shell::new()?;
+    sh.change_dir(project_root());
+    match flags.cmd {
+        flags::Cmd::Recipes(cmd) => cmd.run(&sh),
+        flags::Cmd::Fetch(cmd) => cmd.run(&sh),
+        flags::Cmd::Prepare(cmd) => cmd.run(&sh),
+    }
+}
+
+/// The repository root: the parent of the xtask crate.
+pub fn project_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the project root")
+        .to_path_buf()
+}

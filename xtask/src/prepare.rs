@@ -1,0 +1,161 @@
+//! `recipes`, `fetch` and `prepare`: from a version to verified sources and a patched tree.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+use sha2::{Digest, Sha256};
+use xshell::Shell;
+
+use crate::cache::{self, Cache};
+use crate::catalog::{self, Catalog, Recipe};
+use crate::download::Fetcher;
+use crate::flags::{self, SourceArgs};
+use crate::progress::{Reporter, Terminal};
+use crate::{extract, patch};
+
+impl flags::Recipes {
+    pub fn run(self, _sh: &Shell) -> Result<()> {
+        let dir = catalog::recipes_dir();
+        let catalog = Catalog::load(&dir)?;
+        let cache = Cache::open(self.cache.as_deref())?;
+        let cached = |name: &str, version: &str| -> Result<&'static str> {
+            let source = catalog.get(name, version)?;
+            Ok(if cache.download_path(source).exists() {
+                "cached"
+            } else {
+                "not cached"
+            })
+        };
+        println!(
+            "{:<6} {:<18} {:<20} {:<20} builder",
+            "minor", "cpython", "openssl", "fips provider"
+        );
+        for (minor, r) in catalog::summaries(&dir)? {
+            let provider = match &catalog.get("openssl", &r.fips_provider)?.cmvp {
+                Some(c) => format!("{} (#{})", r.fips_provider, c.certificate),
+                None => r.fips_provider.clone(),
+            };
+            println!(
+                "{minor:<6} {:<18} {:<20} {:<20} {}",
+                format!("{} ({})", r.python, cached("cpython", &r.python)?),
+                format!("{} ({})", r.openssl, cached("openssl", &r.openssl)?),
+                format!("{provider} ({})", cached("openssl", &r.fips_provider)?),
+                r.builder.base_image,
+            );
+        }
+        Ok(())
+    }
+}
+
+impl flags::Fetch {
+    pub fn run(self, _sh: &Shell) -> Result<()> {
+        let ctx = Context::new(&self.sources)?;
+        let _lock = ctx.cache.lock()?;
+        let reporter = Terminal::new();
+        for path in ctx.fetch(&reporter)? {
+            println!("{}", path.display());
+        }
+        Ok(())
+    }
+}
+
+impl flags::Prepare {
+    pub fn run(self, _sh: &Shell) -> Result<()> {
+        let ctx = Context::new(&self.sources)?;
+        let _lock = ctx.cache.lock()?;
+        let reporter = Terminal::new();
+        let tree = ctx.prepare(&reporter)?;
+        println!("{}", tree.display());
+        Ok(())
+    }
+}
+
+/// A resolved recipe together with the cache and the fetch settings.
+pub struct Context {
+    pub recipe: Recipe,
+    pub cache: Cache,
+    pub mirrors: Vec<String>,
+    pub offline: bool,
+}
+
+impl Context {
+    pub fn new(args: &SourceArgs) -> Result<Context> {
+        let recipes = catalog::recipes_dir();
+        let catalog = Catalog::load(&recipes)?;
+        let patches = args
+            .patches
+            .clone()
+            .unwrap_or_else(|| crate::project_root().join("patches"));
+        let recipe = catalog::resolve(&catalog, &recipes, &patches, args)?;
+        let cache = Cache::open(args.cache.as_deref())?;
+        Ok(Context {
+            recipe,
+            cache,
+            mirrors: args.mirror.clone(),
+            offline: args.offline,
+        })
+    }
+
+    /// Downloads and verifies every source of the recipe.
+    pub fn fetch(&self, reporter: &dyn Reporter) -> Result<Vec<PathBuf>> {
+        let fetcher = Fetcher {
+            cache: &self.cache,
+            mirrors: self.mirrors.clone(),
+            offline: self.offline,
+            reporter,
+        };
+        fetcher.fetch_all(&self.recipe.sources())
+    }
+
+    /// The patched CPython tree, made once per (source, patches) content and reused after.
+    pub fn prepare(&self, reporter: &dyn Reporter) -> Result<PathBuf> {
+        self.fetch(reporter)?;
+        let key = tree_key(&self.recipe)?;
+        let dir = self.cache.dir("trees").join(&key);
+        let root = dir.join(format!("Python-{}", self.recipe.python.version));
+        if root.is_dir() {
+            return Ok(root);
+        }
+        let scratch = self.cache.scratch("tree")?;
+        let archive = self.cache.download_path(&self.recipe.python);
+        extract::extract(&archive, &scratch)?;
+        let src = scratch.join(format!("Python-{}", self.recipe.python.version));
+        if !src.is_dir() {
+            anyhow::bail!(
+                "{} does not contain Python-{}/",
+                archive.display(),
+                self.recipe.python.version
+            );
+        }
+        let outcomes = patch::apply_all(&src, &self.recipe.patches)?;
+        for (file, outcome) in self.recipe.patches.iter().zip(outcomes) {
+            if outcome == patch::Outcome::AlreadyApplied {
+                reporter.message(&format!("{} is already applied", file.display()));
+            }
+        }
+        cache::publish(&scratch, &dir)?;
+        Ok(root)
+    }
+}
+
+/// Content key of a patched tree: the CPython tarball and the bytes of every patch.
+pub fn tree_key(recipe: &Recipe) -> Result<String> {
+    let mut h = Sha256::new();
+    h.update(recipe.python.sha256.as_bytes());
+    for p in &recipe.patches {
+        let bytes = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
+        h.update(file_name(p).as_bytes());
+        h.update(Sha256::digest(&bytes));
+    }
+    Ok(hex(&h.finalize()))
+}
+
+pub fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
