@@ -22,6 +22,12 @@ pub enum Cmd {
     Fetch(Fetch),
     /// Fetch, extract and patch the CPython sources; print the patched tree's path.
     Prepare(Prepare),
+    /// Build the FIPS OpenSSL and CPython in containers and package /opt/python-fips.
+    Python(Python),
+    /// Open an interactive shell in a stage's container.
+    Shell(ShellCmd),
+    /// Make a local base image with debootstrap (for machines without an image registry).
+    BaseImage(BaseImage),
 }
 
 /// Where the sources come from and where the cache lives.
@@ -73,4 +79,61 @@ pub struct Fetch {
 pub struct Prepare {
     #[command(flatten)]
     pub sources: SourceArgs,
+}
+
+/// How a build runs: the engine, the parallelism and where results go.
+#[derive(Args, Debug, Clone, Default)]
+pub struct BuildArgs {
+    #[command(flatten)]
+    pub sources: SourceArgs,
+    /// Container engine CLI: `docker` or `podman` (default: the first that answers).
+    #[arg(long)]
+    pub engine: Option<String>,
+    /// Parallel make jobs (default: all cores).
+    #[arg(long)]
+    pub jobs: Option<usize>,
+    /// Where artifacts go (default: `dist/`).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Write `{stages: [{name, key, cached, seconds}], artifact, sha256}` to this file.
+    #[arg(long, value_name = "FILE.json")]
+    pub report: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct Python {
+    #[command(flatten)]
+    pub build: BuildArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct ShellCmd {
+    #[command(flatten)]
+    pub build: BuildArgs,
+    /// The stage whose inputs the container holds: openssl, fips-provider, python, finalize.
+    #[arg(long, required_unless_present = "failed")]
+    pub stage: Option<String>,
+    /// Enter the container of the most recent failed stage instead.
+    #[arg(long, conflicts_with = "stage")]
+    pub failed: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct BaseImage {
+    /// Debian suite to bootstrap, e.g. `bookworm`.
+    #[arg(long, value_name = "SUITE")]
+    pub debootstrap: String,
+    /// Image tag (default: `debian:<suite>`).
+    #[arg(long)]
+    pub tag: Option<String>,
+    /// Debian mirror URI (default: the first one in this machine's apt configuration).
+    #[arg(long, value_name = "URI")]
+    pub mirror_uri: Option<String>,
+    /// Rebuild even if the tag exists.
+    #[arg(long)]
+    pub force: bool,
+    #[arg(long)]
+    pub engine: Option<String>,
+    #[arg(long, value_name = "DIR", env = "PYTHON_FIPS_CACHE")]
+    pub cache: Option<PathBuf>,
 }

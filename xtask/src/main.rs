@@ -1,13 +1,20 @@
 //! The python-fips build tool: `cargo xtask <command>`.
 
+mod base_image;
+mod builder;
 mod cache;
 mod catalog;
 mod download;
+mod engine;
 mod extract;
 mod flags;
+mod package;
 mod patch;
+mod pipeline;
 mod prepare;
 mod progress;
+mod python;
+mod shell;
 
 use anyhow::Result;
 use clap::Parser;
@@ -27,6 +34,9 @@ fn run() -> Result<()> {
         flags::Cmd::Recipes(cmd) => cmd.run(&sh),
         flags::Cmd::Fetch(cmd) => cmd.run(&sh),
         flags::Cmd::Prepare(cmd) => cmd.run(&sh),
+        flags::Cmd::BaseImage(cmd) => cmd.run(&sh),
+        flags::Cmd::Python(cmd) => cmd.run(&sh),
+        flags::Cmd::Shell(cmd) => cmd.run(&sh),
     }
 }
 

@@ -65,7 +65,7 @@ impl flags::Prepare {
         let _lock = ctx.cache.lock()?;
         let reporter = Terminal::new();
         let tree = ctx.prepare(&reporter)?;
-        println!("{}", tree.display());
+        println!("{}", tree.root.display());
         Ok(())
     }
 }
@@ -108,13 +108,17 @@ impl Context {
     }
 
     /// The patched CPython tree, made once per (source, patches) content and reused after.
-    pub fn prepare(&self, reporter: &dyn Reporter) -> Result<PathBuf> {
+    pub fn prepare(&self, reporter: &dyn Reporter) -> Result<Tree> {
         self.fetch(reporter)?;
         let key = tree_key(&self.recipe)?;
         let dir = self.cache.dir("trees").join(&key);
-        let root = dir.join(format!("Python-{}", self.recipe.python.version));
-        if root.is_dir() {
-            return Ok(root);
+        let tree = Tree {
+            root: dir.join(format!("Python-{}", self.recipe.python.version)),
+            source_date_epoch: self.recipe.source_date_epoch.unwrap_or(0),
+            key,
+        };
+        if tree.root.is_dir() {
+            return tree.with_derived_epoch(&dir);
         }
         let scratch = self.cache.scratch("tree")?;
         let archive = self.cache.download_path(&self.recipe.python);
@@ -127,6 +131,9 @@ impl Context {
                 self.recipe.python.version
             );
         }
+        // Taken before patching, so that it depends on the upstream tarball alone.
+        let newest = newest_mtime(&src)?;
+        std::fs::write(scratch.join("SOURCE_DATE_EPOCH"), newest.to_string())?;
         let outcomes = patch::apply_all(&src, &self.recipe.patches)?;
         for (file, outcome) in self.recipe.patches.iter().zip(outcomes) {
             if outcome == patch::Outcome::AlreadyApplied {
@@ -134,8 +141,50 @@ impl Context {
             }
         }
         cache::publish(&scratch, &dir)?;
-        Ok(root)
+        tree.with_derived_epoch(&dir)
     }
+}
+
+/// A patched CPython source tree in the cache.
+#[derive(Debug, Clone)]
+pub struct Tree {
+    pub root: PathBuf,
+    /// Content key: the tarball's sha256 and the patches' bytes.
+    pub key: String,
+    /// The recipe's `source_date_epoch`, or else the newest mtime in the upstream tarball.
+    pub source_date_epoch: u64,
+}
+
+impl Tree {
+    fn with_derived_epoch(mut self, dir: &Path) -> Result<Tree> {
+        if self.source_date_epoch == 0 {
+            let path = dir.join("SOURCE_DATE_EPOCH");
+            let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            self.source_date_epoch =
+                text.trim().parse().with_context(|| format!("{} is not a number", path.display()))?;
+        }
+        Ok(self)
+    }
+}
+
+/// The newest modification time (seconds) of anything below `dir`, links not followed.
+fn newest_mtime(dir: &Path) -> Result<u64> {
+    let mut newest = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).with_context(|| format!("cannot list {}", d.display()))? {
+            let entry = entry?;
+            let meta = entry.path().symlink_metadata()?;
+            if let Ok(t) = meta.modified() {
+                let secs = t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+                newest = newest.max(secs);
+            }
+            if meta.is_dir() {
+                stack.push(entry.path());
+            }
+        }
+    }
+    Ok(newest)
 }
 
 /// Content key of a patched tree: the CPython tarball and the bytes of every patch.

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Prepares a machine for the end-to-end tests: installs debootstrap if it is missing and fills
+# a local mirror with real upstream tarballs taken from Debian source packages.
+# usage: tests/setup.sh MIRROR_DIR
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+mirror=${1:?usage: tests/setup.sh MIRROR_DIR}
+
+if ! command -v debootstrap >/dev/null 2>&1; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "error: debootstrap is missing; install it with \`sudo apt-get install debootstrap\`" >&2
+        exit 1
+    fi
+    apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >&2
+fi
+
+bash "$here/debian-mirror.sh" "$mirror" \
+    python3.13=3.13.15-1 python3.13=3.13.5-2+deb13u5 python3.11=3.11.2-6+deb12u8 \
+    openssl=3.5.7-1~deb13u2 openssl=3.0.20-1~deb12u2

@@ -1,0 +1,90 @@
+//! The builder image: the recipe's base image plus its build dependencies, tagged by content key.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result, bail};
+use xshell::Shell;
+
+use crate::cache::Cache;
+use crate::catalog::BuilderSpec;
+use crate::engine::{ContainerSpec, Engine};
+use crate::pipeline::{OWNER_LABEL, key_of, owner};
+use crate::progress::{Reporter, Terminal};
+
+const SCRIPT: &str = include_str!("pipeline/builder.sh");
+
+/// Returns the id of the builder image for `spec`, building and tagging it if it is missing.
+pub fn ensure(sh: &Shell, engine: &Engine, cache: &Cache, spec: &BuilderSpec, ui: &Terminal) -> Result<String> {
+    let Some(base_id) = engine.image_id(sh, &spec.base_image)? else {
+        bail!(
+            "the base image {} is not available to {}; there is no registry here, so make it with \
+             `cargo xtask base-image --debootstrap bookworm --tag {}`",
+            spec.base_image,
+            engine.program,
+            spec.base_image
+        );
+    };
+    let mut inputs = BTreeMap::new();
+    inputs.insert("base-image".to_string(), base_id);
+    inputs.insert("script".to_string(), SCRIPT.to_string());
+    inputs.insert("apt".to_string(), spec.apt.join(" "));
+    inputs.insert("dnf".to_string(), spec.dnf.join(" "));
+    let key = key_of(&inputs);
+    let tag = format!("python-fips-builder:{}", &key[..16]);
+    if let Some(id) = engine.image_id(sh, &tag)? {
+        ui.message(&format!("{:<14} cached ({tag})", "builder"));
+        return Ok(id);
+    }
+
+    let started = std::time::Instant::now();
+    let container = format!("python-fips-builder-{}-{}", &key[..12], std::process::id());
+    let log = cache.dir("logs").join(format!("builder-{}.log", &key[..12]));
+    let _ = std::fs::remove_file(&log);
+    engine.create(
+        sh,
+        &ContainerSpec {
+            name: container.clone(),
+            image: spec.base_image.clone(),
+            env: vec![("APT_PACKAGES".into(), spec.apt.join(" ")), ("DNF_PACKAGES".into(), spec.dnf.join(" "))],
+            labels: vec![(OWNER_LABEL.into(), owner())],
+            command: vec!["sh".into(), "-c".into(), "exec sh -eux /builder.sh 2>&1".into()],
+            ..ContainerSpec::default()
+        },
+    )?;
+    let result = (|| -> Result<String> {
+        engine.copy_in(&container, "/", |w| {
+            let mut tar = tar::Builder::new(w);
+            let mut header = tar::Header::new_gnu();
+            header.set_size(SCRIPT.len() as u64);
+            header.set_mode(0o755);
+            tar.append_data(&mut header, "builder.sh", SCRIPT.as_bytes())?;
+            tar.finish()?;
+            Ok(())
+        })?;
+        let spinner = ui.spinner("builder");
+        let ok = engine.start_logged(&container, &log, |line| {
+            if let Some(s) = &spinner {
+                s.set_message(line.to_string());
+            }
+        })?;
+        if let Some(s) = &spinner {
+            s.finish_and_clear();
+        }
+        if !ok {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            bail!(
+                "cannot install the build dependencies into {}; the last 30 lines of {}:\n{}\n\
+                 check the package names in the recipe's [builder] section and that the base image reaches its mirror",
+                spec.base_image,
+                log.display(),
+                crate::engine::last_lines(&text, 30)
+            );
+        }
+        engine.commit(sh, &container, &tag)?;
+        engine.image_id(sh, &tag)?.with_context(|| format!("{tag} vanished right after it was committed"))
+    })();
+    engine.remove(sh, &container);
+    let id = result?;
+    ui.message(&format!("{:<14} ran    {:>7.1} s ({tag})", "builder", started.elapsed().as_secs_f64()));
+    Ok(id)
+}

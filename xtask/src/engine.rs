@@ -1,0 +1,302 @@
+//! The container engine: the docker or podman CLI. Nothing but this module starts a container.
+//!
+//! Control commands go through xshell. Tar streams in and out of containers, and attached
+//! runs whose output is logged line by line, use `std::process` because xshell buffers
+//! stdin and stdout in memory and cannot hand stdio to the user.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result, bail};
+use xshell::{Shell, cmd};
+
+/// A container engine CLI, found on `PATH`.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    /// `docker` or `podman` (or a path to one of them).
+    pub program: String,
+}
+
+/// What a new container is made of.
+#[derive(Debug, Clone, Default)]
+pub struct ContainerSpec {
+    pub name: String,
+    pub image: String,
+    pub env: Vec<(String, String)>,
+    pub labels: Vec<(String, String)>,
+    pub workdir: Option<String>,
+    /// Allocate a TTY and keep stdin open (interactive shells).
+    pub interactive: bool,
+    pub command: Vec<String>,
+}
+
+impl Engine {
+    /// Uses `choice`, or the first of docker and podman that answers, and checks the engine is up.
+    pub fn detect(sh: &Shell, choice: Option<&str>) -> Result<Engine> {
+        let candidates: Vec<&str> = match choice {
+            Some(c) => vec![c],
+            None => vec!["docker", "podman"],
+        };
+        let mut tried = Vec::new();
+        for program in candidates {
+            let format = "{{.Server.Version}}";
+            let out = cmd!(sh, "{program} version --format {format}").quiet().ignore_status().output();
+            match out {
+                Ok(out) if out.status.success() => return Ok(Engine { program: program.to_string() }),
+                Ok(out) => tried.push(format!(
+                    "`{program} version` failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )),
+                Err(e) => tried.push(format!("`{program}` cannot be run: {e}")),
+            }
+        }
+        bail!(
+            "no container engine is usable:\n  {}\nis the Docker engine running? try `docker info` (or pass --engine podman)",
+            tried.join("\n  ")
+        )
+    }
+
+    /// The engine host's architecture in the kernel's spelling (`x86_64`, `aarch64`).
+    pub fn arch(&self, sh: &Shell) -> Result<String> {
+        let program = &self.program;
+        let format = "{{.Architecture}}";
+        let arch = cmd!(sh, "{program} info --format {format}")
+            .quiet()
+            .read()
+            .with_context(|| format!("cannot ask {program} for its architecture; try `{program} info`"))?;
+        Ok(match arch.trim() {
+            "amd64" => "x86_64".to_string(),
+            "arm64" => "aarch64".to_string(),
+            other => other.to_string(),
+        })
+    }
+
+    /// The id of a local image, or `None` if the engine has no such image.
+    pub fn image_id(&self, sh: &Shell, image: &str) -> Result<Option<String>> {
+        let program = &self.program;
+        let format = "{{.Id}}";
+        let out = cmd!(sh, "{program} image inspect --format {format} {image}").quiet().ignore_status().output()?;
+        if out.status.success() {
+            Ok(Some(String::from_utf8_lossy(&out.stdout).trim().to_string()))
+        } else {
+            Ok(None)
+        }
+    }
+
+    pub fn create(&self, sh: &Shell, spec: &ContainerSpec) -> Result<()> {
+        let program = &self.program;
+        let mut args = vec!["create".to_string(), "--name".to_string(), spec.name.clone()];
+        if spec.interactive {
+            args.push("--interactive".into());
+            args.push("--tty".into());
+        }
+        for (k, v) in &spec.env {
+            args.push("--env".into());
+            args.push(format!("{k}={v}"));
+        }
+        for (k, v) in &spec.labels {
+            args.push("--label".into());
+            args.push(format!("{k}={v}"));
+        }
+        if let Some(w) = &spec.workdir {
+            args.push("--workdir".into());
+            args.push(w.clone());
+        }
+        // A fixed hostname keeps the build machine's name out of anything the build records.
+        args.push("--hostname".into());
+        args.push("python-fips-build".into());
+        args.push(spec.image.clone());
+        args.extend(spec.command.iter().cloned());
+        let out = cmd!(sh, "{program} {args...}").quiet().ignore_status().output()?;
+        if !out.status.success() {
+            bail!(
+                "`{program} create` of {} from {} failed: {}",
+                spec.name,
+                spec.image,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
+    /// Streams a tar archive into `container` and unpacks it at `dest` (an existing directory).
+    pub fn copy_in(&self, container: &str, dest: &str, write_tar: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
+        let mut child = Command::new(&self.program)
+            .args(["cp", "-", &format!("{container}:{dest}")])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot run `{} cp`", self.program))?;
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        let written = write_tar(&mut stdin);
+        drop(stdin);
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            bail!(
+                "`{} cp - {container}:{dest}` failed: {}",
+                self.program,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        written.with_context(|| format!("cannot send files into {container}:{dest}"))
+    }
+
+    /// Copies `path` out of `container` as a tar stream into `out`.
+    pub fn copy_out(&self, container: &str, path: &str, out: &mut dyn Write) -> Result<()> {
+        let mut child = Command::new(&self.program)
+            .args(["cp", &format!("{container}:{path}"), "-"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot run `{} cp`", self.program))?;
+        let mut stdout = child.stdout.take().expect("stdout is piped");
+        std::io::copy(&mut stdout, out).with_context(|| format!("cannot read {container}:{path}"))?;
+        let res = child.wait_with_output()?;
+        if !res.status.success() {
+            bail!(
+                "`{} cp {container}:{path} -` failed: {}",
+                self.program,
+                String::from_utf8_lossy(&res.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
+    /// Starts `container` attached, appends its output to `log`, and passes each line to
+    /// `on_line`. Returns whether the container's command succeeded.
+    pub fn start_logged(&self, container: &str, log: &Path, mut on_line: impl FnMut(&str)) -> Result<bool> {
+        let mut log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| format!("cannot open the log {}", log.display()))?;
+        // stderr is merged into stdout by the shell inside the container (`exec 2>&1`), so one pipe suffices.
+        let mut child = Command::new(&self.program)
+            .args(["start", "--attach", container])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot run `{} start`", self.program))?;
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let err_thread = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = BufReader::new(stderr).read_to_string(&mut s);
+            s
+        });
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut reader = BufReader::new(stdout);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            if reader.read_until(b'\n', &mut line)? == 0 {
+                break;
+            }
+            log_file.write_all(&line)?;
+            on_line(String::from_utf8_lossy(&line).trim_end());
+        }
+        let status = child.wait()?;
+        let err = err_thread.join().unwrap_or_default();
+        if !err.is_empty() {
+            log_file.write_all(err.as_bytes())?;
+        }
+        Ok(status.success())
+    }
+
+    pub fn commit(&self, sh: &Shell, container: &str, tag: &str) -> Result<()> {
+        let program = &self.program;
+        cmd!(sh, "{program} commit {container} {tag}")
+            .quiet()
+            .ignore_stdout()
+            .run()
+            .with_context(|| format!("cannot commit container {container} as {tag}"))
+    }
+
+    /// Removes a container (running or not); a missing one is fine.
+    pub fn remove(&self, sh: &Shell, container: &str) {
+        let program = &self.program;
+        let _ = cmd!(sh, "{program} rm --force --volumes {container}").quiet().ignore_status().ignore_stdout().ignore_stderr().run();
+    }
+
+    /// Containers carrying `label=value`, as (name, labels) pairs.
+    pub fn containers_with_label(&self, sh: &Shell, label: &str) -> Result<Vec<(String, String)>> {
+        let program = &self.program;
+        let filter = format!("label={label}");
+        let format = "{{.Names}}\t{{.Labels}}";
+        let out = cmd!(sh, "{program} ps --all --filter {filter} --format {format}").quiet().read()?;
+        Ok(out
+            .lines()
+            .filter_map(|l| l.split_once('\t').map(|(n, lab)| (n.to_string(), lab.to_string())))
+            .collect())
+    }
+
+    /// Imports a root filesystem tarball as an image.
+    pub fn import(&self, rootfs_tar: &Path, tag: &str) -> Result<()> {
+        let file = std::fs::File::open(rootfs_tar).with_context(|| format!("cannot open {}", rootfs_tar.display()))?;
+        let out = Command::new(&self.program)
+            .args(["import", "-", tag])
+            .stdin(file)
+            .output()
+            .with_context(|| format!("cannot run `{} import`", self.program))?;
+        if !out.status.success() {
+            bail!("`{} import - {tag}` failed: {}", self.program, String::from_utf8_lossy(&out.stderr).trim());
+        }
+        Ok(())
+    }
+
+    /// Builds an image from a context directory the tool wrote, logging to `log`.
+    pub fn build(&self, context: &Path, tag: &[String], log: &Path) -> Result<()> {
+        let mut args = vec!["build".to_string(), "--quiet".to_string()];
+        for t in tag {
+            args.push("--tag".into());
+            args.push(t.clone());
+        }
+        args.push(context.display().to_string());
+        let out = Command::new(&self.program).args(&args).output().with_context(|| format!("cannot run `{} build`", self.program))?;
+        let mut text = out.stdout.clone();
+        text.extend_from_slice(&out.stderr);
+        std::fs::write(log, &text).with_context(|| format!("cannot write {}", log.display()))?;
+        if !out.status.success() {
+            bail!(
+                "`{} build` of {} failed (log: {}):\n{}",
+                self.program,
+                tag.join(", "),
+                log.display(),
+                last_lines(&String::from_utf8_lossy(&text), 30)
+            );
+        }
+        Ok(())
+    }
+
+    /// Runs a command with the user's terminal attached (interactive shells).
+    pub fn interactive(&self, args: &[String]) -> Result<bool> {
+        let status = Command::new(&self.program)
+            .args(args)
+            .status()
+            .with_context(|| format!("cannot run `{}`", self.program))?;
+        Ok(status.success())
+    }
+
+    /// Runs a one-off container and returns (success, stdout, stderr).
+    pub fn run_capture(&self, args: &[String]) -> Result<(bool, String, String)> {
+        let out = Command::new(&self.program)
+            .arg("run")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("cannot run `{} run`", self.program))?;
+        Ok((
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    }
+}
+
+/// The last `n` lines of `text`.
+pub fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}

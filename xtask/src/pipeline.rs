@@ -1,0 +1,408 @@
+//! Build stages: what a stage is made of, its content key, and running it in a fresh container.
+//!
+//! A stage's key is the sha256 of everything that can change its output. Its output appears
+//! in `cache/stages/<stage>-<key>/` only by rename, so the presence of that directory is the
+//! cache hit, and a run killed at any moment leaves nothing a later run would trust.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use xshell::Shell;
+
+use crate::cache::{self, Cache};
+use crate::engine::{ContainerSpec, Engine};
+use crate::prepare::hex;
+use crate::progress::{Reporter, Terminal};
+
+/// Where the tree is installed, inside every container and on the machines that run it.
+pub const PREFIX: &str = "/opt/python-fips";
+/// Label on every container this tool creates, valued `<host>:<pid>` of the run that owns it.
+pub const OWNER_LABEL: &str = "python-fips.owner";
+
+/// One input file or directory placed under `/build` in the stage's container.
+#[derive(Debug, Clone)]
+pub struct Input {
+    /// Path below `/build`, e.g. `src/openssl-3.5.7.tar.gz`.
+    pub dest: String,
+    pub host: PathBuf,
+    /// What identifies the content: a sha256 of the file, or the key of a prepared tree.
+    pub content: String,
+}
+
+/// A stage, fully described: nothing outside this struct can change its output.
+#[derive(Debug, Clone)]
+pub struct Stage {
+    pub name: &'static str,
+    pub script: &'static str,
+    /// Environment the script reads; all of it is part of the key.
+    pub env: Vec<(String, String)>,
+    pub inputs: Vec<Input>,
+    /// Earlier stages whose outputs are unpacked at /opt before the script runs.
+    pub deps: Vec<Done>,
+    /// The directory copied out as the stage's output.
+    pub output: &'static str,
+}
+
+/// A finished (or cached) stage.
+#[derive(Debug, Clone, Serialize)]
+pub struct Done {
+    pub name: String,
+    pub key: String,
+    pub cached: bool,
+    pub seconds: f64,
+    #[serde(skip)]
+    pub output: PathBuf,
+}
+
+/// What `meta.json` of a stage entry records.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Meta {
+    pub stage: String,
+    pub key: String,
+    pub inputs: BTreeMap<String, String>,
+    pub seconds: f64,
+    pub log: PathBuf,
+}
+
+/// The container a failed stage left behind, recorded for `shell --failed`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Failed {
+    pub stage: String,
+    pub container: String,
+    pub image: String,
+    pub log: PathBuf,
+    pub env: Vec<(String, String)>,
+}
+
+/// The fixed facts every stage of one build shares.
+pub struct Builder<'a> {
+    pub sh: &'a Shell,
+    pub engine: &'a Engine,
+    pub cache: &'a Cache,
+    /// Image id (not tag) of the builder, so a rebuilt builder changes every key.
+    pub image_id: String,
+    pub arch: String,
+    pub jobs: usize,
+    pub source_date_epoch: u64,
+}
+
+impl Stage {
+    /// Every input of the stage with the content that identifies it, in a stable order.
+    pub fn key_inputs(&self, builder: &Builder) -> BTreeMap<String, String> {
+        let mut m = BTreeMap::new();
+        m.insert("stage".into(), self.name.into());
+        m.insert("script".into(), hex(&Sha256::digest(self.script)));
+        m.insert("setup-script".into(), hex(&Sha256::digest(SETUP_SCRIPT)));
+        m.insert("builder-image".into(), builder.image_id.clone());
+        m.insert("arch".into(), builder.arch.clone());
+        m.insert("output".into(), self.output.into());
+        for (k, v) in self.env(builder) {
+            if k != "JOBS" {
+                m.insert(format!("env:{k}"), v);
+            }
+        }
+        for i in &self.inputs {
+            m.insert(format!("input:{}", i.dest), i.content.clone());
+        }
+        for d in &self.deps {
+            m.insert(format!("dep:{}", d.name), d.key.clone());
+        }
+        m
+    }
+
+    pub fn key(&self, builder: &Builder) -> String {
+        key_of(&self.key_inputs(builder))
+    }
+
+    /// The environment the script runs with (the recipe's fields plus the build's fixed facts).
+    /// `JOBS` is the only variable left out of the key: parallelism does not change the output.
+    pub fn env(&self, builder: &Builder) -> Vec<(String, String)> {
+        let mut env = vec![
+            ("PREFIX".to_string(), PREFIX.to_string()),
+            ("JOBS".to_string(), builder.jobs.to_string()),
+            ("SOURCE_DATE_EPOCH".to_string(), builder.source_date_epoch.to_string()),
+            ("LC_ALL".to_string(), "C".to_string()),
+            ("TZ".to_string(), "UTC".to_string()),
+        ];
+        env.extend(self.env.iter().cloned());
+        env
+    }
+}
+
+/// The sha256 of a key map; any change to any entry changes it.
+pub fn key_of(inputs: &BTreeMap<String, String>) -> String {
+    let mut h = Sha256::new();
+    h.update(b"python-fips stage key v1\n");
+    for (k, v) in inputs {
+        h.update(format!("{}:{k}={}:{v}\n", k.len(), v.len()).as_bytes());
+    }
+    hex(&h.finalize())
+}
+
+const SETUP_SCRIPT: &str = include_str!("pipeline/python-fips-setup.sh");
+
+impl Builder<'_> {
+    pub fn entry(&self, name: &str, key: &str) -> PathBuf {
+        self.cache.dir("stages").join(format!("{name}-{key}"))
+    }
+
+    /// Runs `stage` unless its output is cached.
+    pub fn run(&self, stage: &Stage, ui: &Terminal) -> Result<Done> {
+        let key = stage.key(self);
+        let entry = self.entry(stage.name, &key);
+        if entry.join("output.tar").is_file() {
+            ui.message(&format!("{:<14} cached", stage.name));
+            return Ok(Done { name: stage.name.into(), key, cached: true, seconds: 0.0, output: entry.join("output.tar") });
+        }
+        let started = Instant::now();
+        let short = &key[..12];
+        let log = self.cache.dir("logs").join(format!("{}-{short}-{}.log", stage.name, unix_now()));
+        let container = format!("python-fips-{}-{short}-{}", stage.name, std::process::id());
+        let env = stage.env(self);
+        self.create_with_inputs(stage, &container, &env, false)?;
+
+        let spinner = ui.spinner(stage.name);
+        if spinner.is_none() {
+            ui.message(&format!("{:<14} running (log: {})", stage.name, log.display()));
+        }
+        let ok = self.engine.start_logged(&container, &log, |line| {
+            if let Some(s) = &spinner {
+                s.set_message(line.to_string());
+            }
+        });
+        if let Some(s) = &spinner {
+            s.finish_and_clear();
+        }
+        if !ok.with_context(|| format!("cannot run stage {}", stage.name))? {
+            return Err(self.failure(stage, &container, &env, &log, started.elapsed().as_secs_f64()));
+        }
+
+        let scratch = self.cache.scratch(stage.name)?;
+        let out_tar = scratch.join("output.tar");
+        {
+            let mut file = std::fs::File::create(&out_tar)?;
+            self.engine.copy_out(&container, stage.output, &mut file)?;
+            file.sync_all()?;
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        let meta = Meta { stage: stage.name.into(), key: key.clone(), inputs: stage.key_inputs(self), seconds, log };
+        std::fs::write(scratch.join("meta.json"), serde_json::to_vec_pretty(&meta)?)?;
+        cache::publish(&scratch, &entry)?;
+        self.engine.remove(self.sh, &container);
+        ui.message(&format!("{:<14} ran    {seconds:>7.1} s", stage.name));
+        Ok(Done { name: stage.name.into(), key, cached: false, seconds, output: entry.join("output.tar") })
+    }
+
+    /// Creates a container from the builder image holding exactly the stage's inputs.
+    pub fn create_with_inputs(&self, stage: &Stage, name: &str, env: &[(String, String)], interactive: bool) -> Result<()> {
+        let command: Vec<String> = if interactive {
+            vec!["bash".into()]
+        } else {
+            vec!["sh".into(), "-c".into(), "exec sh -eux /build/stage.sh 2>&1".into()]
+        };
+        let spec = ContainerSpec {
+            name: name.to_string(),
+            image: self.image_id.clone(),
+            env: env.to_vec(),
+            labels: vec![(OWNER_LABEL.into(), owner()), ("python-fips.stage".into(), stage.name.into())],
+            workdir: Some("/build".into()),
+            interactive,
+            command,
+        };
+        self.engine.create(self.sh, &spec)?;
+        let result = self.send_inputs(stage, name);
+        if result.is_err() {
+            self.engine.remove(self.sh, name);
+        }
+        result
+    }
+
+    fn send_inputs(&self, stage: &Stage, container: &str) -> Result<()> {
+        self.engine.copy_in(container, "/", |w| {
+            let mut tar = tar::Builder::new(w);
+            tar.follow_symlinks(false);
+            add_bytes(&mut tar, "build/stage.sh", stage.script.as_bytes(), 0o755)?;
+            add_bytes(&mut tar, "build/python-fips-setup", SETUP_SCRIPT.as_bytes(), 0o755)?;
+            let env: String = stage.env(self).iter().map(|(k, v)| format!("export {k}='{v}'\n")).collect();
+            add_bytes(&mut tar, "build/env", env.as_bytes(), 0o644)?;
+            for input in &stage.inputs {
+                let dest = format!("build/{}", input.dest);
+                if input.host.is_dir() {
+                    tar.append_dir_all(&dest, &input.host)
+                } else {
+                    tar.append_path_with_name(&input.host, &dest)
+                }
+                .with_context(|| format!("cannot pack {}", input.host.display()))?;
+            }
+            tar.finish()?;
+            Ok(())
+        })?;
+        for dep in &stage.deps {
+            self.engine.copy_in(container, "/opt", |w| {
+                let mut f = std::fs::File::open(&dep.output)
+                    .with_context(|| format!("cannot open the output of stage {}", dep.name))?;
+                std::io::copy(&mut f, w)?;
+                Ok(())
+            })?;
+        }
+        Ok(())
+    }
+
+    fn failure(&self, stage: &Stage, container: &str, env: &[(String, String)], log: &Path, seconds: f64) -> anyhow::Error {
+        let failed = Failed {
+            stage: stage.name.into(),
+            container: container.into(),
+            image: self.image_id.clone(),
+            log: log.to_path_buf(),
+            env: env.to_vec(),
+        };
+        let record = self.cache.dir("failed.json");
+        let _ = serde_json::to_vec_pretty(&failed).map(|b| std::fs::write(&record, b));
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let engine = &self.engine.program;
+        anyhow::anyhow!(
+            "stage {} failed after {seconds:.1} s; the last 30 lines of its log:\n{}\n\nfull log: {}\n\
+             the failed container {container} is kept; enter it with:\n    cargo xtask shell --failed\n\
+             or by hand:\n    {engine} commit {container} python-fips-debug:{} && {engine} run --rm -it --workdir /build python-fips-debug:{} bash",
+            stage.name,
+            crate::engine::last_lines(&text, 30),
+            log.display(),
+            stage.name,
+            stage.name,
+        )
+    }
+}
+
+fn add_bytes<W: std::io::Write>(tar: &mut tar::Builder<W>, path: &str, bytes: &[u8], mode: u32) -> Result<()> {
+    let mut header = tar::Header::new_gnu();
+    header.set_size(bytes.len() as u64);
+    header.set_mode(mode);
+    header.set_mtime(0);
+    header.set_entry_type(tar::EntryType::Regular);
+    tar.append_data(&mut header, path, bytes)?;
+    Ok(())
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// `<host>:<pid>` of this run.
+pub fn owner() -> String {
+    format!("{}:{}", hostname(), std::process::id())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default()
+}
+
+/// Removes containers left by runs of this host that died (killed mid-stage), but keeps the one
+/// a failed stage left for debugging.
+pub fn prune_stale(sh: &Shell, engine: &Engine, cache: &Cache) -> Result<()> {
+    let kept = std::fs::read(cache.dir("failed.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Failed>(&b).ok())
+        .map(|f| f.container);
+    let me = hostname();
+    for (name, labels) in engine.containers_with_label(sh, OWNER_LABEL)? {
+        let owner = labels.split(',').find_map(|l| l.strip_prefix(&format!("{OWNER_LABEL}="))).unwrap_or("");
+        let Some((host, pid)) = owner.rsplit_once(':') else { continue };
+        let alive = Path::new("/proc").join(pid).exists();
+        if host == me && !alive && kept.as_deref() != Some(name.as_str()) {
+            engine.remove(sh, &name);
+        }
+    }
+    Ok(())
+}
+
+/// Checks that a name is one of the stages a build has.
+pub fn check_stage_name(name: &str, known: &[&str]) -> Result<()> {
+    if !known.contains(&name) {
+        bail!("unknown stage {name}; stages of this build: {}", known.join(", "));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stage() -> Stage {
+        Stage {
+            name: "python",
+            script: "make\n",
+            env: vec![("PYTHON_CONFIGURE".into(), "--with-ssl-default-suites=openssl".into())],
+            inputs: vec![Input { dest: "src/Python-3.13.15".into(), host: PathBuf::from("/nonexistent"), content: "tree-a".into() }],
+            deps: vec![Done { name: "openssl".into(), key: "k-openssl".into(), cached: true, seconds: 0.0, output: PathBuf::new() }],
+            output: PREFIX,
+        }
+    }
+
+    /// Calls `f` with a builder of the given image id, architecture, jobs and epoch.
+    fn with_builder<T>(image: &str, arch: &str, jobs: usize, epoch: u64, f: impl FnOnce(&Builder) -> T) -> T {
+        let sh = Shell::new().unwrap();
+        let engine = Engine { program: "docker".into() };
+        let cache = Cache::open(Some(&std::env::temp_dir().join("pf-key-tests"))).unwrap();
+        let b = Builder {
+            sh: &sh,
+            engine: &engine,
+            cache: &cache,
+            image_id: image.into(),
+            arch: arch.into(),
+            jobs,
+            source_date_epoch: epoch,
+        };
+        f(&b)
+    }
+
+    fn key(image: &str, arch: &str, jobs: usize, epoch: u64, s: &Stage) -> String {
+        with_builder(image, arch, jobs, epoch, |b| s.key(b))
+    }
+
+    #[test]
+    fn key_is_stable_and_ignores_parallelism() {
+        let a = key("sha256:img", "x86_64", 2, 1, &stage());
+        assert_eq!(a, key("sha256:img", "x86_64", 2, 1, &stage()));
+        assert_eq!(a, key("sha256:img", "x86_64", 64, 1, &stage()));
+    }
+
+    #[test]
+    fn key_changes_with_every_input() {
+        let base = key("sha256:img", "x86_64", 2, 1, &stage());
+        let mut variants: Vec<(&str, Stage)> = Vec::new();
+        let mut s = stage();
+        s.script = "make -k\n";
+        variants.push(("script", s));
+        let mut s = stage();
+        s.env[0].1.push(' ');
+        variants.push(("recipe field", s));
+        let mut s = stage();
+        s.inputs[0].content = "tree-b".into();
+        variants.push(("source or patch bytes", s));
+        let mut s = stage();
+        s.deps[0].key = "k-openssl-2".into();
+        variants.push(("dependency key", s));
+        let mut s = stage();
+        s.output = "/out/python-fips";
+        variants.push(("output path", s));
+        for (what, s) in variants {
+            assert_ne!(key("sha256:img", "x86_64", 2, 1, &s), base, "changing the {what} must change the key");
+        }
+        assert_ne!(key("sha256:other", "x86_64", 2, 1, &stage()), base, "builder image");
+        assert_ne!(key("sha256:img", "aarch64", 2, 1, &stage()), base, "architecture");
+        assert_ne!(key("sha256:img", "x86_64", 2, 2, &stage()), base, "SOURCE_DATE_EPOCH");
+    }
+
+    #[test]
+    fn key_encoding_is_unambiguous() {
+        let mut a = BTreeMap::new();
+        a.insert("a".to_string(), "b=c".to_string());
+        let mut b = BTreeMap::new();
+        b.insert("a=b".to_string(), "c".to_string());
+        assert_ne!(key_of(&a), key_of(&b));
+    }
+}

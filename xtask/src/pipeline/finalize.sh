@@ -1,0 +1,37 @@
+# Stage finalize: put fips.so in place, activate the FIPS provider, self-test it, and add
+# the setup command that repeats the self-test on the machine that runs the tree.
+ssl="$PREFIX/ssl"
+modules="$PREFIX/lib/ossl-modules"
+test -f "$modules/fips.so"
+cat > "$ssl/openssl.cnf" <<CNF
+# python-fips: every algorithm fetch defaults to the FIPS provider (fips=yes).
+# The default provider stays loaded for explicit non-security uses such as
+# hashlib.md5(usedforsecurity=False); nothing reaches it unless it asks for fips=no.
+config_diagnostics = 1
+openssl_conf = openssl_init
+
+.include $ssl/fipsmodule.cnf
+
+[openssl_init]
+providers = provider_sect
+alg_section = algorithm_sect
+
+[provider_sect]
+fips = fips_sect
+base = base_sect
+default = default_sect
+
+[base_sect]
+activate = 1
+
+[default_sect]
+activate = 1
+
+[algorithm_sect]
+default_properties = fips=yes
+CNF
+install -m 0755 /build/python-fips-setup "$PREFIX/bin/python-fips-setup"
+mkdir -p "$PREFIX/share/python-fips"
+echo "$PREFIX/lib" > "$PREFIX/share/python-fips/ld.so.conf"
+"$PREFIX/bin/python-fips-setup"
+"$PREFIX/bin/openssl" list -providers

@@ -1,0 +1,9 @@
+# Stage fips-provider: fips.so from the pinned provider release, configured as its security
+# policy says (./Configure enable-fips); only the module is taken from this build.
+cd /build
+tar -xf "src/$PROVIDER_FILE"
+cd "openssl-$PROVIDER_VERSION"
+./Configure enable-fips
+make -j"$JOBS" build_modules
+mkdir -p "/out/python-fips/lib/ossl-modules"
+cp providers/fips.so /out/python-fips/lib/ossl-modules/fips.so

@@ -1,0 +1,19 @@
+#!/bin/sh
+# python-fips-setup: run the FIPS module's self-tests on this machine and record the result.
+#
+# The OpenSSL FIPS security policy requires `openssl fipsinstall` on every machine that uses
+# the module, so run this once after unpacking the tree (image builds do it for you), and again
+# whenever fips.so or the machine changes. As root it also registers the libraries with ldconfig.
+set -eu
+prefix=$(cd "$(dirname "$0")/.." && pwd)
+openssl="$prefix/bin/openssl"
+module="$prefix/lib/ossl-modules/fips.so"
+cnf="$prefix/ssl/fipsmodule.cnf"
+# The module's self-test must not depend on the configuration it is about to write.
+OPENSSL_CONF=/dev/null "$openssl" fipsinstall -out "$cnf.new" -module "$module"
+mv "$cnf.new" "$cnf"
+OPENSSL_CONF=/dev/null "$openssl" fipsinstall -module "$module" -in "$cnf" -verify
+if [ "$(id -u)" = 0 ] && [ -d /etc/ld.so.conf.d ]; then
+    cp "$prefix/share/python-fips/ld.so.conf" /etc/ld.so.conf.d/python-fips.conf
+    ldconfig
+fi

@@ -1,0 +1,26 @@
+# Stage python: configure, build and install the patched CPython against the OpenSSL in $PREFIX.
+cd "/build/src/Python-$PYTHON_VERSION"
+./configure --prefix="$PREFIX" --with-openssl="$PREFIX" --with-openssl-rpath=auto \
+    $PYTHON_SHARED $PYTHON_CONFIGURE LDFLAGS="-Wl,-rpath,$PREFIX/lib"
+make -j"$JOBS"
+make install
+
+# The failure users hit most: _ssl or _hashlib missing, or linked against another OpenSSL.
+dynload="$PREFIX/lib/python$PYTHON_MINOR/lib-dynload"
+for module in _ssl _hashlib; do
+    so=$(ls "$dynload/$module".*.so 2>/dev/null | head -n 1)
+    if [ -z "$so" ]; then
+        echo "error: the $module module was not built; see 'Could not build the ssl module' above" >&2
+        exit 1
+    fi
+    ldd "$so"
+    if ! ldd "$so" | grep -q "libcrypto.so.* => $PREFIX/lib/libcrypto.so"; then
+        echo "error: $module does not load libcrypto from $PREFIX/lib" >&2
+        exit 1
+    fi
+    if ldd "$so" | grep -E 'lib(ssl|crypto)\.so' | grep -v "=> $PREFIX/lib/"; then
+        echo "error: $module links an OpenSSL outside $PREFIX (lines above)" >&2
+        exit 1
+    fi
+done
+"$PREFIX/bin/python3" -c 'import ssl, _hashlib; print(ssl.OPENSSL_VERSION)'

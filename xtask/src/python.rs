@@ -1,0 +1,295 @@
+//! `python`: the main job. Plans the stage DAG for a recipe, runs what is not cached, packages.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use xshell::Shell;
+
+use crate::engine::Engine;
+use crate::flags::{self, BuildArgs};
+use crate::pipeline::{self, Builder, Done, Input, Stage};
+use crate::prepare::{Context, Tree, file_name, hex};
+use crate::progress::{Reporter, Terminal};
+use crate::{builder, package};
+
+impl flags::Python {
+    pub fn run(self, sh: &Shell) -> Result<()> {
+        let ui = Terminal::new();
+        let build = Build::start(sh, &self.build, &ui)?;
+        let done = build.run_all(&ui)?;
+        let artifact = build.package(&done, &ui)?;
+        println!("{}", artifact.tarball.display());
+        if let Some(path) = &self.build.report {
+            let report = Report { stages: done.stages.clone(), artifact: artifact.tarball.clone(), sha256: artifact.sha256.clone() };
+            std::fs::write(path, serde_json::to_vec_pretty(&report)?).with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        Ok(())
+    }
+}
+
+/// What `--report` writes.
+#[derive(Serialize)]
+struct Report {
+    stages: Vec<Done>,
+    artifact: PathBuf,
+    sha256: String,
+}
+
+/// A build in progress: the resolved recipe, its patched tree, the engine and the builder image.
+pub struct Build<'a> {
+    pub ctx: Context,
+    pub tree: Tree,
+    pub engine: Engine,
+    pub image_id: String,
+    pub arch: String,
+    pub args: BuildArgs,
+    sh: &'a Shell,
+    _lock: crate::cache::CacheLock,
+}
+
+/// The stages that ran (or were cached), in order.
+pub struct Stages {
+    pub stages: Vec<Done>,
+}
+
+impl Stages {
+    pub fn get(&self, name: &str) -> Option<&Done> {
+        self.stages.iter().find(|d| d.name == name)
+    }
+}
+
+/// The shipped tarball and its checksum.
+pub struct Artifact {
+    pub tarball: PathBuf,
+    pub sha256: String,
+}
+
+impl<'a> Build<'a> {
+    /// Resolves, fetches and patches the sources, finds the engine and makes the builder image.
+    pub fn start(sh: &'a Shell, args: &BuildArgs, ui: &Terminal) -> Result<Build<'a>> {
+        let ctx = Context::new(&args.sources)?;
+        let lock = ctx.cache.lock()?;
+        let tree = ctx.prepare(ui)?;
+        let engine = Engine::detect(sh, args.engine.as_deref())?;
+        pipeline::prune_stale(sh, &engine, &ctx.cache)?;
+        let arch = engine.arch(sh)?;
+        let image_id = builder::ensure(sh, &engine, &ctx.cache, &ctx.recipe.builder, ui)?;
+        Ok(Build { ctx, tree, engine, image_id, arch, args: args.clone(), sh, _lock: lock })
+    }
+
+    pub fn builder(&self) -> Builder<'_> {
+        Builder {
+            sh: self.sh,
+            engine: &self.engine,
+            cache: &self.ctx.cache,
+            image_id: self.image_id.clone(),
+            arch: self.arch.clone(),
+            jobs: self.args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)),
+            source_date_epoch: self.tree.source_date_epoch,
+        }
+    }
+
+    /// The names of this build's container stages, in order.
+    pub fn stage_names(&self) -> Vec<&'static str> {
+        let mut names = vec!["openssl"];
+        if self.ctx.recipe.separate_provider() {
+            names.push("fips-provider");
+        }
+        names.extend(["python", "finalize"]);
+        names
+    }
+
+    /// Runs every container stage.
+    pub fn run_all(&self, ui: &Terminal) -> Result<Stages> {
+        let (stages, _) = self.run_until(None, ui)?;
+        Ok(stages)
+    }
+
+    /// Runs the stages before `until` and returns that stage's description unrun
+    /// (or runs everything when `until` is `None`).
+    pub fn run_until(&self, until: Option<&str>, ui: &Terminal) -> Result<(Stages, Option<Stage>)> {
+        let b = self.builder();
+        let mut done = Stages { stages: Vec::new() };
+        let r = &self.ctx.recipe;
+        let mut next = |stage: Stage, done: &mut Stages| -> Result<Option<Stage>> {
+            if until == Some(stage.name) {
+                return Ok(Some(stage));
+            }
+            done.stages.push(b.run(&stage, ui)?);
+            Ok(None)
+        };
+
+        let same = !r.separate_provider();
+        let openssl = Stage {
+            name: "openssl",
+            script: include_str!("pipeline/openssl.sh"),
+            env: vec![
+                env("OPENSSL_VERSION", &r.openssl.version),
+                env("OPENSSL_FILE", &r.openssl.file),
+                // The libraries' own fips.so is only built when it is the provider that ships.
+                env("OPENSSL_CONFIGURE", if same { "enable-fips" } else { "" }),
+                env("OPENSSL_INSTALL_EXTRA", if same { "install_fips" } else { "" }),
+            ],
+            inputs: vec![self.source_input(&r.openssl)],
+            deps: vec![],
+            output: pipeline::PREFIX,
+        };
+        if let Some(s) = next(openssl, &mut done)? {
+            return Ok((done, Some(s)));
+        }
+        if !same {
+            let provider = Stage {
+                name: "fips-provider",
+                script: include_str!("pipeline/fips-provider.sh"),
+                env: vec![env("PROVIDER_VERSION", &r.fips_provider.version), env("PROVIDER_FILE", &r.fips_provider.file)],
+                inputs: vec![self.source_input(&r.fips_provider)],
+                deps: vec![],
+                output: "/out/python-fips",
+            };
+            if let Some(s) = next(provider, &mut done)? {
+                return Ok((done, Some(s)));
+            }
+        }
+        let configure: Vec<&str> = r.python_build.configure.iter().map(|c| c.flag.as_str()).collect();
+        let python = Stage {
+            name: "python",
+            script: include_str!("pipeline/python.sh"),
+            env: vec![
+                env("PYTHON_VERSION", &r.python.version),
+                env("PYTHON_MINOR", &r.minor),
+                env("PYTHON_SHARED", if r.python_build.enable_shared { "--enable-shared" } else { "" }),
+                env("PYTHON_CONFIGURE", &configure.join(" ")),
+            ],
+            inputs: vec![Input {
+                dest: format!("src/Python-{}", r.python.version),
+                host: self.tree.root.clone(),
+                content: self.tree.key.clone(),
+            }],
+            deps: vec![done.get("openssl").expect("openssl ran").clone()],
+            output: pipeline::PREFIX,
+        };
+        if let Some(s) = next(python, &mut done)? {
+            return Ok((done, Some(s)));
+        }
+        let mut deps = vec![done.get("python").expect("python ran").clone()];
+        deps.extend(done.get("fips-provider").cloned());
+        let finalize = Stage {
+            name: "finalize",
+            script: include_str!("pipeline/finalize.sh"),
+            env: vec![],
+            inputs: vec![],
+            deps,
+            output: pipeline::PREFIX,
+        };
+        if let Some(s) = next(finalize, &mut done)? {
+            return Ok((done, Some(s)));
+        }
+        Ok((done, None))
+    }
+
+    fn source_input(&self, source: &crate::catalog::Source) -> Input {
+        Input {
+            dest: format!("src/{}", source.file),
+            host: self.ctx.cache.download_path(source),
+            content: source.sha256.clone(),
+        }
+    }
+
+    /// `python-fips-<python>-openssl-<lib>-fips-<provider>-linux-<arch>`.
+    pub fn artifact_name(&self) -> String {
+        let r = &self.ctx.recipe;
+        let mut name = format!(
+            "python-fips-{}-openssl-{}-fips-{}-linux-{}",
+            r.python.version, r.openssl.version, r.fips_provider.version, self.arch
+        );
+        if r.patches.is_empty() {
+            name.push_str("-unpatched");
+        }
+        name
+    }
+
+    pub fn out_dir(&self) -> PathBuf {
+        self.args.out.clone().unwrap_or_else(|| crate::project_root().join("dist"))
+    }
+
+    /// The package stage: BUILD-INFO.json plus a deterministic tarball, cached by key, copied to
+    /// the output directory with a `.sha256` beside it.
+    pub fn package(&self, done: &Stages, ui: &Terminal) -> Result<Artifact> {
+        let started = std::time::Instant::now();
+        let finalize = done.get("finalize").expect("finalize ran");
+        let info = serde_json::to_vec_pretty(&self.build_info(done)?)?;
+        let mut inputs = std::collections::BTreeMap::new();
+        inputs.insert("stage".to_string(), "package".to_string());
+        inputs.insert("code".to_string(), hex(&Sha256::digest(include_str!("package.rs"))));
+        inputs.insert("dep:finalize".to_string(), finalize.key.clone());
+        inputs.insert("build-info".to_string(), hex(&Sha256::digest(&info)));
+        let key = pipeline::key_of(&inputs);
+        let name = format!("{}.tar.gz", self.artifact_name());
+        let entry = self.builder().entry("package", &key);
+        let cached = entry.join(&name).is_file();
+        if !cached {
+            let scratch = self.ctx.cache.scratch("package")?;
+            package::write(&finalize.output, &[("BUILD-INFO.json", &info)], self.tree.source_date_epoch, &scratch.join(&name))?;
+            crate::cache::publish(&scratch, &entry)?;
+        }
+        let sha256 = sha256_file(&entry.join(&name))?;
+        let out = self.out_dir();
+        std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+        let tarball = out.join(&name);
+        let tmp = out.join(format!(".{name}.partial"));
+        std::fs::copy(entry.join(&name), &tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+        std::fs::rename(&tmp, &tarball)?;
+        std::fs::write(out.join(format!("{name}.sha256")), format!("{sha256}  {name}\n"))?;
+        let seconds = started.elapsed().as_secs_f64();
+        if cached {
+            ui.message(&format!("{:<14} cached", "package"));
+        } else {
+            ui.message(&format!("{:<14} ran    {seconds:>7.1} s", "package"));
+        }
+        Ok(Artifact { tarball, sha256 })
+    }
+
+    fn build_info(&self, done: &Stages) -> Result<serde_json::Value> {
+        let r = &self.ctx.recipe;
+        let source = |s: &crate::catalog::Source| {
+            serde_json::json!({"version": s.version, "file": s.file, "sha256": s.sha256, "license": s.license})
+        };
+        let mut patches = Vec::new();
+        for p in &r.patches {
+            let bytes = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
+            patches.push(serde_json::json!({"file": format!("{}/{}", r.minor, file_name(p)), "sha256": hex(&Sha256::digest(&bytes))}));
+        }
+        let provider = match &r.fips_provider.cmvp {
+            Some(c) => serde_json::json!({"certificate": c.certificate, "standard": c.standard}),
+            None => serde_json::json!("not a validated module"),
+        };
+        Ok(serde_json::json!({
+            "python": source(&r.python),
+            "openssl": source(&r.openssl),
+            "fips_provider": {"source": source(&r.fips_provider), "cmvp": provider},
+            "patches": patches,
+            "configure": {
+                "python": r.python_build.configure,
+                "enable_shared": r.python_build.enable_shared,
+            },
+            "builder_image": {"base": r.builder.base_image, "id": self.image_id},
+            "arch": self.arch,
+            "source_date_epoch": self.tree.source_date_epoch,
+            "reproducible": true,
+            "stages": done.stages.iter().map(|d| serde_json::json!({"name": d.name, "key": d.key})).collect::<Vec<_>>(),
+        }))
+    }
+}
+
+fn env(k: &str, v: &str) -> (String, String) {
+    (k.to_string(), v.to_string())
+}
+
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h)?;
+    Ok(hex(&h.finalize()))
+}

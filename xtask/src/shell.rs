@@ -1,0 +1,70 @@
+//! `shell`: an interactive container holding exactly one stage's inputs, or a failed stage's state.
+
+use anyhow::{Context as _, Result, bail};
+use xshell::Shell;
+
+use crate::engine::Engine;
+use crate::flags;
+use crate::pipeline::{self, Failed};
+use crate::progress::Terminal;
+use crate::python::Build;
+
+impl flags::ShellCmd {
+    pub fn run(self, sh: &Shell) -> Result<()> {
+        if self.failed {
+            return enter_failed(sh, &self.build);
+        }
+        let ui = Terminal::new();
+        let stage_name = self.stage.as_deref().expect("clap requires --stage without --failed");
+        let build = Build::start(sh, &self.build, &ui)?;
+        pipeline::check_stage_name(stage_name, &build.stage_names())?;
+        let (_, stage) = build.run_until(Some(stage_name), &ui)?;
+        let stage = stage.expect("the stage name was checked");
+        let builder = build.builder();
+        let name = format!("python-fips-shell-{stage_name}-{}", std::process::id());
+        builder.create_with_inputs(&stage, &name, &stage.env(&builder), true)?;
+        eprintln!(
+            "stage {stage_name}: inputs are under /build, the script is /build/stage.sh and its environment is set \
+             (also in /build/env).\nrun `sh -eux /build/stage.sh` to run the stage; exit to leave (the container is removed)."
+        );
+        let result = build.engine.interactive(&["start".into(), "--attach".into(), "--interactive".into(), name.clone()]);
+        build.engine.remove(sh, &name);
+        result?;
+        Ok(())
+    }
+}
+
+/// Commits the container a failed stage left and opens a shell in a copy of it.
+fn enter_failed(sh: &Shell, args: &flags::BuildArgs) -> Result<()> {
+    let cache = crate::cache::Cache::open(args.sources.cache.as_deref())?;
+    let record = cache.dir("failed.json");
+    let bytes = std::fs::read(&record)
+        .with_context(|| format!("no failed stage is recorded ({} is missing); no build has failed here yet", record.display()))?;
+    let failed: Failed = serde_json::from_slice(&bytes).with_context(|| format!("cannot parse {}", record.display()))?;
+    let engine = Engine::detect(sh, args.engine.as_deref())?;
+    let image = format!("python-fips-debug:{}", failed.stage);
+    if engine.commit(sh, &failed.container, &image).is_err() {
+        bail!(
+            "the failed container {} of stage {} is gone (removed by hand?); re-run the build to reproduce the failure",
+            failed.container,
+            failed.stage
+        );
+    }
+    eprintln!(
+        "stage {} failed here (log: {}); this is a copy of its container: the build tree is under /build and \
+         /build/stage.sh is the script. exit to leave.",
+        failed.stage,
+        failed.log.display()
+    );
+    engine.interactive(&[
+        "run".into(),
+        "--rm".into(),
+        "--interactive".into(),
+        "--tty".into(),
+        "--workdir".into(),
+        "/build".into(),
+        image,
+        "bash".into(),
+    ])?;
+    Ok(())
+}
