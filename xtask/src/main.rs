@@ -8,6 +8,8 @@ mod flags;
 mod patch;
 mod prepare;
 mod progress;
+#[cfg(test)]
+mod testutil;
 
 use anyhow::Result;
 use clap::Parser;

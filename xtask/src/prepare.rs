@@ -8,7 +8,7 @@ use xshell::Shell;
 
 use crate::cache::{self, Cache};
 use crate::catalog::{self, Catalog, Recipe};
-use crate::download::Fetcher;
+use crate::download::{Fetcher, RetryPolicy};
 use crate::flags::{self, SourceArgs};
 use crate::progress::{Reporter, Terminal};
 use crate::{extract, patch};
@@ -103,6 +103,7 @@ impl Context {
             mirrors: self.mirrors.clone(),
             offline: self.offline,
             reporter,
+            retry: RetryPolicy::default(),
         };
         fetcher.fetch_all(&self.recipe.sources())
     }
