@@ -8,16 +8,29 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
-const VERSION: [&str; 8] =
-    ["--version", "3.13", "--python", "3.13.15", "--openssl", "3.5.7", "--fips-provider", "3.0.20"];
+const VERSION: [&str; 8] = [
+    "--version",
+    "3.13",
+    "--python",
+    "3.13.15",
+    "--openssl",
+    "3.5.7",
+    "--fips-provider",
+    "3.0.20",
+];
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// Where the tests keep their cache, mirror and outputs (`target/e2e`, or PYTHON_FIPS_TEST_DIR).
 fn work() -> PathBuf {
-    std::env::var_os("PYTHON_FIPS_TEST_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target/e2e"))
+    std::env::var_os("PYTHON_FIPS_TEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target/e2e"))
 }
 
 fn serial() -> MutexGuard<'static, ()> {
@@ -30,7 +43,11 @@ fn setup() -> &'static Path {
     static MIRROR: OnceLock<PathBuf> = OnceLock::new();
     MIRROR.get_or_init(|| {
         let mirror = work().join("mirror");
-        let status = Command::new("bash").arg(root().join("tests/setup.sh")).arg(&mirror).status().unwrap();
+        let status = Command::new("bash")
+            .arg(root().join("tests/setup.sh"))
+            .arg(&mirror)
+            .status()
+            .unwrap();
         assert!(status.success(), "tests/setup.sh failed");
         let out = xtask(&["base-image", "--debootstrap", "bookworm"]);
         assert!(out.status.success(), "base-image failed:\n{}", text(&out));
@@ -44,12 +61,18 @@ fn xtask(args: &[&str]) -> Output {
 
 fn command(args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
-    c.args(args).env("PYTHON_FIPS_CACHE", work().join("cache")).stdin(Stdio::null());
+    c.args(args)
+        .env("PYTHON_FIPS_CACHE", work().join("cache"))
+        .stdin(Stdio::null());
     c
 }
 
 fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 /// `python` with the test configuration and `extra` flags; returns the parsed `--report`.
@@ -61,10 +84,21 @@ fn build(extra: &[&str]) -> serde_json::Value {
     let mirror = mirror.to_str().unwrap();
     let out_dir = work().join("dist");
     let report_s = report.to_str().unwrap();
-    args.extend(["--mirror", mirror, "--out", out_dir.to_str().unwrap(), "--report", report_s]);
+    args.extend([
+        "--mirror",
+        mirror,
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--report",
+        report_s,
+    ]);
     args.extend(extra);
     let out = xtask(&args);
-    assert!(out.status.success(), "python {args:?} failed:\n{}", text(&out));
+    assert!(
+        out.status.success(),
+        "python {args:?} failed:\n{}",
+        text(&out)
+    );
     serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap()
 }
 
@@ -74,7 +108,12 @@ fn stages(report: &serde_json::Value) -> Vec<(String, bool)> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| (s["name"].as_str().unwrap().to_string(), s["cached"].as_bool().unwrap()))
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_string(),
+                s["cached"].as_bool().unwrap(),
+            )
+        })
         .collect()
 }
 
@@ -85,7 +124,46 @@ fn cold_build() -> &'static serde_json::Value {
 }
 
 fn docker(args: &[&str]) -> Output {
-    Command::new("docker").args(args).stdin(Stdio::null()).output().unwrap()
+    Command::new("docker")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// Unpacks `tarball` at / in a new debian:bookworm container and runs `cmd` there.
+fn in_fresh_container(tarball: &Path, cmd: &[&str]) -> Output {
+    let container = format!("python-fips-e2e-{}", std::process::id());
+    let create = docker(&[
+        "create",
+        "--name",
+        &container,
+        "debian:bookworm",
+        "sleep",
+        "600",
+    ]);
+    assert!(create.status.success(), "{}", text(&create));
+    let mut child = Command::new("docker")
+        .args(["cp", "-", &format!("{container}:/")])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut gz = flate2::read::GzDecoder::new(std::fs::File::open(tarball).unwrap());
+    std::io::copy(&mut gz, &mut stdin).unwrap();
+    drop(stdin);
+    let copied = child.wait().unwrap();
+    let started = copied.success() && docker(&["start", &container]).status.success();
+    let mut args = vec!["exec", container.as_str()];
+    args.extend(cmd);
+    let out = docker(&args);
+    docker(&["rm", "--force", &container]);
+    assert!(
+        started,
+        "cannot unpack {} into a container",
+        tarball.display()
+    );
+    out
 }
 
 #[test]
@@ -94,11 +172,18 @@ fn build_gives_a_tarball_whose_python_uses_its_own_openssl() {
     let report = cold_build();
     let tarball = PathBuf::from(report["artifact"].as_str().unwrap());
     let name = tarball.file_name().unwrap().to_str().unwrap();
-    assert_eq!(name, "python-fips-3.13.15-openssl-3.5.7-fips-3.0.20-linux-x86_64.tar.gz");
+    assert_eq!(
+        name,
+        "python-fips-3.13.15-openssl-3.5.7-fips-3.0.20-linux-x86_64.tar.gz"
+    );
     let sha = std::fs::read_to_string(tarball.with_file_name(format!("{name}.sha256"))).unwrap();
     assert!(sha.starts_with(report["sha256"].as_str().unwrap()));
 
-    let listing = Command::new("tar").arg("-tzf").arg(&tarball).output().unwrap();
+    let listing = Command::new("tar")
+        .arg("-tzf")
+        .arg(&tarball)
+        .output()
+        .unwrap();
     let listing = String::from_utf8(listing.stdout).unwrap();
     for want in [
         "opt/python-fips/bin/python3",
@@ -108,34 +193,27 @@ fn build_gives_a_tarball_whose_python_uses_its_own_openssl() {
         "opt/python-fips/bin/python-fips-setup",
         "opt/python-fips/BUILD-INFO.json",
     ] {
-        assert!(listing.lines().any(|l| l == want), "{want} is not in the tarball");
+        assert!(
+            listing.lines().any(|l| l == want),
+            "{want} is not in the tarball"
+        );
     }
 
     // A fresh container from the plain base image: nothing but the tree.
-    let container = format!("python-fips-e2e-{}", std::process::id());
-    let create = docker(&["create", "--name", &container, "debian:bookworm", "sleep", "600"]);
-    assert!(create.status.success(), "{}", text(&create));
-    let run = (|| {
-        let cp = Command::new("docker")
-            .args(["cp", "-", &format!("{container}:/")])
-            .stdin(Stdio::piped())
-            .spawn()
-            .and_then(|mut child| {
-                let mut stdin = child.stdin.take().unwrap();
-                let mut gz = flate2::read::GzDecoder::new(std::fs::File::open(&tarball)?);
-                std::io::copy(&mut gz, &mut stdin)?;
-                drop(stdin);
-                child.wait()
-            })
-            .unwrap();
-        assert!(cp.success());
-        assert!(docker(&["start", &container]).status.success());
-        docker(&["exec", &container, "/opt/python-fips/bin/python3", "-c", "import ssl; print(ssl.OPENSSL_VERSION)"])
-    })();
-    docker(&["rm", "--force", &container]);
+    let run = in_fresh_container(
+        &tarball,
+        &[
+            "/opt/python-fips/bin/python3",
+            "-c",
+            "import ssl; print(ssl.OPENSSL_VERSION)",
+        ],
+    );
     assert!(run.status.success(), "{}", text(&run));
     let version = String::from_utf8_lossy(&run.stdout);
-    assert!(version.starts_with("OpenSSL 3.5.7 "), "ssl.OPENSSL_VERSION is {version:?}");
+    assert!(
+        version.starts_with("OpenSSL 3.5.7 "),
+        "ssl.OPENSSL_VERSION is {version:?}"
+    );
 }
 
 #[test]
@@ -169,8 +247,19 @@ fn patch_change_reruns_python_and_later_and_a_killed_run_recovers() {
     // Kill the run while the python stage is running.
     let mut args: Vec<&str> = vec!["python"];
     args.extend(VERSION);
-    args.extend(["--mirror", &mirror, "--patches", &patches_s, "--out", "/dev/null/nowhere"]);
-    let mut child = command(&args).stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
+    args.extend([
+        "--mirror",
+        &mirror,
+        "--patches",
+        &patches_s,
+        "--out",
+        "/dev/null/nowhere",
+    ]);
+    let mut child = command(&args)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
     let stderr = child.stderr.take().unwrap();
     let mut seen = String::new();
     for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
@@ -184,7 +273,10 @@ fn patch_change_reruns_python_and_later_and_a_killed_run_recovers() {
         }
     }
     child.wait().unwrap();
-    assert!(seen.contains("python"), "the python stage never started:\n{seen}");
+    assert!(
+        seen.contains("python"),
+        "the python stage never started:\n{seen}"
+    );
 
     let report = build(&["--patches", &patches_s]);
     let ran: Vec<(String, bool)> = stages(&report);
@@ -200,7 +292,17 @@ fn patch_change_reruns_python_and_later_and_a_killed_run_recovers() {
     );
     assert_ne!(report["sha256"], cold["sha256"]);
     // Nothing of the killed container is left running.
-    let ps = docker(&["ps", "--filter", "label=python-fips.stage=python", "--format", "{{.Names}}"]);
-    assert_eq!(String::from_utf8_lossy(&ps.stdout).trim(), "", "a container of the killed run is still running");
+    let ps = docker(&[
+        "ps",
+        "--filter",
+        "label=python-fips.stage=python",
+        "--format",
+        "{{.Names}}",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&ps.stdout).trim(),
+        "",
+        "a container of the killed run is still running"
+    );
     std::fs::remove_dir_all(&patches).unwrap();
 }

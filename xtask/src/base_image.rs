@@ -10,12 +10,21 @@ use crate::flags;
 impl flags::BaseImage {
     pub fn run(self, sh: &Shell) -> Result<()> {
         let engine = Engine::detect(sh, self.engine.as_deref())?;
-        let tag = self.tag.clone().unwrap_or_else(|| format!("debian:{}", self.debootstrap));
+        let tag = self
+            .tag
+            .clone()
+            .unwrap_or_else(|| format!("debian:{}", self.debootstrap));
         if !self.force && engine.image_id(sh, &tag)?.is_some() {
             eprintln!("{tag} exists already (pass --force to rebuild it)");
             return Ok(());
         }
-        if cmd!(sh, "debootstrap --version").quiet().ignore_stdout().ignore_stderr().run().is_err() {
+        if cmd!(sh, "debootstrap --version")
+            .quiet()
+            .ignore_stdout()
+            .ignore_stderr()
+            .run()
+            .is_err()
+        {
             bail!("debootstrap is not installed; install it with `apt-get install debootstrap`");
         }
         let mirror = match self.mirror_uri.clone() {
@@ -25,13 +34,26 @@ impl flags::BaseImage {
         let cache = Cache::open(self.cache.as_deref())?;
         let _lock = cache.lock()?;
         let root = cache.scratch("rootfs")?;
-        let log = cache.dir("logs").join(format!("base-image-{}.log", self.debootstrap));
-        eprintln!("debootstrap {} from {mirror} (log: {})", self.debootstrap, log.display());
+        let log = cache
+            .dir("logs")
+            .join(format!("base-image-{}.log", self.debootstrap));
+        eprintln!(
+            "debootstrap {} from {mirror} (log: {})",
+            self.debootstrap,
+            log.display()
+        );
         let suite = &self.debootstrap;
-        let out = cmd!(sh, "debootstrap --variant=minbase {suite} {root} {mirror}").quiet().ignore_status().output()?;
-        std::fs::write(&log, [out.stdout.as_slice(), out.stderr.as_slice()].concat())?;
+        let out = cmd!(sh, "debootstrap --variant=minbase {suite} {root} {mirror}")
+            .quiet()
+            .ignore_status()
+            .output()?;
+        std::fs::write(
+            &log,
+            [out.stdout.as_slice(), out.stderr.as_slice()].concat(),
+        )?;
         if !out.status.success() {
-            let text = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+            let text = String::from_utf8_lossy(&out.stderr).into_owned()
+                + &String::from_utf8_lossy(&out.stdout);
             bail!(
                 "debootstrap {suite} failed (log: {}):\n{}\nis the mirror {mirror} reachable? is this run as root?",
                 log.display(),
@@ -65,7 +87,11 @@ pub fn apt_mirror() -> Result<String> {
                 if let Some(rest) = line.trim().strip_prefix("URIs:") {
                     uris.extend(rest.split_whitespace().map(str::to_string));
                 } else if let Some(rest) = line.trim().strip_prefix("deb ") {
-                    uris.extend(rest.split_whitespace().find(|w| w.contains("://")).map(str::to_string));
+                    uris.extend(
+                        rest.split_whitespace()
+                            .find(|w| w.contains("://"))
+                            .map(str::to_string),
+                    );
                 }
             }
         }
@@ -73,7 +99,11 @@ pub fn apt_mirror() -> Result<String> {
     if let Ok(text) = std::fs::read_to_string("/etc/apt/sources.list") {
         for line in text.lines() {
             if let Some(rest) = line.trim().strip_prefix("deb ") {
-                uris.extend(rest.split_whitespace().find(|w| w.contains("://")).map(str::to_string));
+                uris.extend(
+                    rest.split_whitespace()
+                        .find(|w| w.contains("://"))
+                        .map(str::to_string),
+                );
             }
         }
     }

@@ -14,7 +14,13 @@ use crate::progress::{Reporter, Terminal};
 const SCRIPT: &str = include_str!("pipeline/builder.sh");
 
 /// Returns the id of the builder image for `spec`, building and tagging it if it is missing.
-pub fn ensure(sh: &Shell, engine: &Engine, cache: &Cache, spec: &BuilderSpec, ui: &Terminal) -> Result<String> {
+pub fn ensure(
+    sh: &Shell,
+    engine: &Engine,
+    cache: &Cache,
+    spec: &BuilderSpec,
+    ui: &Terminal,
+) -> Result<String> {
     let Some(base_id) = engine.image_id(sh, &spec.base_image)? else {
         bail!(
             "the base image {} is not available to {}; there is no registry here, so make it with \
@@ -38,16 +44,25 @@ pub fn ensure(sh: &Shell, engine: &Engine, cache: &Cache, spec: &BuilderSpec, ui
 
     let started = std::time::Instant::now();
     let container = format!("python-fips-builder-{}-{}", &key[..12], std::process::id());
-    let log = cache.dir("logs").join(format!("builder-{}.log", &key[..12]));
+    let log = cache
+        .dir("logs")
+        .join(format!("builder-{}.log", &key[..12]));
     let _ = std::fs::remove_file(&log);
     engine.create(
         sh,
         &ContainerSpec {
             name: container.clone(),
             image: spec.base_image.clone(),
-            env: vec![("APT_PACKAGES".into(), spec.apt.join(" ")), ("DNF_PACKAGES".into(), spec.dnf.join(" "))],
+            env: vec![
+                ("APT_PACKAGES".into(), spec.apt.join(" ")),
+                ("DNF_PACKAGES".into(), spec.dnf.join(" ")),
+            ],
             labels: vec![(OWNER_LABEL.into(), owner())],
-            command: vec!["sh".into(), "-c".into(), "exec sh -eux /builder.sh 2>&1".into()],
+            command: vec![
+                "sh".into(),
+                "-c".into(),
+                "exec sh -eux /builder.sh 2>&1".into(),
+            ],
             ..ContainerSpec::default()
         },
     )?;
@@ -81,10 +96,16 @@ pub fn ensure(sh: &Shell, engine: &Engine, cache: &Cache, spec: &BuilderSpec, ui
             );
         }
         engine.commit(sh, &container, &tag)?;
-        engine.image_id(sh, &tag)?.with_context(|| format!("{tag} vanished right after it was committed"))
+        engine
+            .image_id(sh, &tag)?
+            .with_context(|| format!("{tag} vanished right after it was committed"))
     })();
     engine.remove(sh, &container);
     let id = result?;
-    ui.message(&format!("{:<14} ran    {:>7.1} s ({tag})", "builder", started.elapsed().as_secs_f64()));
+    ui.message(&format!(
+        "{:<14} ran    {:>7.1} s ({tag})",
+        "builder",
+        started.elapsed().as_secs_f64()
+    ));
     Ok(id)
 }

@@ -41,9 +41,16 @@ impl Engine {
         let mut tried = Vec::new();
         for program in candidates {
             let format = "{{.Server.Version}}";
-            let out = cmd!(sh, "{program} version --format {format}").quiet().ignore_status().output();
+            let out = cmd!(sh, "{program} version --format {format}")
+                .quiet()
+                .ignore_status()
+                .output();
             match out {
-                Ok(out) if out.status.success() => return Ok(Engine { program: program.to_string() }),
+                Ok(out) if out.status.success() => {
+                    return Ok(Engine {
+                        program: program.to_string(),
+                    });
+                }
                 Ok(out) => tried.push(format!(
                     "`{program} version` failed: {}",
                     String::from_utf8_lossy(&out.stderr).trim()
@@ -64,7 +71,9 @@ impl Engine {
         let arch = cmd!(sh, "{program} info --format {format}")
             .quiet()
             .read()
-            .with_context(|| format!("cannot ask {program} for its architecture; try `{program} info`"))?;
+            .with_context(|| {
+                format!("cannot ask {program} for its architecture; try `{program} info`")
+            })?;
         Ok(match arch.trim() {
             "amd64" => "x86_64".to_string(),
             "arm64" => "aarch64".to_string(),
@@ -76,9 +85,14 @@ impl Engine {
     pub fn image_id(&self, sh: &Shell, image: &str) -> Result<Option<String>> {
         let program = &self.program;
         let format = "{{.Id}}";
-        let out = cmd!(sh, "{program} image inspect --format {format} {image}").quiet().ignore_status().output()?;
+        let out = cmd!(sh, "{program} image inspect --format {format} {image}")
+            .quiet()
+            .ignore_status()
+            .output()?;
         if out.status.success() {
-            Ok(Some(String::from_utf8_lossy(&out.stdout).trim().to_string()))
+            Ok(Some(
+                String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            ))
         } else {
             Ok(None)
         }
@@ -86,7 +100,11 @@ impl Engine {
 
     pub fn create(&self, sh: &Shell, spec: &ContainerSpec) -> Result<()> {
         let program = &self.program;
-        let mut args = vec!["create".to_string(), "--name".to_string(), spec.name.clone()];
+        let mut args = vec![
+            "create".to_string(),
+            "--name".to_string(),
+            spec.name.clone(),
+        ];
         if spec.interactive {
             args.push("--interactive".into());
             args.push("--tty".into());
@@ -108,7 +126,10 @@ impl Engine {
         args.push("python-fips-build".into());
         args.push(spec.image.clone());
         args.extend(spec.command.iter().cloned());
-        let out = cmd!(sh, "{program} {args...}").quiet().ignore_status().output()?;
+        let out = cmd!(sh, "{program} {args...}")
+            .quiet()
+            .ignore_status()
+            .output()?;
         if !out.status.success() {
             bail!(
                 "`{program} create` of {} from {} failed: {}",
@@ -121,7 +142,12 @@ impl Engine {
     }
 
     /// Streams a tar archive into `container` and unpacks it at `dest` (an existing directory).
-    pub fn copy_in(&self, container: &str, dest: &str, write_tar: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
+    pub fn copy_in(
+        &self,
+        container: &str,
+        dest: &str,
+        write_tar: impl FnOnce(&mut dyn Write) -> Result<()>,
+    ) -> Result<()> {
         let mut child = Command::new(&self.program)
             .args(["cp", "-", &format!("{container}:{dest}")])
             .stdin(Stdio::piped())
@@ -152,7 +178,8 @@ impl Engine {
             .spawn()
             .with_context(|| format!("cannot run `{} cp`", self.program))?;
         let mut stdout = child.stdout.take().expect("stdout is piped");
-        std::io::copy(&mut stdout, out).with_context(|| format!("cannot read {container}:{path}"))?;
+        std::io::copy(&mut stdout, out)
+            .with_context(|| format!("cannot read {container}:{path}"))?;
         let res = child.wait_with_output()?;
         if !res.status.success() {
             bail!(
@@ -166,7 +193,12 @@ impl Engine {
 
     /// Starts `container` attached, appends its output to `log`, and passes each line to
     /// `on_line`. Returns whether the container's command succeeded.
-    pub fn start_logged(&self, container: &str, log: &Path, mut on_line: impl FnMut(&str)) -> Result<bool> {
+    pub fn start_logged(
+        &self,
+        container: &str,
+        log: &Path,
+        mut on_line: impl FnMut(&str),
+    ) -> Result<bool> {
         let mut log_file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -217,7 +249,12 @@ impl Engine {
     /// Removes a container (running or not); a missing one is fine.
     pub fn remove(&self, sh: &Shell, container: &str) {
         let program = &self.program;
-        let _ = cmd!(sh, "{program} rm --force --volumes {container}").quiet().ignore_status().ignore_stdout().ignore_stderr().run();
+        let _ = cmd!(sh, "{program} rm --force --volumes {container}")
+            .quiet()
+            .ignore_status()
+            .ignore_stdout()
+            .ignore_stderr()
+            .run();
     }
 
     /// Containers carrying `label=value`, as (name, labels) pairs.
@@ -225,49 +262,16 @@ impl Engine {
         let program = &self.program;
         let filter = format!("label={label}");
         let format = "{{.Names}}\t{{.Labels}}";
-        let out = cmd!(sh, "{program} ps --all --filter {filter} --format {format}").quiet().read()?;
+        let out = cmd!(sh, "{program} ps --all --filter {filter} --format {format}")
+            .quiet()
+            .read()?;
         Ok(out
             .lines()
-            .filter_map(|l| l.split_once('\t').map(|(n, lab)| (n.to_string(), lab.to_string())))
+            .filter_map(|l| {
+                l.split_once('\t')
+                    .map(|(n, lab)| (n.to_string(), lab.to_string()))
+            })
             .collect())
-    }
-
-    /// Imports a root filesystem tarball as an image.
-    pub fn import(&self, rootfs_tar: &Path, tag: &str) -> Result<()> {
-        let file = std::fs::File::open(rootfs_tar).with_context(|| format!("cannot open {}", rootfs_tar.display()))?;
-        let out = Command::new(&self.program)
-            .args(["import", "-", tag])
-            .stdin(file)
-            .output()
-            .with_context(|| format!("cannot run `{} import`", self.program))?;
-        if !out.status.success() {
-            bail!("`{} import - {tag}` failed: {}", self.program, String::from_utf8_lossy(&out.stderr).trim());
-        }
-        Ok(())
-    }
-
-    /// Builds an image from a context directory the tool wrote, logging to `log`.
-    pub fn build(&self, context: &Path, tag: &[String], log: &Path) -> Result<()> {
-        let mut args = vec!["build".to_string(), "--quiet".to_string()];
-        for t in tag {
-            args.push("--tag".into());
-            args.push(t.clone());
-        }
-        args.push(context.display().to_string());
-        let out = Command::new(&self.program).args(&args).output().with_context(|| format!("cannot run `{} build`", self.program))?;
-        let mut text = out.stdout.clone();
-        text.extend_from_slice(&out.stderr);
-        std::fs::write(log, &text).with_context(|| format!("cannot write {}", log.display()))?;
-        if !out.status.success() {
-            bail!(
-                "`{} build` of {} failed (log: {}):\n{}",
-                self.program,
-                tag.join(", "),
-                log.display(),
-                last_lines(&String::from_utf8_lossy(&text), 30)
-            );
-        }
-        Ok(())
     }
 
     /// Runs a command with the user's terminal attached (interactive shells).
@@ -277,21 +281,6 @@ impl Engine {
             .status()
             .with_context(|| format!("cannot run `{}`", self.program))?;
         Ok(status.success())
-    }
-
-    /// Runs a one-off container and returns (success, stdout, stderr).
-    pub fn run_capture(&self, args: &[String]) -> Result<(bool, String, String)> {
-        let out = Command::new(&self.program)
-            .arg("run")
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .with_context(|| format!("cannot run `{} run`", self.program))?;
-        Ok((
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        ))
     }
 }
 

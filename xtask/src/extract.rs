@@ -1,12 +1,256 @@
 //! Safe extraction of `.tar.gz` / `.tgz` / `.tar.xz` archives.
 
-use std::path::Path;
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::{Component, Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
-use anyhow::Result;
+use anyhow::{Context, Result, anyhow, bail};
+use tar::EntryType;
 
 /// Extracts `archive` into `dest`, an existing empty directory. Refuses entries that would land
 /// outside `dest` (absolute paths, `..`, links pointing outside).
+///
+/// Also refused, because they could be used to the same end: writing through a symlink that an
+/// earlier entry made, symlink targets with `..` after a name (`a/../..`: the real resolution
+/// depends on whether `a` is itself a link), hard links to symlinks, and device or fifo entries.
+/// File and directory modes (without setuid/setgid/sticky) and mtimes are kept; owners are not.
 pub fn extract(archive: &Path, dest: &Path) -> Result<()> {
-    let _ = (archive, dest);
-    todo!("extract")
+    let name = archive
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let file = File::open(archive).with_context(|| format!("cannot open {}", archive.display()))?;
+    let reader = BufReader::new(file);
+    let decoded: Box<dyn Read> = if name.ends_with(".tar.gz") || name.ends_with(".tgz") {
+        Box::new(flate2::read::MultiGzDecoder::new(reader))
+    } else if name.ends_with(".tar.xz") || name.ends_with(".txz") {
+        Box::new(liblzma::read::XzDecoder::new_multi_decoder(reader))
+    } else {
+        bail!(
+            "cannot extract {}: unknown archive type (expected .tar.gz, .tgz or .tar.xz)",
+            archive.display()
+        );
+    };
+    unpack(decoded, dest).with_context(|| format!("cannot extract {}", archive.display()))
 }
+
+fn unpack(input: Box<dyn Read>, dest: &Path) -> Result<()> {
+    let mut archive = tar::Archive::new(input);
+    archive.set_preserve_permissions(false);
+    archive.set_preserve_ownerships(false);
+    archive.set_preserve_mtime(true);
+    archive.set_unpack_xattrs(false);
+    archive.set_overwrite(true);
+
+    // Directory modes and mtimes are set last: a read-only directory would refuse its entries,
+    // and every entry written into a directory changes its mtime.
+    let mut dirs: Vec<(PathBuf, u32, u64)> = Vec::new();
+    for entry in archive.entries().context("cannot read the archive")? {
+        let mut entry = entry.context("cannot read the archive (is it truncated?)")?;
+        let shown = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let refuse = |why: String| anyhow!("entry {shown:?} {why}");
+        let kind = entry.header().entry_type();
+        if kind.is_pax_global_extensions()
+            || kind.is_pax_local_extensions()
+            || kind.is_gnu_longname()
+            || kind.is_gnu_longlink()
+        {
+            continue;
+        }
+        let path = entry
+            .path()
+            .map_err(|e| refuse(format!("has an unreadable path: {e}")))?;
+        let rel = relative_inside(&path).map_err(refuse)?;
+        if rel.as_os_str().is_empty() {
+            continue;
+        }
+        let target = dest.join(&rel);
+        match kind {
+            EntryType::Directory => {
+                no_links_on_the_way(dest, &rel, true).map_err(refuse)?;
+                std::fs::create_dir_all(&target)
+                    .with_context(|| format!("cannot create {}", target.display()))?;
+                let mode = entry.header().mode().unwrap_or(0o755) & 0o777;
+                let mtime = entry.header().mtime().unwrap_or(0);
+                dirs.push((target, mode, mtime));
+            }
+            EntryType::Regular | EntryType::Continuous => {
+                prepare_parent(dest, &rel).map_err(refuse)?;
+                entry
+                    .unpack(&target)
+                    .map_err(|e| refuse(format!("cannot be written: {e}")))?;
+            }
+            EntryType::Symlink => {
+                let link = entry
+                    .link_name()
+                    .map_err(|e| refuse(format!("has an unreadable link target: {e}")))?
+                    .ok_or_else(|| refuse("is a symlink without a target".into()))?;
+                symlink_stays_inside(&rel, &link).map_err(refuse)?;
+                prepare_parent(dest, &rel).map_err(refuse)?;
+                remove_non_dir(&target)?;
+                make_symlink(&link, &target)
+                    .with_context(|| format!("cannot create the symlink {}", target.display()))?;
+            }
+            EntryType::Link => {
+                let link = entry
+                    .link_name()
+                    .map_err(|e| refuse(format!("has an unreadable link target: {e}")))?
+                    .ok_or_else(|| refuse("is a hard link without a target".into()))?;
+                let link_rel = relative_inside(&link)
+                    .map_err(|why| refuse(format!("links to {}: {why}", link.display())))?;
+                no_links_on_the_way(dest, &link_rel, false)
+                    .map_err(|why| refuse(format!("links to {}: {why}", link.display())))?;
+                let source = dest.join(&link_rel);
+                if !std::fs::symlink_metadata(&source).is_ok_and(|m| m.is_file()) {
+                    return Err(refuse(format!(
+                        "links to {}, which is not a regular file extracted before it",
+                        link.display()
+                    )));
+                }
+                prepare_parent(dest, &rel).map_err(refuse)?;
+                remove_non_dir(&target)?;
+                std::fs::hard_link(&source, &target).with_context(|| {
+                    format!("cannot link {} to {}", target.display(), source.display())
+                })?;
+            }
+            other => return Err(refuse(format!("has an unsupported type ({other:?})"))),
+        }
+    }
+    for (dir, mode, mtime) in dirs.iter().rev() {
+        set_mode(dir, *mode)?;
+        let time = SystemTime::UNIX_EPOCH + Duration::from_secs(*mtime);
+        File::open(dir)
+            .and_then(|f| f.set_modified(time))
+            .with_context(|| format!("cannot set the mtime of {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// `path` as a relative path of plain names, or why it is not one.
+pub(crate) fn relative_inside(path: &Path) -> Result<PathBuf, String> {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::Normal(name) => out.push(name),
+            Component::CurDir => {}
+            Component::ParentDir => return Err("has a `..` component".into()),
+            Component::RootDir | Component::Prefix(_) => return Err("is an absolute path".into()),
+        }
+    }
+    Ok(out)
+}
+
+/// Refuses `rel` when a directory on the way to it (and, with `itself`, `rel` too) is a symlink
+/// or not a directory: writing there would follow the link.
+fn no_links_on_the_way(dest: &Path, rel: &Path, itself: bool) -> Result<(), String> {
+    let mut at = dest.to_path_buf();
+    let names: Vec<_> = rel.components().collect();
+    let check = if itself {
+        names.len()
+    } else {
+        names.len().saturating_sub(1)
+    };
+    for (i, name) in names.iter().take(check).enumerate() {
+        at.push(name);
+        match std::fs::symlink_metadata(&at) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let via: PathBuf = names[..=i].iter().collect();
+                return Err(format!(
+                    "would be written through the symlink {}",
+                    via.display()
+                ));
+            }
+            Ok(m) if !m.is_dir() && i + 1 < names.len() => {
+                let via: PathBuf = names[..=i].iter().collect();
+                return Err(format!(
+                    "is below {}, which is not a directory",
+                    via.display()
+                ));
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    Ok(())
+}
+
+/// Checks the way to `rel` and creates its parent directories.
+fn prepare_parent(dest: &Path, rel: &Path) -> Result<(), String> {
+    no_links_on_the_way(dest, rel, false)?;
+    if let Some(parent) = rel.parent() {
+        let dir = dest.join(parent);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// A symlink at `rel` pointing to `target` must resolve inside the tree: relative, only leading
+/// `..` (no more of them than `rel` is deep), then plain names.
+fn symlink_stays_inside(rel: &Path, target: &Path) -> Result<(), String> {
+    let depth = rel.components().count().saturating_sub(1);
+    let mut ups = 0;
+    let mut seen_name = false;
+    for component in target.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir if seen_name => {
+                return Err(format!(
+                    "is a symlink to {}, with `..` after a name",
+                    target.display()
+                ));
+            }
+            Component::ParentDir => ups += 1,
+            Component::Normal(_) => seen_name = true,
+            Component::RootDir | Component::Prefix(_) => {
+                return Err(format!(
+                    "is a symlink to the absolute path {}",
+                    target.display()
+                ));
+            }
+        }
+    }
+    if ups > depth {
+        return Err(format!(
+            "is a symlink to {}, outside the extracted tree",
+            target.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Makes room for a link: an earlier entry of the same name (never a directory) is replaced.
+fn remove_non_dir(path: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if !m.is_dir() => {
+            std::fs::remove_file(path).with_context(|| format!("cannot replace {}", path.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(unix)]
+fn make_symlink(target: &Path, link: &Path) -> std::io::Result<()> {
+    std::os::unix::fs::symlink(target, link)
+}
+
+#[cfg(not(unix))]
+fn make_symlink(_target: &Path, _link: &Path) -> std::io::Result<()> {
+    Err(std::io::Error::other("symlinks are only extracted on Unix"))
+}
+
+#[cfg(unix)]
+fn set_mode(path: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("cannot set the mode of {}", path.display()))
+}
+
+#[cfg(not(unix))]
+fn set_mode(_path: &Path, _mode: u32) -> Result<()> {
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -15,6 +15,8 @@ mod prepare;
 mod progress;
 mod python;
 mod shell;
+#[cfg(test)]
+mod testutil;
 
 use anyhow::Result;
 use clap::Parser;

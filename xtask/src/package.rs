@@ -23,16 +23,24 @@ struct Entry {
 /// Reads a stage output tar (entries `python-fips/...`) and writes `out` with every entry under
 /// `opt/`, plus `extra` files (paths relative to the tree root, e.g. `BUILD-INFO.json`).
 pub fn write(stage_tar: &Path, extra: &[(&str, &[u8])], epoch: u64, out: &Path) -> Result<()> {
-    let file = std::fs::File::open(stage_tar).with_context(|| format!("cannot open {}", stage_tar.display()))?;
+    let file = std::fs::File::open(stage_tar)
+        .with_context(|| format!("cannot open {}", stage_tar.display()))?;
     let mut archive = tar::Archive::new(file);
     let mut entries = Vec::new();
     for entry in archive.entries()? {
         let mut entry = entry?;
         let header = entry.header();
         let kind = header.entry_type();
-        let path = entry.path()?.to_string_lossy().trim_end_matches('/').to_string();
+        let path = entry
+            .path()?
+            .to_string_lossy()
+            .trim_end_matches('/')
+            .to_string();
         if !(path == "python-fips" || path.starts_with("python-fips/")) {
-            bail!("{} has an entry outside python-fips/: {path}", stage_tar.display());
+            bail!(
+                "{} has an entry outside python-fips/: {path}",
+                stage_tar.display()
+            );
         }
         let link = entry.link_name()?.map(|l| l.to_string_lossy().into_owned());
         let mode = header.mode()?;
@@ -46,7 +54,14 @@ pub fn write(stage_tar: &Path, extra: &[(&str, &[u8])], epoch: u64, out: &Path) 
             (tar::EntryType::Link, Some(l)) => Some(format!("opt/{}", l.trim_start_matches('/'))),
             (_, l) => l,
         };
-        entries.push(Entry { path: format!("opt/{path}"), kind, mode, mtime, link, data });
+        entries.push(Entry {
+            path: format!("opt/{path}"),
+            kind,
+            mode,
+            mtime,
+            link,
+            data,
+        });
     }
     for (rel, bytes) in extra {
         entries.retain(|e| e.path != format!("opt/python-fips/{rel}"));
@@ -59,13 +74,24 @@ pub fn write(stage_tar: &Path, extra: &[(&str, &[u8])], epoch: u64, out: &Path) 
             data: bytes.to_vec(),
         });
     }
-    entries.push(Entry { path: "opt".into(), kind: tar::EntryType::Directory, mode: 0o755, mtime: epoch, link: None, data: vec![] });
+    entries.push(Entry {
+        path: "opt".into(),
+        kind: tar::EntryType::Directory,
+        mode: 0o755,
+        mtime: epoch,
+        link: None,
+        data: vec![],
+    });
     entries.sort_by(|a, b| a.path.cmp(&b.path));
     entries.dedup_by(|a, b| a.path == b.path);
 
     let tmp = out.with_extension("partial");
-    let file = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    let gz = GzBuilder::new().mtime(0).operating_system(255).write(file, Compression::best());
+    let file =
+        std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    let gz = GzBuilder::new()
+        .mtime(0)
+        .operating_system(255)
+        .write(file, Compression::best());
     let mut tar = tar::Builder::new(gz);
     for e in &entries {
         append(&mut tar, e, epoch)?;
@@ -73,7 +99,8 @@ pub fn write(stage_tar: &Path, extra: &[(&str, &[u8])], epoch: u64, out: &Path) 
     let gz = tar.into_inner()?;
     let file = gz.finish()?;
     file.sync_all()?;
-    std::fs::rename(&tmp, out).with_context(|| format!("cannot rename {} to {}", tmp.display(), out.display()))?;
+    std::fs::rename(&tmp, out)
+        .with_context(|| format!("cannot rename {} to {}", tmp.display(), out.display()))?;
     Ok(())
 }
 
@@ -93,7 +120,10 @@ fn append<W: Write>(tar: &mut tar::Builder<W>, e: &Entry, epoch: u64) -> Result<
     header.set_mode(mode);
     match e.kind {
         tar::EntryType::Symlink | tar::EntryType::Link => {
-            let target = e.link.as_deref().with_context(|| format!("link {} has no target", e.path))?;
+            let target = e
+                .link
+                .as_deref()
+                .with_context(|| format!("link {} has no target", e.path))?;
             header.set_size(0);
             tar.append_link(&mut header, &e.path, target)?;
         }
@@ -114,7 +144,10 @@ mod tests {
     use super::*;
 
     fn stage_tar(dir: &Path, mtime: u64, order: &[&str]) -> std::path::PathBuf {
-        let path = dir.join(format!("stage-{mtime}-{}.tar", order.join("_").replace('/', "-")));
+        let path = dir.join(format!(
+            "stage-{mtime}-{}.tar",
+            order.join("_").replace('/', "-")
+        ));
         let mut b = tar::Builder::new(std::fs::File::create(&path).unwrap());
         for name in order {
             let mut h = tar::Header::new_ustar();
@@ -122,7 +155,8 @@ mod tests {
             h.set_mode(0o700);
             h.set_uid(1234);
             h.set_mtime(mtime);
-            b.append_data(&mut h, format!("python-fips/{name}"), &b"abc"[..]).unwrap();
+            b.append_data(&mut h, format!("python-fips/{name}"), &b"abc"[..])
+                .unwrap();
         }
         b.finish().unwrap();
         path
@@ -137,7 +171,10 @@ mod tests {
         let (out_a, out_b) = (dir.join("a.tar.gz"), dir.join("b.tar.gz"));
         write(&a, &[("BUILD-INFO.json", b"{}")], 1_000_000_000, &out_a).unwrap();
         write(&b, &[("BUILD-INFO.json", b"{}")], 1_000_000_000, &out_b).unwrap();
-        let (bytes_a, bytes_b) = (std::fs::read(&out_a).unwrap(), std::fs::read(&out_b).unwrap());
+        let (bytes_a, bytes_b) = (
+            std::fs::read(&out_a).unwrap(),
+            std::fs::read(&out_b).unwrap(),
+        );
         assert_eq!(bytes_a, bytes_b);
         // gzip header: no file name flag, mtime zero.
         assert_eq!(bytes_a[3] & 0x08, 0);

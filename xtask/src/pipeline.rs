@@ -124,7 +124,10 @@ impl Stage {
         let mut env = vec![
             ("PREFIX".to_string(), PREFIX.to_string()),
             ("JOBS".to_string(), builder.jobs.to_string()),
-            ("SOURCE_DATE_EPOCH".to_string(), builder.source_date_epoch.to_string()),
+            (
+                "SOURCE_DATE_EPOCH".to_string(),
+                builder.source_date_epoch.to_string(),
+            ),
             ("LC_ALL".to_string(), "C".to_string()),
             ("TZ".to_string(), "UTC".to_string()),
         ];
@@ -156,18 +159,31 @@ impl Builder<'_> {
         let entry = self.entry(stage.name, &key);
         if entry.join("output.tar").is_file() {
             ui.message(&format!("{:<14} cached", stage.name));
-            return Ok(Done { name: stage.name.into(), key, cached: true, seconds: 0.0, output: entry.join("output.tar") });
+            return Ok(Done {
+                name: stage.name.into(),
+                key,
+                cached: true,
+                seconds: 0.0,
+                output: entry.join("output.tar"),
+            });
         }
         let started = Instant::now();
         let short = &key[..12];
-        let log = self.cache.dir("logs").join(format!("{}-{short}-{}.log", stage.name, unix_now()));
+        let log = self
+            .cache
+            .dir("logs")
+            .join(format!("{}-{short}-{}.log", stage.name, unix_now()));
         let container = format!("python-fips-{}-{short}-{}", stage.name, std::process::id());
         let env = stage.env(self);
         self.create_with_inputs(stage, &container, &env, false)?;
 
         let spinner = ui.spinner(stage.name);
         if spinner.is_none() {
-            ui.message(&format!("{:<14} running (log: {})", stage.name, log.display()));
+            ui.message(&format!(
+                "{:<14} running (log: {})",
+                stage.name,
+                log.display()
+            ));
         }
         let ok = self.engine.start_logged(&container, &log, |line| {
             if let Some(s) = &spinner {
@@ -178,7 +194,13 @@ impl Builder<'_> {
             s.finish_and_clear();
         }
         if !ok.with_context(|| format!("cannot run stage {}", stage.name))? {
-            return Err(self.failure(stage, &container, &env, &log, started.elapsed().as_secs_f64()));
+            return Err(self.failure(
+                stage,
+                &container,
+                &env,
+                &log,
+                started.elapsed().as_secs_f64(),
+            ));
         }
 
         let scratch = self.cache.scratch(stage.name)?;
@@ -189,26 +211,51 @@ impl Builder<'_> {
             file.sync_all()?;
         }
         let seconds = started.elapsed().as_secs_f64();
-        let meta = Meta { stage: stage.name.into(), key: key.clone(), inputs: stage.key_inputs(self), seconds, log };
+        let meta = Meta {
+            stage: stage.name.into(),
+            key: key.clone(),
+            inputs: stage.key_inputs(self),
+            seconds,
+            log,
+        };
         std::fs::write(scratch.join("meta.json"), serde_json::to_vec_pretty(&meta)?)?;
         cache::publish(&scratch, &entry)?;
         self.engine.remove(self.sh, &container);
         ui.message(&format!("{:<14} ran    {seconds:>7.1} s", stage.name));
-        Ok(Done { name: stage.name.into(), key, cached: false, seconds, output: entry.join("output.tar") })
+        Ok(Done {
+            name: stage.name.into(),
+            key,
+            cached: false,
+            seconds,
+            output: entry.join("output.tar"),
+        })
     }
 
     /// Creates a container from the builder image holding exactly the stage's inputs.
-    pub fn create_with_inputs(&self, stage: &Stage, name: &str, env: &[(String, String)], interactive: bool) -> Result<()> {
+    pub fn create_with_inputs(
+        &self,
+        stage: &Stage,
+        name: &str,
+        env: &[(String, String)],
+        interactive: bool,
+    ) -> Result<()> {
         let command: Vec<String> = if interactive {
             vec!["bash".into()]
         } else {
-            vec!["sh".into(), "-c".into(), "exec sh -eux /build/stage.sh 2>&1".into()]
+            vec![
+                "sh".into(),
+                "-c".into(),
+                "exec sh -eux /build/stage.sh 2>&1".into(),
+            ]
         };
         let spec = ContainerSpec {
             name: name.to_string(),
             image: self.image_id.clone(),
             env: env.to_vec(),
-            labels: vec![(OWNER_LABEL.into(), owner()), ("python-fips.stage".into(), stage.name.into())],
+            labels: vec![
+                (OWNER_LABEL.into(), owner()),
+                ("python-fips.stage".into(), stage.name.into()),
+            ],
             workdir: Some("/build".into()),
             interactive,
             command,
@@ -226,8 +273,17 @@ impl Builder<'_> {
             let mut tar = tar::Builder::new(w);
             tar.follow_symlinks(false);
             add_bytes(&mut tar, "build/stage.sh", stage.script.as_bytes(), 0o755)?;
-            add_bytes(&mut tar, "build/python-fips-setup", SETUP_SCRIPT.as_bytes(), 0o755)?;
-            let env: String = stage.env(self).iter().map(|(k, v)| format!("export {k}='{v}'\n")).collect();
+            add_bytes(
+                &mut tar,
+                "build/python-fips-setup",
+                SETUP_SCRIPT.as_bytes(),
+                0o755,
+            )?;
+            let env: String = stage
+                .env(self)
+                .iter()
+                .map(|(k, v)| format!("export {k}='{v}'\n"))
+                .collect();
             add_bytes(&mut tar, "build/env", env.as_bytes(), 0o644)?;
             for input in &stage.inputs {
                 let dest = format!("build/{}", input.dest);
@@ -252,7 +308,14 @@ impl Builder<'_> {
         Ok(())
     }
 
-    fn failure(&self, stage: &Stage, container: &str, env: &[(String, String)], log: &Path, seconds: f64) -> anyhow::Error {
+    fn failure(
+        &self,
+        stage: &Stage,
+        container: &str,
+        env: &[(String, String)],
+        log: &Path,
+        seconds: f64,
+    ) -> anyhow::Error {
         let failed = Failed {
             stage: stage.name.into(),
             container: container.into(),
@@ -277,7 +340,12 @@ impl Builder<'_> {
     }
 }
 
-fn add_bytes<W: std::io::Write>(tar: &mut tar::Builder<W>, path: &str, bytes: &[u8], mode: u32) -> Result<()> {
+fn add_bytes<W: std::io::Write>(
+    tar: &mut tar::Builder<W>,
+    path: &str,
+    bytes: &[u8],
+    mode: u32,
+) -> Result<()> {
     let mut header = tar::Header::new_gnu();
     header.set_size(bytes.len() as u64);
     header.set_mode(mode);
@@ -288,7 +356,10 @@ fn add_bytes<W: std::io::Write>(tar: &mut tar::Builder<W>, path: &str, bytes: &[
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// `<host>:<pid>` of this run.
@@ -297,7 +368,9 @@ pub fn owner() -> String {
 }
 
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default()
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
 }
 
 /// Removes containers left by runs of this host that died (killed mid-stage), but keeps the one
@@ -309,8 +382,13 @@ pub fn prune_stale(sh: &Shell, engine: &Engine, cache: &Cache) -> Result<()> {
         .map(|f| f.container);
     let me = hostname();
     for (name, labels) in engine.containers_with_label(sh, OWNER_LABEL)? {
-        let owner = labels.split(',').find_map(|l| l.strip_prefix(&format!("{OWNER_LABEL}="))).unwrap_or("");
-        let Some((host, pid)) = owner.rsplit_once(':') else { continue };
+        let owner = labels
+            .split(',')
+            .find_map(|l| l.strip_prefix(&format!("{OWNER_LABEL}=")))
+            .unwrap_or("");
+        let Some((host, pid)) = owner.rsplit_once(':') else {
+            continue;
+        };
         let alive = Path::new("/proc").join(pid).exists();
         if host == me && !alive && kept.as_deref() != Some(name.as_str()) {
             engine.remove(sh, &name);
@@ -322,7 +400,10 @@ pub fn prune_stale(sh: &Shell, engine: &Engine, cache: &Cache) -> Result<()> {
 /// Checks that a name is one of the stages a build has.
 pub fn check_stage_name(name: &str, known: &[&str]) -> Result<()> {
     if !known.contains(&name) {
-        bail!("unknown stage {name}; stages of this build: {}", known.join(", "));
+        bail!(
+            "unknown stage {name}; stages of this build: {}",
+            known.join(", ")
+        );
     }
     Ok(())
 }
@@ -335,17 +416,38 @@ mod tests {
         Stage {
             name: "python",
             script: "make\n",
-            env: vec![("PYTHON_CONFIGURE".into(), "--with-ssl-default-suites=openssl".into())],
-            inputs: vec![Input { dest: "src/Python-3.13.15".into(), host: PathBuf::from("/nonexistent"), content: "tree-a".into() }],
-            deps: vec![Done { name: "openssl".into(), key: "k-openssl".into(), cached: true, seconds: 0.0, output: PathBuf::new() }],
+            env: vec![(
+                "PYTHON_CONFIGURE".into(),
+                "--with-ssl-default-suites=openssl".into(),
+            )],
+            inputs: vec![Input {
+                dest: "src/Python-3.13.15".into(),
+                host: PathBuf::from("/nonexistent"),
+                content: "tree-a".into(),
+            }],
+            deps: vec![Done {
+                name: "openssl".into(),
+                key: "k-openssl".into(),
+                cached: true,
+                seconds: 0.0,
+                output: PathBuf::new(),
+            }],
             output: PREFIX,
         }
     }
 
     /// Calls `f` with a builder of the given image id, architecture, jobs and epoch.
-    fn with_builder<T>(image: &str, arch: &str, jobs: usize, epoch: u64, f: impl FnOnce(&Builder) -> T) -> T {
+    fn with_builder<T>(
+        image: &str,
+        arch: &str,
+        jobs: usize,
+        epoch: u64,
+        f: impl FnOnce(&Builder) -> T,
+    ) -> T {
         let sh = Shell::new().unwrap();
-        let engine = Engine { program: "docker".into() };
+        let engine = Engine {
+            program: "docker".into(),
+        };
         let cache = Cache::open(Some(&std::env::temp_dir().join("pf-key-tests"))).unwrap();
         let b = Builder {
             sh: &sh,
@@ -390,11 +492,27 @@ mod tests {
         s.output = "/out/python-fips";
         variants.push(("output path", s));
         for (what, s) in variants {
-            assert_ne!(key("sha256:img", "x86_64", 2, 1, &s), base, "changing the {what} must change the key");
+            assert_ne!(
+                key("sha256:img", "x86_64", 2, 1, &s),
+                base,
+                "changing the {what} must change the key"
+            );
         }
-        assert_ne!(key("sha256:other", "x86_64", 2, 1, &stage()), base, "builder image");
-        assert_ne!(key("sha256:img", "aarch64", 2, 1, &stage()), base, "architecture");
-        assert_ne!(key("sha256:img", "x86_64", 2, 2, &stage()), base, "SOURCE_DATE_EPOCH");
+        assert_ne!(
+            key("sha256:other", "x86_64", 2, 1, &stage()),
+            base,
+            "builder image"
+        );
+        assert_ne!(
+            key("sha256:img", "aarch64", 2, 1, &stage()),
+            base,
+            "architecture"
+        );
+        assert_ne!(
+            key("sha256:img", "x86_64", 2, 2, &stage()),
+            base,
+            "SOURCE_DATE_EPOCH"
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use xshell::Shell;
 
 use crate::cache::{self, Cache};
 use crate::catalog::{self, Catalog, Recipe};
-use crate::download::Fetcher;
+use crate::download::{Fetcher, RetryPolicy};
 use crate::flags::{self, SourceArgs};
 use crate::progress::{Reporter, Terminal};
 use crate::{extract, patch};
@@ -103,6 +103,7 @@ impl Context {
             mirrors: self.mirrors.clone(),
             offline: self.offline,
             reporter,
+            retry: RetryPolicy::default(),
         };
         fetcher.fetch_all(&self.recipe.sources())
     }
@@ -159,9 +160,12 @@ impl Tree {
     fn with_derived_epoch(mut self, dir: &Path) -> Result<Tree> {
         if self.source_date_epoch == 0 {
             let path = dir.join("SOURCE_DATE_EPOCH");
-            let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-            self.source_date_epoch =
-                text.trim().parse().with_context(|| format!("{} is not a number", path.display()))?;
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            self.source_date_epoch = text
+                .trim()
+                .parse()
+                .with_context(|| format!("{} is not a number", path.display()))?;
         }
         Ok(self)
     }
@@ -172,11 +176,16 @@ fn newest_mtime(dir: &Path) -> Result<u64> {
     let mut newest = 0;
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).with_context(|| format!("cannot list {}", d.display()))? {
+        for entry in
+            std::fs::read_dir(&d).with_context(|| format!("cannot list {}", d.display()))?
+        {
             let entry = entry?;
             let meta = entry.path().symlink_metadata()?;
             if let Ok(t) = meta.modified() {
-                let secs = t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+                let secs = t
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
                 newest = newest.max(secs);
             }
             if meta.is_dir() {

@@ -22,8 +22,13 @@ impl flags::Python {
         let artifact = build.package(&done, &ui)?;
         println!("{}", artifact.tarball.display());
         if let Some(path) = &self.build.report {
-            let report = Report { stages: done.stages.clone(), artifact: artifact.tarball.clone(), sha256: artifact.sha256.clone() };
-            std::fs::write(path, serde_json::to_vec_pretty(&report)?).with_context(|| format!("cannot write {}", path.display()))?;
+            let report = Report {
+                stages: done.stages.clone(),
+                artifact: artifact.tarball.clone(),
+                sha256: artifact.sha256.clone(),
+            };
+            std::fs::write(path, serde_json::to_vec_pretty(&report)?)
+                .with_context(|| format!("cannot write {}", path.display()))?;
         }
         Ok(())
     }
@@ -76,7 +81,16 @@ impl<'a> Build<'a> {
         pipeline::prune_stale(sh, &engine, &ctx.cache)?;
         let arch = engine.arch(sh)?;
         let image_id = builder::ensure(sh, &engine, &ctx.cache, &ctx.recipe.builder, ui)?;
-        Ok(Build { ctx, tree, engine, image_id, arch, args: args.clone(), sh, _lock: lock })
+        Ok(Build {
+            ctx,
+            tree,
+            engine,
+            image_id,
+            arch,
+            args: args.clone(),
+            sh,
+            _lock: lock,
+        })
     }
 
     pub fn builder(&self) -> Builder<'_> {
@@ -86,7 +100,11 @@ impl<'a> Build<'a> {
             cache: &self.ctx.cache,
             image_id: self.image_id.clone(),
             arch: self.arch.clone(),
-            jobs: self.args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)),
+            jobs: self.args.jobs.unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(2)
+            }),
             source_date_epoch: self.tree.source_date_epoch,
         }
     }
@@ -113,7 +131,7 @@ impl<'a> Build<'a> {
         let b = self.builder();
         let mut done = Stages { stages: Vec::new() };
         let r = &self.ctx.recipe;
-        let mut next = |stage: Stage, done: &mut Stages| -> Result<Option<Stage>> {
+        let next = |stage: Stage, done: &mut Stages| -> Result<Option<Stage>> {
             if until == Some(stage.name) {
                 return Ok(Some(stage));
             }
@@ -130,7 +148,10 @@ impl<'a> Build<'a> {
                 env("OPENSSL_FILE", &r.openssl.file),
                 // The libraries' own fips.so is only built when it is the provider that ships.
                 env("OPENSSL_CONFIGURE", if same { "enable-fips" } else { "" }),
-                env("OPENSSL_INSTALL_EXTRA", if same { "install_fips" } else { "" }),
+                env(
+                    "OPENSSL_INSTALL_EXTRA",
+                    if same { "install_fips" } else { "" },
+                ),
             ],
             inputs: vec![self.source_input(&r.openssl)],
             deps: vec![],
@@ -143,7 +164,10 @@ impl<'a> Build<'a> {
             let provider = Stage {
                 name: "fips-provider",
                 script: include_str!("pipeline/fips-provider.sh"),
-                env: vec![env("PROVIDER_VERSION", &r.fips_provider.version), env("PROVIDER_FILE", &r.fips_provider.file)],
+                env: vec![
+                    env("PROVIDER_VERSION", &r.fips_provider.version),
+                    env("PROVIDER_FILE", &r.fips_provider.file),
+                ],
                 inputs: vec![self.source_input(&r.fips_provider)],
                 deps: vec![],
                 output: "/out/python-fips",
@@ -152,14 +176,26 @@ impl<'a> Build<'a> {
                 return Ok((done, Some(s)));
             }
         }
-        let configure: Vec<&str> = r.python_build.configure.iter().map(|c| c.flag.as_str()).collect();
+        let configure: Vec<&str> = r
+            .python_build
+            .configure
+            .iter()
+            .map(|c| c.flag.as_str())
+            .collect();
         let python = Stage {
             name: "python",
             script: include_str!("pipeline/python.sh"),
             env: vec![
                 env("PYTHON_VERSION", &r.python.version),
                 env("PYTHON_MINOR", &r.minor),
-                env("PYTHON_SHARED", if r.python_build.enable_shared { "--enable-shared" } else { "" }),
+                env(
+                    "PYTHON_SHARED",
+                    if r.python_build.enable_shared {
+                        "--enable-shared"
+                    } else {
+                        ""
+                    },
+                ),
                 env("PYTHON_CONFIGURE", &configure.join(" ")),
             ],
             inputs: vec![Input {
@@ -211,7 +247,10 @@ impl<'a> Build<'a> {
     }
 
     pub fn out_dir(&self) -> PathBuf {
-        self.args.out.clone().unwrap_or_else(|| crate::project_root().join("dist"))
+        self.args
+            .out
+            .clone()
+            .unwrap_or_else(|| crate::project_root().join("dist"))
     }
 
     /// The package stage: BUILD-INFO.json plus a deterministic tarball, cached by key, copied to
@@ -222,7 +261,10 @@ impl<'a> Build<'a> {
         let info = serde_json::to_vec_pretty(&self.build_info(done)?)?;
         let mut inputs = std::collections::BTreeMap::new();
         inputs.insert("stage".to_string(), "package".to_string());
-        inputs.insert("code".to_string(), hex(&Sha256::digest(include_str!("package.rs"))));
+        inputs.insert(
+            "code".to_string(),
+            hex(&Sha256::digest(include_str!("package.rs"))),
+        );
         inputs.insert("dep:finalize".to_string(), finalize.key.clone());
         inputs.insert("build-info".to_string(), hex(&Sha256::digest(&info)));
         let key = pipeline::key_of(&inputs);
@@ -231,17 +273,27 @@ impl<'a> Build<'a> {
         let cached = entry.join(&name).is_file();
         if !cached {
             let scratch = self.ctx.cache.scratch("package")?;
-            package::write(&finalize.output, &[("BUILD-INFO.json", &info)], self.tree.source_date_epoch, &scratch.join(&name))?;
+            package::write(
+                &finalize.output,
+                &[("BUILD-INFO.json", &info)],
+                self.tree.source_date_epoch,
+                &scratch.join(&name),
+            )?;
             crate::cache::publish(&scratch, &entry)?;
         }
         let sha256 = sha256_file(&entry.join(&name))?;
         let out = self.out_dir();
-        std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+        std::fs::create_dir_all(&out)
+            .with_context(|| format!("cannot create {}", out.display()))?;
         let tarball = out.join(&name);
         let tmp = out.join(format!(".{name}.partial"));
-        std::fs::copy(entry.join(&name), &tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+        std::fs::copy(entry.join(&name), &tmp)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
         std::fs::rename(&tmp, &tarball)?;
-        std::fs::write(out.join(format!("{name}.sha256")), format!("{sha256}  {name}\n"))?;
+        std::fs::write(
+            out.join(format!("{name}.sha256")),
+            format!("{sha256}  {name}\n"),
+        )?;
         let seconds = started.elapsed().as_secs_f64();
         if cached {
             ui.message(&format!("{:<14} cached", "package"));
@@ -253,9 +305,7 @@ impl<'a> Build<'a> {
 
     fn build_info(&self, done: &Stages) -> Result<serde_json::Value> {
         let r = &self.ctx.recipe;
-        let source = |s: &crate::catalog::Source| {
-            serde_json::json!({"version": s.version, "file": s.file, "sha256": s.sha256, "license": s.license})
-        };
+        let source = |s: &crate::catalog::Source| serde_json::json!({"version": s.version, "file": s.file, "sha256": s.sha256, "license": s.license});
         let mut patches = Vec::new();
         for p in &r.patches {
             let bytes = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
@@ -288,7 +338,8 @@ fn env(k: &str, v: &str) -> (String, String) {
 }
 
 pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut f =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut h = Sha256::new();
     std::io::copy(&mut f, &mut h)?;
     Ok(hex(&h.finalize()))

@@ -15,7 +15,10 @@ impl flags::ShellCmd {
             return enter_failed(sh, &self.build);
         }
         let ui = Terminal::new();
-        let stage_name = self.stage.as_deref().expect("clap requires --stage without --failed");
+        let stage_name = self
+            .stage
+            .as_deref()
+            .expect("clap requires --stage without --failed");
         let build = Build::start(sh, &self.build, &ui)?;
         pipeline::check_stage_name(stage_name, &build.stage_names())?;
         let (_, stage) = build.run_until(Some(stage_name), &ui)?;
@@ -27,7 +30,12 @@ impl flags::ShellCmd {
             "stage {stage_name}: inputs are under /build, the script is /build/stage.sh and its environment is set \
              (also in /build/env).\nrun `sh -eux /build/stage.sh` to run the stage; exit to leave (the container is removed)."
         );
-        let result = build.engine.interactive(&["start".into(), "--attach".into(), "--interactive".into(), name.clone()]);
+        let result = build.engine.interactive(&[
+            "start".into(),
+            "--attach".into(),
+            "--interactive".into(),
+            name.clone(),
+        ]);
         build.engine.remove(sh, &name);
         result?;
         Ok(())
@@ -38,9 +46,14 @@ impl flags::ShellCmd {
 fn enter_failed(sh: &Shell, args: &flags::BuildArgs) -> Result<()> {
     let cache = crate::cache::Cache::open(args.sources.cache.as_deref())?;
     let record = cache.dir("failed.json");
-    let bytes = std::fs::read(&record)
-        .with_context(|| format!("no failed stage is recorded ({} is missing); no build has failed here yet", record.display()))?;
-    let failed: Failed = serde_json::from_slice(&bytes).with_context(|| format!("cannot parse {}", record.display()))?;
+    let bytes = std::fs::read(&record).with_context(|| {
+        format!(
+            "no failed stage is recorded ({} is missing); no build has failed here yet",
+            record.display()
+        )
+    })?;
+    let failed: Failed = serde_json::from_slice(&bytes)
+        .with_context(|| format!("cannot parse {}", record.display()))?;
     let engine = Engine::detect(sh, args.engine.as_deref())?;
     let image = format!("python-fips-debug:{}", failed.stage);
     if engine.commit(sh, &failed.container, &image).is_err() {

@@ -1,0 +1,424 @@
+//! Tests of the fetcher against a loopback HTTP server, `file://` URLs and directory mirrors.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+use super::*;
+use crate::progress::{Reporter, Transfer};
+use crate::testutil::{Behaviour, Server, TempDir};
+
+/// Remembers every message and transfer event, so tests can count retries and resumptions.
+#[derive(Default)]
+struct Recorder {
+    events: Mutex<Vec<String>>,
+}
+
+impl Recorder {
+    fn events(&self) -> Vec<String> {
+        self.events.lock().unwrap().clone()
+    }
+}
+
+impl Reporter for Recorder {
+    fn download_started(
+        &self,
+        file: &str,
+        total: Option<u64>,
+        resumed_at: u64,
+    ) -> Box<dyn Transfer + '_> {
+        self.events
+            .lock()
+            .unwrap()
+            .push(format!("start {file} {total:?} {resumed_at}"));
+        Box::new(RecTransfer(self))
+    }
+    fn message(&self, line: &str) {
+        self.events.lock().unwrap().push(format!("message {line}"));
+    }
+}
+
+struct RecTransfer<'a>(&'a Recorder);
+
+impl Transfer for RecTransfer<'_> {
+    fn advance(&self, _: u64) {}
+    fn finish(&self, note: &str) {
+        self.0.events.lock().unwrap().push(format!("finish {note}"));
+    }
+    fn fail(&self, note: &str) {
+        self.0.events.lock().unwrap().push(format!("fail {note}"));
+    }
+}
+
+/// Deterministic, incompressible-looking bytes.
+fn payload(len: usize) -> Vec<u8> {
+    let mut x: u32 = 0x1234_5678;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+fn source_for(file: &str, bytes: &[u8], urls: Vec<String>) -> Source {
+    Source {
+        name: "cpython".into(),
+        version: "3.99.0".into(),
+        file: file.into(),
+        urls,
+        sha256: crate::prepare::hex(&Sha256::digest(bytes)),
+        size: Some(bytes.len() as u64),
+        license: "PSF-2.0".into(),
+        cmvp: None,
+    }
+}
+
+fn fast_retry() -> RetryPolicy {
+    RetryPolicy {
+        attempts: 3,
+        base_delay: Duration::from_millis(5),
+    }
+}
+
+fn fetcher<'a>(cache: &'a Cache, reporter: &'a dyn Reporter, mirrors: Vec<String>) -> Fetcher<'a> {
+    Fetcher {
+        cache,
+        mirrors,
+        offline: false,
+        reporter,
+        retry: fast_retry(),
+    }
+}
+
+/// Files left for `source` anywhere under `downloads/` (final or partial).
+fn leftovers(cache: &Cache, source: &Source) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let downloads = cache.root().join("downloads");
+    if let Some(dir) = cache.download_path(source).parent()
+        && let Ok(entries) = std::fs::read_dir(dir)
+    {
+        out.extend(entries.map(|e| e.unwrap().path()));
+    }
+    if let Ok(entries) = std::fs::read_dir(downloads.join(".partial")) {
+        out.extend(
+            entries
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.to_string_lossy().contains(&source.sha256)),
+        );
+    }
+    out
+}
+
+#[test]
+fn downloads_verifies_and_then_hits_the_cache_without_a_request() {
+    let tmp = TempDir::new("dl-ok");
+    let cache = Cache::open(Some(tmp.path())).unwrap();
+    let server = Server::start();
+    let bytes = payload(300_000);
+    server.route("/Python-3.99.0.tgz", Behaviour::Serve(bytes.clone()));
+    let source = source_for(
+        "Python-3.99.0.tgz",
+        &bytes,
+        vec![format!("{}/Python-3.99.0.tgz", server.url())],
+    );
+    let rec = Recorder::default();
+    let f = fetcher(&cache, &rec, vec![]);
+
+    let path = f.fetch(&source).unwrap();
+    assert_eq!(path, cache.download_path(&source));
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    assert!(rec.events().contains(&"finish verified".to_string()));
+    assert_eq!(server.requests().len(), 1);
+
+    let started = Instant::now();
+    assert_eq!(f.fetch(&source).unwrap(), path);
+    assert!(started.elapsed() < Duration::from_millis(500));
+    assert_eq!(
+        server.requests().len(),
+        1,
+        "a cache hit must not touch the network"
+    );
+}
+
+#[test]
+fn checksum_mismatch_names_url_and_both_hashes_and_caches_nothing() {
+    let tmp = TempDir::new("dl-sum");
+    let cache = Cache::open(Some(tmp.path())).unwrap();
+    let server = Server::start();
+    let good = payload(50_000);
+    let mut bad = good.clone();
+    bad[1234] ^= 0xff;
+    server.route("/x.tar.gz", Behaviour::Serve(bad.clone()));
+    let url = format!("{}/x.tar.gz", server.url());
+    let source = source_for("x.tar.gz", &good, vec![url.clone()]);
+    let rec = Recorder::default();
+
+    let err = fetcher(&cache, &rec, vec![]).fetch(&source).unwrap_err();
+    let text = format!("{err:#}");
+    let actual = crate::prepare::hex(&Sha256::digest(&bad));
+    assert!(text.contains(&url), "{text}");
+    assert!(
+        text.contains(&format!("expected sha256 {}", source.sha256)),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("actual   sha256 {actual}")),
+        "{text}"
+    );
+    let typed = err.downcast_ref::<FetchError>().expect("a FetchError");
+    assert!(matches!(&typed.failures[0].1, Failure::Checksum(c) if c.actual == actual));
+    assert_eq!(leftovers(&cache, &source), Vec::<PathBuf>::new());
+    // A mismatch is not transient: one request, no retry.
+    assert_eq!(server.requests().len(), 1);
+}
+
+#[test]
+fn a_body_cut_short_is_resumed_with_a_range_request() {
+    let tmp = TempDir::new("dl-resume");
+    let cache = Cache::open(Some(tmp.path())).unwrap();
+    let server = Server::start();
+    let bytes = payload(400_000);
+    let cut = 150_000;
+    server.route(
+        "/big.tar.xz",
+        Behaviour::DropOnce {
+            body: bytes.clone(),
+            cut,
+        },
+    );
+    let source = source_for(
+        "big.tar.xz",
+        &bytes,
+        vec![format!("{}/big.tar.xz", server.url())],
+    );
+    let rec = Recorder::default();
+
+    let path = fetcher(&cache, &rec, vec![]).fetch(&source).unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    let requests = server.requests();
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    assert_eq!(requests[0].range_from, None);
+    let resumed_at = requests[1].range_from.expect("the second request resumes");
+    assert!(resumed_at > 0 && resumed_at <= cut as u64, "{resumed_at}");
+    assert!(
+        rec.events()
+            .contains(&format!("start big.tar.xz Some(400000) {resumed_at}"))
+    );
+    assert_eq!(leftovers(&cache, &source), vec![path]);
+}
+
+#[test]
+fn a_partial_file_from_a_killed_run_is_resumed_not_trusted() {
+    let tmp = TempDir::new("dl-killed");
+    let cache = Cache::open(Some(tmp.path())).unwrap();
+    let server = Server::start();
+    let bytes = payload(100_000);
+    server.route("/k.tgz", Behaviour::Serve(bytes.clone()));
+    let source = source_for("k.tgz", &bytes, vec![format!("{}/k.tgz", server.url())]);
+    let partial_dir = cache.root().join("downloads/.partial");
+    std::fs::create_dir_all(&partial_dir).unwrap();
+    let partial = partial_dir.join(format!("{}.k.tgz", source.sha256));
+    std::fs::write(&partial, &bytes[..30_000]).unwrap();
+    let rec = Recorder::default();
+
+    let path = fetcher(&cache, &rec, vec![]).fetch(&source).unwrap();
+    assert_eq!(std::fs::read(path).unwrap(), bytes);
+    assert_eq!(server.requests()[0].range_from, Some(30_000));
+    assert!(!partial.exists());
+}
+
+#[test]
+fn a_404_mirror_is_skipped_for_the_next_one() {
+    let tmp = TempDir::new("dl-mirrors");
+    let cache = Cache::open(Some(tmp.path())).unwrap();
+    let first = Server::start();
+    let second = Server::start();
+    let bytes = payload(10_000);
+    second.route("/m.tgz", Behaviour::Serve(bytes.clone()));
+    let upstream = Server::start();
+    let source = source_for("m.tgz", &bytes, vec![format!("{}/m.tgz", upstream.url())]);
+    let rec = Recorder::default();
+    let mirrors = vec![format!("{}/", first.url()), second.url()];
+
+    let path = fetcher(&cache, &rec, mirrors).fetch(&source).unwrap();
+    assert_eq!(std::fs::read(path).unwrap(), bytes);
+    assert_eq!(first.requests().len(), 1, "a 404 is not retried");
+    assert_eq!(first.requests()[0].path, "/m.tgz");
+    assert_eq!(second.requests().len(), 1);
+    assert_eq!(
+        upstream.requests().len(),
+        0,
+        "mirrors come before the recipe's URLs"
+    );
+}
+
+#[test]
+fn a_server_that_is_gone_is_retried_then_reported_with_every_location() {
+    let tmp = TempDir::new("dl-gone");
+    let cache = Cache::open(Some(tmp.path())).unwrap();
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let url = format!("http://127.0.0.1:{port}/g.tgz");
+    let notfound = Server::start();
+    let bytes = payload(1000);
+    let source = source_for("g.tgz", &bytes, vec![url.clone()]);
+    let rec = Recorder::default();
+
+    let err = fetcher(&cache, &rec, vec![notfound.url()])
+        .fetch(&source)
+        .unwrap_err();
+    let text = format!("{err:#}");
+    assert!(
+        text.contains(&format!(
+            "{}/g.tgz: not found (HTTP 404 Not Found)",
+            notfound.url()
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("{url}: gave up after 3 attempts")),
+        "{text}"
+    );
+    assert!(text.contains("hint: "), "{text}");
+    let retries = rec
+        .events()
+        .iter()
+        .filter(|e| e.starts_with("message g.tgz:") && e.contains("retrying"))
+        .count();
+    assert_eq!(retries, 2, "{:?}", rec.events());
+}
+
+#[test]
+fn server_errors_are_retried_the_configured_number_of_times() {
+    let tmp = TempDir::new("dl-503");
+    let cache = Cache::open(Some(tmp.path())).unwrap();
+    let server = Server::start();
+    server.route("/s.tgz", Behaviour::Status(503));
+    let bytes = payload(1000);
+    let source = source_for("s.tgz", &bytes, vec![format!("{}/s.tgz", server.url())]);
+    let rec = Recorder::default();
+    let mut f = fetcher(&cache, &rec, vec![]);
+    f.retry.attempts = 4;
+
+    let err = f.fetch(&source).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("gave up after 4 attempts: HTTP 503"),
+        "{err:#}"
+    );
+    assert_eq!(server.requests().len(), 4);
+}
+
+#[test]
+fn offline_uses_the_cache_only() {
+    let tmp = TempDir::new("dl-offline");
+    let cache = Cache::open(Some(tmp.path())).unwrap();
+    let server = Server::start();
+    let bytes = payload(2000);
+    server.route("/o.tgz", Behaviour::Serve(bytes.clone()));
+    let source = source_for("o.tgz", &bytes, vec![format!("{}/o.tgz", server.url())]);
+    let rec = Recorder::default();
+    let mut f = fetcher(&cache, &rec, vec![server.url()]);
+    f.offline = true;
+
+    let err = f.fetch(&source).unwrap_err();
+    let text = format!("{err:#}");
+    assert!(text.contains("o.tgz"), "{text}");
+    assert!(
+        text.contains(&cache.download_path(&source).display().to_string()),
+        "{text}"
+    );
+    assert!(text.contains("drop --offline"), "{text}");
+    assert_eq!(server.requests().len(), 0);
+
+    f.offline = false;
+    let path = f.fetch(&source).unwrap();
+    f.offline = true;
+    assert_eq!(f.fetch(&source).unwrap(), path);
+    assert_eq!(server.requests().len(), 1);
+}
+
+#[test]
+fn file_urls_and_plain_directories_serve_as_mirrors() {
+    let tmp = TempDir::new("dl-local");
+    let bytes = payload(5000);
+    let mirror = tmp.path().join("mirror dir");
+    std::fs::create_dir_all(&mirror).unwrap();
+    std::fs::write(mirror.join("l.tgz"), &bytes).unwrap();
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let source = source_for(
+        "l.tgz",
+        &bytes,
+        vec!["file:///nonexistent-xtask-test/l.tgz".into()],
+    );
+    let rec = Recorder::default();
+
+    let file_url = reqwest::Url::from_directory_path(&mirror)
+        .unwrap()
+        .to_string();
+    for mirrors in [
+        vec![empty.display().to_string(), file_url],
+        vec![mirror.display().to_string()],
+    ] {
+        let cache_dir = TempDir::new("dl-local-cache");
+        let cache = Cache::open(Some(cache_dir.path())).unwrap();
+        let path = fetcher(&cache, &rec, mirrors.clone())
+            .fetch(&source)
+            .unwrap();
+        assert_eq!(std::fs::read(path).unwrap(), bytes, "{mirrors:?}");
+    }
+
+    // A local copy with the wrong content is refused like a remote one.
+    let cache_dir = TempDir::new("dl-local-bad");
+    let cache = Cache::open(Some(cache_dir.path())).unwrap();
+    let mut other = bytes.clone();
+    other[0] ^= 1;
+    std::fs::write(empty.join("l.tgz"), &other).unwrap();
+    let f = fetcher(&cache, &rec, vec![empty.display().to_string()]);
+    let failures = match f.fetch(&source).unwrap_err().downcast::<FetchError>() {
+        Ok(e) => e.failures,
+        Err(e) => panic!("not a FetchError: {e:#}"),
+    };
+    assert!(
+        matches!(failures[0].1, Failure::Checksum(_)),
+        "{failures:?}"
+    );
+    assert!(
+        matches!(failures[1].1, Failure::NotFound(_)),
+        "{failures:?}"
+    );
+    assert_eq!(leftovers(&cache, &source), Vec::<PathBuf>::new());
+}
+
+#[test]
+fn fetch_all_keeps_order_and_reports_every_error() {
+    let tmp = TempDir::new("dl-all");
+    let cache = Cache::open(Some(tmp.path())).unwrap();
+    let server = Server::start();
+    let a = payload(20_000);
+    let b = payload(30_000);
+    server.route("/a.tgz", Behaviour::Serve(a.clone()));
+    server.route("/b.tgz", Behaviour::Serve(b.clone()));
+    let sa = source_for("a.tgz", &a, vec![format!("{}/a.tgz", server.url())]);
+    let sb = source_for("b.tgz", &b, vec![format!("{}/b.tgz", server.url())]);
+    let missing1 = source_for("c.tgz", b"c", vec![format!("{}/c.tgz", server.url())]);
+    let missing2 = source_for("d.tgz", b"d", vec![format!("{}/d.tgz", server.url())]);
+    let f = fetcher(&cache, &crate::progress::Silent, vec![]);
+
+    let paths = f.fetch_all(&[&sb, &sa]).unwrap();
+    assert_eq!(
+        paths,
+        vec![cache.download_path(&sb), cache.download_path(&sa)]
+    );
+
+    let err = f.fetch_all(&[&sa, &missing1, &missing2]).unwrap_err();
+    let text = format!("{err:#}");
+    assert!(text.contains("cannot fetch 2 of 3 sources"), "{text}");
+    assert!(text.contains("c.tgz") && text.contains("d.tgz"), "{text}");
+}

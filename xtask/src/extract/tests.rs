@@ -1,0 +1,253 @@
+//! Tests of extraction: hostile archives are refused, normal ones keep modes, links and mtimes.
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use tar::{EntryType, Header};
+
+use super::extract;
+use crate::testutil::TempDir;
+
+const MTIME: u64 = 1_600_000_000;
+
+/// One tar entry, written with raw header fields so that hostile names survive the builder.
+struct Entry<'a> {
+    path: &'a str,
+    kind: EntryType,
+    link: &'a str,
+    data: &'a [u8],
+    mode: u32,
+}
+
+fn file<'a>(path: &'a str, data: &'a [u8], mode: u32) -> Entry<'a> {
+    Entry {
+        path,
+        kind: EntryType::Regular,
+        link: "",
+        data,
+        mode,
+    }
+}
+
+fn dir(path: &str) -> Entry<'_> {
+    Entry {
+        path,
+        kind: EntryType::Directory,
+        link: "",
+        data: b"",
+        mode: 0o755,
+    }
+}
+
+fn link<'a>(path: &'a str, kind: EntryType, target: &'a str) -> Entry<'a> {
+    Entry {
+        path,
+        kind,
+        link: target,
+        data: b"",
+        mode: 0o777,
+    }
+}
+
+fn tar_bytes(entries: &[Entry]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for e in entries {
+        let mut header = Header::new_gnu();
+        let gnu = header.as_gnu_mut().unwrap();
+        gnu.name[..e.path.len()].copy_from_slice(e.path.as_bytes());
+        gnu.linkname[..e.link.len()].copy_from_slice(e.link.as_bytes());
+        header.set_entry_type(e.kind);
+        header.set_size(e.data.len() as u64);
+        header.set_mode(e.mode);
+        header.set_mtime(MTIME);
+        header.set_cksum();
+        builder.append(&header, e.data).unwrap();
+    }
+    builder.into_inner().unwrap()
+}
+
+/// Writes the entries as `name` (`.tar.gz`, `.tgz` or `.tar.xz`) inside `dir`.
+fn archive(dir: &Path, name: &str, entries: &[Entry]) -> std::path::PathBuf {
+    let tar = tar_bytes(entries);
+    let bytes = if name.ends_with(".tar.xz") {
+        let mut enc = liblzma::write::XzEncoder::new(Vec::new(), 1);
+        enc.write_all(&tar).unwrap();
+        enc.finish().unwrap()
+    } else {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(&tar).unwrap();
+        enc.finish().unwrap()
+    };
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+/// Extracts into a fresh `dest/` below a fresh `outer/`, returning the error text.
+fn refused(name: &str, entries: &[Entry]) -> (String, TempDir) {
+    let tmp = TempDir::new("extract-bad");
+    let archive = archive(tmp.path(), name, entries);
+    let dest = tmp.path().join("outer/dest");
+    std::fs::create_dir_all(&dest).unwrap();
+    let err = extract(&archive, &dest).expect_err("the archive must be refused");
+    let text = format!("{err:#}");
+    assert!(text.contains(&archive.display().to_string()), "{text}");
+    (text, tmp)
+}
+
+#[test]
+fn extracts_gz_and_xz_keeping_modes_links_and_mtimes() {
+    for name in ["good.tar.gz", "good.tgz", "good.tar.xz"] {
+        let tmp = TempDir::new("extract-good");
+        let archive = archive(
+            tmp.path(),
+            name,
+            &[
+                dir("Python-3.99.0/"),
+                file("Python-3.99.0/configure", b"#!/bin/sh\n", 0o755),
+                file("./Python-3.99.0/README.rst", b"read me\n", 0o644),
+                link(
+                    "Python-3.99.0/Doc/readme",
+                    EntryType::Symlink,
+                    "../README.rst",
+                ),
+                link(
+                    "Python-3.99.0/README.copy",
+                    EntryType::Link,
+                    "Python-3.99.0/README.rst",
+                ),
+            ],
+        );
+        let dest = tmp.path().join("dest");
+        std::fs::create_dir(&dest).unwrap();
+        extract(&archive, &dest).unwrap();
+
+        let root = dest.join("Python-3.99.0");
+        let mode = |p: &str| {
+            std::fs::metadata(root.join(p))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!(mode("configure"), 0o755, "{name}");
+        assert_eq!(mode("README.rst"), 0o644, "{name}");
+        assert_eq!(
+            std::fs::read(root.join("configure")).unwrap(),
+            b"#!/bin/sh\n"
+        );
+        assert_eq!(
+            std::fs::read(root.join("Doc/readme")).unwrap(),
+            b"read me\n"
+        );
+        assert_eq!(
+            std::fs::read(root.join("README.copy")).unwrap(),
+            b"read me\n"
+        );
+        assert_eq!(
+            std::fs::read_link(root.join("Doc/readme")).unwrap(),
+            Path::new("../README.rst")
+        );
+        for p in ["configure", ""] {
+            let mtime = std::fs::metadata(root.join(p)).unwrap().modified().unwrap();
+            let secs = mtime
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            assert_eq!(secs, MTIME, "{name} {p:?}");
+        }
+    }
+}
+
+#[test]
+fn refuses_parent_dir_components_in_gz_and_xz() {
+    for name in ["evil.tar.gz", "evil.tar.xz"] {
+        let (text, tmp) = refused(name, &[file("pkg/../../evil", b"x", 0o644)]);
+        assert!(text.contains("\"pkg/../../evil\""), "{text}");
+        assert!(text.contains("`..`"), "{text}");
+        assert!(!tmp.path().join("outer/evil").exists());
+        assert!(!tmp.path().join("evil").exists());
+    }
+}
+
+#[test]
+fn refuses_absolute_paths() {
+    let outside = std::env::temp_dir().join(format!("xtask-abs-evil-{}", std::process::id()));
+    let path = outside.display().to_string();
+    for name in ["abs.tar.gz", "abs.tar.xz"] {
+        let (text, _tmp) = refused(name, &[file(&path, b"x", 0o644)]);
+        assert!(text.contains(&format!("{path:?}")), "{text}");
+        assert!(text.contains("absolute"), "{text}");
+        assert!(!outside.exists());
+    }
+}
+
+#[test]
+fn refuses_symlinks_that_point_outside() {
+    for (target, why) in [
+        ("../../outer", "outside the extracted tree"),
+        ("/etc", "absolute path"),
+        ("sub/../../..", "`..` after a name"),
+    ] {
+        for name in ["link.tar.gz", "link.tar.xz"] {
+            let (text, tmp) = refused(
+                name,
+                &[dir("pkg/"), link("pkg/escape", EntryType::Symlink, target)],
+            );
+            assert!(text.contains("\"pkg/escape\""), "{text}");
+            assert!(text.contains(why), "{target}: {text}");
+            assert!(!tmp.path().join("outer/dest/pkg/escape").exists());
+        }
+    }
+}
+
+#[test]
+fn refuses_writing_through_a_symlink() {
+    // `pkg/up` -> `..` stays inside on its own; an entry written through it must still be refused.
+    let (text, tmp) = refused(
+        "through.tar.gz",
+        &[
+            dir("pkg/"),
+            link("pkg/up", EntryType::Symlink, ".."),
+            file("pkg/up/planted", b"x", 0o644),
+        ],
+    );
+    assert!(text.contains("\"pkg/up/planted\""), "{text}");
+    assert!(text.contains("through the symlink pkg/up"), "{text}");
+    assert!(!tmp.path().join("outer/dest/planted").exists());
+}
+
+#[test]
+fn refuses_hard_links_outside_or_to_symlinks() {
+    let (text, _tmp) = refused(
+        "hard.tar.xz",
+        &[link("pkg/passwd", EntryType::Link, "../../etc/passwd")],
+    );
+    assert!(
+        text.contains("\"pkg/passwd\"") && text.contains("`..`"),
+        "{text}"
+    );
+
+    let (text, _tmp) = refused(
+        "hard2.tar.gz",
+        &[
+            dir("a/b/"),
+            link("a/b/up", EntryType::Symlink, "../.."),
+            link("top", EntryType::Link, "a/b/up"),
+        ],
+    );
+    assert!(
+        text.contains("\"top\"") && text.contains("not a regular file"),
+        "{text}"
+    );
+}
+
+#[test]
+fn refuses_unknown_archive_types() {
+    let tmp = TempDir::new("extract-zip");
+    let archive = tmp.path().join("x.zip");
+    std::fs::write(&archive, b"PK").unwrap();
+    let err = extract(&archive, tmp.path()).unwrap_err();
+    assert!(format!("{err:#}").contains("x.zip"), "{err:#}");
+}
