@@ -1,0 +1,169 @@
+//! Shared by the end-to-end tests: machine setup, running the xtask, the shared cold build.
+//!
+//! The configuration is the one obtainable offline here: CPython 3.13.15, OpenSSL 3.5.7 for the
+//! libraries, and the FIPS provider from OpenSSL 3.0.20, so the separate-provider path runs.
+//! Tests share one cache and one cold build, and take turns (a build holds the cache lock anyway).
+
+#![allow(dead_code, reason = "each test binary uses a different part")]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+pub const VERSION: [&str; 8] = [
+    "--version",
+    "3.13",
+    "--python",
+    "3.13.15",
+    "--openssl",
+    "3.5.7",
+    "--fips-provider",
+    "3.0.20",
+];
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Where the tests keep their cache, mirror and outputs (`target/e2e`, or PYTHON_FIPS_TEST_DIR).
+pub fn work() -> PathBuf {
+    std::env::var_os("PYTHON_FIPS_TEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target/e2e"))
+}
+
+pub fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Installs debootstrap if needed, fills the mirror and makes the base image; once per process.
+pub fn setup() -> &'static Path {
+    static MIRROR: OnceLock<PathBuf> = OnceLock::new();
+    MIRROR.get_or_init(|| {
+        let mirror = work().join("mirror");
+        let status = Command::new("bash")
+            .arg(root().join("tests/setup.sh"))
+            .arg(&mirror)
+            .status()
+            .unwrap();
+        assert!(status.success(), "tests/setup.sh failed");
+        let out = xtask(&["base-image", "--debootstrap", "bookworm"]);
+        assert!(out.status.success(), "base-image failed:\n{}", text(&out));
+        mirror
+    })
+}
+
+pub fn xtask(args: &[&str]) -> Output {
+    command(args).output().unwrap()
+}
+
+pub fn command(args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    c.args(args)
+        .env("PYTHON_FIPS_CACHE", work().join("cache"))
+        .stdin(Stdio::null());
+    c
+}
+
+pub fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// `python` with the test configuration and `extra` flags; returns the parsed `--report`.
+pub fn build(extra: &[&str]) -> serde_json::Value {
+    let mirror = setup();
+    let report = work().join(format!("report-{}.json", std::process::id()));
+    let mut args: Vec<&str> = vec!["python"];
+    args.extend(VERSION);
+    let mirror = mirror.to_str().unwrap();
+    let out_dir = work().join("dist");
+    let report_s = report.to_str().unwrap();
+    args.extend([
+        "--mirror",
+        mirror,
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--report",
+        report_s,
+    ]);
+    args.extend(extra);
+    let out = xtask(&args);
+    assert!(
+        out.status.success(),
+        "python {args:?} failed:\n{}",
+        text(&out)
+    );
+    serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap()
+}
+
+/// (stage name, cached) for each stage of a report.
+pub fn stages(report: &serde_json::Value) -> Vec<(String, bool)> {
+    report["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_string(),
+                s["cached"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// The cold build of the test configuration, shared by the tests that need a tarball.
+pub fn cold_build() -> &'static serde_json::Value {
+    static REPORT: OnceLock<serde_json::Value> = OnceLock::new();
+    REPORT.get_or_init(|| build(&[]))
+}
+
+pub fn docker(args: &[&str]) -> Output {
+    Command::new("docker")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// Unpacks `tarball` at / in a new debian:bookworm container and runs `cmd` there.
+pub fn in_fresh_container(tarball: &Path, cmd: &[&str]) -> Output {
+    let container = format!("python-fips-e2e-{}", std::process::id());
+    let create = docker(&[
+        "create",
+        "--name",
+        &container,
+        "debian:bookworm",
+        "sleep",
+        "600",
+    ]);
+    assert!(create.status.success(), "{}", text(&create));
+    let mut child = Command::new("docker")
+        .args(["cp", "-", &format!("{container}:/")])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut gz = flate2::read::GzDecoder::new(std::fs::File::open(tarball).unwrap());
+    std::io::copy(&mut gz, &mut stdin).unwrap();
+    drop(stdin);
+    let copied = child.wait().unwrap();
+    let started = copied.success() && docker(&["start", &container]).status.success();
+    let mut args = vec!["exec", container.as_str()];
+    args.extend(cmd);
+    let out = docker(&args);
+    docker(&["rm", "--force", &container]);
+    assert!(
+        started,
+        "cannot unpack {} into a container",
+        tarball.display()
+    );
+    out
+}
