@@ -346,3 +346,142 @@ pub fn summaries(recipes_dir: &Path) -> Result<BTreeMap<String, RecipeFile>> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn project() -> (Catalog, PathBuf, PathBuf) {
+        let dir = recipes_dir();
+        (
+            Catalog::load(&dir).unwrap(),
+            dir,
+            crate::project_root().join("patches"),
+        )
+    }
+
+    fn args(version: &str) -> SourceArgs {
+        SourceArgs {
+            version: Some(version.into()),
+            ..SourceArgs::default()
+        }
+    }
+
+    #[test]
+    fn every_recipe_resolves_and_every_source_is_pinned() {
+        let (catalog, dir, _) = project();
+        let minors = minors(&dir).unwrap();
+        assert_eq!(minors, ["3.11", "3.12", "3.13", "3.14"]);
+        for minor in &minors {
+            let file = load_recipe_file(&dir, minor).unwrap();
+            for (name, version) in [
+                ("cpython", &file.python),
+                ("openssl", &file.openssl),
+                ("openssl", &file.fips_provider),
+            ] {
+                let s = catalog.get(name, version).unwrap();
+                assert_eq!(s.sha256.len(), 64);
+                assert!(s.sha256.bytes().all(|b| b.is_ascii_hexdigit()));
+            }
+            assert_eq!(minor_of(&file.python), *minor);
+            assert!(!file.python_build.configure.is_empty());
+        }
+        // The FIPS provider defaults to a validated module.
+        let provider = catalog
+            .get(
+                "openssl",
+                &load_recipe_file(&dir, "3.13").unwrap().fips_provider,
+            )
+            .unwrap();
+        assert!(
+            provider.cmvp.is_some(),
+            "the default provider {provider} has no CMVP certificate"
+        );
+    }
+
+    #[test]
+    fn every_patch_parses() {
+        let (_, dir, patches) = project();
+        for minor in minors(&dir).unwrap() {
+            for p in patch_files(&patches.join(&minor)).unwrap() {
+                let files = crate::patch::check_parses(&p).unwrap();
+                assert!(files > 0, "{} touches no file", p.display());
+            }
+        }
+    }
+
+    #[test]
+    fn full_versions_and_overrides_resolve() {
+        let (catalog, dir, patches) = project();
+        let r = resolve(&catalog, &dir, &patches, &args("3.13.15")).unwrap();
+        assert_eq!(
+            (r.minor.as_str(), r.python.version.as_str()),
+            ("3.13", "3.13.15")
+        );
+        let mut a = args("3.13");
+        a.openssl = Some("3.5.7".into());
+        a.fips_provider = Some("3.0.20".into());
+        a.no_fips_patch = true;
+        let r = resolve(&catalog, &dir, &patches, &a).unwrap();
+        assert_eq!(r.openssl.version, "3.5.7");
+        assert!(r.separate_provider());
+        assert!(r.patches.is_empty());
+        assert_eq!(r.sources().len(), 3);
+    }
+
+    #[test]
+    fn unknown_versions_are_errors_that_list_the_known_ones() {
+        let (catalog, dir, patches) = project();
+        let err = resolve(&catalog, &dir, &patches, &args("3.9"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("no recipe for CPython 3.9") && err.contains("3.11, 3.12, 3.13, 3.14"),
+            "{err}"
+        );
+        let err = resolve(&catalog, &dir, &patches, &args("3.13.99"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("unknown cpython version 3.13.99") && err.contains("3.13.15"),
+            "{err}"
+        );
+        let mut a = args("3.13");
+        a.openssl = Some("1.1.1".into());
+        let err = resolve(&catalog, &dir, &patches, &a)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("unknown openssl version 1.1.1") && err.contains("3.5.7"),
+            "{err}"
+        );
+        let mut a = args("3.13");
+        a.python = Some("3.12.15".into());
+        let err = resolve(&catalog, &dir, &patches, &a)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a CPython 3.13 release"), "{err}");
+    }
+
+    #[test]
+    fn a_broken_catalog_is_refused_with_its_path() {
+        let dir = std::env::temp_dir().join(format!("pf-catalog-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let bad = std::fs::read_to_string(recipes_dir().join("sources.toml"))
+            .unwrap()
+            .replacen("sha256 = \"", "sha256 = \"XYZ", 1);
+        std::fs::write(dir.join("sources.toml"), bad).unwrap();
+        let err = format!("{:#}", Catalog::load(&dir).unwrap_err());
+        assert!(
+            err.contains("sources.toml") && err.contains("64 lowercase hex"),
+            "{err}"
+        );
+        std::fs::write(dir.join("sources.toml"), "[[source]]\nname = 1\n").unwrap();
+        let err = format!("{:#}", Catalog::load(&dir).unwrap_err());
+        assert!(
+            err.contains("cannot parse") && err.contains("sources.toml"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

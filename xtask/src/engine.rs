@@ -289,3 +289,44 @@ pub fn last_lines(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_engine_names_the_command_and_the_check() {
+        let sh = Shell::new().unwrap();
+        let err = Engine::detect(&sh, Some("/nonexistent/docker"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("/nonexistent/docker") && err.contains("docker info"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_stopped_engine_says_what_failed() {
+        // A fake `docker` whose daemon is down, as the real CLI reports it.
+        let dir = std::env::temp_dir().join(format!("pf-fake-docker-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fake = dir.join("docker");
+        std::fs::write(&fake, "#!/bin/sh\necho 'Cannot connect to the Docker daemon at unix:///var/run/docker.sock.' >&2\nexit 1\n").unwrap();
+        std::os::unix::fs::PermissionsExt::set_mode(
+            &mut std::fs::metadata(&fake).unwrap().permissions(),
+            0o755,
+        );
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let sh = Shell::new().unwrap();
+        let err = Engine::detect(&sh, Some(fake.to_str().unwrap()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("version` failed") && err.contains("Cannot connect to the Docker daemon"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

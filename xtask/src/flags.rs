@@ -28,6 +28,8 @@ pub enum Cmd {
     Shell(ShellCmd),
     /// Make a local base image with debootstrap (for machines without an image registry).
     BaseImage(BaseImage),
+    /// Time a cold build, a warm no-op and a patch-change rebuild in a scratch cache.
+    Bench(Bench),
 }
 
 /// Where the sources come from and where the cache lives.
@@ -136,4 +138,13 @@ pub struct BaseImage {
     pub engine: Option<String>,
     #[arg(long, value_name = "DIR", env = "PYTHON_FIPS_CACHE")]
     pub cache: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct Bench {
+    #[command(flatten)]
+    pub build: BuildArgs,
+    /// Also write the figures to this file.
+    #[arg(long, value_name = "FILE.json")]
+    pub json: Option<PathBuf>,
 }

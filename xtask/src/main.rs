@@ -1,6 +1,7 @@
 //! The python-fips build tool: `cargo xtask <command>`.
 
 mod base_image;
+mod bench;
 mod builder;
 mod cache;
 mod catalog;
@@ -37,6 +38,7 @@ fn run() -> Result<()> {
         flags::Cmd::Fetch(cmd) => cmd.run(&sh),
         flags::Cmd::Prepare(cmd) => cmd.run(&sh),
         flags::Cmd::BaseImage(cmd) => cmd.run(&sh),
+        flags::Cmd::Bench(cmd) => cmd.run(&sh),
         flags::Cmd::Python(cmd) => cmd.run(&sh),
         flags::Cmd::Shell(cmd) => cmd.run(&sh),
     }

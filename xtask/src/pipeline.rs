@@ -53,7 +53,10 @@ pub struct Done {
     pub name: String,
     pub key: String,
     pub cached: bool,
+    /// Wall time of the whole stage: container creation, copies, the script, publishing.
     pub seconds: f64,
+    /// Time the stage script itself ran; `seconds` minus this is the orchestration overhead.
+    pub script_seconds: f64,
     #[serde(skip)]
     pub output: PathBuf,
 }
@@ -65,6 +68,7 @@ pub struct Meta {
     pub key: String,
     pub inputs: BTreeMap<String, String>,
     pub seconds: f64,
+    pub script_seconds: f64,
     pub log: PathBuf,
 }
 
@@ -164,6 +168,7 @@ impl Builder<'_> {
                 key,
                 cached: true,
                 seconds: 0.0,
+                script_seconds: 0.0,
                 output: entry.join("output.tar"),
             });
         }
@@ -185,11 +190,13 @@ impl Builder<'_> {
                 log.display()
             ));
         }
+        let script_started = Instant::now();
         let ok = self.engine.start_logged(&container, &log, |line| {
             if let Some(s) = &spinner {
                 s.set_message(line.to_string());
             }
         });
+        let script_seconds = script_started.elapsed().as_secs_f64();
         if let Some(s) = &spinner {
             s.finish_and_clear();
         }
@@ -210,23 +217,25 @@ impl Builder<'_> {
             self.engine.copy_out(&container, stage.output, &mut file)?;
             file.sync_all()?;
         }
+        self.engine.remove(self.sh, &container);
         let seconds = started.elapsed().as_secs_f64();
         let meta = Meta {
             stage: stage.name.into(),
             key: key.clone(),
             inputs: stage.key_inputs(self),
             seconds,
+            script_seconds,
             log,
         };
         std::fs::write(scratch.join("meta.json"), serde_json::to_vec_pretty(&meta)?)?;
         cache::publish(&scratch, &entry)?;
-        self.engine.remove(self.sh, &container);
         ui.message(&format!("{:<14} ran    {seconds:>7.1} s", stage.name));
         Ok(Done {
             name: stage.name.into(),
             key,
             cached: false,
             seconds,
+            script_seconds,
             output: entry.join("output.tar"),
         })
     }
@@ -430,6 +439,7 @@ mod tests {
                 key: "k-openssl".into(),
                 cached: true,
                 seconds: 0.0,
+                script_seconds: 0.0,
                 output: PathBuf::new(),
             }],
             output: PREFIX,

@@ -4,6 +4,8 @@ cd /build
 tar -xf "src/$PROVIDER_FILE"
 cd "openssl-$PROVIDER_VERSION"
 ./Configure enable-fips
-make -j"$JOBS" build_modules
+# The generated headers first, then the module alone: not libcrypto, apps or the legacy provider.
+make -j"$JOBS" build_generated
+make -j"$JOBS" providers/fips.so
 mkdir -p "/out/python-fips/lib/ossl-modules"
 cp providers/fips.so /out/python-fips/lib/ossl-modules/fips.so
