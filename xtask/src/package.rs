@@ -91,7 +91,7 @@ pub fn write(stage_tar: &Path, extra: &[(&str, &[u8])], epoch: u64, out: &Path) 
     let gz = GzBuilder::new()
         .mtime(0)
         .operating_system(255)
-        .write(file, Compression::best());
+        .write(file, Compression::default());
     let mut tar = tar::Builder::new(gz);
     for e in &entries {
         append(&mut tar, e, epoch)?;

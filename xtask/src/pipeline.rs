@@ -38,6 +38,8 @@ pub struct Input {
 pub struct Stage {
     pub name: &'static str,
     pub script: &'static str,
+    /// Further files the tool carries (path below `/build`, text); part of the key.
+    pub files: Vec<(&'static str, &'static str)>,
     /// Environment the script reads; all of it is part of the key.
     pub env: Vec<(String, String)>,
     pub inputs: Vec<Input>,
@@ -100,7 +102,6 @@ impl Stage {
         let mut m = BTreeMap::new();
         m.insert("stage".into(), self.name.into());
         m.insert("script".into(), hex(&Sha256::digest(self.script)));
-        m.insert("setup-script".into(), hex(&Sha256::digest(SETUP_SCRIPT)));
         m.insert("builder-image".into(), builder.image_id.clone());
         m.insert("arch".into(), builder.arch.clone());
         m.insert("output".into(), self.output.into());
@@ -108,6 +109,9 @@ impl Stage {
             if k != "JOBS" {
                 m.insert(format!("env:{k}"), v);
             }
+        }
+        for (dest, text) in &self.files {
+            m.insert(format!("file:{dest}"), hex(&Sha256::digest(text)));
         }
         for i in &self.inputs {
             m.insert(format!("input:{}", i.dest), i.content.clone());
@@ -149,8 +153,6 @@ pub fn key_of(inputs: &BTreeMap<String, String>) -> String {
     }
     hex(&h.finalize())
 }
-
-const SETUP_SCRIPT: &str = include_str!("pipeline/python-fips-setup.sh");
 
 impl Builder<'_> {
     pub fn entry(&self, name: &str, key: &str) -> PathBuf {
@@ -282,12 +284,9 @@ impl Builder<'_> {
             let mut tar = tar::Builder::new(w);
             tar.follow_symlinks(false);
             add_bytes(&mut tar, "build/stage.sh", stage.script.as_bytes(), 0o755)?;
-            add_bytes(
-                &mut tar,
-                "build/python-fips-setup",
-                SETUP_SCRIPT.as_bytes(),
-                0o755,
-            )?;
+            for (dest, text) in &stage.files {
+                add_bytes(&mut tar, &format!("build/{dest}"), text.as_bytes(), 0o755)?;
+            }
             let env: String = stage
                 .env(self)
                 .iter()
@@ -425,6 +424,7 @@ mod tests {
         Stage {
             name: "python",
             script: "make\n",
+            files: vec![("helper", "true\n")],
             env: vec![(
                 "PYTHON_CONFIGURE".into(),
                 "--with-ssl-default-suites=openssl".into(),
@@ -498,6 +498,9 @@ mod tests {
         let mut s = stage();
         s.deps[0].key = "k-openssl-2".into();
         variants.push(("dependency key", s));
+        let mut s = stage();
+        s.files[0].1 = "false\n";
+        variants.push(("carried file", s));
         let mut s = stage();
         s.output = "/out/python-fips";
         variants.push(("output path", s));

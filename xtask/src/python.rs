@@ -143,6 +143,7 @@ impl<'a> Build<'a> {
         let openssl = Stage {
             name: "openssl",
             script: include_str!("pipeline/openssl.sh"),
+            files: vec![],
             env: vec![
                 env("OPENSSL_VERSION", &r.openssl.version),
                 env("OPENSSL_FILE", &r.openssl.file),
@@ -164,6 +165,7 @@ impl<'a> Build<'a> {
             let provider = Stage {
                 name: "fips-provider",
                 script: include_str!("pipeline/fips-provider.sh"),
+                files: vec![],
                 env: vec![
                     env("PROVIDER_VERSION", &r.fips_provider.version),
                     env("PROVIDER_FILE", &r.fips_provider.file),
@@ -185,6 +187,7 @@ impl<'a> Build<'a> {
         let python = Stage {
             name: "python",
             script: include_str!("pipeline/python.sh"),
+            files: vec![],
             env: vec![
                 env("PYTHON_VERSION", &r.python.version),
                 env("PYTHON_MINOR", &r.minor),
@@ -214,6 +217,10 @@ impl<'a> Build<'a> {
         let finalize = Stage {
             name: "finalize",
             script: include_str!("pipeline/finalize.sh"),
+            files: vec![(
+                "python-fips-setup",
+                include_str!("pipeline/python-fips-setup.sh"),
+            )],
             env: vec![],
             inputs: vec![],
             deps,

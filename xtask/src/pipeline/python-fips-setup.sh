@@ -13,6 +13,16 @@ cnf="$prefix/ssl/fipsmodule.cnf"
 OPENSSL_CONF=/dev/null "$openssl" fipsinstall -out "$cnf.new" -module "$module"
 mv "$cnf.new" "$cnf"
 OPENSSL_CONF=/dev/null "$openssl" fipsinstall -module "$module" -in "$cnf" -verify
+# OpenSSL looks for trusted CAs in its own directory: point it at this machine's bundle.
+for bundle in /etc/ssl/certs/ca-certificates.crt /etc/pki/tls/certs/ca-bundle.crt /etc/ssl/cert.pem; do
+    if [ -f "$bundle" ]; then
+        ln -sfn "$bundle" "$prefix/ssl/cert.pem"
+        break
+    fi
+done
+if [ -d /etc/ssl/certs ]; then
+    ln -sfn /etc/ssl/certs "$prefix/ssl/certs"
+fi
 if [ "$(id -u)" = 0 ] && [ -d /etc/ld.so.conf.d ]; then
     cp "$prefix/share/python-fips/ld.so.conf" /etc/ld.so.conf.d/python-fips.conf
     ldconfig
