@@ -3,11 +3,15 @@
 //! The container pipeline: the tarball, the stage cache, patch changes and killed runs.
 
 mod support;
+#[path = "../xtask/src/testutil.rs"]
+#[allow(dead_code, reason = "the unit tests use the rest")]
+mod testutil;
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use support::*;
+use testutil::{Behaviour, Server, TempDir};
 
 #[test]
 fn build_gives_a_tarball_whose_python_uses_its_own_openssl() {
@@ -195,4 +199,89 @@ fn patches_apply_to_every_obtainable_release_and_every_cached_pinned_one() {
             "{version}: Modules/_ssl.c is not patched"
         );
     }
+}
+
+#[test]
+fn real_sources_are_fetched_verified_and_prepared_through_http() {
+    let mirror = setup();
+    let server = Server::start();
+    let files = [
+        "Python-3.13.15.tar.xz",
+        "openssl-3.5.7.tar.gz",
+        "openssl-3.0.20.tar.gz",
+    ];
+    for file in files {
+        server.route(
+            &format!("/{file}"),
+            Behaviour::Serve(std::fs::read(mirror.join(file)).unwrap()),
+        );
+    }
+    let cache = TempDir::new("e2e-fetch");
+    let cache_s = cache.path().to_str().unwrap();
+    let url = server.url();
+    let mut fetch: Vec<&str> = vec!["fetch"];
+    fetch.extend(VERSION);
+    fetch.extend(["--mirror", &url, "--cache", cache_s]);
+
+    let out = xtask(&fetch);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(server.requests().len(), 3, "one request per source");
+    for file in files {
+        assert!(
+            text(&out).contains(file),
+            "fetch did not print {file}:\n{}",
+            text(&out)
+        );
+    }
+
+    // A second fetch is a no-op: no request at all.
+    let out = xtask(&fetch);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(server.requests().len(), 3, "a cached fetch made a request");
+
+    let mut prepare: Vec<&str> = vec!["prepare"];
+    prepare.extend(VERSION);
+    prepare.extend(["--mirror", &url, "--cache", cache_s]);
+    let out = xtask(&prepare);
+    assert!(out.status.success(), "{}", text(&out));
+    let tree = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    assert!(
+        tree.starts_with(cache.path()) && tree.ends_with("Python-3.13.15"),
+        "{}",
+        tree.display()
+    );
+    assert!(
+        std::fs::read_to_string(tree.join("Lib/ssl.py"))
+            .unwrap()
+            .contains("FIPS_mode_set")
+    );
+
+    // A tampered mirror file is refused, and nothing of it is cached.
+    let tampered_cache = TempDir::new("e2e-tampered");
+    let mut bytes = std::fs::read(mirror.join("openssl-3.5.7.tar.gz")).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 1;
+    server.route("/openssl-3.5.7.tar.gz", Behaviour::Serve(bytes));
+    let mut fetch: Vec<&str> = vec!["fetch"];
+    fetch.extend(VERSION);
+    fetch.extend([
+        "--mirror",
+        &url,
+        "--cache",
+        tampered_cache.path().to_str().unwrap(),
+    ]);
+    let out = xtask(&fetch);
+    assert!(!out.status.success(), "a tampered tarball was accepted");
+    let msg = text(&out);
+    assert!(
+        msg.contains("a8c0d28a529ca480f9f36cf5792e2cd21984552a3c8e4aa11a24aa31aeac98e8"),
+        "{msg}"
+    );
+    let sha_dir = tampered_cache
+        .path()
+        .join("downloads/a8c0d28a529ca480f9f36cf5792e2cd21984552a3c8e4aa11a24aa31aeac98e8");
+    assert!(
+        !sha_dir.join("openssl-3.5.7.tar.gz").exists(),
+        "the tampered file was cached"
+    );
 }

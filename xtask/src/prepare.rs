@@ -98,19 +98,23 @@ impl Context {
 
     /// Downloads and verifies every source of the recipe.
     pub fn fetch(&self, reporter: &dyn Reporter) -> Result<Vec<PathBuf>> {
-        let fetcher = Fetcher {
+        self.fetcher(reporter).fetch_all(&self.recipe.sources())
+    }
+
+    fn fetcher<'a>(&'a self, reporter: &'a dyn Reporter) -> Fetcher<'a> {
+        Fetcher {
             cache: &self.cache,
             mirrors: self.mirrors.clone(),
             offline: self.offline,
             reporter,
             retry: RetryPolicy::default(),
-        };
-        fetcher.fetch_all(&self.recipe.sources())
+        }
     }
 
     /// The patched CPython tree, made once per (source, patches) content and reused after.
+    /// Only the CPython tarball is fetched for it.
     pub fn prepare(&self, reporter: &dyn Reporter) -> Result<Tree> {
-        self.fetch(reporter)?;
+        self.fetcher(reporter).fetch(&self.recipe.python)?;
         let key = tree_key(&self.recipe)?;
         let dir = self.cache.dir("trees").join(&key);
         let tree = Tree {

@@ -76,6 +76,7 @@ impl<'a> Build<'a> {
     pub fn start(sh: &'a Shell, args: &BuildArgs, ui: &Terminal) -> Result<Build<'a>> {
         let ctx = Context::new(&args.sources)?;
         let lock = ctx.cache.lock()?;
+        ctx.fetch(ui)?;
         let tree = ctx.prepare(ui)?;
         let engine = Engine::detect(sh, args.engine.as_deref())?;
         pipeline::prune_stale(sh, &engine, &ctx.cache)?;
