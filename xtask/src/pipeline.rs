@@ -22,6 +22,8 @@ use crate::progress::{Reporter, Terminal};
 pub const PREFIX: &str = "/opt/python-fips";
 /// Label on every container this tool creates, valued `<host>:<pid>` of the run that owns it.
 pub const OWNER_LABEL: &str = "python-fips.owner";
+/// Label naming the cache root of the run that created the container.
+pub const CACHE_LABEL: &str = "python-fips.cache";
 
 /// One input file or directory placed under `/build` in the stage's container.
 #[derive(Debug, Clone)]
@@ -265,6 +267,7 @@ impl Builder<'_> {
             env: env.to_vec(),
             labels: vec![
                 (OWNER_LABEL.into(), owner()),
+                (CACHE_LABEL.into(), self.cache.root().display().to_string()),
                 ("python-fips.stage".into(), stage.name.into()),
             ],
             workdir: Some("/build".into()),
@@ -381,19 +384,26 @@ fn hostname() -> String {
         .unwrap_or_default()
 }
 
-/// Removes containers left by runs of this host that died (killed mid-stage), but keeps the one
-/// a failed stage left for debugging.
+/// Removes containers left by runs of this host and this cache that died (killed mid-stage),
+/// but keeps the one a failed stage left for debugging. Other caches' containers are theirs.
 pub fn prune_stale(sh: &Shell, engine: &Engine, cache: &Cache) -> Result<()> {
     let kept = std::fs::read(cache.dir("failed.json"))
         .ok()
         .and_then(|b| serde_json::from_slice::<Failed>(&b).ok())
         .map(|f| f.container);
     let me = hostname();
+    let root = cache.root().display().to_string();
     for (name, labels) in engine.containers_with_label(sh, OWNER_LABEL)? {
-        let owner = labels
-            .split(',')
-            .find_map(|l| l.strip_prefix(&format!("{OWNER_LABEL}=")))
-            .unwrap_or("");
+        let label = |key: &str| {
+            labels
+                .split(',')
+                .find_map(|l| l.strip_prefix(&format!("{key}=")))
+                .unwrap_or("")
+        };
+        if label(CACHE_LABEL) != root {
+            continue;
+        }
+        let owner = label(OWNER_LABEL);
         let Some((host, pid)) = owner.rsplit_once(':') else {
             continue;
         };
