@@ -49,6 +49,7 @@ fn build_gives_a_tarball_whose_python_uses_its_own_openssl() {
     // A fresh container from the plain base image: nothing but the tree.
     let run = in_fresh_container(
         &tarball,
+        &[],
         &[
             "/opt/python-fips/bin/python3",
             "-c",
@@ -283,5 +284,47 @@ fn real_sources_are_fetched_verified_and_prepared_through_http() {
     assert!(
         !sha_dir.join("openssl-3.5.7.tar.gz").exists(),
         "the tampered file was cached"
+    );
+}
+
+/// A configuration that loads OpenSSL's default and base providers only: FIPS mode off.
+const NON_FIPS_CNF: &str = "openssl_conf = openssl_init
+[openssl_init]
+providers = provider_sect
+[provider_sect]
+default = default_sect
+base = base_sect
+[default_sect]
+activate = 1
+[base_sect]
+activate = 1
+";
+
+#[test]
+fn the_built_interpreter_enforces_fips_and_passes_cpythons_own_tests() {
+    let _g = serial();
+    let tarball = PathBuf::from(cold_build()["artifact"].as_str().unwrap());
+    let script = std::fs::read(root().join("tests/fips_behaviour.py")).unwrap();
+    let out = in_fresh_container(
+        &tarball,
+        &[
+            ("fips_behaviour.py", &script),
+            ("non-fips.cnf", NON_FIPS_CNF.as_bytes()),
+        ],
+        &[
+            "sh",
+            "-c",
+            "set -e; P=/opt/python-fips/bin; $P/python-fips-setup; \
+             $P/python3 /tmp/fips_behaviour.py; $P/python3 /tmp/fips_behaviour.py --non-fips; \
+             OPENSSL_CONF=/tmp/non-fips.cnf $P/python3 -m test test_hashlib test_hmac test_ssl",
+        ],
+    );
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("fips_behaviour: FIPS mode"), "{log}");
+    assert!(log.contains("fips_behaviour: non-FIPS mode"), "{log}");
+    assert!(
+        log.contains("Result: SUCCESS"),
+        "CPython's own tests did not pass:\n{log}"
     );
 }

@@ -133,8 +133,22 @@ pub fn docker(args: &[&str]) -> Output {
         .unwrap()
 }
 
-/// Unpacks `tarball` at / in a new debian:bookworm container and runs `cmd` there.
-pub fn in_fresh_container(tarball: &Path, cmd: &[&str]) -> Output {
+/// Streams a tar into `container` at `dest`.
+fn copy_in(container: &str, dest: &str, write: impl FnOnce(&mut dyn std::io::Write)) -> bool {
+    let mut child = Command::new("docker")
+        .args(["cp", "-", &format!("{container}:{dest}")])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    write(&mut stdin);
+    drop(stdin);
+    child.wait().unwrap().success()
+}
+
+/// Unpacks `tarball` at / in a new debian:bookworm container, puts `files` in /tmp, and runs
+/// `cmd` there.
+pub fn in_fresh_container(tarball: &Path, files: &[(&str, &[u8])], cmd: &[&str]) -> Output {
     let container = format!("python-fips-e2e-{}", std::process::id());
     let create = docker(&[
         "create",
@@ -142,20 +156,24 @@ pub fn in_fresh_container(tarball: &Path, cmd: &[&str]) -> Output {
         &container,
         "debian:bookworm",
         "sleep",
-        "600",
+        "3600",
     ]);
     assert!(create.status.success(), "{}", text(&create));
-    let mut child = Command::new("docker")
-        .args(["cp", "-", &format!("{container}:/")])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let mut gz = flate2::read::GzDecoder::new(std::fs::File::open(tarball).unwrap());
-    std::io::copy(&mut gz, &mut stdin).unwrap();
-    drop(stdin);
-    let copied = child.wait().unwrap();
-    let started = copied.success() && docker(&["start", &container]).status.success();
+    let unpacked = copy_in(&container, "/", |w| {
+        let mut gz = flate2::read::GzDecoder::new(std::fs::File::open(tarball).unwrap());
+        std::io::copy(&mut gz, w).unwrap();
+    });
+    let placed = copy_in(&container, "/tmp", |w| {
+        let mut tar = tar::Builder::new(w);
+        for (name, bytes) in files {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(bytes.len() as u64);
+            header.set_mode(0o644);
+            tar.append_data(&mut header, name, *bytes).unwrap();
+        }
+        tar.finish().unwrap();
+    });
+    let started = unpacked && placed && docker(&["start", &container]).status.success();
     let mut args = vec!["exec", container.as_str()];
     args.extend(cmd);
     let out = docker(&args);
