@@ -128,3 +128,50 @@ pub fn remove(path: &Path) -> Result<()> {
         _ => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::TempDir;
+
+    #[test]
+    fn the_lock_excludes_other_runs_and_clears_what_a_dead_run_left() {
+        let dir = TempDir::new("cache-lock");
+        let cache = Cache::open(Some(dir.path())).unwrap();
+        let leftover = cache.scratch("stage").unwrap();
+        std::fs::write(leftover.join("output.tar"), b"half").unwrap();
+
+        let held = cache.lock().unwrap();
+        assert!(!leftover.exists(), "taking the lock must clear tmp/");
+        let other = File::options()
+            .write(true)
+            .open(dir.path().join(".lock"))
+            .unwrap();
+        assert!(
+            other.try_lock().is_err(),
+            "a second run got the lock while the first held it"
+        );
+        drop(held);
+        assert!(
+            other.try_lock().is_ok(),
+            "the lock was not released with its holder"
+        );
+    }
+
+    #[test]
+    fn publish_is_a_rename_and_keeps_the_first_entry() {
+        let dir = TempDir::new("cache-publish");
+        let cache = Cache::open(Some(dir.path())).unwrap();
+        let dest = cache.dir("stages").join("python-abc");
+        for content in ["first", "second"] {
+            let scratch = cache.scratch("python").unwrap();
+            std::fs::write(scratch.join("output.tar"), content).unwrap();
+            publish(&scratch, &dest).unwrap();
+            assert!(!scratch.exists());
+        }
+        assert_eq!(
+            std::fs::read_to_string(dest.join("output.tar")).unwrap(),
+            "first"
+        );
+    }
+}
