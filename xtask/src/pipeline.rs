@@ -335,7 +335,7 @@ impl Builder<'_> {
             env: env.to_vec(),
         };
         let record = self.cache.dir("failed.json");
-        let _ = serde_json::to_vec_pretty(&failed).map(|b| std::fs::write(&record, b));
+        let _ = serde_json::to_vec_pretty(&failed).map(|b| cache::write_atomic(&record, &b));
         let text = std::fs::read_to_string(log).unwrap_or_default();
         let engine = &self.engine.program;
         anyhow::anyhow!(

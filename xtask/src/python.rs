@@ -27,8 +27,7 @@ impl flags::Python {
                 artifact: artifact.tarball.clone(),
                 sha256: artifact.sha256.clone(),
             };
-            std::fs::write(path, serde_json::to_vec_pretty(&report)?)
-                .with_context(|| format!("cannot write {}", path.display()))?;
+            crate::cache::write_atomic(path, &serde_json::to_vec_pretty(&report)?)?;
         }
         Ok(())
     }
@@ -298,9 +297,9 @@ impl<'a> Build<'a> {
         std::fs::copy(entry.join(&name), &tmp)
             .with_context(|| format!("cannot write {}", tmp.display()))?;
         std::fs::rename(&tmp, &tarball)?;
-        std::fs::write(
-            out.join(format!("{name}.sha256")),
-            format!("{sha256}  {name}\n"),
+        crate::cache::write_atomic(
+            &out.join(format!("{name}.sha256")),
+            format!("{sha256}  {name}\n").as_bytes(),
         )?;
         let seconds = started.elapsed().as_secs_f64();
         if cached {
