@@ -21,13 +21,25 @@ pub fn ensure(
     spec: &BuilderSpec,
     ui: &Terminal,
 ) -> Result<String> {
-    let Some(base_id) = engine.image_id(sh, &spec.base_image)? else {
+    let mut base_id = engine.image_id(sh, &spec.base_image)?;
+    if base_id.is_none() && engine.pull(sh, &spec.base_image) {
+        base_id = engine.image_id(sh, &spec.base_image)?;
+    }
+    let Some(base_id) = base_id else {
+        let hint = match spec.base_image.strip_prefix("debian:") {
+            Some(suite) => format!(
+                "without a registry, make it with `cargo xtask base-image --debootstrap {suite} --tag {}`",
+                spec.base_image
+            ),
+            None => format!(
+                "load it with `{} load` or point the recipe at an image you have",
+                engine.program
+            ),
+        };
         bail!(
-            "the base image {} is not available to {}; there is no registry here, so make it with \
-             `cargo xtask base-image --debootstrap bookworm --tag {}`",
+            "the base image {} is not available to {} and cannot be pulled; {hint}",
             spec.base_image,
-            engine.program,
-            spec.base_image
+            engine.program
         );
     };
     let mut inputs = BTreeMap::new();

@@ -98,6 +98,17 @@ impl Engine {
         }
     }
 
+    /// Pulls `image` from its registry; returns whether that worked.
+    pub fn pull(&self, sh: &Shell, image: &str) -> bool {
+        let program = &self.program;
+        cmd!(sh, "{program} pull --quiet {image}")
+            .quiet()
+            .ignore_stdout()
+            .ignore_stderr()
+            .run()
+            .is_ok()
+    }
+
     pub fn create(&self, sh: &Shell, spec: &ContainerSpec) -> Result<()> {
         let program = &self.program;
         let mut args = vec![
