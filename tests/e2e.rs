@@ -95,12 +95,21 @@ fn patch_change_reruns_python_and_later_and_a_killed_run_recovers() {
     // Kill the run while the python stage is running.
     let mut args: Vec<&str> = vec!["python"];
     args.extend(VERSION);
-    args.extend(["--mirror", &mirror, "--patches", &patches_s]);
+    let out_dir = work().join("dist-patch-change");
+    args.extend([
+        "--mirror",
+        &mirror,
+        "--patches",
+        &patches_s,
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
     let mut child = command(&args)
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
+    let killed_pid = child.id();
     let stderr = child.stderr.take().unwrap();
     let mut seen = String::new();
     for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
@@ -119,7 +128,7 @@ fn patch_change_reruns_python_and_later_and_a_killed_run_recovers() {
         "the python stage never started:\n{seen}"
     );
 
-    let report = build(&["--patches", &patches_s]);
+    let report = build_to(&out_dir, &["--patches", &patches_s]);
     let ran: Vec<(String, bool)> = stages(&report);
     assert_eq!(
         ran,
@@ -132,18 +141,14 @@ fn patch_change_reruns_python_and_later_and_a_killed_run_recovers() {
         "a patch change must re-run python and later stages only"
     );
     assert_ne!(report["sha256"], cold["sha256"]);
-    // Nothing of the killed container is left running.
-    let ps = docker(&[
-        "ps",
-        "--filter",
-        "label=python-fips.stage=python",
-        "--format",
-        "{{.Names}}",
-    ]);
+    // The next run removed the container the killed run left behind.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let owner = format!("label=python-fips.owner={}:{killed_pid}", host.trim());
+    let ps = docker(&["ps", "--all", "--filter", &owner, "--format", "{{.Names}}"]);
     assert_eq!(
         String::from_utf8_lossy(&ps.stdout).trim(),
         "",
-        "a container of the killed run is still running"
+        "the killed run's container is still there"
     );
     std::fs::remove_dir_all(&patches).unwrap();
 }

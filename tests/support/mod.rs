@@ -79,12 +79,17 @@ pub fn text(out: &Output) -> String {
 
 /// `python` with the test configuration and `extra` flags; returns the parsed `--report`.
 pub fn build(extra: &[&str]) -> serde_json::Value {
+    build_to(&work().join("dist"), extra)
+}
+
+/// Like `build`, with the artifacts in `out_dir` (for builds whose tarball must not replace the
+/// shared one: the artifact name does not say which patch bytes went in).
+pub fn build_to(out_dir: &Path, extra: &[&str]) -> serde_json::Value {
     let mirror = setup();
     let report = work().join(format!("report-{}.json", std::process::id()));
     let mut args: Vec<&str> = vec!["python"];
     args.extend(VERSION);
     let mirror = mirror.to_str().unwrap();
-    let out_dir = work().join("dist");
     let report_s = report.to_str().unwrap();
     args.extend([
         "--mirror",
