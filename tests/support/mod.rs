@@ -79,8 +79,21 @@ pub fn text(out: &Output) -> String {
 
 /// `python` with the test configuration and `extra` flags; returns the parsed `--report`.
 pub fn build(extra: &[&str]) -> serde_json::Value {
+    let (out, report) = run_python(extra);
+    assert!(
+        out.status.success(),
+        "python {extra:?} failed:\n{}",
+        text(&out)
+    );
+    report.expect("a successful run writes its report")
+}
+
+/// `python` with the test configuration and `extra` flags, successful or not: its output and
+/// the parsed `--report` if it wrote one.
+pub fn run_python(extra: &[&str]) -> (Output, Option<serde_json::Value>) {
     let mirror = setup();
     let report = work().join(format!("report-{}.json", std::process::id()));
+    let _ = std::fs::remove_file(&report);
     let mut args: Vec<&str> = vec!["python"];
     args.extend(VERSION);
     let mirror = mirror.to_str().unwrap();
@@ -96,12 +109,10 @@ pub fn build(extra: &[&str]) -> serde_json::Value {
     ]);
     args.extend(extra);
     let out = xtask(&args);
-    assert!(
-        out.status.success(),
-        "python {args:?} failed:\n{}",
-        text(&out)
-    );
-    serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap()
+    let report = std::fs::read(&report)
+        .ok()
+        .map(|bytes| serde_json::from_slice(&bytes).unwrap());
+    (out, report)
 }
 
 /// (stage name, cached) for each stage of a report.

@@ -3,6 +3,7 @@
 ssl="$PREFIX/ssl"
 modules="$PREFIX/lib/ossl-modules"
 test -f "$modules/fips.so"
+mkdir -p "$ssl"
 cat > "$ssl/openssl.cnf" <<CNF
 # python-fips: every algorithm fetch defaults to the FIPS provider (fips=yes).
 # The default provider stays loaded for explicit non-security uses such as
