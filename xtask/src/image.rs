@@ -530,6 +530,47 @@ mod tests {
         );
     }
 
+    /// A fake engine CLI whose build fails: the error carries the end of the log and a hint.
+    #[test]
+    fn a_failed_image_build_shows_its_log_and_a_hint() {
+        let dir = crate::testutil::TempDir::new("fake-docker-build");
+        let fake = dir.path().join("docker");
+        std::fs::write(
+            &fake,
+            "#!/bin/sh\necho 'Step 2/9 : RUN apt-get install libffi8'\n\
+             echo 'E: Unable to locate package libffi8' >&2\nexit 100\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let engine = Engine {
+            program: fake.display().to_string(),
+        };
+        let log = dir.path().join("image.log");
+        let mut seen = Vec::new();
+        let ok = engine
+            .build(dir.path(), &["t:1".into()], &[], &log, |l| {
+                seen.push(l.to_string())
+            })
+            .unwrap();
+        assert!(!ok);
+        assert_eq!(seen, ["Step 2/9 : RUN apt-get install libffi8"]);
+        let info = TreeInfo::parse(BUILD_INFO).unwrap();
+        let plan = Plan {
+            tarball: Path::new("/dist/t.tar.gz"),
+            sha256: "ab",
+            info: &info,
+            base_image: "debian:bookworm",
+            builder_image: "sha256:abc",
+            arch: "x86_64",
+            tags: vec!["t:1".into()],
+        };
+        let err = build_failure(&engine, &plan, &["libffi8".into()], &log).to_string();
+        assert!(err.contains("cannot build the runtime image t:1"), "{err}");
+        assert!(err.contains("Unable to locate package libffi8"), "{err}");
+        assert!(err.contains("run --rm -it debian:bookworm sh"), "{err}");
+    }
+
     #[test]
     fn dockerfile_is_filled_completely() {
         let text = dockerfile(

@@ -89,7 +89,7 @@ impl flags::Verify {
             let _lock = cache.lock()?;
             let image = image::for_tarball(sh, &engine, &cache, target, &ui)?;
             let json = self.json.clone().unwrap_or_else(|| json_beside(target));
-            (image.id, Some(json))
+            (image.tags.first().cloned().unwrap_or(image.id), Some(json))
         } else if target.extension().is_some_and(|e| e == "gz") {
             bail!("there is no tarball {}", target.display());
         } else {
