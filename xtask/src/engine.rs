@@ -170,6 +170,26 @@ impl Engine {
         written.with_context(|| format!("cannot send files into {container}:{dest}"))
     }
 
+    /// Puts one file, `dir/name` with `bytes` and `mode`, into `container` (`dir` must exist).
+    pub fn put_file(
+        &self,
+        container: &str,
+        dir: &str,
+        name: &str,
+        bytes: &[u8],
+        mode: u32,
+    ) -> Result<()> {
+        self.copy_in(container, dir, |w| {
+            let mut tar = tar::Builder::new(w);
+            let mut header = tar::Header::new_gnu();
+            header.set_size(bytes.len() as u64);
+            header.set_mode(mode);
+            tar.append_data(&mut header, name, bytes)?;
+            tar.finish()?;
+            Ok(())
+        })
+    }
+
     /// Copies `path` out of `container` as a tar stream into `out`.
     pub fn copy_out(&self, container: &str, path: &str, out: &mut dyn Write) -> Result<()> {
         let mut child = Command::new(&self.program)

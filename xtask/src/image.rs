@@ -442,15 +442,13 @@ fn runtime_packages(
     let mut found = BTreeMap::new();
     let mut missing = Vec::new();
     let result = (|| -> Result<bool> {
-        engine.copy_in(&container, "/", |w| {
-            let mut tar = tar::Builder::new(w);
-            let mut header = tar::Header::new_gnu();
-            header.set_size(DEPS_SCRIPT.len() as u64);
-            header.set_mode(0o644);
-            tar.append_data(&mut header, "runtime-deps.sh", DEPS_SCRIPT.as_bytes())?;
-            tar.finish()?;
-            Ok(())
-        })?;
+        engine.put_file(
+            &container,
+            "/",
+            "runtime-deps.sh",
+            DEPS_SCRIPT.as_bytes(),
+            0o644,
+        )?;
         engine.start_logged(&container, &log, |line| {
             let mut words = line.split_whitespace();
             match (words.next(), words.next(), words.next()) {

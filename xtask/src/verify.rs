@@ -195,15 +195,7 @@ pub fn check(
     let mut lines = Vec::new();
     let result = (|| -> Result<bool> {
         let (dir, file) = CHECKS_PATH.rsplit_once('/').expect("an absolute path");
-        engine.copy_in(&container, dir, |w| {
-            let mut tar = tar::Builder::new(w);
-            let mut header = tar::Header::new_gnu();
-            header.set_size(CHECKS.len() as u64);
-            header.set_mode(0o644);
-            tar.append_data(&mut header, file, CHECKS.as_bytes())?;
-            tar.finish()?;
-            Ok(())
-        })?;
+        engine.put_file(&container, dir, file, CHECKS.as_bytes(), 0o644)?;
         engine.start_logged(&container, &log, |line| {
             if let Some(s) = &spinner {
                 s.set_message(line.to_string());
