@@ -99,7 +99,8 @@ pub struct BuildArgs {
     /// Where artifacts go (default: `dist/`).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Write `{stages: [{name, key, cached, seconds}], artifact, sha256}` to this file.
+    /// Write `{stages: [{name, key, cached, seconds}], artifact, sha256, image: {id, tags,
+    /// cached}, verify: {passed, failed, json}}` to this file.
     #[arg(long, value_name = "FILE.json")]
     pub report: Option<PathBuf>,
     /// Skip the runtime image and the checks of `verify` that otherwise end every build.

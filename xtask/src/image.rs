@@ -56,7 +56,7 @@ impl flags::Image {
 }
 
 /// A built (or found) runtime image.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct RuntimeImage {
     pub id: String,
     pub tags: Vec<String>,

@@ -9,6 +9,7 @@ use xshell::Shell;
 
 use crate::engine::Engine;
 use crate::flags::{self, BuildArgs};
+use crate::image::RuntimeImage;
 use crate::pipeline::{self, Builder, Done, Input, Stage};
 use crate::prepare::{Context, Tree, file_name, hex};
 use crate::progress::{Reporter, Terminal};
@@ -35,11 +36,7 @@ impl flags::Python {
                 stages: done.stages.clone(),
                 artifact: artifact.tarball.clone(),
                 sha256: artifact.sha256.clone(),
-                image: proof.as_ref().map(|(image, ..)| ReportImage {
-                    id: image.id.clone(),
-                    tags: image.tags.clone(),
-                    cached: image.cached,
-                }),
+                image: proof.as_ref().map(|(image, ..)| image.clone()),
                 verify: proof.as_ref().map(|(_, verdict, json)| ReportVerify {
                     passed: verdict.passed,
                     failed: verdict.failed().iter().map(|s| s.to_string()).collect(),
@@ -63,15 +60,8 @@ struct Report {
     artifact: PathBuf,
     sha256: String,
     /// The runtime image (absent with `--no-verify`).
-    image: Option<ReportImage>,
+    image: Option<RuntimeImage>,
     verify: Option<ReportVerify>,
-}
-
-#[derive(Serialize)]
-struct ReportImage {
-    id: String,
-    tags: Vec<String>,
-    cached: bool,
 }
 
 #[derive(Serialize)]
