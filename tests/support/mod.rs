@@ -85,8 +85,22 @@ pub fn build(extra: &[&str]) -> serde_json::Value {
 /// Like `build`, with the artifacts in `out_dir` (for builds whose tarball must not replace the
 /// shared one: the artifact name does not say which patch bytes went in).
 pub fn build_to(out_dir: &Path, extra: &[&str]) -> serde_json::Value {
+    let (out, report) = run_python(out_dir, extra);
+    assert!(
+        out.status.success(),
+        "python {extra:?} failed:
+{}",
+        text(&out)
+    );
+    report.expect("a successful run writes its report")
+}
+
+/// `python` with the test configuration and `extra` flags, successful or not: its output and
+/// the parsed `--report` if it wrote one.
+pub fn run_python(out_dir: &Path, extra: &[&str]) -> (Output, Option<serde_json::Value>) {
     let mirror = setup();
     let report = work().join(format!("report-{}.json", std::process::id()));
+    let _ = std::fs::remove_file(&report);
     let mut args: Vec<&str> = vec!["python"];
     args.extend(VERSION);
     let mirror = mirror.to_str().unwrap();
@@ -101,12 +115,10 @@ pub fn build_to(out_dir: &Path, extra: &[&str]) -> serde_json::Value {
     ]);
     args.extend(extra);
     let out = xtask(&args);
-    assert!(
-        out.status.success(),
-        "python {args:?} failed:\n{}",
-        text(&out)
-    );
-    serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap()
+    let report = std::fs::read(&report)
+        .ok()
+        .map(|bytes| serde_json::from_slice(&bytes).unwrap());
+    (out, report)
 }
 
 /// (stage name, cached) for each stage of a report.

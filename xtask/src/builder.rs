@@ -82,15 +82,7 @@ pub fn ensure(
         },
     )?;
     let result = (|| -> Result<String> {
-        engine.copy_in(&container, "/", |w| {
-            let mut tar = tar::Builder::new(w);
-            let mut header = tar::Header::new_gnu();
-            header.set_size(SCRIPT.len() as u64);
-            header.set_mode(0o755);
-            tar.append_data(&mut header, "builder.sh", SCRIPT.as_bytes())?;
-            tar.finish()?;
-            Ok(())
-        })?;
+        engine.put_file(&container, "/", "builder.sh", SCRIPT.as_bytes(), 0o755)?;
         let spinner = ui.spinner("builder");
         let ok = engine.start_logged(&container, &log, |line| {
             if let Some(s) = &spinner {

@@ -171,10 +171,6 @@ pub struct ConfigureFlag {
 
 /// A recipe with every version resolved to a catalog entry and every override applied.
 #[derive(Debug, Clone)]
-#[expect(
-    dead_code,
-    reason = "`runtime` is for the runtime image, not built yet"
-)]
 pub struct Recipe {
     /// `3.13`.
     pub minor: String,

@@ -4,6 +4,7 @@
 //! runs whose output is logged line by line, use `std::process` because xshell buffers
 //! stdin and stdout in memory and cannot hand stdio to the user.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -180,6 +181,26 @@ impl Engine {
         written.with_context(|| format!("cannot send files into {container}:{dest}"))
     }
 
+    /// Puts one file, `dir/name` with `bytes` and `mode`, into `container` (`dir` must exist).
+    pub fn put_file(
+        &self,
+        container: &str,
+        dir: &str,
+        name: &str,
+        bytes: &[u8],
+        mode: u32,
+    ) -> Result<()> {
+        self.copy_in(container, dir, |w| {
+            let mut tar = tar::Builder::new(w);
+            let mut header = tar::Header::new_gnu();
+            header.set_size(bytes.len() as u64);
+            header.set_mode(mode);
+            tar.append_data(&mut header, name, bytes)?;
+            tar.finish()?;
+            Ok(())
+        })
+    }
+
     /// Copies `path` out of `container` as a tar stream into `out`.
     pub fn copy_out(&self, container: &str, path: &str, out: &mut dyn Write) -> Result<()> {
         let mut child = Command::new(&self.program)
@@ -208,21 +229,29 @@ impl Engine {
         &self,
         container: &str,
         log: &Path,
-        mut on_line: impl FnMut(&str),
+        on_line: impl FnMut(&str),
     ) -> Result<bool> {
+        // stderr is merged into stdout by the shell inside the container (`exec 2>&1`), so one
+        // pipe carries the script's output; the engine's own complaints come on stderr.
+        let args = ["start", "--attach", container].map(String::from);
+        self.logged(&args, log, on_line)
+    }
+
+    /// Runs the engine CLI with `args`, appends its output to `log` and passes each line of its
+    /// stdout to `on_line`. Returns whether it succeeded.
+    fn logged(&self, args: &[String], log: &Path, mut on_line: impl FnMut(&str)) -> Result<bool> {
         let mut log_file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log)
             .with_context(|| format!("cannot open the log {}", log.display()))?;
-        // stderr is merged into stdout by the shell inside the container (`exec 2>&1`), so one pipe suffices.
         let mut child = Command::new(&self.program)
-            .args(["start", "--attach", container])
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .with_context(|| format!("cannot run `{} start`", self.program))?;
+            .with_context(|| format!("cannot run `{}`", self.program))?;
         let stderr = child.stderr.take().expect("stderr is piped");
         let err_thread = std::thread::spawn(move || {
             let mut s = String::new();
@@ -255,6 +284,76 @@ impl Engine {
             .ignore_stdout()
             .run()
             .with_context(|| format!("cannot commit container {container} as {tag}"))
+    }
+
+    /// Builds the image of the context directory `context` (its `Dockerfile`) with `tags` and
+    /// `labels`, appends the build's output to `log` and passes each line to `on_line`.
+    /// Returns whether the build succeeded.
+    pub fn build(
+        &self,
+        context: &Path,
+        tags: &[String],
+        labels: &[(String, String)],
+        log: &Path,
+        on_line: impl FnMut(&str),
+    ) -> Result<bool> {
+        let mut args = vec!["build".to_string(), "--force-rm".to_string()];
+        for tag in tags {
+            args.push("--tag".into());
+            args.push(tag.clone());
+        }
+        for (k, v) in labels {
+            args.push("--label".into());
+            args.push(format!("{k}={v}"));
+        }
+        args.push(context.display().to_string());
+        self.logged(&args, log, on_line)
+    }
+
+    /// Adds the tag `tag` to the local image `image`.
+    pub fn tag(&self, sh: &Shell, image: &str, tag: &str) -> Result<()> {
+        let program = &self.program;
+        cmd!(sh, "{program} tag {image} {tag}")
+            .quiet()
+            .ignore_stdout()
+            .run()
+            .with_context(|| format!("cannot tag {image} as {tag}"))
+    }
+
+    /// The labels of a local image (empty when it has none).
+    pub fn image_labels(&self, sh: &Shell, image: &str) -> Result<BTreeMap<String, String>> {
+        let program = &self.program;
+        let format = "{{json .Config.Labels}}";
+        let out = cmd!(sh, "{program} image inspect --format {format} {image}")
+            .quiet()
+            .ignore_status()
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "there is no image {image}: {}\nlist the local ones with `{program} images`",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        let labels: Option<BTreeMap<String, String>> = serde_json::from_slice(&out.stdout)
+            .with_context(|| format!("cannot read the labels of {image}"))?;
+        Ok(labels.unwrap_or_default())
+    }
+
+    /// Full ids of the local images carrying `label=value`, newest first.
+    pub fn images_with_label(&self, sh: &Shell, label: &str, value: &str) -> Result<Vec<String>> {
+        let program = &self.program;
+        let filter = format!("label={label}={value}");
+        let format = "{{.ID}}";
+        let out = cmd!(
+            sh,
+            "{program} images --no-trunc --filter {filter} --format {format}"
+        )
+        .quiet()
+        .read()
+        .with_context(|| format!("cannot list the images of {program}"))?;
+        let mut ids: Vec<String> = out.lines().map(|l| l.trim().to_string()).collect();
+        ids.dedup();
+        Ok(ids)
     }
 
     /// Removes a container (running or not); a missing one is fine.

@@ -24,6 +24,10 @@ pub enum Cmd {
     Prepare(Prepare),
     /// Build the FIPS OpenSSL and CPython in containers and package /opt/python-fips.
     Python(Python),
+    /// Build the runtime image: the recipe's runtime base with the tarball at /opt/python-fips.
+    Image(Image),
+    /// Prove the FIPS behaviour of a tarball or an image in its runtime image.
+    Verify(Verify),
     /// Open an interactive shell in a stage's container.
     Shell(ShellCmd),
     /// Make a local base image with debootstrap (for machines without an image registry).
@@ -97,15 +101,44 @@ pub struct BuildArgs {
     /// Where artifacts go (default: `dist/`).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Write `{stages: [{name, key, cached, seconds}], artifact, sha256}` to this file.
+    /// Write `{stages: [{name, key, cached, seconds}], artifact, sha256, image: {id, tags,
+    /// cached}, verify: {passed, failed, json}}` to this file.
     #[arg(long, value_name = "FILE.json")]
     pub report: Option<PathBuf>,
+    /// Skip the runtime image and the checks of `verify` that otherwise end every build.
+    #[arg(long)]
+    pub no_verify: bool,
 }
 
 #[derive(Args, Debug)]
 pub struct Python {
     #[command(flatten)]
     pub build: BuildArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct Image {
+    #[command(flatten)]
+    pub build: BuildArgs,
+    /// Tag the image with this name (repeatable; default: `python-fips:<python>` and
+    /// `python-fips:<minor>`, with `-unpatched` under `--no-fips-patch`).
+    #[arg(long)]
+    pub tag: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct Verify {
+    /// A tarball made by `python` (its runtime image is found or built) or a runtime image.
+    pub target: String,
+    /// Write the checks here (default: `<tarball>.verify.json` for a tarball, none for an image).
+    #[arg(long, value_name = "FILE.json")]
+    pub json: Option<PathBuf>,
+    /// Container engine CLI: `docker` or `podman` (default: the first that answers).
+    #[arg(long)]
+    pub engine: Option<String>,
+    /// Cache root (default: `cache/` at the repository root).
+    #[arg(long, value_name = "DIR", env = "PYTHON_FIPS_CACHE")]
+    pub cache: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

@@ -6,9 +6,11 @@ mod builder;
 mod cache;
 mod catalog;
 mod download;
+mod elf;
 mod engine;
 mod extract;
 mod flags;
+mod image;
 mod package;
 mod patch;
 mod pipeline;
@@ -18,6 +20,7 @@ mod python;
 mod shell;
 #[cfg(test)]
 mod testutil;
+mod verify;
 
 use anyhow::Result;
 use clap::Parser;
@@ -40,6 +43,8 @@ fn run() -> Result<()> {
         flags::Cmd::BaseImage(cmd) => cmd.run(&sh),
         flags::Cmd::Bench(cmd) => cmd.run(&sh),
         flags::Cmd::Python(cmd) => cmd.run(&sh),
+        flags::Cmd::Image(cmd) => cmd.run(&sh),
+        flags::Cmd::Verify(cmd) => cmd.run(&sh),
         flags::Cmd::Shell(cmd) => cmd.run(&sh),
     }
 }

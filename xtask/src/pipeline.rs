@@ -366,7 +366,7 @@ fn add_bytes<W: std::io::Write>(
     Ok(())
 }
 
-fn unix_now() -> u64 {
+pub fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())

@@ -9,6 +9,7 @@ use xshell::Shell;
 
 use crate::engine::Engine;
 use crate::flags::{self, BuildArgs};
+use crate::image::RuntimeImage;
 use crate::pipeline::{self, Builder, Done, Input, Stage};
 use crate::prepare::{Context, Tree, file_name, hex};
 use crate::progress::{Reporter, Terminal};
@@ -20,16 +21,34 @@ impl flags::Python {
         let build = Build::start(sh, &self.build, &ui)?;
         let done = build.run_all(&ui)?;
         let artifact = build.package(&done, &ui)?;
+        // Every build proves itself in its runtime image unless told not to.
+        let proof = match self.build.no_verify {
+            true => None,
+            false => {
+                let image = build.image(&artifact, &[], &ui)?;
+                let (verdict, json) = build.verify(&artifact, &image, &ui)?;
+                Some((image, verdict, json))
+            }
+        };
         println!("{}", artifact.tarball.display());
         if let Some(path) = &self.build.report {
             let report = Report {
                 stages: done.stages.clone(),
                 artifact: artifact.tarball.clone(),
                 sha256: artifact.sha256.clone(),
+                image: proof.as_ref().map(|(image, ..)| image.clone()),
+                verify: proof.as_ref().map(|(_, verdict, json)| ReportVerify {
+                    passed: verdict.passed,
+                    failed: verdict.failed().iter().map(|s| s.to_string()).collect(),
+                    json: json.clone(),
+                }),
             };
             crate::cache::write_atomic(path, &serde_json::to_vec_pretty(&report)?)?;
         }
-        Ok(())
+        match &proof {
+            Some((_, verdict, json)) => verdict.ensure_passed(Some(json)),
+            None => Ok(()),
+        }
     }
 }
 
@@ -39,6 +58,18 @@ struct Report {
     stages: Vec<Done>,
     artifact: PathBuf,
     sha256: String,
+    /// The runtime image (absent with `--no-verify`).
+    image: Option<RuntimeImage>,
+    verify: Option<ReportVerify>,
+}
+
+#[derive(Serialize)]
+struct ReportVerify {
+    passed: bool,
+    /// The names of the checks that failed.
+    failed: Vec<String>,
+    /// `<tarball>.verify.json`.
+    json: PathBuf,
 }
 
 /// A build in progress: the resolved recipe, its patched tree, the engine and the builder image.
@@ -49,7 +80,7 @@ pub struct Build<'a> {
     pub image_id: String,
     pub arch: String,
     pub args: BuildArgs,
-    sh: &'a Shell,
+    pub sh: &'a Shell,
     _lock: crate::cache::CacheLock,
 }
 

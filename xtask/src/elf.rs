@@ -1,0 +1,211 @@
+//! ELF dynamic linking facts: the `NEEDED` and `SONAME` entries of the files of a tree.
+//!
+//! The runtime image installs the libraries the tree links and nothing else, so what it needs is
+//! read from the tree itself rather than from a hand-written list.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+use std::path::Path;
+
+use anyhow::{Context, Result, anyhow};
+use object::elf;
+use object::read::elf::{Dyn, FileHeader};
+use object::{Endianness, FileKind};
+
+/// What one ELF file asks of the dynamic linker, and the name it answers to.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Dynamic {
+    /// `DT_NEEDED` sonames, in file order.
+    pub needed: Vec<String>,
+    /// `DT_SONAME`, for shared libraries that set one.
+    pub soname: Option<String>,
+}
+
+/// Reads the dynamic section of `data`: `Ok(None)` for a file that is not ELF, or an ELF file
+/// without one (a static program, an object file); an error for a damaged ELF file.
+pub fn parse(data: &[u8]) -> Result<Option<Dynamic>> {
+    match FileKind::parse(data) {
+        Ok(FileKind::Elf64) => dynamic::<elf::FileHeader64<Endianness>>(data),
+        Ok(FileKind::Elf32) => dynamic::<elf::FileHeader32<Endianness>>(data),
+        _ if data.starts_with(b"\x7fELF") => Err(anyhow!("not a valid ELF file")),
+        _ => Ok(None),
+    }
+}
+
+fn dynamic<H: FileHeader<Endian = Endianness>>(data: &[u8]) -> Result<Option<Dynamic>> {
+    let damaged = |e: object::read::Error| anyhow!("damaged ELF file: {e}");
+    let header = H::parse(data).map_err(damaged)?;
+    let endian = header.endian().map_err(damaged)?;
+    let sections = header.sections(endian, data).map_err(damaged)?;
+    let Some((entries, strings)) = sections.dynamic(endian, data).map_err(damaged)? else {
+        return Ok(None);
+    };
+    let strings = sections.strings(endian, data, strings).map_err(damaged)?;
+    let mut out = Dynamic::default();
+    for entry in entries {
+        let tag = entry.tag32(endian);
+        if tag == Some(elf::DT_NULL) {
+            break;
+        }
+        if tag != Some(elf::DT_NEEDED) && tag != Some(elf::DT_SONAME) {
+            continue;
+        }
+        let name = entry.string(endian, strings).map_err(damaged)?;
+        let name = String::from_utf8_lossy(name).into_owned();
+        if tag == Some(elf::DT_NEEDED) {
+            out.needed.push(name);
+        } else {
+            out.soname = Some(name);
+        }
+    }
+    Ok(Some(out))
+}
+
+/// The libraries a tree needs from the system: every `NEEDED` soname of its ELF files that no
+/// file of the tree provides (by `SONAME` or by file name), with the first file that needs it.
+pub fn external_needs(tarball: &Path) -> Result<BTreeMap<String, String>> {
+    let file = std::fs::File::open(tarball)
+        .with_context(|| format!("cannot open {}", tarball.display()))?;
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let mut needed: BTreeMap<String, String> = BTreeMap::new();
+    let mut provided = BTreeSet::new();
+    for entry in archive
+        .entries()
+        .with_context(|| format!("cannot read {}", tarball.display()))?
+    {
+        let mut entry = entry.with_context(|| format!("cannot read {}", tarball.display()))?;
+        let path = entry.path()?.to_string_lossy().into_owned();
+        if let Some(name) = Path::new(&path).file_name() {
+            provided.insert(name.to_string_lossy().into_owned());
+        }
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let mut data = Vec::new();
+        entry
+            .read_to_end(&mut data)
+            .with_context(|| format!("cannot read {path} in {}", tarball.display()))?;
+        let Some(dynamic) = parse(&data).with_context(|| format!("cannot read {path}"))? else {
+            continue;
+        };
+        provided.extend(dynamic.soname);
+        for soname in dynamic.needed {
+            needed.entry(soname).or_insert_with(|| path.clone());
+        }
+    }
+    needed.retain(|soname, _| !provided.contains(soname));
+    Ok(needed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::TempDir;
+
+    /// A program of this machine, found the way the shell would find it.
+    fn system_program(name: &str) -> Vec<u8> {
+        for dir in ["/usr/bin", "/bin"] {
+            if let Ok(data) = std::fs::read(Path::new(dir).join(name)) {
+                return data;
+            }
+        }
+        panic!("{name} is not in /usr/bin or /bin");
+    }
+
+    /// `readelf --dynamic` is the reference reading of the same file.
+    fn readelf_needed(path: &str) -> Vec<String> {
+        let out = std::process::Command::new("readelf")
+            .args(["--dynamic", "--wide", path])
+            .output()
+            .expect("readelf (binutils) is installed");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains("(NEEDED)"))
+            .filter_map(|l| Some(l.split_once('[')?.1.trim_end_matches(']').to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn reads_needed_of_a_real_program_as_readelf_does() {
+        let ls = system_program("ls");
+        let dynamic = parse(&ls).unwrap().expect("ls is dynamically linked");
+        assert!(
+            dynamic.needed.iter().any(|n| n == "libc.so.6"),
+            "{dynamic:?}"
+        );
+        assert_eq!(dynamic.soname, None, "a program has no SONAME");
+        let path = if Path::new("/usr/bin/ls").exists() {
+            "/usr/bin/ls"
+        } else {
+            "/bin/ls"
+        };
+        assert_eq!(dynamic.needed, readelf_needed(path));
+    }
+
+    #[test]
+    fn reads_the_soname_of_a_real_library() {
+        let out = std::process::Command::new("sh")
+            .args([
+                "-c",
+                "ldconfig -p | awk '$1 == \"libc.so.6\" { print $NF; exit }'",
+            ])
+            .output()
+            .unwrap();
+        let libc = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let data = std::fs::read(&libc).unwrap_or_else(|e| panic!("cannot read {libc:?}: {e}"));
+        let dynamic = parse(&data).unwrap().unwrap();
+        assert_eq!(dynamic.soname.as_deref(), Some("libc.so.6"));
+    }
+
+    #[test]
+    fn text_is_not_elf_and_a_cut_elf_is_an_error() {
+        assert_eq!(parse(b"#!/bin/sh\necho hi\n").unwrap(), None);
+        assert_eq!(parse(b"").unwrap(), None);
+        let ls = system_program("ls");
+        assert!(
+            parse(&ls[..100]).is_err(),
+            "a truncated ELF file must not parse"
+        );
+    }
+
+    #[test]
+    fn external_needs_leaves_out_what_the_tree_provides() {
+        let dir = TempDir::new("elf");
+        let tarball = dir.path().join("tree.tar.gz");
+        let ls = system_program("ls");
+        let provided = parse(&ls).unwrap().unwrap().needed;
+        // The tree "provides" every library of ls but libc by a symlink of that name.
+        let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
+            std::fs::File::create(&tarball).unwrap(),
+            flate2::Compression::fast(),
+        ));
+        let mut h = tar::Header::new_gnu();
+        h.set_size(ls.len() as u64);
+        h.set_mode(0o755);
+        tar.append_data(&mut h, "opt/python-fips/bin/ls", ls.as_slice())
+            .unwrap();
+        let script = b"#!/bin/sh\n";
+        let mut h = tar::Header::new_gnu();
+        h.set_size(script.len() as u64);
+        h.set_mode(0o755);
+        tar.append_data(&mut h, "opt/python-fips/bin/tool", &script[..])
+            .unwrap();
+        for soname in provided.iter().filter(|n| *n != "libc.so.6") {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Symlink);
+            h.set_size(0);
+            tar.append_link(&mut h, format!("opt/python-fips/lib/{soname}"), "x")
+                .unwrap();
+        }
+        tar.into_inner().unwrap().finish().unwrap();
+
+        let needs = external_needs(&tarball).unwrap();
+        assert_eq!(
+            needs.into_iter().collect::<Vec<_>>(),
+            vec![(
+                "libc.so.6".to_string(),
+                "opt/python-fips/bin/ls".to_string()
+            )]
+        );
+    }
+}

@@ -1,0 +1,584 @@
+//! `image`: the runtime image, the recipe's runtime base plus the libraries the tree links plus the tree.
+//!
+//! The image is what applications build `FROM`. Its build context (the filled `Dockerfile` and
+//! the tarball) is assembled in the cache's `tmp/`, and the engine builds it. The system packages
+//! it installs are derived from the tree's own ELF `NEEDED` entries, mapped to package names in
+//! a container of the builder image, which has every one of those libraries installed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use sha2::{Digest, Sha256};
+use xshell::Shell;
+
+use crate::cache::{self, Cache};
+use crate::engine::{ContainerSpec, Engine};
+use crate::pipeline::{OWNER_LABEL, key_of, owner, unix_now};
+use crate::prepare::hex;
+use crate::progress::{Reporter, Terminal};
+use crate::python::{Artifact, Build};
+use crate::{catalog, elf, flags};
+
+const DOCKERFILE: &str = include_str!("image/Dockerfile.in");
+const DEPS_SCRIPT: &str = include_str!("image/runtime-deps.sh");
+/// The tarball's name inside the build context (the Dockerfile `ADD`s it).
+const CONTEXT_TARBALL: &str = "python-fips.tar.gz";
+
+pub const LABEL_VERSION: &str = "org.opencontainers.image.version";
+pub const LABEL_OPENSSL: &str = "org.python-fips.openssl.version";
+pub const LABEL_PROVIDER: &str = "org.python-fips.fips-provider.version";
+pub const LABEL_TARBALL: &str = "org.python-fips.tarball.sha256";
+/// The content key of the image: everything that can change what the build makes.
+pub const LABEL_KEY: &str = "org.python-fips.image.key";
+
+impl flags::Image {
+    pub fn run(self, sh: &Shell) -> Result<()> {
+        let ui = Terminal::new();
+        let build = Build::start(sh, &self.build, &ui)?;
+        let done = build.run_all(&ui)?;
+        let artifact = build.package(&done, &ui)?;
+        let image = build.image(&artifact, &self.tag, &ui)?;
+        let verdict = match self.build.no_verify {
+            true => None,
+            false => Some(build.verify(&artifact, &image, &ui)?),
+        };
+        for tag in &image.tags {
+            println!("{tag}");
+        }
+        match verdict {
+            Some((verdict, json)) => verdict.ensure_passed(Some(&json)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A built (or found) runtime image.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RuntimeImage {
+    pub id: String,
+    pub tags: Vec<String>,
+    pub cached: bool,
+}
+
+/// What the tarball's `BUILD-INFO.json` says about the tree, as far as the image needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TreeInfo {
+    pub python: String,
+    pub openssl: String,
+    pub provider: String,
+    /// The CMVP certificate of the provider's release, if it is a validated one.
+    pub cmvp: Option<String>,
+    pub licenses: Vec<String>,
+    /// Whether the project's patches were applied (false for the `--no-fips-patch` control).
+    pub patched: bool,
+    /// The builder image the tree was built in (an image id).
+    pub builder_image: String,
+}
+
+impl TreeInfo {
+    /// Reads `opt/python-fips/BUILD-INFO.json` from the tarball.
+    pub fn read(tarball: &Path) -> Result<TreeInfo> {
+        let file = std::fs::File::open(tarball)
+            .with_context(|| format!("cannot open {}", tarball.display()))?;
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+        for entry in archive.entries()? {
+            let mut entry = entry.with_context(|| format!("cannot read {}", tarball.display()))?;
+            if entry.path()?.as_ref() == Path::new("opt/python-fips/BUILD-INFO.json") {
+                let mut text = String::new();
+                entry.read_to_string(&mut text)?;
+                return TreeInfo::parse(&text)
+                    .with_context(|| format!("the BUILD-INFO.json of {}", tarball.display()));
+            }
+        }
+        bail!(
+            "{} has no opt/python-fips/BUILD-INFO.json; is it a tarball made by `cargo xtask python`?",
+            tarball.display()
+        )
+    }
+
+    fn parse(text: &str) -> Result<TreeInfo> {
+        let v: serde_json::Value = serde_json::from_str(text)?;
+        let field = |path: &[&str]| -> Result<String> {
+            let mut at = &v;
+            for p in path {
+                at = &at[p];
+            }
+            at.as_str()
+                .map(str::to_string)
+                .with_context(|| format!("no string at {}", path.join(".")))
+        };
+        let mut licenses = Vec::new();
+        for path in [
+            &["python", "license"][..],
+            &["openssl", "license"],
+            &["fips_provider", "source", "license"],
+        ] {
+            let license = field(path)?;
+            if !licenses.contains(&license) {
+                licenses.push(license);
+            }
+        }
+        Ok(TreeInfo {
+            python: field(&["python", "version"])?,
+            openssl: field(&["openssl", "version"])?,
+            provider: field(&["fips_provider", "source", "version"])?,
+            cmvp: field(&["fips_provider", "cmvp", "certificate"]).ok(),
+            licenses,
+            patched: v["patches"].as_array().is_some_and(|p| !p.is_empty()),
+            builder_image: field(&["builder_image", "id"])?,
+        })
+    }
+
+    /// `python-fips:<python>` and `python-fips:<minor>`, with `-unpatched` for the control.
+    pub fn default_tags(&self) -> Vec<String> {
+        let suffix = if self.patched { "" } else { "-unpatched" };
+        vec![
+            format!("python-fips:{}{suffix}", self.python),
+            format!("python-fips:{}{suffix}", catalog::minor_of(&self.python)),
+        ]
+    }
+}
+
+/// Everything an image build reads.
+pub struct Plan<'a> {
+    pub tarball: &'a Path,
+    pub sha256: &'a str,
+    pub info: &'a TreeInfo,
+    pub base_image: &'a str,
+    pub builder_image: &'a str,
+    pub arch: &'a str,
+    pub tags: Vec<String>,
+}
+
+impl Build<'_> {
+    /// The runtime image of this build's tarball, tagged `tags` (or the default tags).
+    pub fn image(
+        &self,
+        artifact: &Artifact,
+        tags: &[String],
+        ui: &Terminal,
+    ) -> Result<RuntimeImage> {
+        let info = TreeInfo::read(&artifact.tarball)?;
+        let tags = if tags.is_empty() {
+            info.default_tags()
+        } else {
+            tags.to_vec()
+        };
+        let plan = Plan {
+            tarball: &artifact.tarball,
+            sha256: &artifact.sha256,
+            info: &info,
+            base_image: &self.ctx.recipe.runtime.base_image,
+            builder_image: &self.image_id,
+            arch: &self.arch,
+            tags,
+        };
+        ensure(self.sh, &self.engine, &self.ctx.cache, &plan, ui)
+    }
+}
+
+/// The runtime image of a tarball made earlier: one labelled with its sha256 if there is one,
+/// else built from the recipe of its CPython minor and the builder image it was built in.
+pub fn for_tarball(
+    sh: &Shell,
+    engine: &Engine,
+    cache: &Cache,
+    tarball: &Path,
+    ui: &Terminal,
+) -> Result<RuntimeImage> {
+    let sha256 = crate::python::sha256_file(tarball)?;
+    if let Some(id) = engine
+        .images_with_label(sh, LABEL_TARBALL, &sha256)?
+        .into_iter()
+        .next()
+    {
+        ui.message(&format!("{:<14} found {id}", "image"));
+        return Ok(RuntimeImage {
+            id,
+            tags: vec![],
+            cached: true,
+        });
+    }
+    let info = TreeInfo::read(tarball)?;
+    let minor = catalog::minor_of(&info.python);
+    let recipe = catalog::load_recipe_file(&catalog::recipes_dir(), &minor)?;
+    if engine.image_id(sh, &info.builder_image)?.is_none() {
+        bail!(
+            "the builder image {} that {} was built in is gone, and its runtime image needs it to \
+             find the packages of the libraries the tree links; rebuild with \
+             `cargo xtask image --version {}` (plus the flags of the original build)",
+            info.builder_image,
+            tarball.display(),
+            info.python
+        );
+    }
+    let arch = engine.arch(sh)?;
+    let plan = Plan {
+        tarball,
+        sha256: &sha256,
+        info: &info,
+        base_image: &recipe.runtime.base_image,
+        builder_image: &info.builder_image,
+        arch: &arch,
+        tags: info.default_tags(),
+    };
+    ensure(sh, engine, cache, &plan, ui)
+}
+
+/// Builds the image of `plan` unless one with the same content key exists, and tags it.
+pub fn ensure(
+    sh: &Shell,
+    engine: &Engine,
+    cache: &Cache,
+    plan: &Plan,
+    ui: &Terminal,
+) -> Result<RuntimeImage> {
+    let Some(base_id) = engine.image_id(sh, plan.base_image)? else {
+        bail!(
+            "the runtime base image {} is not available to {}; there is no registry here, so make \
+             it with `cargo xtask base-image --debootstrap bookworm --tag {}`",
+            plan.base_image,
+            engine.program,
+            plan.base_image
+        );
+    };
+    let mut inputs = BTreeMap::new();
+    inputs.insert("tarball".to_string(), plan.sha256.to_string());
+    inputs.insert("base-image".to_string(), base_id.clone());
+    inputs.insert("builder-image".to_string(), plan.builder_image.to_string());
+    inputs.insert("arch".to_string(), plan.arch.to_string());
+    inputs.insert("dockerfile".to_string(), hex(&Sha256::digest(DOCKERFILE)));
+    inputs.insert("deps-script".to_string(), hex(&Sha256::digest(DEPS_SCRIPT)));
+    inputs.insert(
+        "code".to_string(),
+        hex(&Sha256::digest(include_str!("image.rs"))),
+    );
+    let key = key_of(&inputs);
+
+    if let Some(id) = engine
+        .images_with_label(sh, LABEL_KEY, &key)?
+        .into_iter()
+        .next()
+    {
+        for tag in &plan.tags {
+            engine.tag(sh, &id, tag)?;
+        }
+        ui.message(&format!(
+            "{:<14} cached ({})",
+            "image",
+            plan.tags.join(", ")
+        ));
+        return Ok(RuntimeImage {
+            id,
+            tags: plan.tags.clone(),
+            cached: true,
+        });
+    }
+
+    let started = Instant::now();
+    let needs = elf::external_needs(plan.tarball)?;
+    let packages = runtime_packages(sh, engine, cache, plan, &needs, &key)?;
+    let context = cache.scratch("image")?;
+    let result = (|| -> Result<String> {
+        std::fs::write(
+            context.join("Dockerfile"),
+            dockerfile(plan.base_image, &packages),
+        )?;
+        let in_context = context.join(CONTEXT_TARBALL);
+        if std::fs::hard_link(plan.tarball, &in_context).is_err() {
+            std::fs::copy(plan.tarball, &in_context).with_context(|| {
+                format!(
+                    "cannot copy {} into the build context",
+                    plan.tarball.display()
+                )
+            })?;
+        }
+        let log = cache
+            .dir("logs")
+            .join(format!("image-{}-{}.log", &key[..12], unix_now()));
+        let spinner = ui.spinner("image");
+        if spinner.is_none() {
+            ui.message(&format!(
+                "{:<14} building (log: {})",
+                "image",
+                log.display()
+            ));
+        }
+        let labels = labels(plan, &base_id, &key);
+        let ok = engine.build(&context, &plan.tags, &labels, &log, |line| {
+            if let Some(s) = &spinner {
+                s.set_message(line.to_string());
+            }
+        });
+        if let Some(s) = &spinner {
+            s.finish_and_clear();
+        }
+        if !ok? {
+            return Err(build_failure(engine, plan, &packages, &log));
+        }
+        let tag = &plan.tags[0];
+        engine
+            .image_id(sh, tag)?
+            .with_context(|| format!("{tag} is missing right after it was built"))
+    })();
+    cache::remove(&context)?;
+    let id = result?;
+    ui.message(&format!(
+        "{:<14} ran    {:>7.1} s ({}; system packages: {})",
+        "image",
+        started.elapsed().as_secs_f64(),
+        plan.tags.join(", "),
+        packages.join(" ")
+    ));
+    Ok(RuntimeImage {
+        id,
+        tags: plan.tags.clone(),
+        cached: false,
+    })
+}
+
+/// The error of a failed image build: the end of its log and where to look next.
+fn build_failure(engine: &Engine, plan: &Plan, packages: &[String], log: &Path) -> anyhow::Error {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    anyhow::anyhow!(
+        "cannot build the runtime image {}; the last 30 lines of its log:\n{}\n\nfull log: {}\n\
+         does the base image {} reach its package mirror and have the packages `{}`? try \
+         `{} run --rm -it {} sh`",
+        plan.tags.join(", "),
+        crate::engine::last_lines(&text, 30),
+        log.display(),
+        plan.base_image,
+        packages.join(" "),
+        engine.program,
+        plan.base_image,
+    )
+}
+
+/// The Dockerfile of the runtime image.
+pub fn dockerfile(base_image: &str, packages: &[String]) -> String {
+    DOCKERFILE
+        .replace("@BASE_IMAGE@", base_image)
+        .replace("@PACKAGES@", &packages.join(" "))
+}
+
+/// The image's labels: OCI annotations and the project's own reverse-DNS keys.
+fn labels(plan: &Plan, base_id: &str, key: &str) -> Vec<(String, String)> {
+    let info = plan.info;
+    let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
+    vec![
+        pair("org.opencontainers.image.title", "python-fips"),
+        pair(
+            "org.opencontainers.image.description",
+            &format!(
+                "CPython {} at /opt/python-fips whose cryptography goes only through the OpenSSL \
+                 {} FIPS provider",
+                info.python, info.provider
+            ),
+        ),
+        pair(LABEL_VERSION, &info.python),
+        pair(
+            "org.opencontainers.image.licenses",
+            &info.licenses.join(" AND "),
+        ),
+        pair("org.opencontainers.image.base.name", plan.base_image),
+        pair("org.python-fips.base.id", base_id),
+        pair(LABEL_OPENSSL, &info.openssl),
+        pair(LABEL_PROVIDER, &info.provider),
+        pair(
+            "org.python-fips.fips-provider.cmvp",
+            info.cmvp.as_deref().unwrap_or("none"),
+        ),
+        pair(LABEL_TARBALL, plan.sha256),
+        pair("org.python-fips.patched", &info.patched.to_string()),
+        pair(LABEL_KEY, key),
+    ]
+}
+
+/// The ldconfig cache's tag for libraries of the engine's architecture.
+fn ldconfig_tag(arch: &str) -> &'static str {
+    match arch {
+        "x86_64" => "x86-64",
+        "aarch64" => "AArch64",
+        _ => "",
+    }
+}
+
+/// The system packages that install the libraries in `needs`, found in the builder image.
+fn runtime_packages(
+    sh: &Shell,
+    engine: &Engine,
+    cache: &Cache,
+    plan: &Plan,
+    needs: &BTreeMap<String, String>,
+    key: &str,
+) -> Result<Vec<String>> {
+    if needs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let container = format!("python-fips-deps-{}-{}", &key[..12], std::process::id());
+    let log = cache
+        .dir("logs")
+        .join(format!("image-deps-{}.log", &key[..12]));
+    let _ = std::fs::remove_file(&log);
+    let mut command = vec![
+        "sh".to_string(),
+        "/runtime-deps.sh".to_string(),
+        ldconfig_tag(plan.arch).to_string(),
+    ];
+    command.extend(needs.keys().cloned());
+    engine.create(
+        sh,
+        &ContainerSpec {
+            name: container.clone(),
+            image: plan.builder_image.to_string(),
+            labels: vec![(OWNER_LABEL.into(), owner())],
+            command,
+            ..ContainerSpec::default()
+        },
+    )?;
+    let mut found = BTreeMap::new();
+    let mut missing = Vec::new();
+    let result = (|| -> Result<bool> {
+        engine.put_file(
+            &container,
+            "/",
+            "runtime-deps.sh",
+            DEPS_SCRIPT.as_bytes(),
+            0o644,
+        )?;
+        engine.start_logged(&container, &log, |line| {
+            let mut words = line.split_whitespace();
+            match (words.next(), words.next(), words.next()) {
+                (Some("package"), Some(soname), Some(package)) => {
+                    found.insert(soname.to_string(), package.to_string());
+                }
+                (Some("missing"), Some(soname), _) => missing.push(soname.to_string()),
+                _ => {}
+            }
+        })
+    })();
+    engine.remove(sh, &container);
+    let ok = result?;
+    if !missing.is_empty() {
+        let list: Vec<String> = missing
+            .iter()
+            .map(|s| format!("{s} (needed by {})", needs[s]))
+            .collect();
+        bail!(
+            "no package of the builder image provides {}; add the package with that library to \
+             the recipe's [builder] list",
+            list.join(", ")
+        );
+    }
+    if !ok || found.len() != needs.len() {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        bail!(
+            "cannot map the tree's libraries to packages in the builder image; the last lines of {}:\n{}",
+            log.display(),
+            crate::engine::last_lines(&text, 20)
+        );
+    }
+    Ok(found
+        .into_values()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BUILD_INFO: &str = r#"{
+        "python": {"version": "3.13.15", "license": "PSF-2.0"},
+        "openssl": {"version": "3.5.7", "license": "Apache-2.0"},
+        "fips_provider": {"source": {"version": "3.0.20", "license": "Apache-2.0"},
+                          "cmvp": "not a validated module"},
+        "patches": [],
+        "builder_image": {"base": "debian:bookworm", "id": "sha256:abc"}
+    }"#;
+
+    #[test]
+    fn build_info_gives_versions_licenses_and_the_control_tags() {
+        let info = TreeInfo::parse(BUILD_INFO).unwrap();
+        assert_eq!(info.python, "3.13.15");
+        assert_eq!(info.openssl, "3.5.7");
+        assert_eq!(info.provider, "3.0.20");
+        assert_eq!(info.cmvp, None);
+        assert_eq!(info.licenses, ["PSF-2.0", "Apache-2.0"]);
+        assert!(!info.patched);
+        assert_eq!(
+            info.default_tags(),
+            [
+                "python-fips:3.13.15-unpatched",
+                "python-fips:3.13-unpatched"
+            ]
+        );
+        let patched = BUILD_INFO.replace(
+            r#""patches": []"#,
+            r#""patches": [{"file": "3.13/fips.patch"}]"#,
+        );
+        let info = TreeInfo::parse(&patched).unwrap();
+        assert_eq!(
+            info.default_tags(),
+            ["python-fips:3.13.15", "python-fips:3.13"]
+        );
+    }
+
+    /// A fake engine CLI whose build fails: the error carries the end of the log and a hint.
+    #[test]
+    fn a_failed_image_build_shows_its_log_and_a_hint() {
+        let dir = crate::testutil::TempDir::new("fake-docker-build");
+        let fake = dir.path().join("docker");
+        std::fs::write(
+            &fake,
+            "#!/bin/sh\necho 'Step 2/9 : RUN apt-get install libffi8'\n\
+             echo 'E: Unable to locate package libffi8' >&2\nexit 100\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let engine = Engine {
+            program: fake.display().to_string(),
+        };
+        let log = dir.path().join("image.log");
+        let mut seen = Vec::new();
+        let ok = engine
+            .build(dir.path(), &["t:1".into()], &[], &log, |l| {
+                seen.push(l.to_string())
+            })
+            .unwrap();
+        assert!(!ok);
+        assert_eq!(seen, ["Step 2/9 : RUN apt-get install libffi8"]);
+        let info = TreeInfo::parse(BUILD_INFO).unwrap();
+        let plan = Plan {
+            tarball: Path::new("/dist/t.tar.gz"),
+            sha256: "ab",
+            info: &info,
+            base_image: "debian:bookworm",
+            builder_image: "sha256:abc",
+            arch: "x86_64",
+            tags: vec!["t:1".into()],
+        };
+        let err = build_failure(&engine, &plan, &["libffi8".into()], &log).to_string();
+        assert!(err.contains("cannot build the runtime image t:1"), "{err}");
+        assert!(err.contains("Unable to locate package libffi8"), "{err}");
+        assert!(err.contains("run --rm -it debian:bookworm sh"), "{err}");
+    }
+
+    #[test]
+    fn dockerfile_is_filled_completely() {
+        let text = dockerfile(
+            "debian:bookworm",
+            &["libffi8".into(), "libsqlite3-0".into()],
+        );
+        assert!(text.contains("FROM debian:bookworm\n"));
+        assert!(text.contains("packages='libffi8 libsqlite3-0'"));
+        assert!(!text.contains('@'), "a placeholder is left:\n{text}");
+        assert!(!text.contains("LD_LIBRARY_PATH="));
+        assert!(text.contains("\nUSER python\n"));
+    }
+}
