@@ -8,7 +8,7 @@ use xshell::Shell;
 use crate::cache::Cache;
 use crate::catalog::BuilderSpec;
 use crate::engine::{ContainerSpec, Engine};
-use crate::pipeline::{CACHE_LABEL, OWNER_LABEL, key_of, owner};
+use crate::pipeline::key_of;
 use crate::progress::{Reporter, Terminal};
 
 const SCRIPT: &str = include_str!("pipeline/builder.sh");
@@ -69,10 +69,7 @@ pub fn ensure(
                 ("APT_PACKAGES".into(), spec.apt.join(" ")),
                 ("DNF_PACKAGES".into(), spec.dnf.join(" ")),
             ],
-            labels: vec![
-                (OWNER_LABEL.into(), owner()),
-                (CACHE_LABEL.into(), cache.root().display().to_string()),
-            ],
+            labels: crate::pipeline::labels(cache),
             command: vec![
                 "sh".into(),
                 "-c".into(),

@@ -16,7 +16,7 @@ use xshell::Shell;
 
 use crate::cache::{self, Cache};
 use crate::engine::{ContainerSpec, Engine};
-use crate::pipeline::{OWNER_LABEL, key_of, owner, unix_now};
+use crate::pipeline::{key_of, unix_now};
 use crate::prepare::hex;
 use crate::progress::{Reporter, Terminal};
 use crate::python::{Artifact, Build};
@@ -434,7 +434,7 @@ fn runtime_packages(
         &ContainerSpec {
             name: container.clone(),
             image: plan.builder_image.to_string(),
-            labels: vec![(OWNER_LABEL.into(), owner())],
+            labels: crate::pipeline::labels(cache),
             command,
             ..ContainerSpec::default()
         },
@@ -576,7 +576,7 @@ mod tests {
             &["libffi8".into(), "libsqlite3-0".into()],
         );
         assert!(text.contains("FROM debian:bookworm\n"));
-        assert!(text.contains("packages='libffi8 libsqlite3-0'"));
+        assert!(text.contains("packages='libffi8 libsqlite3-0 ca-certificates'"));
         assert!(!text.contains('@'), "a placeholder is left:\n{text}");
         assert!(!text.contains("LD_LIBRARY_PATH="));
         assert!(text.contains("\nUSER python\n"));

@@ -265,11 +265,11 @@ impl Builder<'_> {
             name: name.to_string(),
             image: self.image_id.clone(),
             env: env.to_vec(),
-            labels: vec![
-                (OWNER_LABEL.into(), owner()),
-                (CACHE_LABEL.into(), self.cache.root().display().to_string()),
-                ("python-fips.stage".into(), stage.name.into()),
-            ],
+            labels: [
+                labels(self.cache),
+                vec![("python-fips.stage".into(), stage.name.into())],
+            ]
+            .concat(),
             workdir: Some("/build".into()),
             interactive,
             command,
@@ -371,6 +371,14 @@ pub fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+/// The labels every container of this run carries: its owner and its cache, for `prune_stale`.
+pub fn labels(cache: &Cache) -> Vec<(String, String)> {
+    vec![
+        (OWNER_LABEL.into(), owner()),
+        (CACHE_LABEL.into(), cache.root().display().to_string()),
+    ]
 }
 
 /// `<host>:<pid>` of this run.

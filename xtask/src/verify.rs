@@ -16,7 +16,6 @@ use crate::flags;
 use crate::image::{
     self, LABEL_OPENSSL, LABEL_PROVIDER, LABEL_TARBALL, LABEL_VERSION, RuntimeImage,
 };
-use crate::pipeline::{OWNER_LABEL, owner};
 use crate::progress::{Reporter, Terminal};
 use crate::python::{Artifact, Build};
 
@@ -177,7 +176,7 @@ pub fn check(
             name: container.clone(),
             image: id.clone(),
             env,
-            labels: vec![(OWNER_LABEL.into(), owner())],
+            labels: crate::pipeline::labels(cache),
             // The image's own user, PATH and working directory: exactly what an application gets.
             command: vec!["python3".into(), CHECKS_PATH.into()],
             ..ContainerSpec::default()
