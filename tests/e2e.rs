@@ -310,3 +310,45 @@ fn the_built_interpreter_enforces_fips_and_passes_cpythons_own_tests() {
         "CPython's own tests did not pass:\n{log}"
     );
 }
+
+/// The tests of tests/fips_behaviour.py that a stock CPython fails against the same FIPS OpenSSL:
+/// what the patch is for.
+const FAIL_UNPATCHED: [&str; 8] = [
+    "test_blake2_refused",
+    "test_builtin_blake2_module_refuses",
+    "test_corrupt_fips_module_fails_closed",
+    "test_fips_mode_on",
+    "test_fips_mode_set_needs_fips_provider",
+    "test_fips_mode_set_switches_default_properties",
+    "test_hmac_needs_openssl_digest",
+    "test_import_is_quiet_without_default_provider",
+];
+
+#[test]
+fn the_behaviour_test_fails_on_an_unpatched_build_where_the_patch_matters() {
+    let _g = serial();
+    let report = build(&["--no-fips-patch", "--no-verify"]);
+    let tarball = PathBuf::from(report["artifact"].as_str().unwrap());
+    assert!(tarball.to_str().unwrap().ends_with("-unpatched.tar.gz"));
+    let script = std::fs::read(root().join("tests/fips_behaviour.py")).unwrap();
+    let out = in_fresh_container(
+        &tarball,
+        &[("fips_behaviour.py", &script)],
+        &[
+            "sh",
+            "-c",
+            "/opt/python-fips/bin/python-fips-setup >/dev/null && /opt/python-fips/bin/python3 /tmp/fips_behaviour.py",
+        ],
+    );
+    let log = text(&out);
+    assert!(
+        !out.status.success(),
+        "the behaviour test passed on an unpatched build:\n{log}"
+    );
+    let failed: std::collections::BTreeSet<&str> = log
+        .lines()
+        .filter(|l| l.ends_with("... FAIL") || l.ends_with("... ERROR"))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(failed, FAIL_UNPATCHED.into_iter().collect(), "{log}");
+}

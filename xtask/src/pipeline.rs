@@ -382,7 +382,7 @@ pub fn labels(cache: &Cache) -> Vec<(String, String)> {
 }
 
 /// `<host>:<pid>` of this run.
-pub fn owner() -> String {
+fn owner() -> String {
     format!("{}:{}", hostname(), std::process::id())
 }
 
