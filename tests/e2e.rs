@@ -81,14 +81,18 @@ fn patch_change_reruns_python_and_later_and_a_killed_run_recovers() {
     let cold = cold_build();
     let mirror = setup().to_str().unwrap().to_string();
 
-    // A test copy of the patches with one byte changed in the header comment.
+    // A test copy of the patches with a header comment changed, differently on every run so that
+    // a cache kept from an earlier run holds nothing for it.
     let patches = work().join(format!("patches-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&patches);
     std::fs::create_dir_all(patches.join("3.13")).unwrap();
     let original = std::fs::read(root().join("patches/3.13/fips.patch")).unwrap();
-    let mut changed = original.clone();
-    let at = changed.iter().position(|&b| b == b'a').unwrap();
-    changed[at] = b'A';
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let mut changed = format!("test copy {nonce}\n").into_bytes();
+    changed.extend_from_slice(&original);
     std::fs::write(patches.join("3.13/fips.patch"), &changed).unwrap();
     let patches_s = patches.to_str().unwrap().to_string();
 
