@@ -97,15 +97,22 @@ pub struct BuildArgs {
     /// Where artifacts go (default: `dist/`).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Write `{stages: [{name, key, cached, seconds}], artifact, sha256}` to this file.
+    /// Write `{stages: [{name, key, cached, seconds}], artifact, sha256, sbom}` to this file.
     #[arg(long, value_name = "FILE.json")]
     pub report: Option<PathBuf>,
+    /// Tests only: the finalize stage adds a file holding the current time to the tree.
+    #[arg(long, hide = true)]
+    pub inject_nondeterminism: bool,
 }
 
 #[derive(Args, Debug)]
 pub struct Python {
     #[command(flatten)]
     pub build: BuildArgs,
+    /// Build a second time in a fresh cache (sharing only the downloads and the builder image)
+    /// and fail unless both tarballs are identical, naming the files that differ.
+    #[arg(long)]
+    pub check_reproducible: bool,
 }
 
 #[derive(Args, Debug)]
