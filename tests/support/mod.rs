@@ -79,12 +79,24 @@ pub fn text(out: &Output) -> String {
 
 /// `python` with the test configuration and `extra` flags; returns the parsed `--report`.
 pub fn build(extra: &[&str]) -> serde_json::Value {
+    let (out, report) = python_in(&work().join("dist"), extra);
+    assert!(
+        out.status.success(),
+        "python {extra:?} failed:\n{}",
+        text(&out)
+    );
+    report.expect("a successful run writes its report")
+}
+
+/// `python` with the test configuration, `extra` flags and artifacts in `out_dir`, whether it
+/// succeeds or not: its output and its `--report`, if it wrote one.
+pub fn python_in(out_dir: &Path, extra: &[&str]) -> (Output, Option<serde_json::Value>) {
     let mirror = setup();
     let report = work().join(format!("report-{}.json", std::process::id()));
+    let _ = std::fs::remove_file(&report);
     let mut args: Vec<&str> = vec!["python"];
     args.extend(VERSION);
     let mirror = mirror.to_str().unwrap();
-    let out_dir = work().join("dist");
     let report_s = report.to_str().unwrap();
     args.extend([
         "--mirror",
@@ -96,12 +108,10 @@ pub fn build(extra: &[&str]) -> serde_json::Value {
     ]);
     args.extend(extra);
     let out = xtask(&args);
-    assert!(
-        out.status.success(),
-        "python {args:?} failed:\n{}",
-        text(&out)
-    );
-    serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap()
+    let parsed = std::fs::read(&report)
+        .ok()
+        .map(|b| serde_json::from_slice(&b).unwrap());
+    (out, parsed)
 }
 
 /// (stage name, cached) for each stage of a report.
