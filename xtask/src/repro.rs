@@ -32,7 +32,7 @@ pub struct Check {
     pub first: String,
     pub second: String,
     pub identical: bool,
-    /// The second build's tarball; kept on a mismatch until the next run takes the cache lock.
+    /// The second build's tarball, kept beside the first on a mismatch.
     pub second_tarball: Option<PathBuf>,
     pub differences: Vec<Difference>,
     /// The directory of diffoscope's text reports.
@@ -112,6 +112,14 @@ pub fn check(sh: &Shell, first: &Build, artifact: &Artifact, ui: &Terminal) -> R
             diffoscope_error: None,
         });
     }
+    // Kept beside the first, out of tmp/ (which the next run empties), for a closer look.
+    let kept = first
+        .out_dir()
+        .join(format!("{}.second-build.tar.gz", first.artifact_name()));
+    std::fs::rename(&tarball, &kept)
+        .or_else(|_| std::fs::copy(&tarball, &kept).map(|_| ()))
+        .with_context(|| format!("cannot keep {} as {}", tarball.display(), kept.display()))?;
+    let tarball = kept;
     let differences = diff_tarballs(&artifact.tarball, &tarball)?;
     let reports = first
         .out_dir()
