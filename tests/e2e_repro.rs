@@ -380,6 +380,7 @@ fn tree_holds_no_host_path_hostname_user_kernel_or_build_date() {
     // Where a build date must be recorded, it is SOURCE_DATE_EPOCH's.
     let run = in_fresh_container(
         &tarball,
+        &[],
         &[
             "sh",
             "-c",
