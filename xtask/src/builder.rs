@@ -1,4 +1,7 @@
 //! The builder image: the recipe's base image plus its build dependencies, tagged by content key.
+//!
+//! The same recipe (a base image plus packages, keyed and tagged by content) also makes the
+//! helper images, such as the one `--check-reproducible` runs diffoscope in.
 
 use std::collections::BTreeMap;
 
@@ -19,6 +22,19 @@ pub fn ensure(
     engine: &Engine,
     cache: &Cache,
     spec: &BuilderSpec,
+    ui: &Terminal,
+) -> Result<String> {
+    ensure_image(sh, engine, cache, spec, "builder", ui)
+}
+
+/// Returns the id of the image `python-fips-<name>:<key>`: `spec.base_image` (a name or an id)
+/// plus `spec`'s packages, building and tagging it if it is missing.
+pub fn ensure_image(
+    sh: &Shell,
+    engine: &Engine,
+    cache: &Cache,
+    spec: &BuilderSpec,
+    name: &str,
     ui: &Terminal,
 ) -> Result<String> {
     let mut base_id = engine.image_id(sh, &spec.base_image)?;
@@ -48,17 +64,15 @@ pub fn ensure(
     inputs.insert("apt".to_string(), spec.apt.join(" "));
     inputs.insert("dnf".to_string(), spec.dnf.join(" "));
     let key = key_of(&inputs);
-    let tag = format!("python-fips-builder:{}", &key[..16]);
+    let tag = format!("python-fips-{name}:{}", &key[..16]);
     if let Some(id) = engine.image_id(sh, &tag)? {
-        ui.message(&format!("{:<14} cached ({tag})", "builder"));
+        ui.message(&format!("{name:<14} cached ({tag})"));
         return Ok(id);
     }
 
     let started = std::time::Instant::now();
-    let container = format!("python-fips-builder-{}-{}", &key[..12], std::process::id());
-    let log = cache
-        .dir("logs")
-        .join(format!("builder-{}.log", &key[..12]));
+    let container = format!("python-fips-{name}-{}-{}", &key[..12], std::process::id());
+    let log = cache.dir("logs").join(format!("{name}-{}.log", &key[..12]));
     let _ = std::fs::remove_file(&log);
     engine.create(
         sh,
@@ -80,7 +94,7 @@ pub fn ensure(
     )?;
     let result = (|| -> Result<String> {
         engine.put_file(&container, "/", "builder.sh", SCRIPT.as_bytes(), 0o755)?;
-        let spinner = ui.spinner("builder");
+        let spinner = ui.spinner(name);
         let ok = engine.start_logged(&container, &log, |line| {
             if let Some(s) = &spinner {
                 s.set_message(line.to_string());
@@ -107,8 +121,7 @@ pub fn ensure(
     engine.remove(sh, &container);
     let id = result?;
     ui.message(&format!(
-        "{:<14} ran    {:>7.1} s ({tag})",
-        "builder",
+        "{name:<14} ran    {:>7.1} s ({tag})",
         started.elapsed().as_secs_f64()
     ));
     Ok(id)

@@ -157,6 +157,10 @@ pub struct RuntimeSpec {
 #[serde(deny_unknown_fields)]
 pub struct PythonBuild {
     pub enable_shared: bool,
+    /// Profile-guided optimization (`--enable-optimizations`). Off by default: the profile
+    /// depends on timing, so the output differs from build to build and is not reproducible.
+    #[serde(default)]
+    pub pgo: bool,
     #[serde(default)]
     pub configure: Vec<ConfigureFlag>,
 }

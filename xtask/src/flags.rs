@@ -101,19 +101,26 @@ pub struct BuildArgs {
     /// Where artifacts go (default: `dist/`).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Write `{stages: [{name, key, cached, seconds}], artifact, sha256, image: {id, tags,
+    /// Write `{stages: [{name, key, cached, seconds}], artifact, sha256, sbom, image: {id, tags,
     /// cached}, verify: {passed, failed, json}}` to this file.
     #[arg(long, value_name = "FILE.json")]
     pub report: Option<PathBuf>,
     /// Skip the runtime image and the checks of `verify` that otherwise end every build.
     #[arg(long)]
     pub no_verify: bool,
+    /// Tests only: the finalize stage adds a file holding the current time to the tree.
+    #[arg(long, hide = true)]
+    pub inject_nondeterminism: bool,
 }
 
 #[derive(Args, Debug)]
 pub struct Python {
     #[command(flatten)]
     pub build: BuildArgs,
+    /// Build a second time in a fresh cache (sharing only the downloads and the builder image)
+    /// and fail unless both tarballs are identical, naming the files that differ.
+    #[arg(long)]
+    pub check_reproducible: bool,
 }
 
 #[derive(Args, Debug)]

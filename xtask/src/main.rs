@@ -17,6 +17,8 @@ mod pipeline;
 mod prepare;
 mod progress;
 mod python;
+mod repro;
+mod sbom;
 mod shell;
 #[cfg(test)]
 mod testutil;

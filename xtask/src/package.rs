@@ -104,6 +104,34 @@ pub fn write(stage_tar: &Path, extra: &[(&str, &[u8])], epoch: u64, out: &Path) 
     Ok(())
 }
 
+/// The sha256 of each regular file among `paths` (relative to the tree root) in a stage output
+/// tar; paths that are missing or not regular files are left out.
+pub fn sha256_of_entries(
+    stage_tar: &Path,
+    paths: &[String],
+) -> Result<std::collections::BTreeMap<String, String>> {
+    use sha2::{Digest, Sha256};
+    let file = std::fs::File::open(stage_tar)
+        .with_context(|| format!("cannot open {}", stage_tar.display()))?;
+    let mut out = std::collections::BTreeMap::new();
+    for entry in tar::Archive::new(file).entries()? {
+        let mut entry = entry?;
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let path = entry.path()?.to_string_lossy().into_owned();
+        let Some(rel) = path.strip_prefix("python-fips/") else {
+            continue;
+        };
+        if paths.iter().any(|p| p == rel) {
+            let mut h = Sha256::new();
+            std::io::copy(&mut entry, &mut h)?;
+            out.insert(rel.to_string(), crate::prepare::hex(&h.finalize()));
+        }
+    }
+    Ok(out)
+}
+
 fn append<W: Write>(tar: &mut tar::Builder<W>, e: &Entry, epoch: u64) -> Result<()> {
     let mut header = tar::Header::new_gnu();
     header.set_entry_type(e.kind);

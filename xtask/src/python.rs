@@ -13,12 +13,15 @@ use crate::image::RuntimeImage;
 use crate::pipeline::{self, Builder, Done, Input, Stage};
 use crate::prepare::{Context, Tree, file_name, hex};
 use crate::progress::{Reporter, Terminal};
-use crate::{builder, package};
+use crate::{builder, package, repro, sbom};
 
 impl flags::Python {
     pub fn run(self, sh: &Shell) -> Result<()> {
         let ui = Terminal::new();
         let build = Build::start(sh, &self.build, &ui)?;
+        if self.check_reproducible {
+            repro::refuse_unreproducible(&build.ctx.recipe)?;
+        }
         let done = build.run_all(&ui)?;
         let artifact = build.package(&done, &ui)?;
         // Every build proves itself in its runtime image unless told not to.
@@ -31,6 +34,10 @@ impl flags::Python {
             }
         };
         println!("{}", artifact.tarball.display());
+        let check = match self.check_reproducible {
+            true => Some(repro::check(sh, &build, &artifact, &ui)?),
+            false => None,
+        };
         if let Some(path) = &self.build.report {
             let report = Report {
                 stages: done.stages.clone(),
@@ -42,11 +49,16 @@ impl flags::Python {
                     failed: verdict.failed().iter().map(|s| s.to_string()).collect(),
                     json: json.clone(),
                 }),
+                sbom: artifact.sbom.clone(),
+                reproducible: check.as_ref(),
             };
             crate::cache::write_atomic(path, &serde_json::to_vec_pretty(&report)?)?;
         }
-        match &proof {
-            Some((_, verdict, json)) => verdict.ensure_passed(Some(json)),
+        if let Some((_, verdict, json)) = &proof {
+            verdict.ensure_passed(Some(json))?;
+        }
+        match check {
+            Some(check) => check.verdict(),
             None => Ok(()),
         }
     }
@@ -54,13 +66,17 @@ impl flags::Python {
 
 /// What `--report` writes.
 #[derive(Serialize)]
-struct Report {
+struct Report<'a> {
     stages: Vec<Done>,
     artifact: PathBuf,
     sha256: String,
     /// The runtime image (absent with `--no-verify`).
     image: Option<RuntimeImage>,
     verify: Option<ReportVerify>,
+    sbom: PathBuf,
+    /// The outcome of `--check-reproducible`, when it was asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reproducible: Option<&'a repro::Check>,
 }
 
 #[derive(Serialize)]
@@ -95,10 +111,11 @@ impl Stages {
     }
 }
 
-/// The shipped tarball and its checksum.
+/// The shipped tarball, its checksum and its SBOM.
 pub struct Artifact {
     pub tarball: PathBuf,
     pub sha256: String,
+    pub sbom: PathBuf,
 }
 
 impl<'a> Build<'a> {
@@ -209,12 +226,15 @@ impl<'a> Build<'a> {
                 return Ok((done, Some(s)));
             }
         }
-        let configure: Vec<&str> = r
+        let mut configure: Vec<&str> = r
             .python_build
             .configure
             .iter()
             .map(|c| c.flag.as_str())
             .collect();
+        if r.python_build.pgo {
+            configure.push("--enable-optimizations");
+        }
         let python = Stage {
             name: "python",
             script: include_str!("pipeline/python.sh"),
@@ -245,6 +265,10 @@ impl<'a> Build<'a> {
         }
         let mut deps = vec![done.get("python").expect("python ran").clone()];
         deps.extend(done.get("fips-provider").cloned());
+        let mut finalize_env = vec![];
+        if self.args.inject_nondeterminism {
+            finalize_env.push(env("INJECT_NONDETERMINISM", "build-time"));
+        }
         let finalize = Stage {
             name: "finalize",
             script: include_str!("pipeline/finalize.sh"),
@@ -252,7 +276,7 @@ impl<'a> Build<'a> {
                 "python-fips-setup",
                 include_str!("pipeline/python-fips-setup.sh"),
             )],
-            env: vec![],
+            env: finalize_env,
             inputs: vec![],
             deps,
             output: pipeline::PREFIX,
@@ -291,12 +315,13 @@ impl<'a> Build<'a> {
             .unwrap_or_else(|| crate::project_root().join("dist"))
     }
 
-    /// The package stage: BUILD-INFO.json plus a deterministic tarball, cached by key, copied to
-    /// the output directory with a `.sha256` beside it.
+    /// The package stage: BUILD-INFO.json, the SBOM and a deterministic tarball, cached by key,
+    /// copied to the output directory with a `.sha256` and the SBOM (`.cdx.json`) beside it.
     pub fn package(&self, done: &Stages, ui: &Terminal) -> Result<Artifact> {
-        let started = std::time::Instant::now();
         let finalize = done.get("finalize").expect("finalize ran");
         let info = serde_json::to_vec_pretty(&self.build_info(done)?)?;
+        let sbom = serde_json::to_vec_pretty(&self.sbom(finalize, ui)?)?;
+        let started = std::time::Instant::now();
         let mut inputs = std::collections::BTreeMap::new();
         inputs.insert("stage".to_string(), "package".to_string());
         inputs.insert(
@@ -305,6 +330,7 @@ impl<'a> Build<'a> {
         );
         inputs.insert("dep:finalize".to_string(), finalize.key.clone());
         inputs.insert("build-info".to_string(), hex(&Sha256::digest(&info)));
+        inputs.insert("sbom".to_string(), hex(&Sha256::digest(&sbom)));
         let key = pipeline::key_of(&inputs);
         let name = format!("{}.tar.gz", self.artifact_name());
         let entry = self.builder().entry("package", &key);
@@ -313,7 +339,7 @@ impl<'a> Build<'a> {
             let scratch = self.ctx.cache.scratch("package")?;
             package::write(
                 &finalize.output,
-                &[("BUILD-INFO.json", &info)],
+                &[("BUILD-INFO.json", &info), (SBOM_IN_TREE, &sbom)],
                 self.tree.source_date_epoch,
                 &scratch.join(&name),
             )?;
@@ -332,23 +358,94 @@ impl<'a> Build<'a> {
             &out.join(format!("{name}.sha256")),
             format!("{sha256}  {name}\n").as_bytes(),
         )?;
+        let sbom_path = out.join(format!("{}.cdx.json", self.artifact_name()));
+        crate::cache::write_atomic(&sbom_path, &sbom)?;
         let seconds = started.elapsed().as_secs_f64();
         if cached {
             ui.message(&format!("{:<14} cached", "package"));
         } else {
             ui.message(&format!("{:<14} ran    {seconds:>7.1} s", "package"));
         }
-        Ok(Artifact { tarball, sha256 })
+        Ok(Artifact {
+            tarball,
+            sha256,
+            sbom: sbom_path,
+        })
+    }
+
+    /// The patches applied, as `<minor>/<file>` with the sha256 of their bytes.
+    fn patches(&self) -> Result<Vec<sbom::Patch>> {
+        let r = &self.ctx.recipe;
+        r.patches
+            .iter()
+            .map(|p| {
+                let bytes =
+                    std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
+                Ok(sbom::Patch {
+                    file: format!("{}/{}", r.minor, file_name(p)),
+                    sha256: hex(&Sha256::digest(&bytes)),
+                })
+            })
+            .collect()
+    }
+
+    /// The packages installed in the builder image, listed once per image by a small stage.
+    fn builder_packages(&self, ui: &Terminal) -> Result<Vec<sbom::Package>> {
+        let stage = Stage {
+            name: "packages",
+            script: include_str!("pipeline/packages.sh"),
+            env: vec![],
+            inputs: vec![],
+            deps: vec![],
+            files: vec![],
+            output: "/out/packages",
+        };
+        let done = self.builder().run(&stage, ui)?;
+        let file = std::fs::File::open(&done.output)
+            .with_context(|| format!("cannot open {}", done.output.display()))?;
+        for entry in tar::Archive::new(file).entries()? {
+            let mut entry = entry?;
+            if entry.path()?.ends_with("packages.tsv") {
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut entry, &mut text)?;
+                return Ok(sbom::parse_packages(&text));
+            }
+        }
+        anyhow::bail!(
+            "the packages stage wrote no packages.tsv; see its log under {}",
+            self.ctx.cache.dir("logs").display()
+        )
+    }
+
+    /// The CycloneDX SBOM of the tree that `finalize` produced.
+    fn sbom(&self, finalize: &Done, ui: &Terminal) -> Result<serde_json::Value> {
+        let r = &self.ctx.recipe;
+        let wanted: Vec<String> = sbom::shipped_files(r).into_iter().map(|(_, p)| p).collect();
+        let input = sbom::Input {
+            artifact: &self.artifact_name(),
+            recipe: r,
+            patches: self.patches()?,
+            builder: sbom::BuilderImage {
+                base_image: r.builder.base_image.clone(),
+                id: self.image_id.clone(),
+                packages: self.builder_packages(ui)?,
+            },
+            files: package::sha256_of_entries(&finalize.output, &wanted)?,
+            arch: &self.arch,
+            source_date_epoch: self.tree.source_date_epoch,
+            reproducible: !r.python_build.pgo,
+        };
+        Ok(sbom::cyclonedx(&input))
     }
 
     fn build_info(&self, done: &Stages) -> Result<serde_json::Value> {
         let r = &self.ctx.recipe;
         let source = |s: &crate::catalog::Source| serde_json::json!({"version": s.version, "file": s.file, "sha256": s.sha256, "license": s.license});
-        let mut patches = Vec::new();
-        for p in &r.patches {
-            let bytes = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
-            patches.push(serde_json::json!({"file": format!("{}/{}", r.minor, file_name(p)), "sha256": hex(&Sha256::digest(&bytes))}));
-        }
+        let patches: Vec<serde_json::Value> = self
+            .patches()?
+            .iter()
+            .map(|p| serde_json::json!({"file": p.file, "sha256": p.sha256}))
+            .collect();
         let provider = match &r.fips_provider.cmvp {
             Some(c) => serde_json::json!({"certificate": c.certificate, "standard": c.standard}),
             None => serde_json::json!("not a validated module"),
@@ -361,15 +458,21 @@ impl<'a> Build<'a> {
             "configure": {
                 "python": r.python_build.configure,
                 "enable_shared": r.python_build.enable_shared,
+                "pgo": r.python_build.pgo,
             },
             "builder_image": {"base": r.builder.base_image, "id": self.image_id},
             "arch": self.arch,
             "source_date_epoch": self.tree.source_date_epoch,
-            "reproducible": true,
+            // Profile-guided optimization depends on timing: such a build is not reproducible.
+            "reproducible": !r.python_build.pgo,
+            "sbom": SBOM_IN_TREE,
             "stages": done.stages.iter().map(|d| serde_json::json!({"name": d.name, "key": d.key})).collect::<Vec<_>>(),
         }))
     }
 }
+
+/// Where the SBOM goes inside the tree, next to BUILD-INFO.json.
+pub const SBOM_IN_TREE: &str = "SBOM.cdx.json";
 
 fn env(k: &str, v: &str) -> (String, String) {
     (k.to_string(), v.to_string())

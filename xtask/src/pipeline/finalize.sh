@@ -36,3 +36,8 @@ mkdir -p "$PREFIX/share/python-fips"
 echo "$PREFIX/lib" > "$PREFIX/share/python-fips/ld.so.conf"
 "$PREFIX/bin/python-fips-setup"
 "$PREFIX/bin/openssl" list -providers
+# Tests only (--inject-nondeterminism): a file holding the time of this run, the kind of leak
+# --check-reproducible exists to catch.
+if [ -n "${INJECT_NONDETERMINISM:-}" ]; then
+    date +%s.%N > "$PREFIX/share/python-fips/$INJECT_NONDETERMINISM"
+fi

@@ -1,9 +1,17 @@
 # Stage python: configure, build and install the patched CPython against the OpenSSL in $PREFIX.
 cd "/build/src/Python-$PYTHON_VERSION"
+# Every Python the build runs (compileall, ensurepip) hashes strings the same way every time, so
+# no set or dict order that depends on a random seed can reach a generated file.
+export PYTHONHASHSEED=0
 ./configure --prefix="$PREFIX" --with-openssl="$PREFIX" --with-openssl-rpath=auto \
     $PYTHON_SHARED $PYTHON_CONFIGURE LDFLAGS="-Wl,-rpath,$PREFIX/lib"
 make -j"$JOBS"
-make install
+# One process compiles the .pyc files, in compileall's sorted order. With the default -j0, which
+# worker compiles a file, and so what that worker had interned before, varies from run to run;
+# marshal writes an object shared between code objects once with a back-reference, else twice,
+# so the same source gave two different .pyc files (test_text.cpython-313.pyc: frozenset({'sel',
+# 'a', 'b'}) inline twice in one build, a reference in the other).
+make install COMPILEALL_OPTS=-j1
 
 # The failure users hit most: _ssl or _hashlib missing, or linked against another OpenSSL.
 dynload="$PREFIX/lib/python$PYTHON_MINOR/lib-dynload"

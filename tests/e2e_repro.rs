@@ -1,0 +1,409 @@
+//! End to end: reproducible output (two independent builds, byte for byte), the SBOM, and what the tree must not hold.
+//!
+//! Cold builds are what this costs: `--check-reproducible` always builds its second time from
+//! nothing but the downloads and the builder image. Its first build reuses the shared cache, so
+//! the passing check and the injected-nondeterminism check cost one cold build each.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use sha2::{Digest, Sha256};
+use support::*;
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The regular files of a `.tar.gz` whose path satisfies `keep`, with their bytes.
+fn files_in(tarball: &Path, keep: impl Fn(&str) -> bool) -> BTreeMap<String, Vec<u8>> {
+    let file = std::fs::File::open(tarball).unwrap();
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let mut out = BTreeMap::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let path = entry.path().unwrap().to_string_lossy().into_owned();
+        if entry.header().entry_type().is_file() && keep(&path) {
+            let mut data = Vec::new();
+            entry.read_to_end(&mut data).unwrap();
+            out.insert(path, data);
+        }
+    }
+    out
+}
+
+fn tarball_of(report: &serde_json::Value) -> PathBuf {
+    PathBuf::from(report["artifact"].as_str().unwrap())
+}
+
+/// `--check-reproducible` on the test configuration, once per test process.
+fn reproducible_check() -> &'static serde_json::Value {
+    static REPORT: OnceLock<serde_json::Value> = OnceLock::new();
+    REPORT.get_or_init(|| build(&["--check-reproducible"]))
+}
+
+#[test]
+fn check_reproducible_passes_for_two_clean_builds() {
+    let _g = serial();
+    let report = reproducible_check();
+    let check = &report["reproducible"];
+    eprintln!(
+        "first build: {}\nsecond build: {}",
+        check["first"], check["second"]
+    );
+    assert_eq!(check["identical"], true, "{check:#}");
+    assert_eq!(check["first"], check["second"]);
+    assert_eq!(check["first"], report["sha256"]);
+    assert_eq!(check["differences"], serde_json::json!([]));
+    // The second build was clean: its cache is gone and it left no tarball behind.
+    assert!(check["second_tarball"].is_null());
+    let tmp = work().join("cache/tmp");
+    let left: Vec<_> = std::fs::read_dir(&tmp)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().starts_with("reproducible"))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "the second build's cache is left: {left:?}"
+    );
+}
+
+#[test]
+fn injected_nondeterminism_fails_the_check_and_names_the_file() {
+    let _g = serial();
+    let out_dir = work().join("dist-nondeterministic");
+    let _ = std::fs::remove_dir_all(&out_dir);
+    let (out, report) = run_python(
+        &out_dir,
+        &["--check-reproducible", "--inject-nondeterminism"],
+    );
+    let text = text(&out);
+    assert!(!out.status.success(), "the check passed:\n{text}");
+    let injected = "opt/python-fips/share/python-fips/build-time";
+    assert!(text.contains("not reproducible"), "{text}");
+    assert!(text.contains(&format!("{injected}: content")), "{text}");
+    let check = &report.expect("a failed check still writes its report")["reproducible"];
+    let differences = check["differences"].as_array().unwrap();
+    let paths: Vec<&str> = differences
+        .iter()
+        .map(|d| d["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, vec![injected], "{check:#}");
+    // diffoscope, in a container, explained the file.
+    let reports = PathBuf::from(
+        check["diffoscope"]
+            .as_str()
+            .unwrap_or_else(|| panic!("diffoscope did not run: {}", check["diffoscope_error"])),
+    );
+    let explained: String = std::fs::read_dir(&reports)
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert!(explained.contains("build-time"), "{explained}");
+    // Both tarballs (and the second build's, kept beside the first) are 120 MB each.
+    std::fs::remove_dir_all(&out_dir).unwrap();
+}
+
+#[test]
+fn sbom_is_cyclonedx_and_its_hashes_match_the_files() {
+    let _g = serial();
+    let report = cold_build();
+    let sbom_path = PathBuf::from(report["sbom"].as_str().unwrap());
+    assert!(
+        sbom_path
+            .to_string_lossy()
+            .ends_with("dist/python-fips-3.13.15-openssl-3.5.7-fips-3.0.20-linux-x86_64.cdx.json"),
+        "{}",
+        sbom_path.display()
+    );
+    let bytes = std::fs::read(&sbom_path).unwrap();
+    let tree = files_in(&tarball_of(report), |p| {
+        p.ends_with(".cdx.json")
+            || p.ends_with("BUILD-INFO.json")
+            || p.ends_with("lib/ossl-modules/fips.so")
+            || p.ends_with("lib/libcrypto.so.3")
+    });
+    assert_eq!(
+        tree["opt/python-fips/SBOM.cdx.json"], bytes,
+        "the SBOM in the tree and the one beside the tarball differ"
+    );
+    let info: serde_json::Value =
+        serde_json::from_slice(&tree["opt/python-fips/BUILD-INFO.json"]).unwrap();
+    assert_eq!(info["reproducible"], true);
+    assert_eq!(info["sbom"], "SBOM.cdx.json");
+
+    let bom: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(bom["bomFormat"], "CycloneDX");
+    assert_eq!(bom["specVersion"], "1.5");
+    assert_eq!(bom["version"], 1);
+    let serial_number = bom["serialNumber"].as_str().unwrap();
+    let uuid = serial_number.strip_prefix("urn:uuid:").unwrap();
+    let groups: Vec<usize> = uuid.split('-').map(str::len).collect();
+    assert_eq!(groups, vec![8, 4, 4, 4, 12], "{serial_number}");
+    assert!(uuid.chars().all(|c| c == '-' || c.is_ascii_hexdigit()));
+    assert!(
+        bom["metadata"]["timestamp"]
+            .as_str()
+            .unwrap()
+            .ends_with('Z')
+    );
+    assert_eq!(bom["metadata"]["component"]["name"], "python-fips");
+
+    let components = bom["components"].as_array().unwrap();
+    let by_ref = |r: &str| -> &serde_json::Value {
+        components
+            .iter()
+            .find(|c| c["bom-ref"] == r)
+            .unwrap_or_else(|| panic!("no component {r} in {bom:#}"))
+    };
+    for c in components {
+        for field in ["type", "name", "version", "hashes", "licenses"] {
+            assert!(!c[field].is_null(), "{} has no {field}", c["bom-ref"]);
+        }
+        assert_eq!(c["hashes"][0]["alg"], "SHA-256");
+    }
+    let hash = |c: &serde_json::Value| c["hashes"][0]["content"].as_str().unwrap().to_string();
+
+    // Sources: the hashes of the upstream files (the test mirror holds the same bytes).
+    let mirror = setup();
+    for (r, file, version, license) in [
+        ("cpython", "Python-3.13.15.tar.xz", "3.13.15", "PSF-2.0"),
+        ("openssl", "openssl-3.5.7.tar.gz", "3.5.7", "Apache-2.0"),
+        (
+            "fips-provider",
+            "openssl-3.0.20.tar.gz",
+            "3.0.20",
+            "Apache-2.0",
+        ),
+    ] {
+        let c = by_ref(r);
+        assert_eq!(c["version"], version);
+        assert_eq!(c["licenses"][0]["license"]["id"], license);
+        assert_eq!(
+            hash(c),
+            sha256_hex(&std::fs::read(mirror.join(file)).unwrap()),
+            "{r}"
+        );
+    }
+    // 3.0.20 has no CMVP certificate in the catalog: the SBOM says so.
+    let provider = by_ref("fips-provider");
+    assert!(
+        provider["description"]
+            .as_str()
+            .unwrap()
+            .contains("not a validated module"),
+        "{provider:#}"
+    );
+    let shipped = |c: &serde_json::Value, path: &str| -> String {
+        let f = c["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == path)
+            .unwrap_or_else(|| panic!("{path} is not listed under {}", c["bom-ref"]));
+        hash(f)
+    };
+    assert_eq!(
+        shipped(provider, "lib/ossl-modules/fips.so"),
+        sha256_hex(&tree["opt/python-fips/lib/ossl-modules/fips.so"])
+    );
+    assert_eq!(
+        shipped(by_ref("openssl"), "lib/libcrypto.so.3"),
+        sha256_hex(&tree["opt/python-fips/lib/libcrypto.so.3"])
+    );
+    // The patch, by the hash of its bytes.
+    let patch = by_ref("patch:3.13/fips.patch");
+    assert_eq!(
+        hash(patch),
+        sha256_hex(&std::fs::read(root().join("patches/3.13/fips.patch")).unwrap())
+    );
+    // The builder image the stages ran in (their keys name it), with its installed packages.
+    let builder = by_ref("builder");
+    let python = report["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "python")
+        .unwrap();
+    let meta: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(work().join(format!(
+            "cache/stages/python-{}/meta.json",
+            python["key"].as_str().unwrap()
+        )))
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        format!("sha256:{}", hash(builder)),
+        meta["inputs"]["builder-image"].as_str().unwrap()
+    );
+    let packages: Vec<&str> = builder["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    for want in ["build-essential", "libc6", "perl", "zlib1g-dev"] {
+        assert!(packages.contains(&want), "{want} is not in {packages:?}");
+    }
+}
+
+#[test]
+fn pyc_files_are_hash_based_and_checked() {
+    let _g = serial();
+    let report = cold_build();
+    let pycs = files_in(&tarball_of(report), |p| p.ends_with(".pyc"));
+    assert!(pycs.len() > 1000, "only {} .pyc files", pycs.len());
+    // PEP 552: the second word of the header is the flags; 0b11 is a checked hash-based pyc.
+    let wrong: Vec<(&String, u32)> = pycs
+        .iter()
+        .map(|(p, b)| (p, u32::from_le_bytes(b[4..8].try_into().unwrap())))
+        .filter(|(_, flags)| *flags != 0b11)
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{} of {} .pyc files are not checked-hash based, e.g. {:?}",
+        wrong.len(),
+        pycs.len(),
+        &wrong[..wrong.len().min(5)]
+    );
+}
+
+/// The Unix times at which the stages of a build ran, from their cached logs' names.
+fn stage_run_times(report: &serde_json::Value) -> Vec<u64> {
+    let mut times = Vec::new();
+    for s in report["stages"].as_array().unwrap() {
+        let entry = work().join(format!(
+            "cache/stages/{}-{}/meta.json",
+            s["name"].as_str().unwrap(),
+            s["key"].as_str().unwrap()
+        ));
+        let meta: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&entry).unwrap()).unwrap();
+        let log = meta["log"].as_str().unwrap();
+        let started: u64 = log
+            .trim_end_matches(".log")
+            .rsplit('-')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let seconds = meta["seconds"].as_f64().unwrap() as u64;
+        times.extend([started, started + seconds]);
+    }
+    times
+}
+
+/// `date` on this machine, UTC.
+fn date(at: u64, format: &str) -> String {
+    let out = Command::new("date")
+        .args(["--utc", &format!("--date=@{at}"), &format!("+{format}")])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn tree_holds_no_host_path_hostname_user_kernel_or_build_date() {
+    let _g = serial();
+    let report = cold_build();
+    let tarball = tarball_of(report);
+    let epoch = {
+        let info = files_in(&tarball, |p| p.ends_with("BUILD-INFO.json"));
+        let info: serde_json::Value =
+            serde_json::from_slice(info.values().next().unwrap()).unwrap();
+        info["source_date_epoch"].as_u64().unwrap()
+    };
+    let unpacked = work().join(format!("leaks-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&unpacked);
+    std::fs::create_dir_all(&unpacked).unwrap();
+    let status = Command::new("tar")
+        .arg("-xzf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(&unpacked)
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    let mut needles: Vec<String> = vec![
+        root().to_string_lossy().into_owned(),
+        work().to_string_lossy().into_owned(),
+    ];
+    // Short names ("vm", "ci") are substrings of too many words to search for.
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    if hostname.trim().len() >= 6 {
+        needles.push(hostname.trim().to_string());
+    }
+    // The kernel is the host's inside a container too: a build that records `uname -r` leaks it.
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    needles.push(kernel.trim().to_string());
+    if let Ok(user) = std::env::var("USER")
+        && user != "root"
+        && user.len() >= 4
+    {
+        needles.push(format!("/home/{user}"));
+    }
+    // The days the stages really ran, as __DATE__, ISO 8601 and date(1) write them (unless it
+    // is SOURCE_DATE_EPOCH's day, which is meant to be there).
+    for t in stage_run_times(report) {
+        if date(t, "%F") == date(epoch, "%F") {
+            continue;
+        }
+        needles.push(date(t, "%b %e %Y"));
+        needles.push(date(t, "%F"));
+        needles.push(date(t, "%a %b %e"));
+    }
+    needles.sort();
+    needles.dedup();
+    let mut grep = Command::new("grep");
+    grep.args([
+        "--recursive",
+        "--binary-files=text",
+        "--only-matching",
+        "--fixed-strings",
+    ]);
+    for n in &needles {
+        grep.arg("-e").arg(n);
+    }
+    let out = grep.arg(&unpacked).output().unwrap();
+    let hits = String::from_utf8_lossy(&out.stdout).into_owned();
+    std::fs::remove_dir_all(&unpacked).unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the tree holds what it must not (searched for {needles:?}):\n{}",
+        hits.lines().take(30).collect::<Vec<_>>().join("\n")
+    );
+
+    // Where a build date must be recorded, it is SOURCE_DATE_EPOCH's.
+    let run = in_fresh_container(
+        &tarball,
+        &[],
+        &[
+            "sh",
+            "-c",
+            "/opt/python-fips/bin/python3 -c 'import sys; print(sys.version)' && /opt/python-fips/bin/openssl version -b",
+        ],
+    );
+    let said = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{}", text(&run));
+    let python_date = date(epoch, "%b %e %Y, %H:%M:%S");
+    let openssl_date = date(epoch, "%a %b %e %H:%M:%S %Y UTC");
+    assert!(
+        said.contains(&python_date),
+        "sys.version does not carry {python_date}: {said}"
+    );
+    assert!(
+        said.contains(&openssl_date),
+        "openssl version -b does not say {openssl_date}: {said}"
+    );
+}

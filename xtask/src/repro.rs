@@ -1,0 +1,523 @@
+//! `python --check-reproducible`: a second build in a fresh cache, compared byte for byte.
+//!
+//! The second build shares only the verified downloads (hard-linked) and the builder image (found
+//! again by its content tag) with the first, so every stage runs again. When the tarballs differ,
+//! the entries are compared one by one here, and diffoscope, in a container, explains the first
+//! few files that differ.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result, bail};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use xshell::Shell;
+
+use crate::cache::{self, Cache};
+use crate::catalog::{BuilderSpec, Recipe};
+use crate::pipeline::{Builder, Input, Stage};
+use crate::prepare::hex;
+use crate::progress::{Reporter, Terminal};
+use crate::python::{Artifact, Build};
+
+/// How many differing files diffoscope is run on.
+const DIFFOSCOPE_FILES: usize = 5;
+/// How many differing paths the error message lists (the report has them all).
+const SHOWN: usize = 20;
+
+/// The outcome of the check, also written to `--report` as `reproducible`.
+#[derive(Debug, Serialize)]
+pub struct Check {
+    pub first: String,
+    pub second: String,
+    pub identical: bool,
+    /// The second build's tarball, kept beside the first on a mismatch.
+    pub second_tarball: Option<PathBuf>,
+    pub differences: Vec<Difference>,
+    /// The directory of diffoscope's text reports.
+    pub diffoscope: Option<PathBuf>,
+    /// Why diffoscope could not run, if it could not.
+    pub diffoscope_error: Option<String>,
+}
+
+/// One path whose entry differs between two tarballs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Difference {
+    pub path: String,
+    pub what: String,
+}
+
+/// Refuses to check a build that is known not to be reproducible, instead of failing later.
+pub fn refuse_unreproducible(recipe: &Recipe) -> Result<()> {
+    if recipe.python_build.pgo {
+        bail!(
+            "the recipe for CPython {} enables profile-guided optimization (pgo = true in \
+             [python_build]), whose output differs from build to build: BUILD-INFO.json says \
+             \"reproducible\": false and there is nothing to check; set pgo = false to get a \
+             reproducible build",
+            recipe.minor
+        );
+    }
+    Ok(())
+}
+
+/// Builds again in a fresh cache and compares the result with `artifact`.
+pub fn check(sh: &Shell, first: &Build, artifact: &Artifact, ui: &Terminal) -> Result<Check> {
+    let root = first.ctx.cache.scratch("reproducible")?;
+    let fresh = Cache::open(Some(&root))?;
+    for source in first.ctx.recipe.sources() {
+        let from = first.ctx.cache.download_path(source);
+        let to = fresh.download_path(source);
+        std::fs::create_dir_all(to.parent().expect("a download has a directory"))?;
+        if std::fs::hard_link(&from, &to).is_err() {
+            std::fs::copy(&from, &to)
+                .with_context(|| format!("cannot copy {} to {}", from.display(), to.display()))?;
+        }
+    }
+    let mut args = first.args.clone();
+    args.sources.cache = Some(root.clone());
+    args.sources.offline = true;
+    args.out = Some(root.join("dist"));
+    args.report = None;
+    ui.message(&format!(
+        "second build, in a fresh cache that shares only the downloads and the builder image: {}",
+        root.display()
+    ));
+    let (sha256, tarball) = {
+        let second = Build::start(sh, &args, ui)?;
+        if second.image_id != first.image_id {
+            bail!(
+                "the second build got builder image {} where the first had {}; was the base image \
+                 {} replaced during the check?",
+                second.image_id,
+                first.image_id,
+                first.ctx.recipe.builder.base_image
+            );
+        }
+        let done = second.run_all(ui)?;
+        let a = second.package(&done, ui)?;
+        (a.sha256, a.tarball)
+    };
+    if sha256 == artifact.sha256 {
+        ui.message(&format!("reproducible: both builds give sha256 {sha256}"));
+        cache::remove(&root)?;
+        return Ok(Check {
+            first: artifact.sha256.clone(),
+            second: sha256,
+            identical: true,
+            second_tarball: None,
+            differences: vec![],
+            diffoscope: None,
+            diffoscope_error: None,
+        });
+    }
+    // Kept beside the first, out of tmp/ (which the next run empties), for a closer look.
+    let kept = first
+        .out_dir()
+        .join(format!("{}.second-build.tar.gz", first.artifact_name()));
+    std::fs::rename(&tarball, &kept)
+        .or_else(|_| std::fs::copy(&tarball, &kept).map(|_| ()))
+        .with_context(|| format!("cannot keep {} as {}", tarball.display(), kept.display()))?;
+    let tarball = kept;
+    let differences = diff_tarballs(&artifact.tarball, &tarball)?;
+    let reports = first
+        .out_dir()
+        .join(format!("{}.diffoscope", first.artifact_name()));
+    let (diffoscope, diffoscope_error) = match explain(
+        sh,
+        first,
+        &artifact.tarball,
+        &tarball,
+        &differences,
+        &reports,
+        ui,
+    ) {
+        Ok(Some(dir)) => (Some(dir), None),
+        Ok(None) => (None, None),
+        Err(e) => (None, Some(format!("{e:#}"))),
+    };
+    Ok(Check {
+        first: artifact.sha256.clone(),
+        second: sha256,
+        identical: false,
+        second_tarball: Some(tarball),
+        differences,
+        diffoscope,
+        diffoscope_error,
+    })
+}
+
+impl Check {
+    /// An error naming what differs, unless both builds were identical.
+    pub fn verdict(&self) -> Result<()> {
+        if self.identical {
+            return Ok(());
+        }
+        let mut lines: Vec<String> = self
+            .differences
+            .iter()
+            .take(SHOWN)
+            .map(|d| format!("  {}: {}", d.path, d.what))
+            .collect();
+        if self.differences.len() > SHOWN {
+            lines.push(format!(
+                "  ... and {} more (all of them are in --report)",
+                self.differences.len() - SHOWN
+            ));
+        }
+        let explained = match (&self.diffoscope, &self.diffoscope_error) {
+            (Some(dir), _) => format!("diffoscope's reports: {}", dir.display()),
+            (None, Some(e)) => format!("diffoscope could not run: {e}"),
+            (None, None) => "no file differs in content, so diffoscope did not run".to_string(),
+        };
+        bail!(
+            "the build is not reproducible: two builds of the same inputs differ\n  first:  {}\n  \
+             second: {} ({})\n{} differing entries:\n{}\n{explained}\nthe stage scripts \
+             (xtask/src/pipeline/*.sh) or package.rs must make these paths independent of the time \
+             and the machine of the build",
+            self.first,
+            self.second,
+            self.second_tarball
+                .as_deref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            self.differences.len(),
+            lines.join("\n")
+        )
+    }
+}
+
+/// What identifies an entry of a tarball, its bytes by their sha256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Summary {
+    kind: u8,
+    mode: u32,
+    owner: (u64, u64),
+    mtime: u64,
+    link: Option<String>,
+    size: u64,
+    sha256: String,
+}
+
+/// The entries of a `.tar.gz`, in archive order.
+fn summarize(tarball: &Path) -> Result<Vec<(String, Summary)>> {
+    let file = std::fs::File::open(tarball)
+        .with_context(|| format!("cannot open {}", tarball.display()))?;
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let mut out = Vec::new();
+    for entry in archive
+        .entries()
+        .with_context(|| format!("cannot read {}", tarball.display()))?
+    {
+        let mut entry = entry.with_context(|| format!("cannot read {}", tarball.display()))?;
+        let h = entry.header().clone();
+        let path = entry.path()?.to_string_lossy().into_owned();
+        let link = entry.link_name()?.map(|l| l.to_string_lossy().into_owned());
+        let mut sha = Sha256::new();
+        std::io::copy(&mut entry, &mut sha)?;
+        out.push((
+            path,
+            Summary {
+                kind: h.entry_type().as_byte(),
+                mode: h.mode()?,
+                owner: (h.uid().unwrap_or(0), h.gid().unwrap_or(0)),
+                mtime: h.mtime()?,
+                link,
+                size: h.size()?,
+                sha256: hex(&sha.finalize()),
+            },
+        ));
+    }
+    Ok(out)
+}
+
+/// The entries that differ between two `.tar.gz` files, by path; if every entry is the same,
+/// a single difference saying the archives differ in order or compression.
+pub fn diff_tarballs(a: &Path, b: &Path) -> Result<Vec<Difference>> {
+    let (list_a, list_b) = (summarize(a)?, summarize(b)?);
+    let map_a: BTreeMap<&str, &Summary> = list_a.iter().map(|(p, s)| (p.as_str(), s)).collect();
+    let map_b: BTreeMap<&str, &Summary> = list_b.iter().map(|(p, s)| (p.as_str(), s)).collect();
+    let mut paths: Vec<&str> = map_a.keys().chain(map_b.keys()).copied().collect();
+    paths.sort();
+    paths.dedup();
+    let mut out = Vec::new();
+    for path in paths {
+        let what = match (map_a.get(path), map_b.get(path)) {
+            (Some(_), None) => "only in the first build".to_string(),
+            (None, Some(_)) => "only in the second build".to_string(),
+            (Some(x), Some(y)) if x != y => describe(x, y),
+            _ => continue,
+        };
+        out.push(Difference {
+            path: path.to_string(),
+            what,
+        });
+    }
+    if out.is_empty() {
+        let order_a: Vec<&str> = list_a.iter().map(|(p, _)| p.as_str()).collect();
+        let order_b: Vec<&str> = list_b.iter().map(|(p, _)| p.as_str()).collect();
+        out.push(Difference {
+            path: "(the archive)".into(),
+            what: if order_a != order_b {
+                "the same entries in another order".into()
+            } else {
+                "the same entries, compressed differently".into()
+            },
+        });
+    }
+    Ok(out)
+}
+
+fn describe(x: &Summary, y: &Summary) -> String {
+    let mut what = Vec::new();
+    if x.kind != y.kind {
+        what.push(format!(
+            "entry type {:?} vs {:?}",
+            x.kind as char, y.kind as char
+        ));
+    }
+    if x.sha256 != y.sha256 {
+        what.push(format!("content ({} vs {} bytes)", x.size, y.size));
+    }
+    if x.link != y.link {
+        what.push(format!("link target {:?} vs {:?}", x.link, y.link));
+    }
+    if x.mode != y.mode {
+        what.push(format!("mode {:o} vs {:o}", x.mode, y.mode));
+    }
+    if x.mtime != y.mtime {
+        what.push(format!("mtime {} vs {}", x.mtime, y.mtime));
+    }
+    if x.owner != y.owner {
+        what.push(format!("owner {:?} vs {:?}", x.owner, y.owner));
+    }
+    what.join(", ")
+}
+
+/// The bytes of the regular files `paths` in a `.tar.gz`.
+fn read_files(tarball: &Path, paths: &[&str]) -> Result<BTreeMap<String, Vec<u8>>> {
+    let file = std::fs::File::open(tarball)
+        .with_context(|| format!("cannot open {}", tarball.display()))?;
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let mut out = BTreeMap::new();
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let path = entry.path()?.to_string_lossy().into_owned();
+        if entry.header().entry_type().is_file() && paths.contains(&path.as_str()) {
+            let mut data = Vec::new();
+            entry.read_to_end(&mut data)?;
+            out.insert(path, data);
+        }
+    }
+    Ok(out)
+}
+
+/// Runs diffoscope on the first few files whose content differs, in a container made from the
+/// builder image plus diffoscope, and puts its text reports in `reports`.
+fn explain(
+    sh: &Shell,
+    first: &Build,
+    a: &Path,
+    b: &Path,
+    differences: &[Difference],
+    reports: &Path,
+    ui: &Terminal,
+) -> Result<Option<PathBuf>> {
+    let paths: Vec<&str> = differences
+        .iter()
+        .filter(|d| d.what.contains("content"))
+        .map(|d| d.path.as_str())
+        .take(DIFFOSCOPE_FILES)
+        .collect();
+    if paths.is_empty() {
+        return Ok(None);
+    }
+    let (files_a, files_b) = (read_files(a, &paths)?, read_files(b, &paths)?);
+    let dir = first.ctx.cache.scratch("diffoscope")?.join("diff");
+    let mut names = String::new();
+    let mut content = Sha256::new();
+    for (n, path) in paths.iter().enumerate() {
+        let name = path.rsplit('/').next().unwrap_or(path);
+        for (side, files) in [("a", &files_a), ("b", &files_b)] {
+            let bytes = files.get(*path).map(Vec::as_slice).unwrap_or_default();
+            let at = dir.join(side).join(n.to_string());
+            std::fs::create_dir_all(&at)?;
+            std::fs::write(at.join(name), bytes)?;
+            content.update(Sha256::digest(bytes));
+        }
+        names.push_str(&format!("{n}\t{path}\n"));
+    }
+    std::fs::write(dir.join("names.tsv"), &names)?;
+    content.update(names.as_bytes());
+
+    let spec = BuilderSpec {
+        base_image: first.image_id.clone(),
+        apt: vec!["diffoscope-minimal".into()],
+        dnf: vec!["diffoscope".into()],
+    };
+    let image =
+        crate::builder::ensure_image(sh, &first.engine, &first.ctx.cache, &spec, "diffoscope", ui)
+            .context("cannot make an image with diffoscope (apt-get install diffoscope-minimal)")?;
+    let builder = Builder {
+        image_id: image,
+        ..first.builder()
+    };
+    let stage = Stage {
+        name: "diffoscope",
+        script: include_str!("pipeline/diffoscope.sh"),
+        env: vec![],
+        inputs: vec![Input {
+            dest: "diff".into(),
+            host: dir,
+            content: hex(&content.finalize()),
+        }],
+        deps: vec![],
+        files: vec![],
+        output: "/out/diffoscope",
+    };
+    let done = builder.run(&stage, ui)?;
+    let _ = cache::remove(reports);
+    std::fs::create_dir_all(reports)
+        .with_context(|| format!("cannot create {}", reports.display()))?;
+    let file = std::fs::File::open(&done.output)?;
+    for entry in tar::Archive::new(file).entries()? {
+        let mut entry = entry?;
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let path = entry.path()?.into_owned();
+        let Some(name) = path.file_name() else {
+            continue;
+        };
+        let mut data = Vec::new();
+        entry.read_to_end(&mut data)?;
+        std::fs::write(reports.join(name), data)?;
+    }
+    ui.message(&format!("diffoscope's reports: {}", reports.display()));
+    Ok(Some(reports.to_path_buf()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::TempDir;
+
+    fn tarball(path: &Path, entries: &[(&str, &[u8], u64)]) {
+        let gz = flate2::write::GzEncoder::new(
+            std::fs::File::create(path).unwrap(),
+            flate2::Compression::default(),
+        );
+        let mut b = tar::Builder::new(gz);
+        for (name, data, mtime) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(*mtime);
+            b.append_data(&mut h, name, *data).unwrap();
+        }
+        b.into_inner().unwrap().finish().unwrap();
+    }
+
+    #[test]
+    fn one_entry_differing_in_content_is_the_one_listed() {
+        let dir = TempDir::new("repro-diff");
+        let (a, b) = (dir.path().join("a.tar.gz"), dir.path().join("b.tar.gz"));
+        tarball(
+            &a,
+            &[
+                ("opt/x", b"same", 1),
+                ("opt/stamp", b"12:00", 1),
+                ("opt/z", b"z", 1),
+            ],
+        );
+        tarball(
+            &b,
+            &[
+                ("opt/x", b"same", 1),
+                ("opt/stamp", b"12:01", 1),
+                ("opt/z", b"z", 1),
+            ],
+        );
+        let d = diff_tarballs(&a, &b).unwrap();
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(d[0].path, "opt/stamp");
+        assert!(d[0].what.contains("content"), "{}", d[0].what);
+    }
+
+    #[test]
+    fn missing_entries_and_metadata_changes_are_listed() {
+        let dir = TempDir::new("repro-diff");
+        let (a, b) = (dir.path().join("a.tar.gz"), dir.path().join("b.tar.gz"));
+        tarball(&a, &[("opt/gone", b"1", 1), ("opt/t", b"t", 1)]);
+        tarball(&b, &[("opt/new", b"1", 1), ("opt/t", b"t", 2)]);
+        let d = diff_tarballs(&a, &b).unwrap();
+        let got: Vec<(&str, &str)> = d
+            .iter()
+            .map(|d| (d.path.as_str(), d.what.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("opt/gone", "only in the first build"),
+                ("opt/new", "only in the second build"),
+                ("opt/t", "mtime 1 vs 2"),
+            ]
+        );
+    }
+
+    #[test]
+    fn same_entries_in_another_order_are_named_as_such() {
+        let dir = TempDir::new("repro-diff");
+        let (a, b) = (dir.path().join("a.tar.gz"), dir.path().join("b.tar.gz"));
+        tarball(&a, &[("opt/a", b"1", 1), ("opt/b", b"2", 1)]);
+        tarball(&b, &[("opt/b", b"2", 1), ("opt/a", b"1", 1)]);
+        let d = diff_tarballs(&a, &b).unwrap();
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].what, "the same entries in another order");
+    }
+
+    #[test]
+    fn a_failed_check_names_the_paths_and_a_pgo_recipe_is_refused() {
+        let check = Check {
+            first: "a".repeat(64),
+            second: "b".repeat(64),
+            identical: false,
+            second_tarball: Some(PathBuf::from("/c/tmp/second.tar.gz")),
+            differences: vec![Difference {
+                path: "opt/python-fips/share/python-fips/build-time".into(),
+                what: "content (21 vs 21 bytes)".into(),
+            }],
+            diffoscope: None,
+            diffoscope_error: Some("no network".into()),
+        };
+        let err = format!("{:#}", check.verdict().unwrap_err());
+        assert!(err.contains("not reproducible"), "{err}");
+        assert!(
+            err.contains("opt/python-fips/share/python-fips/build-time: content"),
+            "{err}"
+        );
+        assert!(
+            err.contains("diffoscope could not run: no network"),
+            "{err}"
+        );
+
+        let mut recipe = crate::catalog::resolve(
+            &crate::catalog::Catalog::load(&crate::catalog::recipes_dir()).unwrap(),
+            &crate::catalog::recipes_dir(),
+            Path::new("/nonexistent"),
+            &crate::flags::SourceArgs {
+                version: Some("3.13".into()),
+                no_fips_patch: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        refuse_unreproducible(&recipe).unwrap();
+        recipe.python_build.pgo = true;
+        let err = format!("{:#}", refuse_unreproducible(&recipe).unwrap_err());
+        assert!(err.contains("profile-guided optimization"), "{err}");
+    }
+}

@@ -1,0 +1,543 @@
+//! The SBOM: a CycloneDX 1.5 JSON document of what went into the tree, as deterministic as the tree.
+//!
+//! Every value comes from the build's inputs (catalog entries, patch bytes, the builder image and
+//! its package list, hashes of shipped files), the timestamp is SOURCE_DATE_EPOCH, and the serial
+//! number is a name-based (v5) UUID of the content, so the same build gives the same bytes.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+use sha1::Sha1;
+use sha2::{Digest, Sha256};
+
+use crate::catalog::{Recipe, Source};
+use crate::prepare::hex;
+
+/// A patch applied to CPython: `3.13/fips.patch` and the sha256 of its bytes.
+#[derive(Debug, Clone)]
+pub struct Patch {
+    pub file: String,
+    pub sha256: String,
+}
+
+/// One package installed in the builder image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Package {
+    /// `deb` or `rpm`.
+    pub family: String,
+    pub name: String,
+    pub version: String,
+    pub arch: String,
+}
+
+/// The builder image the stages ran in.
+#[derive(Debug, Clone)]
+pub struct BuilderImage {
+    pub base_image: String,
+    /// `sha256:<hex>` (docker) or `<hex>` (podman).
+    pub id: String,
+    pub packages: Vec<Package>,
+}
+
+/// Everything the SBOM says; nothing else reaches it.
+pub struct Input<'a> {
+    /// The artifact name without `.tar.gz`.
+    pub artifact: &'a str,
+    pub recipe: &'a Recipe,
+    pub patches: Vec<Patch>,
+    pub builder: BuilderImage,
+    /// sha256 of shipped files, by path below the tree root (see [`shipped_files`]).
+    pub files: BTreeMap<String, String>,
+    pub arch: &'a str,
+    pub source_date_epoch: u64,
+    pub reproducible: bool,
+}
+
+/// The shipped files the SBOM hashes, with the component each belongs to.
+pub fn shipped_files(recipe: &Recipe) -> Vec<(&'static str, String)> {
+    vec![
+        ("cpython", format!("bin/python{}", recipe.minor)),
+        ("openssl", "lib/libcrypto.so.3".to_string()),
+        ("openssl", "lib/libssl.so.3".to_string()),
+        ("openssl", "bin/openssl".to_string()),
+        ("fips-provider", "lib/ossl-modules/fips.so".to_string()),
+    ]
+}
+
+/// Parses what `pipeline/packages.sh` writes: `family<TAB>name<TAB>version<TAB>arch` lines.
+pub fn parse_packages(tsv: &str) -> Vec<Package> {
+    tsv.lines()
+        .filter_map(|line| {
+            let mut f = line.split('\t');
+            Some(Package {
+                family: f.next()?.to_string(),
+                name: f.next()?.to_string(),
+                version: f.next()?.to_string(),
+                arch: f.next()?.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// The CycloneDX 1.5 document.
+pub fn cyclonedx(input: &Input) -> Value {
+    let r = input.recipe;
+    let shipped = shipped_files(r);
+    let files_of = |owner: &str| -> Vec<Value> {
+        shipped
+            .iter()
+            .filter(|(o, _)| *o == owner)
+            .filter_map(|(_, path)| {
+                let sha = input.files.get(path)?;
+                Some(json!({
+                    "type": "file",
+                    "bom-ref": format!("file:{path}"),
+                    "name": path,
+                    "hashes": [sha256(sha)],
+                }))
+            })
+            .collect()
+    };
+
+    let mut cpython = source_component(
+        &r.python,
+        "cpython",
+        "CPython, the interpreter and standard library",
+    );
+    cpython["components"] = files_of("cpython").into();
+    if !input.patches.is_empty() {
+        cpython["pedigree"] = json!({
+            "patches": input.patches.iter().map(|p| json!({
+                "type": "unofficial",
+                "diff": {"url": format!("patches/{}", p.file)},
+            })).collect::<Vec<_>>(),
+        });
+    }
+    let mut openssl = source_component(
+        &r.openssl,
+        "openssl",
+        "OpenSSL: libcrypto, libssl and the openssl command",
+    );
+    openssl["components"] = files_of("openssl").into();
+
+    let p = &r.fips_provider;
+    let (description, cmvp) = match &p.cmvp {
+        Some(c) => (
+            format!(
+                "OpenSSL FIPS provider (fips.so) built from OpenSSL {}: CMVP certificate #{} ({})",
+                p.version, c.certificate, c.standard
+            ),
+            vec![
+                property("python-fips:cmvp:status", "validated"),
+                property("python-fips:cmvp:certificate", &c.certificate),
+                property("python-fips:cmvp:standard", &c.standard),
+            ],
+        ),
+        None => (
+            format!(
+                "OpenSSL FIPS provider (fips.so) built from OpenSSL {}: not a validated module \
+                 (no CMVP certificate covers this release)",
+                p.version
+            ),
+            vec![property(
+                "python-fips:cmvp:status",
+                "not a validated module",
+            )],
+        ),
+    };
+    let mut provider = source_component(p, "fips-provider", &description);
+    provider["name"] = "openssl-fips-provider".into();
+    provider["properties"] = cmvp.into();
+    provider["components"] = files_of("fips-provider").into();
+
+    let patches: Vec<Value> = input
+        .patches
+        .iter()
+        .map(|p| {
+            json!({
+                "type": "file",
+                "bom-ref": format!("patch:{}", p.file),
+                "name": format!("patches/{}", p.file),
+                "version": r.python.version,
+                "description": format!("python-fips patch applied to CPython {}", r.python.version),
+                "scope": "excluded",
+                "hashes": [sha256(&p.sha256)],
+                "licenses": licenses(env!("CARGO_PKG_LICENSE")),
+            })
+        })
+        .collect();
+
+    let b = &input.builder;
+    let image_hex = b.id.strip_prefix("sha256:").unwrap_or(&b.id);
+    let builder = json!({
+        "type": "container",
+        "bom-ref": "builder",
+        "name": "python-fips-builder",
+        "version": &image_hex[..image_hex.len().min(16)],
+        "description": format!("the build environment: {} plus the recipe's build dependencies", b.base_image),
+        "scope": "excluded",
+        "hashes": [sha256(image_hex)],
+        "licenses": [{"license": {"name": "various: see the licenses of its packages"}}],
+        "properties": [
+            property("python-fips:base-image", &b.base_image),
+            property("python-fips:image-id", &b.id),
+        ],
+        "components": b.packages.iter().map(package_component).collect::<Vec<_>>(),
+    });
+
+    let mut components = vec![cpython, openssl, provider];
+    components.extend(patches);
+    components.push(builder);
+
+    let version = input
+        .artifact
+        .strip_prefix("python-fips-")
+        .unwrap_or(input.artifact);
+    let mut bom = json!({
+        "bomFormat": "CycloneDX",
+        "specVersion": "1.5",
+        "version": 1,
+        "metadata": {
+            "timestamp": rfc3339(input.source_date_epoch),
+            "tools": {"components": [{
+                "type": "application",
+                "name": "python-fips xtask",
+                "version": env!("CARGO_PKG_VERSION"),
+            }]},
+            "component": {
+                "type": "application",
+                "bom-ref": "python-fips",
+                "name": "python-fips",
+                "version": version,
+                "description": format!("{}.tar.gz: CPython under /opt/python-fips with a FIPS OpenSSL provider", input.artifact),
+            },
+            "properties": [
+                property("python-fips:arch", input.arch),
+                property("python-fips:source-date-epoch", &input.source_date_epoch.to_string()),
+                property("python-fips:pgo", &r.python_build.pgo.to_string()),
+                property("python-fips:reproducible", &input.reproducible.to_string()),
+            ],
+        },
+        "components": components,
+        "dependencies": [
+            {"ref": "python-fips", "dependsOn": ["cpython", "openssl", "fips-provider"]},
+            {"ref": "cpython", "dependsOn": ["openssl"]},
+            {"ref": "openssl", "dependsOn": []},
+            {"ref": "fips-provider", "dependsOn": []},
+        ],
+    });
+    // The serial number names the content: the same document always gets the same one.
+    let digest = hex(&Sha256::digest(
+        serde_json::to_vec(&bom).expect("a JSON value serializes"),
+    ));
+    bom["serialNumber"] = format!(
+        "urn:uuid:{}",
+        uuid_v5(NAMESPACE, format!("python-fips sbom {digest}").as_bytes())
+    )
+    .into();
+    bom
+}
+
+/// The UUID namespace of python-fips SBOM serial numbers (itself `uuid5(URL, "python-fips")`).
+const NAMESPACE: [u8; 16] = [
+    0xb1, 0x42, 0x3a, 0xc9, 0x33, 0xa4, 0x5b, 0x65, 0x85, 0x36, 0x07, 0xb3, 0x64, 0xe3, 0xc2, 0xf1,
+];
+
+fn source_component(s: &Source, bom_ref: &str, description: &str) -> Value {
+    json!({
+        "type": "library",
+        "bom-ref": bom_ref,
+        "name": s.name,
+        "version": s.version,
+        "description": description,
+        "hashes": [sha256(&s.sha256)],
+        "licenses": licenses(&s.license),
+        "purl": format!("pkg:generic/{}@{}?download_url={}", s.name, encode(&s.version), encode(s.urls.first().map(String::as_str).unwrap_or(""))),
+        "externalReferences": s.urls.iter().map(|u| json!({"type": "distribution", "url": u, "hashes": [sha256(&s.sha256)]})).collect::<Vec<_>>(),
+        "properties": [property("python-fips:source-file", &s.file)],
+    })
+}
+
+fn package_component(p: &Package) -> Value {
+    let mut c = json!({
+        "type": "library",
+        "bom-ref": format!("builder:{}:{}", p.family, p.name),
+        "name": p.name,
+        "version": p.version,
+        "scope": "excluded",
+    });
+    if p.family == "deb" {
+        c["purl"] = format!(
+            "pkg:deb/debian/{}@{}?arch={}",
+            encode(&p.name),
+            encode(&p.version),
+            encode(&p.arch)
+        )
+        .into();
+    }
+    c
+}
+
+fn sha256(hex: &str) -> Value {
+    json!({"alg": "SHA-256", "content": hex})
+}
+
+fn property(name: &str, value: &str) -> Value {
+    json!({"name": name, "value": value})
+}
+
+/// A single SPDX identifier as `license.id`, anything else as an expression.
+fn licenses(spdx: &str) -> Value {
+    if spdx
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || ".-+".contains(c))
+    {
+        json!([{"license": {"id": spdx}}])
+    } else {
+        json!([{"expression": spdx}])
+    }
+}
+
+/// Percent-encodes everything but unreserved characters (as package URLs want).
+fn encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A name-based UUID (RFC 9562 version 5: SHA-1 of the namespace and the name).
+pub fn uuid_v5(namespace: [u8; 16], name: &[u8]) -> String {
+    let mut h = Sha1::new();
+    h.update(namespace);
+    h.update(name);
+    let d = h.finalize();
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&d[..16]);
+    b[6] = (b[6] & 0x0f) | 0x50;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let x = hex(&b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &x[..8],
+        &x[8..12],
+        &x[12..16],
+        &x[16..20],
+        &x[20..]
+    )
+}
+
+/// `2026-08-05T12:25:43Z` for a Unix time.
+pub fn rfc3339(epoch: u64) -> String {
+    let days = (epoch / 86_400) as i64;
+    let secs = epoch % 86_400;
+    // Civil from days (Howard Hinnant's algorithm), proleptic Gregorian, UTC.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{BuilderSpec, Cmvp, PythonBuild, RuntimeSpec};
+
+    fn source(name: &str, version: &str, license: &str, cmvp: Option<Cmvp>) -> Source {
+        Source {
+            name: name.into(),
+            version: version.into(),
+            file: format!("{name}-{version}.tar.gz"),
+            urls: vec![format!("https://example.invalid/{name}-{version}.tar.gz")],
+            sha256: hex(&Sha256::digest(format!("{name}-{version}"))),
+            size: None,
+            license: license.into(),
+            cmvp,
+        }
+    }
+
+    fn recipe(provider_cmvp: Option<Cmvp>) -> Recipe {
+        Recipe {
+            minor: "3.13".into(),
+            python: source("cpython", "3.13.15", "PSF-2.0", None),
+            openssl: source("openssl", "3.5.7", "Apache-2.0", None),
+            fips_provider: source("openssl", "3.1.2", "Apache-2.0", provider_cmvp),
+            source_date_epoch: None,
+            builder: BuilderSpec {
+                base_image: "debian:bookworm".into(),
+                apt: vec![],
+                dnf: vec![],
+            },
+            runtime: RuntimeSpec {
+                base_image: "debian:bookworm".into(),
+            },
+            python_build: PythonBuild {
+                enable_shared: false,
+                pgo: false,
+                configure: vec![],
+            },
+            patches: vec![],
+        }
+    }
+
+    fn input(recipe: &Recipe) -> Input<'_> {
+        let mut files = BTreeMap::new();
+        files.insert("lib/ossl-modules/fips.so".to_string(), "ab".repeat(32));
+        files.insert("lib/libcrypto.so.3".to_string(), "cd".repeat(32));
+        Input {
+            artifact: "python-fips-3.13.15-openssl-3.5.7-fips-3.1.2-linux-x86_64",
+            recipe,
+            patches: vec![Patch {
+                file: "3.13/fips.patch".into(),
+                sha256: "ef".repeat(32),
+            }],
+            builder: BuilderImage {
+                base_image: "debian:bookworm".into(),
+                id: format!("sha256:{}", "01".repeat(32)),
+                packages: parse_packages(
+                    "deb\tlibc6\t2.36-9+deb12u13\tamd64\ndeb\tgcc-12\t12.2.0-14+deb12u1\tamd64\n",
+                ),
+            },
+            files,
+            arch: "x86_64",
+            source_date_epoch: 1_785_932_743,
+            reproducible: true,
+        }
+    }
+
+    fn component<'a>(bom: &'a Value, bom_ref: &str) -> &'a Value {
+        bom["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["bom-ref"] == bom_ref)
+            .unwrap_or_else(|| panic!("no component {bom_ref}"))
+    }
+
+    #[test]
+    fn every_component_has_the_required_fields_and_the_input_hashes() {
+        let r = recipe(None);
+        let bom = cyclonedx(&input(&r));
+        assert_eq!(bom["bomFormat"], "CycloneDX");
+        assert_eq!(bom["specVersion"], "1.5");
+        assert_eq!(bom["version"], 1);
+        assert_eq!(bom["metadata"]["timestamp"], "2026-08-05T12:25:43Z");
+        let serial = bom["serialNumber"].as_str().unwrap();
+        let uuid = serial.strip_prefix("urn:uuid:").unwrap();
+        assert_eq!(uuid.len(), 36);
+        assert_eq!(&uuid[14..15], "5", "a version 5 UUID");
+        for c in bom["components"].as_array().unwrap() {
+            for field in ["type", "name", "version", "hashes", "licenses"] {
+                assert!(!c[field].is_null(), "{} lacks {field}", c["bom-ref"]);
+            }
+            assert_eq!(c["hashes"][0]["alg"], "SHA-256");
+            assert_eq!(c["hashes"][0]["content"].as_str().unwrap().len(), 64);
+        }
+        assert_eq!(
+            component(&bom, "cpython")["hashes"][0]["content"],
+            r.python.sha256
+        );
+        assert_eq!(
+            component(&bom, "cpython")["licenses"][0]["license"]["id"],
+            "PSF-2.0"
+        );
+        assert_eq!(
+            component(&bom, "patch:3.13/fips.patch")["hashes"][0]["content"],
+            "ef".repeat(32)
+        );
+        let provider = component(&bom, "fips-provider");
+        assert_eq!(
+            provider["components"][0]["name"],
+            "lib/ossl-modules/fips.so"
+        );
+        assert_eq!(
+            provider["components"][0]["hashes"][0]["content"],
+            "ab".repeat(32)
+        );
+        let builder = component(&bom, "builder");
+        assert_eq!(builder["hashes"][0]["content"], "01".repeat(32));
+        assert_eq!(
+            builder["components"][0]["purl"],
+            "pkg:deb/debian/libc6@2.36-9%2Bdeb12u13?arch=amd64"
+        );
+    }
+
+    #[test]
+    fn provider_names_its_certificate_or_says_it_has_none() {
+        let unvalidated = recipe(None);
+        let bom = cyclonedx(&input(&unvalidated));
+        let provider = component(&bom, "fips-provider");
+        assert!(
+            provider["description"]
+                .as_str()
+                .unwrap()
+                .contains("not a validated module")
+        );
+        assert_eq!(provider["properties"][0]["value"], "not a validated module");
+
+        let validated = recipe(Some(Cmvp {
+            certificate: "4985".into(),
+            standard: "FIPS 140-3".into(),
+        }));
+        let bom = cyclonedx(&input(&validated));
+        let provider = component(&bom, "fips-provider");
+        let props = provider["properties"].as_array().unwrap();
+        assert!(props.contains(&property("python-fips:cmvp:certificate", "4985")));
+        assert!(props.contains(&property("python-fips:cmvp:status", "validated")));
+        assert!(
+            provider["description"]
+                .as_str()
+                .unwrap()
+                .contains("certificate #4985")
+        );
+    }
+
+    #[test]
+    fn same_input_same_bytes_and_a_change_changes_the_serial_number() {
+        let r = recipe(None);
+        let a = serde_json::to_vec_pretty(&cyclonedx(&input(&r))).unwrap();
+        let b = serde_json::to_vec_pretty(&cyclonedx(&input(&r))).unwrap();
+        assert_eq!(a, b);
+        let mut changed = input(&r);
+        changed.patches[0].sha256 = "ee".repeat(32);
+        let c = cyclonedx(&changed);
+        let a: Value = serde_json::from_slice(&a).unwrap();
+        assert_ne!(a["serialNumber"], c["serialNumber"]);
+    }
+
+    #[test]
+    fn uuid_v5_matches_the_rfc_construction() {
+        // Python: uuid.uuid5(uuid.NAMESPACE_DNS, "python.org")
+        let dns = [
+            0x6b, 0xa7, 0xb8, 0x10, 0x9d, 0xad, 0x11, 0xd1, 0x80, 0xb4, 0x00, 0xc0, 0x4f, 0xd4,
+            0x30, 0xc8,
+        ];
+        assert_eq!(
+            uuid_v5(dns, b"python.org"),
+            "886313e1-3b8a-5372-9b90-0c9aee199e5d"
+        );
+    }
+
+    #[test]
+    fn rfc3339_of_known_times() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_785_932_743), "2026-08-05T12:25:43Z");
+    }
+}
