@@ -27,7 +27,7 @@ impl flags::Recipes {
             })
         };
         println!(
-            "{:<6} {:<18} {:<20} {:<20} builder",
+            "{:<6} {:<22} {:<22} {:<28} builder",
             "minor", "cpython", "openssl", "fips provider"
         );
         for (minor, r) in catalog::summaries(&dir)? {
@@ -36,7 +36,7 @@ impl flags::Recipes {
                 None => r.fips_provider.clone(),
             };
             println!(
-                "{minor:<6} {:<18} {:<20} {:<20} {}",
+                "{minor:<6} {:<22} {:<22} {:<28} {}",
                 format!("{} ({})", r.python, cached("cpython", &r.python)?),
                 format!("{} ({})", r.openssl, cached("openssl", &r.openssl)?),
                 format!("{provider} ({})", cached("openssl", &r.fips_provider)?),
