@@ -102,7 +102,7 @@ pub struct BuildArgs {
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Write `{stages: [{name, key, cached, seconds}], artifact, sha256, sbom, image: {id, tags,
-    /// cached}, verify: {passed, failed, json}}` to this file.
+    /// cached}, verify: {passed, failed, json}, reproducible}` to this file.
     #[arg(long, value_name = "FILE.json")]
     pub report: Option<PathBuf>,
     /// Skip the runtime image and the checks of `verify` that otherwise end every build.
