@@ -32,7 +32,7 @@ impl flags::BaseImage {
             None => apt_mirror()?,
         };
         let cache = Cache::open(self.cache.as_deref())?;
-        let _lock = cache.lock()?;
+        let _lock = cache.lock(&crate::progress::Terminal::new())?;
         let root = cache.scratch("rootfs")?;
         let log = cache
             .dir("logs")
@@ -62,14 +62,9 @@ impl flags::BaseImage {
         }
         // Nothing of the host's apt cache belongs in the image.
         let _ = std::fs::remove_dir_all(root.join("var/cache/apt/archives"));
-        let script = format!(
-            "tar --numeric-owner -C '{}' -c . | {} import - '{tag}'",
-            root.display(),
-            engine.program
-        );
-        let res = cmd!(sh, "sh -c {script}").quiet().ignore_stdout().run();
+        let res = engine.import_rootfs(sh, &root, &tag);
         let _ = std::fs::remove_dir_all(&root);
-        res.with_context(|| format!("cannot import the debootstrapped tree as {tag}"))?;
+        res?;
         println!("{tag}");
         Ok(())
     }

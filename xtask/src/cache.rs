@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use crate::catalog::Source;
+use crate::progress::Reporter;
 
 /// The cache root and the places inside it.
 ///
@@ -42,8 +43,8 @@ impl Cache {
         &self.root
     }
 
-    /// Takes the cache lock, waiting for another run to finish with it.
-    pub fn lock(&self) -> Result<CacheLock> {
+    /// Takes the cache lock, waiting (and saying so to `reporter`) while another run holds it.
+    pub fn lock(&self, reporter: &dyn Reporter) -> Result<CacheLock> {
         let path = self.root.join(".lock");
         let file = File::options()
             .create(true)
@@ -52,10 +53,10 @@ impl Cache {
             .open(&path)
             .with_context(|| format!("cannot open the cache lock {}", path.display()))?;
         if file.try_lock().is_err() {
-            eprintln!(
+            reporter.message(&format!(
                 "waiting for another run to release the cache lock {}",
                 path.display()
-            );
+            ));
             file.lock()
                 .with_context(|| format!("cannot lock {}", path.display()))?;
         }
@@ -154,7 +155,7 @@ mod tests {
         let leftover = cache.scratch("stage").unwrap();
         std::fs::write(leftover.join("output.tar"), b"half").unwrap();
 
-        let held = cache.lock().unwrap();
+        let held = cache.lock(&crate::progress::Silent).unwrap();
         assert!(!leftover.exists(), "taking the lock must clear tmp/");
         let other = File::options()
             .write(true)

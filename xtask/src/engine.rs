@@ -110,6 +110,21 @@ impl Engine {
             .is_ok()
     }
 
+    /// Imports the root filesystem in `dir` as the image `tag`. GNU tar packs it (device nodes and
+    /// all, owners as numbers), and the engine reads the stream.
+    pub fn import_rootfs(&self, sh: &Shell, dir: &Path, tag: &str) -> Result<()> {
+        let script = format!(
+            "tar --numeric-owner -C '{}' -c . | {} import - '{tag}'",
+            dir.display(),
+            self.program
+        );
+        cmd!(sh, "sh -c {script}")
+            .quiet()
+            .ignore_stdout()
+            .run()
+            .with_context(|| format!("cannot import {} as the image {tag}", dir.display()))
+    }
+
     pub fn create(&self, sh: &Shell, spec: &ContainerSpec) -> Result<()> {
         let program = &self.program;
         let mut args = vec![

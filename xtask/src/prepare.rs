@@ -50,8 +50,8 @@ impl flags::Recipes {
 impl flags::Fetch {
     pub fn run(self, _sh: &Shell) -> Result<()> {
         let ctx = Context::new(&self.sources)?;
-        let _lock = ctx.cache.lock()?;
         let reporter = Terminal::new();
+        let _lock = ctx.cache.lock(&reporter)?;
         for path in ctx.fetch(&reporter)? {
             println!("{}", path.display());
         }
@@ -62,8 +62,8 @@ impl flags::Fetch {
 impl flags::Prepare {
     pub fn run(self, _sh: &Shell) -> Result<()> {
         let ctx = Context::new(&self.sources)?;
-        let _lock = ctx.cache.lock()?;
         let reporter = Terminal::new();
+        let _lock = ctx.cache.lock(&reporter)?;
         let tree = ctx.prepare(&reporter)?;
         println!("{}", tree.root.display());
         Ok(())

@@ -122,7 +122,7 @@ impl<'a> Build<'a> {
     /// Resolves, fetches and patches the sources, finds the engine and makes the builder image.
     pub fn start(sh: &'a Shell, args: &BuildArgs, ui: &Terminal) -> Result<Build<'a>> {
         let ctx = Context::new(&args.sources)?;
-        let lock = ctx.cache.lock()?;
+        let lock = ctx.cache.lock(ui)?;
         ctx.fetch(ui)?;
         let tree = ctx.prepare(ui)?;
         let engine = Engine::detect(sh, args.engine.as_deref())?;

@@ -85,7 +85,7 @@ impl flags::Verify {
         let cache = Cache::open(self.cache.as_deref())?;
         let target = Path::new(&self.target);
         let (image, json) = if target.is_file() {
-            let _lock = cache.lock()?;
+            let _lock = cache.lock(&ui)?;
             let image = image::for_tarball(sh, &engine, &cache, target, &ui)?;
             let json = self.json.clone().unwrap_or_else(|| json_beside(target));
             (image.tags.first().cloned().unwrap_or(image.id), Some(json))
