@@ -108,6 +108,7 @@ impl Context {
             offline: self.offline,
             reporter,
             retry: RetryPolicy::default(),
+            rehash: false,
         }
     }
 
