@@ -253,4 +253,4 @@ fn set_mode(_path: &Path, _mode: u32) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

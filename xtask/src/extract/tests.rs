@@ -12,7 +12,7 @@ use crate::testutil::TempDir;
 const MTIME: u64 = 1_600_000_000;
 
 /// One tar entry, written with raw header fields so that hostile names survive the builder.
-struct Entry<'a> {
+pub(crate) struct Entry<'a> {
     path: &'a str,
     kind: EntryType,
     link: &'a str,
@@ -20,7 +20,7 @@ struct Entry<'a> {
     mode: u32,
 }
 
-fn file<'a>(path: &'a str, data: &'a [u8], mode: u32) -> Entry<'a> {
+pub(crate) fn file<'a>(path: &'a str, data: &'a [u8], mode: u32) -> Entry<'a> {
     Entry {
         path,
         kind: EntryType::Regular,
@@ -30,7 +30,7 @@ fn file<'a>(path: &'a str, data: &'a [u8], mode: u32) -> Entry<'a> {
     }
 }
 
-fn dir(path: &str) -> Entry<'_> {
+pub(crate) fn dir(path: &str) -> Entry<'_> {
     Entry {
         path,
         kind: EntryType::Directory,
@@ -40,7 +40,7 @@ fn dir(path: &str) -> Entry<'_> {
     }
 }
 
-fn link<'a>(path: &'a str, kind: EntryType, target: &'a str) -> Entry<'a> {
+pub(crate) fn link<'a>(path: &'a str, kind: EntryType, target: &'a str) -> Entry<'a> {
     Entry {
         path,
         kind,
@@ -68,7 +68,7 @@ fn tar_bytes(entries: &[Entry]) -> Vec<u8> {
 }
 
 /// Writes the entries as `name` (`.tar.gz`, `.tgz` or `.tar.xz`) inside `dir`.
-fn archive(dir: &Path, name: &str, entries: &[Entry]) -> std::path::PathBuf {
+pub(crate) fn archive(dir: &Path, name: &str, entries: &[Entry]) -> std::path::PathBuf {
     let tar = tar_bytes(entries);
     let bytes = if name.ends_with(".tar.xz") {
         let mut enc = liblzma::write::XzEncoder::new(Vec::new(), 1);
