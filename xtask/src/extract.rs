@@ -202,7 +202,7 @@ pub(crate) fn relative_inside(path: &Path) -> Result<PathBuf, String> {
 
 /// Refuses `rel` when a directory on the way to it (and, with `itself`, `rel` too) is a symlink
 /// or not a directory: writing there would follow the link.
-fn no_links_on_the_way(dest: &Path, rel: &Path, itself: bool) -> Result<(), String> {
+pub(crate) fn no_links_on_the_way(dest: &Path, rel: &Path, itself: bool) -> Result<(), String> {
     let mut at = dest.to_path_buf();
     let names: Vec<_> = rel.components().collect();
     let check = if itself {
