@@ -58,7 +58,7 @@ impl Default for RetryPolicy {
             base_delay: Duration::from_millis(500),
             min_speed: 10 * 1024,
             slow_for: Duration::from_secs(30),
-            unsized_limit: 256 * 1024 * 1024,
+            unsized_limit: 128 * 1024 * 1024,
         }
     }
 }
