@@ -355,7 +355,9 @@ impl<'a> Build<'a> {
         let tmp = out.join(format!(".{name}.partial"));
         std::fs::copy(entry.join(&name), &tmp)
             .with_context(|| format!("cannot write {}", tmp.display()))?;
+        crate::cache::sync(&tmp)?;
         std::fs::rename(&tmp, &tarball)?;
+        crate::cache::sync(&out)?;
         crate::cache::write_atomic(
             &out.join(format!("{name}.sha256")),
             format!("{sha256}  {name}\n").as_bytes(),
