@@ -25,6 +25,7 @@ const OLD_LAYOUT: &[&str] = &[
     "trees",
     "stages",
     "failed.json",
+    "bench",
 ];
 
 /// The cache root and the places inside it.
