@@ -115,6 +115,13 @@ impl Cache {
             }
         };
         self.wait(&file, &path, false, reporter)?;
+        if self.fresh {
+            // A mistyped --cache or PYTHON_FIPS_CACHE shows here, before a cold build starts.
+            reporter.message(&format!(
+                "starting a new, empty cache at {}",
+                self.root.display()
+            ));
+        }
         // Say who holds it, for whoever waits next.
         let mut holder = &file;
         let _ = file
@@ -456,6 +463,36 @@ mod tests {
         let text = format!("{err:#}");
         assert!(text.contains(&typo.display().to_string()), "{text}");
         assert!(text.contains("PYTHON_FIPS_CACHE"), "{text}");
+
+        // A new directory beside existing ones is made, and the run says so.
+        let new = dir.path().join("cache");
+        let cache = Cache::open(Some(&new)).unwrap();
+        assert!(cache.is_fresh());
+        let rec = Said::default();
+        drop(cache.lock(&rec).unwrap());
+        let said = rec.0.lock().unwrap().clone();
+        assert!(
+            said.iter()
+                .any(|l| l.contains("new, empty cache") && l.contains(&new.display().to_string())),
+            "{said:?}"
+        );
+    }
+
+    #[derive(Default)]
+    struct Said(std::sync::Mutex<Vec<String>>);
+
+    impl Reporter for Said {
+        fn download_started(
+            &self,
+            _: &str,
+            _: Option<u64>,
+            _: u64,
+        ) -> Box<dyn crate::progress::Transfer + '_> {
+            crate::progress::Silent.download_started("", None, 0)
+        }
+        fn message(&self, line: &str) {
+            self.0.lock().unwrap().push(line.to_string());
+        }
     }
 
     #[test]
