@@ -153,7 +153,7 @@ impl<'a> Fetcher<'a> {
             let result = match &location {
                 Location::Http(url) => {
                     if client.is_none() {
-                        client = Some(http_client()?);
+                        client = Some(http_client(self.retry.slow_for)?);
                     }
                     let client = client.as_ref().expect("just built");
                     self.try_http(client, source, url, &partial)
@@ -569,12 +569,13 @@ impl<'a> Fetcher<'a> {
     }
 }
 
-fn http_client() -> Result<Client> {
+/// `stall`: the longest a read may wait (a server silent that long is under any minimum speed).
+fn http_client(stall: Duration) -> Result<Client> {
     Client::builder()
         .user_agent(concat!("python-fips-xtask/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(15))
         // In the blocking client this bounds every read, not the whole download.
-        .timeout(Duration::from_secs(60))
+        .timeout(stall.max(Duration::from_millis(100)))
         .build()
         .context("cannot set up the HTTP client")
 }
@@ -639,6 +640,13 @@ fn copy_hashing(
             Ok(0) => return Ok(total),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            // Nothing at all for a whole window: as slow as it gets.
+            Err(e) if pace.is_some() && is_timeout(&e) => {
+                return Err(CopyError::TooSlow {
+                    at: total,
+                    speed: 0,
+                });
+            }
             Err(e) => return Err(CopyError::Read(total, e)),
         };
         total += n as u64;
@@ -659,6 +667,10 @@ fn copy_hashing(
         out.write_all(&buf[..n]).map_err(CopyError::Write)?;
         transfer.advance(n as u64);
     }
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::TimedOut || error_chain(e).contains("timed out")
 }
 
 /// Checks size and sha256 of a finished `partial`; removes it when either is wrong.

@@ -745,3 +745,34 @@ fn attempts_that_make_progress_do_not_use_up_the_retries() {
         .unwrap_or_else(|e| panic!("{e:#}"));
     assert_eq!(std::fs::read(path).unwrap(), bytes);
 }
+
+#[test]
+fn a_stalled_location_is_left_within_the_slow_window() {
+    let tmp = TempDir::new("dl-stall");
+    let bytes = payload(50_000);
+    let stalled = Server::start();
+    stalled.route(
+        "/z.tgz",
+        Behaviour::Drip {
+            body: bytes.clone(),
+            step: 1000,
+            every: Duration::from_secs(30),
+        },
+    );
+    let good = Server::start();
+    good.route("/z.tgz", Behaviour::Serve(bytes.clone()));
+    let source = source_for("z.tgz", &bytes, vec![]);
+    let root = tmp.path().join("cache");
+    let mirrors = vec![stalled.url(), good.url()];
+
+    let outcome = within(10, move || {
+        let cache = Cache::open(Some(&root)).unwrap();
+        let rec = Recorder::default();
+        let mut f = fetcher(&cache, &rec, mirrors);
+        f.retry.min_speed = 100_000;
+        f.retry.slow_for = Duration::from_millis(300);
+        f.fetch(&source).map(|p| std::fs::read(p).unwrap())
+    });
+    let fetched = outcome.expect("a stalled server held the fetch");
+    assert!(fetched.unwrap() == bytes);
+}
