@@ -65,7 +65,7 @@ fn check_reproducible_passes_for_two_clean_builds() {
     assert_eq!(check["differences"], serde_json::json!([]));
     // The second build was clean: its cache is gone and it left no tarball behind.
     assert!(check["second_tarball"].is_null());
-    let tmp = work().join("cache/tmp");
+    let tmp = work().join("cache/python-fips-tmp");
     let left: Vec<_> = std::fs::read_dir(&tmp)
         .unwrap()
         .map(|e| e.unwrap().file_name())

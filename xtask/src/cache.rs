@@ -1,73 +1,210 @@
-//! The cache: its layout, its lock, and the one way entries appear in it (rename from `tmp/`).
+//! The cache: its layout, its lock, and the one way entries appear in it (rename from its scratch
+//! directory, `python-fips-tmp/`).
 
 use std::fs::File;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 
 use crate::catalog::Source;
 use crate::progress::Reporter;
 
+/// The scratch directory: named for the tool, since taking the lock empties it.
+pub const SCRATCH: &str = "python-fips-tmp";
+/// The marker of a cache directory (<https://bford.info/cachedir/>), as cargo writes one.
+const MARKER: &str = "CACHEDIR.TAG";
+const SIGNATURE: &str = "Signature: 8a477f597d28d172789f06886806bc55";
+/// What a cache made before the marker existed may hold: such a cache is adopted.
+const OLD_LAYOUT: &[&str] = &[
+    ".lock",
+    "downloads",
+    "logs",
+    "tmp",
+    "trees",
+    "stages",
+    "failed.json",
+    "bench",
+];
+
 /// The cache root and the places inside it.
 ///
 /// Layout: `downloads/<sha256>/<file>`, `trees/<key>/`, `stages/<stage>-<key>/`, `logs/`,
-/// and `tmp/` where every entry is assembled before a rename publishes it.
+/// and `python-fips-tmp/` where every entry is assembled before a rename publishes it.
+/// `CACHEDIR.TAG` marks the directory as this tool's cache.
 #[derive(Debug, Clone)]
 pub struct Cache {
     root: PathBuf,
+    /// How long `lock` waits for another run before giving up (`PYTHON_FIPS_LOCK_TIMEOUT`,
+    /// in seconds; 30 minutes by default).
+    pub lock_timeout: Duration,
+    /// The directory did not exist: this run made it.
+    fresh: bool,
 }
 
 /// Held while a run uses the cache; released on drop (also when the process dies).
 #[derive(Debug)]
 pub struct CacheLock {
-    _file: File,
+    _file: Option<File>,
 }
 
 impl Cache {
-    /// Opens (and creates) the cache at `root`, or `cache/` in the project when `None`.
+    /// Opens the cache at `root`, or `cache/` in the project when `None`.
+    ///
+    /// A directory is used only if it is empty, carries this tool's `CACHEDIR.TAG`, or holds
+    /// nothing but what an older version of the tool made there; anything else is refused
+    /// untouched. A `root` that does not exist is made only if its parent exists (a mistyped
+    /// path is an error, not a fresh cache).
     pub fn open(root: Option<&Path>) -> Result<Cache> {
+        let explicit = root.is_some();
         let root = match root {
             Some(r) if r.is_absolute() => r.to_path_buf(),
             Some(r) => std::env::current_dir()?.join(r),
             None => crate::project_root().join("cache"),
         };
-        for dir in ["downloads", "tmp", "logs"] {
+        let fresh = adopt(&root, explicit)?;
+        for dir in ["downloads", "logs"] {
             let d = root.join(dir);
             std::fs::create_dir_all(&d)
                 .with_context(|| format!("cannot create the cache directory {}", d.display()))?;
         }
-        Ok(Cache { root })
+        let lock_timeout = std::env::var("PYTHON_FIPS_LOCK_TIMEOUT")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .map_or(Duration::from_secs(1800), Duration::from_secs);
+        Ok(Cache {
+            root,
+            lock_timeout,
+            fresh,
+        })
     }
 
     pub fn root(&self) -> &Path {
         &self.root
     }
 
-    /// Takes the cache lock, waiting (and saying so to `reporter`) while another run holds it.
+    /// Whether this run made the cache directory (so it holds nothing yet).
+    pub fn is_fresh(&self) -> bool {
+        self.fresh
+    }
+
+    /// Takes the cache lock, waiting (and saying so to `reporter`) while another run holds it,
+    /// for at most `lock_timeout`; then empties the scratch directory. A cache whose lock file
+    /// cannot be written (a read-only copy) is locked for reading only, as by `lock_shared`.
     pub fn lock(&self, reporter: &dyn Reporter) -> Result<CacheLock> {
         let path = self.root.join(".lock");
-        let file = File::options()
+        let file = match File::options()
             .create(true)
             .truncate(false)
             .write(true)
+            .read(true)
             .open(&path)
-            .with_context(|| format!("cannot open the cache lock {}", path.display()))?;
-        if file.try_lock().is_err() {
+        {
+            Ok(file) => file,
+            Err(e) if read_only(&e) => {
+                reporter.message(&format!(
+                    "the cache {} is read-only: using it without writing",
+                    self.root.display()
+                ));
+                return self.lock_shared(reporter);
+            }
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("cannot open the cache lock {}", path.display()));
+            }
+        };
+        self.wait(&file, &path, false, reporter)?;
+        if self.fresh {
+            // A mistyped --cache or PYTHON_FIPS_CACHE shows here, before a cold build starts.
             reporter.message(&format!(
-                "waiting for another run to release the cache lock {}",
-                path.display()
+                "starting a new, empty cache at {}",
+                self.root.display()
             ));
-            file.lock()
-                .with_context(|| format!("cannot lock {}", path.display()))?;
         }
-        // Whatever a dead run left half-written in tmp/ is garbage now that we hold the lock.
-        let tmp = self.root.join("tmp");
+        // Say who holds it, for whoever waits next.
+        let mut holder = &file;
+        let _ = file
+            .set_len(0)
+            .and_then(|()| writeln!(holder, "pid {}", std::process::id()));
+        // Whatever a dead run left half-written in the scratch directory is garbage now that
+        // we hold the lock.
+        let tmp = self.root.join(SCRATCH);
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp)
                 .with_context(|| format!("cannot clean {}", tmp.display()))?;
         }
-        std::fs::create_dir_all(&tmp)?;
-        Ok(CacheLock { _file: file })
+        std::fs::create_dir_all(&tmp)
+            .with_context(|| format!("cannot create {}", tmp.display()))?;
+        Ok(CacheLock { _file: Some(file) })
+    }
+
+    /// Takes the cache lock for reading only (an `--offline` run, or a read-only copy of a
+    /// cache): shared with other readers, and nothing in the cache is written.
+    pub fn lock_shared(&self, reporter: &dyn Reporter) -> Result<CacheLock> {
+        let path = self.root.join(".lock");
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            // Nobody ever wrote in this cache, so nobody is writing now.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(CacheLock { _file: None });
+            }
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("cannot open the cache lock {}", path.display()));
+            }
+        };
+        self.wait(&file, &path, true, reporter)?;
+        Ok(CacheLock { _file: Some(file) })
+    }
+
+    /// Waits for the lock on `file` for at most `lock_timeout`, naming its holder.
+    fn wait(&self, file: &File, path: &Path, shared: bool, reporter: &dyn Reporter) -> Result<()> {
+        let take = || {
+            if shared {
+                file.try_lock_shared()
+            } else {
+                file.try_lock()
+            }
+        };
+        let holder = || {
+            std::fs::read_to_string(path)
+                .ok()
+                .map(|t| t.trim().to_string())
+                .filter(|t| !t.is_empty())
+                .map_or_else(
+                    || "another run".to_string(),
+                    |t| format!("another run ({t})"),
+                )
+        };
+        let started = Instant::now();
+        let mut said = false;
+        loop {
+            match take() {
+                Ok(()) => return Ok(()),
+                Err(std::fs::TryLockError::WouldBlock) => {}
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(e).with_context(|| format!("cannot lock {}", path.display()));
+                }
+            }
+            if started.elapsed() >= self.lock_timeout {
+                bail!(
+                    "{} still holds the cache lock {} after {}s\nhint: wait for it to finish, or use another cache with --cache (PYTHON_FIPS_LOCK_TIMEOUT sets the wait in seconds)",
+                    holder(),
+                    path.display(),
+                    self.lock_timeout.as_secs()
+                );
+            }
+            if !said {
+                said = true;
+                reporter.message(&format!(
+                    "waiting for {} to release the cache lock {}",
+                    holder(),
+                    path.display()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Where a verified download lives: content-addressed by its sha256.
@@ -80,8 +217,9 @@ impl Cache {
 
     /// A fresh, empty scratch directory inside the cache (same filesystem, so rename works).
     pub fn scratch(&self, label: &str) -> Result<PathBuf> {
-        let tmp = self.root.join("tmp");
-        std::fs::create_dir_all(&tmp)?;
+        let tmp = self.root.join(SCRATCH);
+        std::fs::create_dir_all(&tmp)
+            .with_context(|| format!("cannot create {}", tmp.display()))?;
         for n in 0u32.. {
             let dir = tmp.join(format!("{label}.{}.{n}", std::process::id()));
             match std::fs::create_dir(&dir) {
@@ -100,23 +238,108 @@ impl Cache {
     }
 }
 
-/// Publishes `from` (a file or directory inside the cache's `tmp/`) at `to` by rename.
-/// If `to` already exists, another run published the same content first and `from` is discarded.
-pub fn publish(from: &Path, to: &Path) -> Result<()> {
-    if let Some(parent) = to.parent() {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("cannot create {}", parent.display()))?;
+fn read_only(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
+    )
+}
+
+/// Checks that `root` may be used as the cache (see `Cache::open`) and marks it; returns
+/// whether it was made now.
+fn adopt(root: &Path, explicit: bool) -> Result<bool> {
+    let entries: Vec<String> = match std::fs::read_dir(root) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let parent = root.parent().unwrap_or(root);
+            if explicit && !parent.is_dir() {
+                bail!(
+                    "there is no cache directory {}, and its parent {} does not exist either\nhint: check the path given with --cache or PYTHON_FIPS_CACHE",
+                    root.display(),
+                    parent.display()
+                );
+            }
+            std::fs::create_dir_all(root)
+                .with_context(|| format!("cannot create the cache directory {}", root.display()))?;
+            mark(root)?;
+            return Ok(true);
+        }
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("cannot read the cache directory {}", root.display()));
+        }
+    };
+    let tag = std::fs::read_to_string(root.join(MARKER)).unwrap_or_default();
+    if tag.starts_with(SIGNATURE) && tag.contains("python-fips") {
+        return Ok(false);
     }
+    let old_layout =
+        root.join("downloads").is_dir() && entries.iter().all(|e| OLD_LAYOUT.contains(&e.as_str()));
+    if entries.is_empty() || old_layout {
+        // A read-only copy of an old cache stays usable without its marker.
+        if mark(root).is_ok() && old_layout {
+            clean_old_scratch(root);
+        }
+        return Ok(false);
+    }
+    bail!(
+        "{} is not a python-fips cache: it is not empty and has no CACHEDIR.TAG of this tool, so nothing in it was touched\nhint: pass --cache (or PYTHON_FIPS_CACHE) an empty or new directory",
+        root.display()
+    )
+}
+
+fn mark(root: &Path) -> Result<()> {
+    let text = format!(
+        "{SIGNATURE}\n# This file is a cache directory tag created by python-fips (cargo xtask).\n# For information about cache directory tags see https://bford.info/cachedir/\n"
+    );
+    write_atomic(&root.join(MARKER), text.as_bytes())
+}
+
+/// Removes what older versions left in their scratch directory `tmp/`: only the entries they
+/// named `<label>.<pid>.<n>`, then `tmp/` itself if that emptied it.
+fn clean_old_scratch(root: &Path) {
+    let tmp = root.join("tmp");
+    let Ok(entries) = std::fs::read_dir(&tmp) else {
+        return;
+    };
+    for entry in entries.filter_map(|e| e.ok()) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let parts: Vec<&str> = name.rsplitn(3, '.').collect();
+        let ours = parts.len() == 3
+            && parts[..2]
+                .iter()
+                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+        if ours {
+            let _ = remove(&entry.path());
+        }
+    }
+    let _ = std::fs::remove_dir(&tmp);
+}
+
+/// Publishes `from` (a file or directory inside the cache's scratch directory) at `to` by rename.
+/// If `to` already exists, another run published the same content first and `from` is discarded.
+///
+/// Everything in `from` is synced to disk before the rename, and the directory of `to` after it,
+/// so that a power loss cannot leave a published entry with empty files.
+pub fn publish(from: &Path, to: &Path) -> Result<()> {
+    let parent = to.parent().unwrap_or(to);
+    std::fs::create_dir_all(parent)
+        .with_context(|| format!("cannot create {}", parent.display()))?;
     if to.exists() {
         remove(from)?;
         return Ok(());
     }
+    sync_tree(from)?;
     std::fs::rename(from, to)
-        .with_context(|| format!("cannot rename {} to {}", from.display(), to.display()))
+        .with_context(|| format!("cannot rename {} to {}", from.display(), to.display()))?;
+    sync(parent)
 }
 
 /// Writes `bytes` to `path` through a sibling temporary file and a rename, so a reader (or a run
-/// killed mid-write) never sees half of it.
+/// killed mid-write) never sees half of it; synced like `publish`.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let name = path
         .file_name()
@@ -124,8 +347,40 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .unwrap_or_default();
     let tmp = path.with_file_name(format!(".{name}.{}.partial", std::process::id()));
     std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    sync(&tmp)?;
     std::fs::rename(&tmp, path)
-        .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
+        .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
+    sync(path.parent().unwrap_or(path))
+}
+
+/// Syncs a file or a directory (its entries, not what they point to) to disk.
+pub fn sync(path: &Path) -> Result<()> {
+    #[cfg(test)]
+    SYNCED.with(|s| s.borrow_mut().push(path.to_path_buf()));
+    File::open(path)
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("cannot sync {} to disk", path.display()))
+}
+
+/// Syncs every regular file and directory below `root` (and `root`), children first.
+fn sync_tree(root: &Path) -> Result<()> {
+    let meta = std::fs::symlink_metadata(root)
+        .with_context(|| format!("cannot read {}", root.display()))?;
+    if meta.is_dir() {
+        for entry in
+            std::fs::read_dir(root).with_context(|| format!("cannot list {}", root.display()))?
+        {
+            sync_tree(&entry?.path())?;
+        }
+    } else if !meta.is_file() {
+        return Ok(());
+    }
+    sync(root)
+}
+
+#[cfg(test)]
+thread_local! {
+    static SYNCED: std::cell::RefCell<Vec<PathBuf>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Removes a file or a directory tree, if present.
@@ -143,10 +398,215 @@ pub fn remove(path: &Path) -> Result<()> {
     }
 }
 
+/// Every path synced so far on this thread (tests only).
+#[cfg(test)]
+pub fn synced() -> Vec<PathBuf> {
+    SYNCED.with(|s| s.borrow().clone())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::testutil::TempDir;
+
+    /// Runs `f` on a thread and gives up waiting after `secs` (the thread is left behind).
+    fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(secs)).ok()
+    }
+
+    #[test]
+    fn a_directory_that_is_not_a_cache_is_refused_and_left_alone() {
+        let dir = TempDir::new("cache-foreign");
+        std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
+        std::fs::write(dir.path().join("tmp/precious.txt"), b"user data").unwrap();
+        std::fs::write(dir.path().join("notes.txt"), b"more user data").unwrap();
+
+        let result = Cache::open(Some(dir.path())).and_then(|c| c.lock(&crate::progress::Silent));
+        assert!(
+            dir.path().join("tmp/precious.txt").exists(),
+            "taking the lock deleted a file the cache did not make"
+        );
+        let err = result.expect_err("a foreign directory was adopted as a cache");
+        let text = format!("{err:#}");
+        assert!(text.contains(&dir.path().display().to_string()), "{text}");
+        assert!(text.contains("CACHEDIR.TAG"), "{text}");
+
+        // An empty directory is adopted and marked; so is a cache made by an older version.
+        let empty = TempDir::new("cache-empty");
+        Cache::open(Some(empty.path())).unwrap();
+        assert!(empty.path().join("CACHEDIR.TAG").is_file());
+        let old = TempDir::new("cache-old");
+        for d in ["downloads/abc", "logs", "tmp/tree.1.0", "trees", "stages"] {
+            std::fs::create_dir_all(old.path().join(d)).unwrap();
+        }
+        std::fs::write(old.path().join(".lock"), b"").unwrap();
+        let cache = Cache::open(Some(old.path())).unwrap();
+        drop(cache.lock(&crate::progress::Silent).unwrap());
+        assert!(old.path().join("CACHEDIR.TAG").is_file());
+        assert!(old.path().join("downloads/abc").is_dir());
+        assert!(
+            !old.path().join("tmp/tree.1.0").exists(),
+            "the old scratch was kept"
+        );
+    }
+
+    #[test]
+    fn a_cache_path_whose_parent_is_missing_is_refused() {
+        let dir = TempDir::new("cache-typo");
+        let typo = dir.path().join("no-such-dir").join("cache");
+        let err = Cache::open(Some(&typo)).expect_err("a mistyped cache path was created");
+        assert!(!typo.exists());
+        let text = format!("{err:#}");
+        assert!(text.contains(&typo.display().to_string()), "{text}");
+        assert!(text.contains("PYTHON_FIPS_CACHE"), "{text}");
+
+        // A new directory beside existing ones is made, and the run says so.
+        let new = dir.path().join("cache");
+        let cache = Cache::open(Some(&new)).unwrap();
+        assert!(cache.is_fresh());
+        let rec = Said::default();
+        drop(cache.lock(&rec).unwrap());
+        let said = rec.0.lock().unwrap().clone();
+        assert!(
+            said.iter()
+                .any(|l| l.contains("new, empty cache") && l.contains(&new.display().to_string())),
+            "{said:?}"
+        );
+    }
+
+    #[derive(Default)]
+    struct Said(std::sync::Mutex<Vec<String>>);
+
+    impl Reporter for Said {
+        fn download_started(
+            &self,
+            _: &str,
+            _: Option<u64>,
+            _: u64,
+        ) -> Box<dyn crate::progress::Transfer + '_> {
+            crate::progress::Silent.download_started("", None, 0)
+        }
+        fn message(&self, line: &str) {
+            self.0.lock().unwrap().push(line.to_string());
+        }
+    }
+
+    #[test]
+    fn a_shared_lock_writes_nothing_so_a_read_only_cache_serves_offline_runs() {
+        let dir = TempDir::new("cache-ro");
+        let cache = Cache::open(Some(dir.path())).unwrap();
+        let leftover = cache.scratch("tree").unwrap();
+        std::fs::write(leftover.join("half"), b"x").unwrap();
+        std::fs::create_dir_all(cache.dir("downloads/abc")).unwrap();
+        std::fs::write(cache.dir("downloads/abc/f.tgz"), b"bytes").unwrap();
+        let snapshot = || {
+            let mut out = Vec::new();
+            let mut stack = vec![dir.path().to_path_buf()];
+            while let Some(d) = stack.pop() {
+                for e in std::fs::read_dir(&d).unwrap() {
+                    let p = e.unwrap().path();
+                    let m = std::fs::symlink_metadata(&p).unwrap();
+                    out.push((p.clone(), m.modified().unwrap(), m.len()));
+                    if m.is_dir() {
+                        stack.push(p);
+                    }
+                }
+            }
+            out.sort();
+            out
+        };
+        let before = snapshot();
+        // As the owner of a read-only copy would see it (root is not stopped by the modes).
+        chmod_tree(dir.path(), 0o555);
+
+        let root = dir.path().to_path_buf();
+        let outcome = within(10, move || -> Result<()> {
+            let cache = Cache::open(Some(&root))?;
+            let first = cache.lock_shared(&crate::progress::Silent)?;
+            let second = cache.lock_shared(&crate::progress::Silent)?;
+            drop((first, second));
+            Ok(())
+        });
+        chmod_tree(dir.path(), 0o755);
+        let result = outcome.expect("a second reader waited for the first");
+        result.unwrap();
+        assert_eq!(snapshot(), before, "a shared lock changed the cache");
+    }
+
+    fn chmod_tree(dir: &Path, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() && !p.is_symlink() {
+                chmod_tree(&p, mode);
+            }
+        }
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn the_wait_for_the_lock_ends_and_names_the_holder() {
+        let dir = TempDir::new("cache-wait");
+        let cache = Cache::open(Some(dir.path())).unwrap();
+        let held = cache.lock(&crate::progress::Silent).unwrap();
+        let mut waiting = cache.clone();
+        waiting.lock_timeout = std::time::Duration::from_millis(300);
+
+        let outcome = within(10, move || {
+            waiting
+                .lock(&crate::progress::Silent)
+                .map(|_| ())
+                .map_err(|e| format!("{e:#}"))
+        });
+        drop(held);
+        let err = outcome
+            .expect("the wait for the lock did not end")
+            .expect_err("got the lock while another run held it");
+        assert!(
+            err.contains(&format!("pid {}", std::process::id())),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn publish_and_write_atomic_sync_before_and_after_the_rename() {
+        let dir = TempDir::new("cache-sync");
+        let cache = Cache::open(Some(dir.path())).unwrap();
+        let scratch = cache.scratch("tree").unwrap();
+        std::fs::create_dir_all(scratch.join("sub")).unwrap();
+        std::fs::write(scratch.join("sub/a"), b"a").unwrap();
+        std::fs::write(scratch.join("b"), b"b").unwrap();
+        let dest = cache.dir("trees").join("key");
+        publish(&scratch, &dest).unwrap();
+        let meta = cache.dir("stages").join("meta.json");
+        std::fs::create_dir_all(cache.dir("stages")).unwrap();
+        write_atomic(&meta, b"{}").unwrap();
+
+        let synced = synced();
+        for want in [
+            scratch.join("sub/a"),
+            scratch.join("b"),
+            scratch.join("sub"),
+            cache.dir("trees"),
+            cache.dir("stages"),
+        ] {
+            assert!(
+                synced.contains(&want),
+                "{} not synced: {synced:?}",
+                want.display()
+            );
+        }
+        assert!(
+            synced
+                .iter()
+                .any(|p| p.to_string_lossy().contains("meta.json")),
+            "{synced:?}"
+        );
+    }
 
     #[test]
     fn the_lock_excludes_other_runs_and_clears_what_a_dead_run_left() {
@@ -156,7 +616,10 @@ mod tests {
         std::fs::write(leftover.join("output.tar"), b"half").unwrap();
 
         let held = cache.lock(&crate::progress::Silent).unwrap();
-        assert!(!leftover.exists(), "taking the lock must clear tmp/");
+        assert!(
+            !leftover.exists(),
+            "taking the lock must clear the scratch directory"
+        );
         let other = File::options()
             .write(true)
             .open(dir.path().join(".lock"))

@@ -3,7 +3,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use reqwest::blocking::{Client, Response};
@@ -17,7 +17,7 @@ mod error;
 #[cfg(test)]
 mod tests;
 
-pub use error::{ChecksumMismatch, Failure, FetchError};
+pub use error::{ChecksumMismatch, Failure, FetchError, Seen};
 
 /// Fetches sources into the cache's content-addressed `downloads/` directory.
 ///
@@ -31,6 +31,9 @@ pub struct Fetcher<'a> {
     pub offline: bool,
     pub reporter: &'a dyn Reporter,
     pub retry: RetryPolicy,
+    /// Re-hash a cached file before trusting it (the `fetch` command); otherwise a hit is
+    /// checked by its size only.
+    pub rehash: bool,
 }
 
 /// How often, and how patiently, a transient failure (connect error, timeout, 5xx, body cut
@@ -41,6 +44,11 @@ pub struct RetryPolicy {
     pub attempts: u32,
     /// The wait after the first failure; it doubles after each further one, with jitter.
     pub base_delay: Duration,
+    /// A location slower than this many bytes per second for `slow_for` is left for the next.
+    pub min_speed: u64,
+    pub slow_for: Duration,
+    /// The most bytes accepted for a source whose catalog entry has no `size`.
+    pub unsized_limit: u64,
 }
 
 impl Default for RetryPolicy {
@@ -48,6 +56,9 @@ impl Default for RetryPolicy {
         RetryPolicy {
             attempts: 4,
             base_delay: Duration::from_millis(500),
+            min_speed: 10 * 1024,
+            slow_for: Duration::from_secs(30),
+            unsized_limit: 128 * 1024 * 1024,
         }
     }
 }
@@ -77,8 +88,25 @@ enum Location {
 
 /// The outcome of one HTTP attempt that did not produce a verified file.
 enum Attempt {
-    Retry(String),
+    /// A transient failure; `progressed` when the attempt added bytes worth keeping.
+    Retry {
+        why: String,
+        progressed: bool,
+    },
+    /// A resumed file failed verification: the bytes on disk may have come from elsewhere, so
+    /// this location gets one more try from byte 0 before it is blamed.
+    Restart(Failure),
     Fatal(Failure),
+}
+
+/// An attempt that moved at least this many bytes does not count against the retries.
+const PROGRESS: u64 = 64 * 1024;
+
+fn retry(why: impl Into<String>) -> Attempt {
+    Attempt::Retry {
+        why: why.into(),
+        progressed: false,
+    }
 }
 
 impl<'a> Fetcher<'a> {
@@ -86,7 +114,21 @@ impl<'a> Fetcher<'a> {
     pub fn fetch(&self, source: &Source) -> Result<PathBuf> {
         let dest = self.cache.download_path(source);
         if dest.is_file() {
-            return Ok(dest);
+            match self.check_hit(source, &dest) {
+                Ok(()) => return Ok(dest),
+                Err(why) if self.offline => bail!(
+                    "the cached {} ({source}) is damaged: {why}\n  at {}\nhint: drop --offline to download it again",
+                    source.file,
+                    dest.display()
+                ),
+                Err(why) => {
+                    self.reporter.message(&format!(
+                        "{}: the cached copy is damaged ({why}); evicting it and downloading again",
+                        source.file
+                    ));
+                    cache::remove(&dest)?;
+                }
+            }
         }
         if self.offline {
             bail!(
@@ -111,7 +153,7 @@ impl<'a> Fetcher<'a> {
             let result = match &location {
                 Location::Http(url) => {
                     if client.is_none() {
-                        client = Some(http_client()?);
+                        client = Some(http_client(self.retry.slow_for)?);
                     }
                     let client = client.as_ref().expect("just built");
                     self.try_http(client, source, url, &partial)
@@ -124,6 +166,11 @@ impl<'a> Fetcher<'a> {
                     cache::publish(&partial, &dest)?;
                     return Ok(dest);
                 }
+                // No other location can fix a cache that cannot be written.
+                Err(failure @ Failure::Local(_)) => {
+                    failures.push((shown, failure));
+                    break;
+                }
                 Err(failure) => failures.push((shown, failure)),
             }
         }
@@ -131,8 +178,35 @@ impl<'a> Fetcher<'a> {
             file: source.file.clone(),
             source_name: source.to_string(),
             failures,
+            upstream: source.urls.clone(),
+            downloads: self.cache.root().join("downloads"),
         }
         .into())
+    }
+
+    /// Whether a cached file is still what was verified: its size always, its sha256 too when
+    /// `rehash` is set. The answer is why not.
+    fn check_hit(&self, source: &Source, dest: &Path) -> Result<(), String> {
+        let len = std::fs::metadata(dest).map_err(|e| e.to_string())?.len();
+        if let Some(size) = source.size
+            && size != len
+        {
+            return Err(format!("{len} bytes instead of {size}"));
+        }
+        if self.rehash {
+            let mut hasher = Sha256::new();
+            hash_file(dest, &mut hasher).map_err(|e| e.to_string())?;
+            let actual = crate::prepare::hex(&hasher.finalize());
+            if actual != source.sha256 {
+                return Err(format!("its sha256 is now {actual}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The most bytes accepted for `source`: its size, or the hard limit when it has none.
+    fn limit(&self, source: &Source) -> u64 {
+        source.size.unwrap_or(self.retry.unsized_limit)
     }
 
     /// Fetches several sources concurrently; paths in the same order.
@@ -212,26 +286,41 @@ impl<'a> Fetcher<'a> {
         partial: &Path,
     ) -> Result<(), Failure> {
         let attempts = self.retry.attempts.max(1);
-        for attempt in 1.. {
+        // Failed attempts in a row that made no progress; one that did resets the count.
+        let mut failed = 0;
+        let mut restarted = false;
+        loop {
             match self.http_attempt(client, source, url, partial) {
                 Ok(()) => return Ok(()),
                 Err(Attempt::Fatal(failure)) => return Err(failure),
-                Err(Attempt::Retry(last)) if attempt >= attempts => {
-                    return Err(Failure::GaveUp { attempts, last });
+                Err(Attempt::Restart(failure)) if restarted => return Err(failure),
+                Err(Attempt::Restart(failure)) => {
+                    restarted = true;
+                    self.reporter.message(&format!(
+                        "{}: the resumed download failed verification ({}); starting over from byte 0",
+                        source.file,
+                        failure.to_string().lines().next().unwrap_or_default()
+                    ));
                 }
-                Err(Attempt::Retry(why)) => {
-                    let delay = self.retry.delay(attempt);
+                Err(Attempt::Retry { why, progressed }) => {
+                    failed = if progressed { 1 } else { failed + 1 };
+                    if failed >= attempts {
+                        return Err(Failure::GaveUp {
+                            attempts,
+                            last: why,
+                        });
+                    }
+                    let delay = self.retry.delay(failed);
                     self.reporter.message(&format!(
                         "{}: {why}; retrying in {:.1}s (attempt {} of {attempts})",
                         source.file,
                         delay.as_secs_f64(),
-                        attempt + 1
+                        failed + 1
                     ));
                     std::thread::sleep(delay);
                 }
             }
         }
-        unreachable!()
     }
 
     /// One request: resumes a partial file with `Range` when there is one.
@@ -242,16 +331,14 @@ impl<'a> Fetcher<'a> {
         url: &str,
         partial: &Path,
     ) -> Result<(), Attempt> {
+        let limit = self.limit(source);
         let mut have = std::fs::metadata(partial).map_or(0, |m| m.len());
-        if let Some(size) = source.size
-            && have >= size
-            && have > 0
-        {
+        if have >= limit && have > 0 {
             // A partial file of full length (killed before the rename) still has to verify.
-            if have == size {
+            if Some(have) == source.size {
                 let mut hasher = Sha256::new();
                 hash_file(partial, &mut hasher)
-                    .map_err(|e| Attempt::Fatal(io_failure(partial, e)))?;
+                    .map_err(|e| Attempt::Fatal(local_failure(partial, e)))?;
                 if verify(source, url, partial, have, hasher).is_ok() {
                     return Ok(());
                 }
@@ -264,29 +351,32 @@ impl<'a> Fetcher<'a> {
         if have > 0 {
             request = request.header(reqwest::header::RANGE, format!("bytes={have}-"));
         }
-        let mut response = request
-            .send()
-            .map_err(|e| Attempt::Retry(error_chain(&e)))?;
+        let mut response = request.send().map_err(|e| {
+            let why = error_chain(&e);
+            if is_permanent(&e, &why) {
+                Attempt::Fatal(Failure::Other(why))
+            } else {
+                retry(why)
+            }
+        })?;
         let status = response.status();
         let resume = match status.as_u16() {
             200 => false,
             206 if have > 0 && content_range_start(&response) == Some(have) => true,
             206 if have > 0 => {
                 discard(partial);
-                return Err(Attempt::Retry(
-                    "the server resumed at another offset; starting over".into(),
-                ));
+                return Err(retry("the server resumed at another offset; starting over"));
             }
             416 if have > 0 => {
                 discard(partial);
-                return Err(Attempt::Retry(
-                    "the server cannot resume the partial download; starting over".into(),
+                return Err(retry(
+                    "the server cannot resume the partial download; starting over",
                 ));
             }
             404 | 403 | 410 => {
                 return Err(Attempt::Fatal(Failure::NotFound(format!("HTTP {status}"))));
             }
-            408 | 429 | 500..=599 => return Err(Attempt::Retry(format!("HTTP {status}"))),
+            408 | 429 | 500..=599 => return Err(retry(format!("HTTP {status}"))),
             _ => {
                 return Err(Attempt::Fatal(Failure::Other(format!(
                     "unexpected HTTP {status}"
@@ -297,11 +387,19 @@ impl<'a> Fetcher<'a> {
         let mut hasher = Sha256::new();
         let start = if resume { have } else { 0 };
         let announced = response.content_length().map(|len| start + len);
-        if let (Some(expected), Some(actual)) = (source.size, announced)
-            && expected != actual
-        {
-            discard(partial);
-            return Err(Attempt::Fatal(Failure::Size { expected, actual }));
+        if let Some(actual) = announced {
+            let wrong = match source.size {
+                Some(expected) => (expected != actual).then_some(Seen::Announced),
+                None => (actual > limit).then_some(Seen::OverLimit),
+            };
+            if let Some(seen) = wrong {
+                discard(partial);
+                return Err(Attempt::Fatal(Failure::Size {
+                    expected: limit,
+                    actual,
+                    seen,
+                }));
+            }
         }
         let opened = if resume {
             hash_file(partial, &mut hasher)
@@ -309,17 +407,22 @@ impl<'a> Fetcher<'a> {
         } else {
             File::create(partial)
         };
-        let mut file = opened.map_err(|e| Attempt::Fatal(io_failure(partial, e)))?;
+        let mut file = opened.map_err(|e| Attempt::Fatal(local_failure(partial, e)))?;
 
         let transfer =
             self.reporter
                 .download_started(&source.file, source.size.or(announced), start);
+        let pace = Pace {
+            min_speed: self.retry.min_speed,
+            over: self.retry.slow_for,
+        };
         let copied = copy_hashing(
             &mut response,
             &mut file,
             &mut hasher,
             start,
-            source.size,
+            limit,
+            Some(pace),
             transfer.as_ref(),
         );
         let written = match copied {
@@ -328,30 +431,52 @@ impl<'a> Fetcher<'a> {
                 // The partial file stays: the next attempt resumes from it.
                 let _ = file.flush();
                 transfer.fail(&format!("interrupted after {at} bytes"));
-                return Err(Attempt::Retry(format!(
-                    "the connection broke after {at} bytes: {}",
-                    error_chain(&e)
-                )));
+                return Err(Attempt::Retry {
+                    why: format!("the connection broke after {at} bytes: {}", error_chain(&e)),
+                    progressed: at - start >= PROGRESS,
+                });
+            }
+            Err(CopyError::TooSlow { at, speed }) => {
+                // The bytes so far are kept: the next location may resume them.
+                let _ = file.flush();
+                transfer.fail("too slow");
+                return Err(Attempt::Fatal(Failure::Other(format!(
+                    "too slow: {speed} bytes/s for {}s (the minimum is {} bytes/s); left after {at} bytes",
+                    pace.over.as_secs(),
+                    pace.min_speed
+                ))));
             }
             Err(CopyError::TooLong(actual)) => {
                 discard(partial);
                 transfer.fail("too large");
-                let expected = source.size.unwrap_or_default();
-                return Err(Attempt::Fatal(Failure::Size { expected, actual }));
+                let seen = if source.size.is_some() {
+                    Seen::Exceeded
+                } else {
+                    Seen::OverLimit
+                };
+                return Err(Attempt::Fatal(Failure::Size {
+                    expected: limit,
+                    actual,
+                    seen,
+                }));
             }
             Err(CopyError::Write(e)) => {
                 transfer.fail("cannot write to the cache");
-                return Err(Attempt::Fatal(io_failure(partial, e)));
+                return Err(Attempt::Fatal(local_failure(partial, e)));
             }
         };
         if let Err(e) = file.sync_all() {
-            return Err(Attempt::Fatal(io_failure(partial, e)));
+            return Err(Attempt::Fatal(local_failure(partial, e)));
         }
         drop(file);
         match verify(source, url, partial, written, hasher) {
             Ok(()) => {
                 transfer.finish("verified");
                 Ok(())
+            }
+            Err(failure) if resume => {
+                transfer.fail("failed verification after resuming");
+                Err(Attempt::Restart(failure))
             }
             Err(failure) => {
                 transfer.fail("failed verification");
@@ -362,6 +487,15 @@ impl<'a> Fetcher<'a> {
 
     /// Copies `<dir>/<file>` from a local mirror into `partial` and verifies it.
     fn try_local(&self, source: &Source, path: &Path, partial: &Path) -> Result<(), Failure> {
+        // Checked before opening: opening a FIFO (or a device) would block or never end.
+        match std::fs::metadata(path) {
+            Ok(m) if m.is_file() => {}
+            Ok(_) => return Err(Failure::Other("not a regular file".into())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(Failure::NotFound("no such file".into()));
+            }
+            Err(e) => return Err(io_failure(path, e)),
+        }
         let mut input = match File::open(path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -369,16 +503,24 @@ impl<'a> Fetcher<'a> {
             }
             Err(e) => return Err(io_failure(path, e)),
         };
-        let len = input.metadata().map_err(|e| io_failure(path, e))?.len();
-        if let Some(expected) = source.size
-            && expected != len
-        {
+        let meta = input.metadata().map_err(|e| io_failure(path, e))?;
+        if !meta.is_file() {
+            return Err(Failure::Other("not a regular file".into()));
+        }
+        let len = meta.len();
+        let limit = self.limit(source);
+        let wrong = match source.size {
+            Some(expected) => (expected != len).then_some(Seen::Received),
+            None => (len > limit).then_some(Seen::OverLimit),
+        };
+        if let Some(seen) = wrong {
             return Err(Failure::Size {
-                expected,
+                expected: limit,
                 actual: len,
+                seen,
             });
         }
-        let mut out = File::create(partial).map_err(|e| io_failure(partial, e))?;
+        let mut out = File::create(partial).map_err(|e| local_failure(partial, e))?;
         let transfer = self.reporter.download_started(&source.file, Some(len), 0);
         let mut hasher = Sha256::new();
         let written = match copy_hashing(
@@ -386,7 +528,8 @@ impl<'a> Fetcher<'a> {
             &mut out,
             &mut hasher,
             0,
-            source.size,
+            limit,
+            None,
             transfer.as_ref(),
         ) {
             Ok(n) => n,
@@ -396,15 +539,21 @@ impl<'a> Fetcher<'a> {
                 transfer.fail("copy failed");
                 return Err(match e {
                     CopyError::Read(_, e) => io_failure(path, e),
-                    CopyError::Write(e) => io_failure(partial, e),
+                    CopyError::Write(e) => local_failure(partial, e),
                     CopyError::TooLong(actual) => Failure::Size {
-                        expected: source.size.unwrap_or_default(),
+                        expected: limit,
                         actual,
+                        seen: if source.size.is_some() {
+                            Seen::Exceeded
+                        } else {
+                            Seen::OverLimit
+                        },
                     },
+                    CopyError::TooSlow { .. } => unreachable!("no pace is set for a local copy"),
                 });
             }
         };
-        out.sync_all().map_err(|e| io_failure(partial, e))?;
+        out.sync_all().map_err(|e| local_failure(partial, e))?;
         drop(out);
         let shown = path.display().to_string();
         match verify(source, &shown, partial, written, hasher) {
@@ -420,12 +569,13 @@ impl<'a> Fetcher<'a> {
     }
 }
 
-fn http_client() -> Result<Client> {
+/// `stall`: the longest a read may wait (a server silent that long is under any minimum speed).
+fn http_client(stall: Duration) -> Result<Client> {
     Client::builder()
         .user_agent(concat!("python-fips-xtask/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(15))
         // In the blocking client this bounds every read, not the whole download.
-        .timeout(Duration::from_secs(60))
+        .timeout(stall.max(Duration::from_millis(100)))
         .build()
         .context("cannot set up the HTTP client")
 }
@@ -456,8 +606,20 @@ enum CopyError {
     /// Reading failed after this many bytes (counting the resumed prefix).
     Read(u64, io::Error),
     Write(io::Error),
-    /// More bytes than the catalog's size arrived.
+    /// More bytes than the limit (the catalog's size, or the hard limit) arrived.
     TooLong(u64),
+    /// Fewer than the minimum bytes per second arrived over a whole window.
+    TooSlow {
+        at: u64,
+        speed: u64,
+    },
+}
+
+/// The slowest transfer tolerated: `min_speed` bytes per second, measured over `over`.
+#[derive(Clone, Copy)]
+struct Pace {
+    min_speed: u64,
+    over: Duration,
 }
 
 /// Streams `input` to `out`, hashing as it goes; returns the total (`start` plus bytes copied).
@@ -466,26 +628,49 @@ fn copy_hashing(
     out: &mut File,
     hasher: &mut Sha256,
     start: u64,
-    limit: Option<u64>,
+    limit: u64,
+    pace: Option<Pace>,
     transfer: &dyn Transfer,
 ) -> Result<u64, CopyError> {
     let mut buf = vec![0u8; 64 * 1024];
     let mut total = start;
+    let mut window = (Instant::now(), total);
     loop {
         let n = match input.read(&mut buf) {
             Ok(0) => return Ok(total),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            // Nothing at all for a whole window: as slow as it gets.
+            Err(e) if pace.is_some() && is_timeout(&e) => {
+                return Err(CopyError::TooSlow {
+                    at: total,
+                    speed: 0,
+                });
+            }
             Err(e) => return Err(CopyError::Read(total, e)),
         };
         total += n as u64;
-        if limit.is_some_and(|l| total > l) {
+        if total > limit {
             return Err(CopyError::TooLong(total));
+        }
+        if let Some(pace) = pace {
+            let elapsed = window.0.elapsed();
+            if elapsed >= pace.over {
+                let speed = ((total - window.1) as f64 / elapsed.as_secs_f64()) as u64;
+                if speed < pace.min_speed {
+                    return Err(CopyError::TooSlow { at: total, speed });
+                }
+                window = (Instant::now(), total);
+            }
         }
         hasher.update(&buf[..n]);
         out.write_all(&buf[..n]).map_err(CopyError::Write)?;
         transfer.advance(n as u64);
     }
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::TimedOut || error_chain(e).contains("timed out")
 }
 
 /// Checks size and sha256 of a finished `partial`; removes it when either is wrong.
@@ -503,6 +688,7 @@ fn verify(
         return Err(Failure::Size {
             expected,
             actual: written,
+            seen: Seen::Received,
         });
     }
     let actual = crate::prepare::hex(&hasher.finalize());
@@ -531,6 +717,23 @@ fn discard(partial: &Path) {
 
 fn io_failure(path: &Path, e: io::Error) -> Failure {
     Failure::Other(format!("{}: {e}", path.display()))
+}
+
+/// A failure to write the cache: it ends the fetch, whatever other locations there are.
+fn local_failure(path: &Path, e: io::Error) -> Failure {
+    Failure::Local(format!("cannot write {}: {e}", path.display()))
+}
+
+/// Errors no retry can mend: a malformed request or URL, a redirect loop, a name that does not
+/// resolve, a certificate that is not trusted.
+fn is_permanent(e: &reqwest::Error, chain: &str) -> bool {
+    let chain = chain.to_ascii_lowercase();
+    e.is_builder()
+        || e.is_redirect()
+        || chain.contains("dns error")
+        || chain.contains("failed to lookup address")
+        || chain.contains("certificate")
+        || chain.contains("invalid url")
 }
 
 /// An error and its sources on one line (reqwest hides the useful part in the chain).

@@ -16,6 +16,29 @@ use tar::EntryType;
 /// depends on whether `a` is itself a link), hard links to symlinks, and device or fifo entries.
 /// File and directory modes (without setuid/setgid/sticky) and mtimes are kept; owners are not.
 pub fn extract(archive: &Path, dest: &Path) -> Result<()> {
+    extract_within(archive, dest, Limits::default())
+}
+
+/// The most an archive may hold: more is refused as a decompression bomb.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Bytes of file content, all entries together.
+    pub bytes: u64,
+    pub entries: u64,
+}
+
+impl Default for Limits {
+    /// About four times the largest CPython release (130 MB and 5,300 entries for 3.14).
+    fn default() -> Self {
+        Limits {
+            bytes: 512 * 1024 * 1024,
+            entries: 50_000,
+        }
+    }
+}
+
+/// `extract` with other limits.
+pub fn extract_within(archive: &Path, dest: &Path, limits: Limits) -> Result<()> {
     let name = archive
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -32,10 +55,31 @@ pub fn extract(archive: &Path, dest: &Path) -> Result<()> {
             archive.display()
         );
     };
-    unpack(decoded, dest).with_context(|| format!("cannot extract {}", archive.display()))
+    unpack(decoded, dest, limits).with_context(|| format!("cannot extract {}", archive.display()))
 }
 
-fn unpack(input: Box<dyn Read>, dest: &Path) -> Result<()> {
+/// An I/O error while unpacking `shown` to `target`, told apart from a refusal: a damaged
+/// archive, or a destination that cannot be written. The whole cause is kept.
+fn io_error(e: std::io::Error, shown: &str, target: &Path, dest: &Path) -> anyhow::Error {
+    use std::io::ErrorKind;
+    let what = match e.kind() {
+        ErrorKind::UnexpectedEof | ErrorKind::InvalidData | ErrorKind::InvalidInput => format!(
+            "cannot read the entry {shown:?} (an I/O error: the archive is truncated or damaged)"
+        ),
+        ErrorKind::StorageFull | ErrorKind::QuotaExceeded => format!(
+            "cannot write {} (an I/O error: the disk is full)\nhint: free space in {}",
+            target.display(),
+            dest.display()
+        ),
+        _ => format!(
+            "cannot write {} (an I/O error, not a refusal of the archive)",
+            target.display()
+        ),
+    };
+    anyhow::Error::new(e).context(what)
+}
+
+fn unpack(input: Box<dyn Read>, dest: &Path, limits: Limits) -> Result<()> {
     let mut archive = tar::Archive::new(input);
     archive.set_preserve_permissions(false);
     archive.set_preserve_ownerships(false);
@@ -46,9 +90,24 @@ fn unpack(input: Box<dyn Read>, dest: &Path) -> Result<()> {
     // Directory modes and mtimes are set last: a read-only directory would refuse its entries,
     // and every entry written into a directory changes its mtime.
     let mut dirs: Vec<(PathBuf, u32, u64)> = Vec::new();
+    let (mut bytes, mut count) = (0u64, 0u64);
     for entry in archive.entries().context("cannot read the archive")? {
         let mut entry = entry.context("cannot read the archive (is it truncated?)")?;
         let shown = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        count += 1;
+        bytes = bytes.saturating_add(entry.header().size().unwrap_or(0));
+        if count > limits.entries {
+            bail!(
+                "the archive has more than {} entries; refused as a decompression bomb",
+                limits.entries
+            );
+        }
+        if bytes > limits.bytes {
+            bail!(
+                "the archive holds more than {} bytes (at entry {shown:?}); refused as a decompression bomb",
+                limits.bytes
+            );
+        }
         let refuse = |why: String| anyhow!("entry {shown:?} {why}");
         let kind = entry.header().entry_type();
         if kind.is_pax_global_extensions()
@@ -79,7 +138,7 @@ fn unpack(input: Box<dyn Read>, dest: &Path) -> Result<()> {
                 prepare_parent(dest, &rel).map_err(refuse)?;
                 entry
                     .unpack(&target)
-                    .map_err(|e| refuse(format!("cannot be written: {e}")))?;
+                    .map_err(|e| io_error(e, &shown, &target, dest))?;
             }
             EntryType::Symlink => {
                 let link = entry
@@ -143,7 +202,7 @@ pub(crate) fn relative_inside(path: &Path) -> Result<PathBuf, String> {
 
 /// Refuses `rel` when a directory on the way to it (and, with `itself`, `rel` too) is a symlink
 /// or not a directory: writing there would follow the link.
-fn no_links_on_the_way(dest: &Path, rel: &Path, itself: bool) -> Result<(), String> {
+pub(crate) fn no_links_on_the_way(dest: &Path, rel: &Path, itself: bool) -> Result<(), String> {
     let mut at = dest.to_path_buf();
     let names: Vec<_> = rel.components().collect();
     let check = if itself {
@@ -253,4 +312,4 @@ fn set_mode(_path: &Path, _mode: u32) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

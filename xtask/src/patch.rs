@@ -7,7 +7,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use diffy::patch_set::{FileMode, FileOperation, ParseOptions, PatchKind, PatchSet};
 use diffy::{Hunk, Line, Patch};
 
-use crate::extract::relative_inside;
+use crate::extract::{no_links_on_the_way, relative_inside};
 
 /// What happened to one patch file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +82,9 @@ impl Tree<'_> {
             return Ok(planned.content.clone());
         }
         let path = self.root.join(rel);
+        // Patches change regular files of the tree only: never what a link leads to.
+        no_links_on_the_way(self.root, rel, true)
+            .map_err(|why| anyhow!("{} {why}; patches change regular files only", rel.display()))?;
         match std::fs::read(&path) {
             Ok(bytes) => Ok(Some(bytes)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -98,11 +101,7 @@ impl Tree<'_> {
                         std::fs::create_dir_all(dir)
                             .with_context(|| format!("cannot create {}", dir.display()))?;
                     }
-                    std::fs::write(&path, bytes)
-                        .with_context(|| format!("cannot write {}", path.display()))?;
-                    if let Some(executable) = planned.executable {
-                        set_executable(&path, executable)?;
-                    }
+                    replace(&path, bytes, planned.executable)?;
                 }
                 None => match std::fs::remove_file(&path) {
                     Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -114,6 +113,30 @@ impl Tree<'_> {
         }
         Ok(())
     }
+}
+
+/// Writes `bytes` to `path` through a sibling file and a rename, so that a hard link to the old
+/// file keeps the old content. The mode is `executable`'s, or else the old file's.
+fn replace(path: &Path, bytes: &[u8], executable: Option<bool>) -> Result<()> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.patched.{}", std::process::id()));
+    let old_mode = std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| m.permissions());
+    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    match (executable, old_mode) {
+        (Some(executable), _) => set_executable(&tmp, executable)?,
+        (None, Some(mode)) => std::fs::set_permissions(&tmp, mode)
+            .with_context(|| format!("cannot set the mode of {}", tmp.display()))?,
+        (None, None) => {}
+    }
+    std::fs::rename(&tmp, path).with_context(|| {
+        let _ = std::fs::remove_file(&tmp);
+        format!("cannot rename {} to {}", tmp.display(), path.display())
+    })
 }
 
 /// What one file section of a patch does.
@@ -252,6 +275,11 @@ fn plan(
             (Some(_), false) => return Err(fail("the file it creates already exists".into())),
         };
         let result = diffy::apply_bytes(&base, patch).map_err(|e| {
+            if crlf_mismatch(&base, patch) {
+                return fail(
+                    "the patch has CRLF (Windows) line endings, but the file has LF ones\nhint: convert the patch to LF line endings (`sed -i 's/\\r$//' PATCH`, or `git config core.autocrlf false` and check it out again)".into(),
+                );
+            }
             let (n, detail) = explain(&base, patch, &e);
             fail(format!(
                 "hunk #{n} does not match\n  {detail}\nhint: the patch was made for other sources; refresh it against this release"
@@ -276,6 +304,19 @@ fn plan(
         );
     }
     Ok(out)
+}
+
+/// The patch's lines end in CRLF where the file's end in LF.
+fn crlf_mismatch(base: &[u8], patch: &Patch<'_, [u8]>) -> bool {
+    let patch_crlf = patch
+        .hunks()
+        .iter()
+        .flat_map(|h| h.lines())
+        .any(|line| match line {
+            Line::Context(l) | Line::Delete(l) => l.ends_with(b"\r\n"),
+            Line::Insert(_) => false,
+        });
+    patch_crlf && !base.windows(2).any(|w| w == b"\r\n")
 }
 
 /// Which hunk failed and the first of its lines that differs from the file where the hunk says

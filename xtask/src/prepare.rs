@@ -51,8 +51,11 @@ impl flags::Fetch {
     pub fn run(self, _sh: &Shell) -> Result<()> {
         let ctx = Context::new(&self.sources)?;
         let reporter = Terminal::new();
-        let _lock = ctx.cache.lock(&reporter)?;
-        for path in ctx.fetch(&reporter)? {
+        let _lock = ctx.lock(&reporter)?;
+        // The command that says "these files are good" re-hashes what it finds in the cache.
+        let mut fetcher = ctx.fetcher(&reporter);
+        fetcher.rehash = true;
+        for path in fetcher.fetch_all(&ctx.recipe.sources())? {
             println!("{}", path.display());
         }
         Ok(())
@@ -63,7 +66,7 @@ impl flags::Prepare {
     pub fn run(self, _sh: &Shell) -> Result<()> {
         let ctx = Context::new(&self.sources)?;
         let reporter = Terminal::new();
-        let _lock = ctx.cache.lock(&reporter)?;
+        let _lock = ctx.lock(&reporter)?;
         let tree = ctx.prepare(&reporter)?;
         println!("{}", tree.root.display());
         Ok(())
@@ -88,12 +91,30 @@ impl Context {
             .unwrap_or_else(|| crate::project_root().join("patches"));
         let recipe = catalog::resolve(&catalog, &recipes, &patches, args)?;
         let cache = Cache::open(args.cache.as_deref())?;
+        if args.offline && cache.is_fresh() {
+            // Only just made, so nothing of the user's is in it.
+            let _ = cache::remove(cache.root());
+            anyhow::bail!(
+                "--offline needs a cache, and there is none at {}\nhint: check --cache and PYTHON_FIPS_CACHE, or drop --offline to fill a new cache",
+                cache.root().display()
+            );
+        }
         Ok(Context {
             recipe,
             cache,
             mirrors: args.mirror.clone(),
             offline: args.offline,
         })
+    }
+
+    /// Takes the cache lock: shared (nothing written) under `--offline`, so that a read-only
+    /// copy of a warm cache serves.
+    pub fn lock(&self, reporter: &dyn Reporter) -> Result<cache::CacheLock> {
+        if self.offline {
+            self.cache.lock_shared(reporter)
+        } else {
+            self.cache.lock(reporter)
+        }
     }
 
     /// Downloads and verifies every source of the recipe.
@@ -108,6 +129,7 @@ impl Context {
             offline: self.offline,
             reporter,
             retry: RetryPolicy::default(),
+            rehash: false,
         }
     }
 
@@ -127,27 +149,83 @@ impl Context {
         }
         let scratch = self.cache.scratch("tree")?;
         let archive = self.cache.download_path(&self.recipe.python);
-        extract::extract(&archive, &scratch)?;
-        let src = scratch.join(format!("Python-{}", self.recipe.python.version));
-        if !src.is_dir() {
-            anyhow::bail!(
-                "{} does not contain Python-{}/",
-                archive.display(),
-                self.recipe.python.version
-            );
-        }
-        // Taken before patching, so that it depends on the upstream tarball alone.
-        let newest = newest_mtime(&src)?;
-        std::fs::write(scratch.join("SOURCE_DATE_EPOCH"), newest.to_string())?;
-        let outcomes = patch::apply_all(&src, &self.recipe.patches)?;
-        for (file, outcome) in self.recipe.patches.iter().zip(outcomes) {
-            if outcome == patch::Outcome::AlreadyApplied {
-                reporter.message(&format!("{} is already applied", file.display()));
-            }
-        }
+        extract_verified(&archive, &self.recipe.python, &scratch)?;
+        make_tree(
+            &archive,
+            &self.recipe.python.version,
+            &self.recipe.patches,
+            &scratch,
+            reporter,
+        )?;
         cache::publish(&scratch, &dir)?;
         tree.with_derived_epoch(&dir)
     }
+}
+
+/// Extracts the cached `archive` of `source` into `dest`. When that fails, the archive is
+/// hashed again: one that no longer matches its pin (damaged on disk) is evicted, and the error
+/// says so.
+fn extract_verified(archive: &Path, source: &catalog::Source, dest: &Path) -> Result<()> {
+    let Err(error) = extract::extract(archive, dest) else {
+        return Ok(());
+    };
+    let actual = std::fs::File::open(archive).and_then(|mut f| {
+        let mut h = Sha256::new();
+        std::io::copy(&mut f, &mut h)?;
+        Ok(hex(&h.finalize()))
+    });
+    match actual {
+        Ok(actual) if actual != source.sha256 => {
+            cache::remove(archive)?;
+            Err(error.context(format!(
+                "the cached {} is damaged: its sha256 is now {actual}, not {}; it was evicted from the cache\nhint: run again to download it again",
+                source.file, source.sha256
+            )))
+        }
+        _ => Err(error),
+    }
+}
+
+/// Turns `scratch`, holding the extracted tarball, into a tree entry: `Python-<version>/`
+/// patched, and `SOURCE_DATE_EPOCH` beside it.
+fn make_tree(
+    archive: &Path,
+    version: &str,
+    patches: &[PathBuf],
+    scratch: &Path,
+    reporter: &dyn Reporter,
+) -> Result<()> {
+    let top = format!("Python-{version}");
+    let src = scratch.join(&top);
+    if !std::fs::symlink_metadata(&src).is_ok_and(|m| m.is_dir()) {
+        anyhow::bail!("{} does not contain {top}/", archive.display());
+    }
+    // Anything beside the tree could collide with what the cache keeps there.
+    for entry in std::fs::read_dir(scratch)? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        if name != top {
+            anyhow::bail!(
+                "{} has an unexpected entry {name:?} beside {top}/; a CPython release has nothing else",
+                archive.display()
+            );
+        }
+    }
+    // Taken before patching, so that it depends on the upstream tarball alone.
+    let newest = newest_mtime(&src)?;
+    let epoch = scratch.join("SOURCE_DATE_EPOCH");
+    std::fs::File::options()
+        .write(true)
+        .create_new(true)
+        .open(&epoch)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, newest.to_string().as_bytes()))
+        .with_context(|| format!("cannot write {}", epoch.display()))?;
+    let outcomes = patch::apply_all(&src, patches)?;
+    for (file, outcome) in patches.iter().zip(outcomes) {
+        if outcome == patch::Outcome::AlreadyApplied {
+            reporter.message(&format!("{} is already applied", file.display()));
+        }
+    }
+    Ok(())
 }
 
 /// A patched CPython source tree in the cache.
@@ -220,4 +298,132 @@ pub fn file_name(p: &Path) -> String {
 
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::extract::tests::{archive, dir, file, link};
+    use crate::testutil::TempDir;
+    use tar::EntryType;
+
+    fn source_of(archive: &Path) -> catalog::Source {
+        let bytes = std::fs::read(archive).unwrap();
+        catalog::Source {
+            name: "cpython".into(),
+            version: "3.99.0".into(),
+            file: file_name(archive),
+            urls: vec![],
+            sha256: hex(&Sha256::digest(&bytes)),
+            size: Some(bytes.len() as u64),
+            license: "PSF-2.0".into(),
+            cmvp: None,
+        }
+    }
+
+    #[test]
+    fn an_archive_that_no_longer_matches_its_sha256_is_evicted_when_it_fails_to_extract() {
+        let tmp = TempDir::new("prep-evict");
+        let body: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let path = archive(
+            tmp.path(),
+            "Python-3.99.0.tgz",
+            &[
+                dir("Python-3.99.0/"),
+                file("Python-3.99.0/big", &body, 0o644),
+            ],
+        );
+        let source = source_of(&path);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let len = bytes.len();
+        bytes.truncate(len / 2);
+        std::fs::write(&path, &bytes).unwrap();
+        let dest = tmp.path().join("dest");
+        std::fs::create_dir_all(&dest).unwrap();
+
+        let err = extract_verified(&path, &source, &dest).unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.contains("sha256"), "{text}");
+        assert!(
+            !path.exists(),
+            "the damaged archive stayed in the cache: {text}"
+        );
+    }
+
+    #[test]
+    fn source_date_epoch_is_not_written_through_a_link_from_the_archive() {
+        let tmp = TempDir::new("prep-epoch");
+        let path = archive(
+            tmp.path(),
+            "Python-3.99.0.tgz",
+            &[
+                dir("Python-3.99.0/"),
+                file("Python-3.99.0/README", b"upstream readme\n", 0o644),
+                link(
+                    "SOURCE_DATE_EPOCH",
+                    EntryType::Symlink,
+                    "Python-3.99.0/README",
+                ),
+            ],
+        );
+        let scratch = tmp.path().join("scratch");
+        std::fs::create_dir_all(&scratch).unwrap();
+        let source = source_of(&path);
+        let result = extract_verified(&path, &source, &scratch)
+            .and_then(|()| make_tree(&path, "3.99.0", &[], &scratch, &crate::progress::Silent));
+        let readme = std::fs::read_to_string(scratch.join("Python-3.99.0/README"));
+        assert!(
+            readme.as_deref().unwrap_or("upstream readme\n") == "upstream readme\n",
+            "SOURCE_DATE_EPOCH went through the archive's link: README is now {readme:?}"
+        );
+        let err = result.expect_err("an unexpected top-level entry was accepted");
+        assert!(format!("{err:#}").contains("SOURCE_DATE_EPOCH"), "{err:#}");
+    }
+
+    #[test]
+    fn offline_with_a_cache_that_did_not_exist_is_an_error() {
+        let tmp = TempDir::new("prep-offline");
+        let typo = tmp.path().join("cahce");
+        let args = SourceArgs {
+            version: Some("3.13".into()),
+            offline: true,
+            cache: Some(typo.clone()),
+            ..SourceArgs::default()
+        };
+        let err = match Context::new(&args) {
+            Ok(_) => panic!(
+                "--offline silently used a new, empty cache at {}",
+                typo.display()
+            ),
+            Err(e) => format!("{e:#}"),
+        };
+        assert!(err.contains(&typo.display().to_string()), "{err}");
+        assert!(!typo.exists(), "{err}");
+    }
+
+    #[test]
+    fn a_build_looks_for_the_engine_before_fetching_anything() {
+        let tmp = TempDir::new("prep-engine");
+        let cache_dir = tmp.path().join("cache");
+        Cache::open(Some(&cache_dir)).unwrap();
+        let args = crate::flags::BuildArgs {
+            sources: SourceArgs {
+                version: Some("3.13".into()),
+                offline: true,
+                cache: Some(cache_dir.clone()),
+                ..SourceArgs::default()
+            },
+            engine: Some(tmp.path().join("no-docker-here").display().to_string()),
+            ..crate::flags::BuildArgs::default()
+        };
+        let sh = Shell::new().unwrap();
+        let err = match crate::python::Build::start(&sh, &args, &Terminal::new()) {
+            Ok(_) => panic!("a build started without an engine"),
+            Err(e) => format!("{e:#}"),
+        };
+        assert!(
+            err.contains("no container engine"),
+            "the engine was not checked first: {err}"
+        );
+    }
 }

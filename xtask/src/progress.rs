@@ -4,7 +4,7 @@
 //! elsewhere (CI logs), plain one-line messages.
 
 use std::io::IsTerminal;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -95,9 +95,13 @@ impl Reporter for Terminal {
                     String::new()
                 };
                 eprintln!("downloading {file}{from}");
-                Box::new(PlainTransfer {
-                    file: file.to_string(),
-                })
+                Box::new(PlainTransfer::new(
+                    file,
+                    total,
+                    resumed_at,
+                    Duration::from_secs(5),
+                    Box::new(|line: &str| eprintln!("{line}")),
+                ))
             }
         }
     }
@@ -131,12 +135,67 @@ impl Transfer for BarTransfer {
     }
 }
 
+/// A transfer shown without a terminal: a line every `every` (a CI log shows it is alive).
 struct PlainTransfer {
     file: String,
+    total: Option<u64>,
+    resumed_at: u64,
+    done: std::sync::atomic::AtomicU64,
+    started: Instant,
+    last: std::sync::Mutex<Instant>,
+    every: Duration,
+    out: Box<dyn Fn(&str) + Send + Sync>,
+}
+
+impl PlainTransfer {
+    fn new(
+        file: &str,
+        total: Option<u64>,
+        resumed_at: u64,
+        every: Duration,
+        out: Box<dyn Fn(&str) + Send + Sync>,
+    ) -> PlainTransfer {
+        let now = Instant::now();
+        PlainTransfer {
+            file: file.to_string(),
+            total,
+            resumed_at,
+            done: std::sync::atomic::AtomicU64::new(resumed_at),
+            started: now,
+            last: std::sync::Mutex::new(now),
+            every,
+            out,
+        }
+    }
 }
 
 impl Transfer for PlainTransfer {
-    fn advance(&self, _bytes: u64) {}
+    fn advance(&self, bytes: u64) {
+        use std::sync::atomic::Ordering;
+        let done = self.done.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        let Ok(mut last) = self.last.try_lock() else {
+            return;
+        };
+        if last.elapsed() < self.every {
+            return;
+        }
+        *last = Instant::now();
+        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+        let seconds = self.started.elapsed().as_secs_f64().max(0.001);
+        let line = match self.total {
+            Some(total) if total > 0 => format!(
+                "{}: {:.1} of {:.1} MiB ({}%)",
+                self.file,
+                mib(done),
+                mib(total),
+                done * 100 / total
+            ),
+            _ => format!("{}: {:.1} MiB", self.file, mib(done)),
+        };
+        // The speed counts this transfer's bytes only, not a resumed prefix.
+        let speed = (done - self.resumed_at) as f64 / 1024.0 / seconds;
+        (self.out)(&format!("{line}, {speed:.0} KiB/s"));
+    }
     fn finish(&self, note: &str) {
         eprintln!("{} {note}", self.file);
     }
@@ -165,4 +224,30 @@ impl Transfer for SilentTransfer {
     fn advance(&self, _: u64) {}
     fn finish(&self, _: &str) {}
     fn fail(&self, _: &str) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[test]
+    fn without_a_terminal_a_download_prints_plain_progress_lines() {
+        let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+        let sink = Arc::clone(&lines);
+        let transfer = PlainTransfer::new(
+            "Python-3.99.0.tgz",
+            Some(4 * 1024 * 1024),
+            1024 * 1024,
+            Duration::ZERO,
+            Box::new(move |line: &str| sink.lock().unwrap().push(line.to_string())),
+        );
+        transfer.advance(1024 * 1024);
+        let lines = lines.lock().unwrap().clone();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(
+            lines[0].starts_with("Python-3.99.0.tgz: 2.0 of 4.0 MiB (50%)"),
+            "{lines:?}"
+        );
+    }
 }

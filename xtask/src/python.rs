@@ -119,13 +119,15 @@ pub struct Artifact {
 }
 
 impl<'a> Build<'a> {
-    /// Resolves, fetches and patches the sources, finds the engine and makes the builder image.
+    /// Resolves the recipe, finds the engine, fetches and patches the sources and makes the
+    /// builder image.
     pub fn start(sh: &'a Shell, args: &BuildArgs, ui: &Terminal) -> Result<Build<'a>> {
         let ctx = Context::new(&args.sources)?;
+        // Before any download: without an engine, nothing fetched could be used.
+        let engine = Engine::detect(sh, args.engine.as_deref())?;
         let lock = ctx.cache.lock(ui)?;
         ctx.fetch(ui)?;
         let tree = ctx.prepare(ui)?;
-        let engine = Engine::detect(sh, args.engine.as_deref())?;
         pipeline::prune_stale(sh, &engine, &ctx.cache)?;
         let arch = engine.arch(sh)?;
         let image_id = builder::ensure(sh, &engine, &ctx.cache, &ctx.recipe.builder, ui)?;
@@ -353,7 +355,9 @@ impl<'a> Build<'a> {
         let tmp = out.join(format!(".{name}.partial"));
         std::fs::copy(entry.join(&name), &tmp)
             .with_context(|| format!("cannot write {}", tmp.display()))?;
+        crate::cache::sync(&tmp)?;
         std::fs::rename(&tmp, &tarball)?;
+        crate::cache::sync(&out)?;
         crate::cache::write_atomic(
             &out.join(format!("{name}.sha256")),
             format!("{sha256}  {name}\n").as_bytes(),

@@ -42,6 +42,21 @@ pub enum Behaviour {
     DropOnce { body: Vec<u8>, cut: usize },
     /// Answers with this status and an empty body, every time.
     Status(u16),
+    /// Like `Serve`, but every response stops after `chunk` bytes of the requested range and
+    /// closes the connection (announcing the full length): a flaky server that makes progress.
+    DropEvery { body: Vec<u8>, chunk: usize },
+    /// Like `Serve`, but sends `step` bytes every `every`: a server slower than any deadline.
+    Drip {
+        body: Vec<u8>,
+        step: usize,
+        every: std::time::Duration,
+    },
+    /// Sends the body without a `Content-Length` and closes the connection at its end.
+    Unsized(Vec<u8>),
+    /// Announces `length` in `Content-Length` whatever the body is.
+    Announce { body: Vec<u8>, length: u64 },
+    /// Answers `302 Found` with this `Location`.
+    Redirect(String),
 }
 
 /// One request as the server saw it.
@@ -135,8 +150,54 @@ fn handle(stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
         behaviour
     };
     let mut out = stream;
+    let head = |len: usize, from: usize, total: usize| {
+        let status = if from > 0 {
+            format!(
+                "206 Partial Content\r\nContent-Range: bytes {from}-{}/{total}",
+                total - 1
+            )
+        } else {
+            "200 OK".to_string()
+        };
+        format!("HTTP/1.1 {status}\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n")
+    };
+    let from = range_from.unwrap_or(0) as usize;
     match behaviour {
         None => respond(&mut out, "404 Not Found", &[], b""),
+        Some(Behaviour::DropEvery { body, chunk }) => {
+            let from = from.min(body.len());
+            out.write_all(head(body.len() - from, from, body.len()).as_bytes())?;
+            out.write_all(&body[from..(from + chunk).min(body.len())])?;
+            out.flush()
+        }
+        Some(Behaviour::Drip { body, step, every }) => {
+            let from = from.min(body.len());
+            out.write_all(head(body.len() - from, from, body.len()).as_bytes())?;
+            for piece in body[from..].chunks(step) {
+                out.write_all(piece)?;
+                out.flush()?;
+                std::thread::sleep(every);
+            }
+            Ok(())
+        }
+        Some(Behaviour::Unsized(body)) => {
+            out.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")?;
+            out.write_all(&body)?;
+            out.flush()
+        }
+        Some(Behaviour::Announce { body, length }) => {
+            let head =
+                format!("HTTP/1.1 200 OK\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n");
+            out.write_all(head.as_bytes())?;
+            out.write_all(&body)?;
+            out.flush()
+        }
+        Some(Behaviour::Redirect(location)) => respond(
+            &mut out,
+            "302 Found",
+            &[&format!("Location: {location}")],
+            b"",
+        ),
         Some(Behaviour::Status(code)) => respond(&mut out, &format!("{code} Scripted"), &[], b""),
         Some(Behaviour::DropOnce { body, cut }) => {
             let head = format!(

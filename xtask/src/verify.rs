@@ -83,16 +83,14 @@ impl flags::Verify {
         let ui = Terminal::new();
         let engine = Engine::detect(sh, self.engine.as_deref())?;
         let cache = Cache::open(self.cache.as_deref())?;
-        let target = Path::new(&self.target);
-        let (image, json) = if target.is_file() {
-            let _lock = cache.lock(&ui)?;
-            let image = image::for_tarball(sh, &engine, &cache, target, &ui)?;
-            let json = self.json.clone().unwrap_or_else(|| json_beside(target));
-            (image.tags.first().cloned().unwrap_or(image.id), Some(json))
-        } else if target.extension().is_some_and(|e| e == "gz") {
-            bail!("there is no tarball {}", target.display());
-        } else {
-            (self.target.clone(), self.json.clone())
+        let (image, json) = match Target::of(&self.target)? {
+            Target::Tarball(target) => {
+                let _lock = cache.lock(&ui)?;
+                let image = image::for_tarball(sh, &engine, &cache, &target, &ui)?;
+                let json = self.json.clone().unwrap_or_else(|| json_beside(&target));
+                (image.tags.first().cloned().unwrap_or(image.id), Some(json))
+            }
+            Target::Image(name) => (name, self.json.clone()),
         };
         let verdict = check(sh, &engine, &cache, &image, &ui)?;
         print!("{}", render(&verdict.checks));
@@ -100,6 +98,34 @@ impl flags::Verify {
             verdict.write(path)?;
         }
         verdict.ensure_passed(json.as_deref())
+    }
+}
+
+/// What `verify` was given.
+#[derive(Debug, PartialEq)]
+enum Target {
+    Tarball(PathBuf),
+    Image(String),
+}
+
+impl Target {
+    /// A regular file is a tarball; a name that ends like an archive or exists as anything
+    /// else is a mistake, not an image name.
+    fn of(target: &str) -> Result<Target> {
+        let path = Path::new(target);
+        let archive = [".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar"]
+            .iter()
+            .any(|ext| target.ends_with(ext));
+        match std::fs::metadata(path) {
+            Ok(m) if m.is_file() => Ok(Target::Tarball(path.to_path_buf())),
+            Ok(_) => bail!(
+                "{target} is not a tarball (it is a directory or a special file)\nhint: give the tarball `python` made (dist/python-fips-*.tar.gz) or an image name"
+            ),
+            Err(_) if archive => bail!(
+                "there is no tarball {target}\nhint: check the path, or build it with `cargo xtask python`"
+            ),
+            Err(_) => Ok(Target::Image(target.to_string())),
+        }
     }
 }
 
@@ -390,5 +416,33 @@ mod tests {
         assert!(err.contains("there is no image python-fips:nope"), "{err}");
         assert!(err.contains("No such image"), "{err}");
         assert!(err.contains("images`"), "{err}");
+    }
+
+    #[test]
+    fn a_target_that_names_a_path_is_never_taken_for_an_image() {
+        let dir = TempDir::new("verify-target");
+        let tarball = dir.path().join("python-fips-3.13.15.tar.gz");
+        std::fs::write(&tarball, b"").unwrap();
+        assert_eq!(
+            Target::of(&tarball.display().to_string()).unwrap(),
+            Target::Tarball(tarball.clone())
+        );
+        assert_eq!(
+            Target::of("python-fips:3.13").unwrap(),
+            Target::Image("python-fips:3.13".into())
+        );
+        let missing = |name: &str| dir.path().join(name).display().to_string();
+        for target in [
+            missing("dist/python.tgz"),
+            missing("python.tar.xz"),
+            missing("python.tar.gz"),
+            dir.path().display().to_string(),
+        ] {
+            let err = match Target::of(&target) {
+                Ok(t) => panic!("{target} was taken for {t:?}"),
+                Err(e) => format!("{e:#}"),
+            };
+            assert!(err.contains(&target), "{err}");
+        }
     }
 }

@@ -33,12 +33,31 @@ pub enum Failure {
         last: String,
     },
     Checksum(ChecksumMismatch),
+    /// The length is not the catalog's `size` or, for a source without one, over the limit.
     Size {
         expected: u64,
         actual: u64,
+        seen: Seen,
     },
-    /// Anything else: an unexpected HTTP status, an unreadable mirror, a cache write error.
+    /// The cache cannot be written (a full disk, a read-only directory): no other location can
+    /// help, so the fetch stops at once.
+    Local(String),
+    /// Anything else: an unexpected HTTP status, an unreadable mirror, a permanent HTTP error.
     Other(String),
+}
+
+/// How a wrong length was seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// In the `Content-Length` of the response, before any byte arrived.
+    Announced,
+    /// All bytes arrived; this is their count.
+    Received,
+    /// The download was stopped once more bytes than expected had arrived.
+    Exceeded,
+    /// A source without a `size` in the catalog: `expected` is the hard limit, and this many
+    /// bytes were announced or had arrived when it was stopped.
+    OverLimit,
 }
 
 impl fmt::Display for Failure {
@@ -53,22 +72,43 @@ impl fmt::Display for Failure {
                 "checksum mismatch\nexpected sha256 {}\nactual   sha256 {}",
                 c.expected, c.actual
             ),
-            Failure::Size { expected, actual } => write!(
-                f,
-                "size mismatch: expected {expected} bytes, got {actual} (or more)"
-            ),
-            Failure::Other(why) => f.write_str(why),
+            Failure::Size {
+                expected,
+                actual,
+                seen,
+            } => match seen {
+                Seen::Announced => write!(
+                    f,
+                    "size mismatch: expected {expected} bytes, the server announced {actual}"
+                ),
+                Seen::Received => {
+                    write!(f, "size mismatch: expected {expected} bytes, got {actual}")
+                }
+                Seen::Exceeded => write!(
+                    f,
+                    "size mismatch: expected {expected} bytes, got {actual} or more"
+                ),
+                Seen::OverLimit => write!(
+                    f,
+                    "too large: {actual} bytes, over the limit of {expected} bytes for a source without a `size` in recipes/sources.toml"
+                ),
+            },
+            Failure::Local(why) | Failure::Other(why) => f.write_str(why),
         }
     }
 }
 
-/// Every location of a source failed; lists each one and why.
+/// Every location of a source failed (or the cache could not be written); lists each one and why.
 #[derive(Debug)]
 pub struct FetchError {
     pub file: String,
     /// `cpython 3.13.1`.
     pub source_name: String,
     pub failures: Vec<(String, Failure)>,
+    /// The recipe's own URLs: only bytes from these can justify a new pin.
+    pub upstream: Vec<String>,
+    /// Where downloads are written (named by the hint of a local write error).
+    pub downloads: std::path::PathBuf,
 }
 
 impl fmt::Display for FetchError {
@@ -82,14 +122,56 @@ impl fmt::Display for FetchError {
             let failure = failure.to_string().replace('\n', "\n    ");
             write!(f, "\n  {location}: {failure}")?;
         }
-        let mismatch = self
+        let differs = |(_, f): &&(String, Failure)| {
+            matches!(f, Failure::Checksum(_))
+                || matches!(f, Failure::Size { seen, .. } if *seen != Seen::OverLimit)
+        };
+        let upstream_differs = self
             .failures
             .iter()
-            .any(|(_, f)| matches!(f, Failure::Checksum(_) | Failure::Size { .. }));
-        if mismatch {
+            .filter(differs)
+            .any(|(location, _)| self.upstream.contains(location));
+        let mirrors_differ: Vec<&str> = self
+            .failures
+            .iter()
+            .filter(differs)
+            .filter(|(location, _)| !self.upstream.contains(location))
+            .map(|(location, _)| location.as_str())
+            .collect();
+        if self
+            .failures
+            .iter()
+            .any(|(_, f)| matches!(f, Failure::Local(_)))
+        {
             write!(
                 f,
-                "\nhint: the bytes served differ from the pin in recipes/sources.toml; if upstream re-released {}, verify the new file and update the pin",
+                "\nhint: the cache cannot be written: free space in {} (or make it writable), then run again",
+                self.downloads.display()
+            )
+        } else if upstream_differs {
+            write!(
+                f,
+                "\nhint: the upstream URL serves bytes that differ from the pin in recipes/sources.toml; if upstream re-released {}, verify the new file and update the pin",
+                self.file
+            )
+        } else if !mirrors_differ.is_empty() {
+            write!(
+                f,
+                "\nhint: the pin is not in question: the mirror copy ({}) differs from it; replace or remove that copy",
+                mirrors_differ.join(", ")
+            )
+        } else if self.failures.iter().any(|(_, f)| {
+            matches!(
+                f,
+                Failure::Size {
+                    seen: Seen::OverLimit,
+                    ..
+                }
+            )
+        }) {
+            write!(
+                f,
+                "\nhint: give {} a `size` in recipes/sources.toml (the published file's length)",
                 self.file
             )
         } else {

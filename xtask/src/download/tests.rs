@@ -81,6 +81,7 @@ fn fast_retry() -> RetryPolicy {
     RetryPolicy {
         attempts: 3,
         base_delay: Duration::from_millis(5),
+        ..RetryPolicy::default()
     }
 }
 
@@ -91,6 +92,7 @@ fn fetcher<'a>(cache: &'a Cache, reporter: &'a dyn Reporter, mirrors: Vec<String
         offline: false,
         reporter,
         retry: fast_retry(),
+        rehash: false,
     }
 }
 
@@ -421,4 +423,356 @@ fn fetch_all_keeps_order_and_reports_every_error() {
     let text = format!("{err:#}");
     assert!(text.contains("cannot fetch 2 of 3 sources"), "{text}");
     assert!(text.contains("c.tgz") && text.contains("d.tgz"), "{text}");
+}
+
+/// Runs `f` on a thread and gives up waiting after `secs` (the thread is left behind).
+fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(Duration::from_secs(secs)).ok()
+}
+
+fn failures_of(err: anyhow::Error) -> Vec<(String, Failure)> {
+    match err.downcast::<FetchError>() {
+        Ok(e) => e.failures,
+        Err(e) => panic!("not a FetchError: {e:#}"),
+    }
+}
+
+#[test]
+fn a_flaky_tampered_mirror_does_not_get_a_good_mirror_blamed() {
+    let tmp = TempDir::new("dl-tampered");
+    let cache = Cache::open(Some(tmp.path())).unwrap();
+    let good = payload(200_000);
+    let mut tampered = good.clone();
+    tampered[100] ^= 0xff;
+    let bad_mirror = Server::start();
+    bad_mirror.route(
+        "/t.tgz",
+        Behaviour::DropEvery {
+            body: tampered,
+            chunk: 20_000,
+        },
+    );
+    let good_mirror = Server::start();
+    good_mirror.route("/t.tgz", Behaviour::Serve(good.clone()));
+    let source = source_for("t.tgz", &good, vec![]);
+    let rec = Recorder::default();
+
+    let result = fetcher(&cache, &rec, vec![bad_mirror.url(), good_mirror.url()]).fetch(&source);
+    let path = result.unwrap_or_else(|e| panic!("the good mirror was not used: {e:#}"));
+    assert_eq!(std::fs::read(path).unwrap(), good);
+}
+
+#[test]
+fn a_source_without_a_size_is_capped() {
+    let tmp = TempDir::new("dl-unsized");
+    let cache = Cache::open(Some(tmp.path())).unwrap();
+    let server = Server::start();
+    let body = payload(3_000_000);
+    server.route("/u.tgz", Behaviour::Unsized(body.clone()));
+    server.route(
+        "/a.tgz",
+        Behaviour::Announce {
+            body: payload(1000),
+            length: 50_000_000_000,
+        },
+    );
+    let rec = Recorder::default();
+    let mut f = fetcher(&cache, &rec, vec![]);
+    f.retry.unsized_limit = 1_000_000;
+
+    for (file, received_at_most) in [("u.tgz", 1_100_000u64), ("a.tgz", 0)] {
+        let mut source = source_for(file, &body, vec![format!("{}/{file}", server.url())]);
+        source.size = None;
+        let failures = failures_of(f.fetch(&source).unwrap_err());
+        let text = failures[0].1.to_string();
+        assert!(
+            matches!(failures[0].1, Failure::Size { .. }) && text.contains("1000000"),
+            "{file}: {text}"
+        );
+        let partial = leftovers(&cache, &source);
+        assert!(partial.is_empty(), "{file}: {partial:?}");
+        let _ = received_at_most;
+    }
+}
+
+#[test]
+fn a_location_slower_than_the_minimum_speed_is_left_for_the_next() {
+    let tmp = TempDir::new("dl-slow");
+    let cache = Cache::open(Some(tmp.path())).unwrap();
+    let bytes = payload(200_000);
+    let slow = Server::start();
+    slow.route(
+        "/s.tgz",
+        Behaviour::Drip {
+            body: bytes.clone(),
+            step: 1000,
+            every: Duration::from_millis(50),
+        },
+    );
+    let fast = Server::start();
+    fast.route("/s.tgz", Behaviour::Serve(bytes.clone()));
+    let source = source_for("s.tgz", &bytes, vec![]);
+    let rec = Recorder::default();
+    let mut f = fetcher(&cache, &rec, vec![slow.url(), fast.url()]);
+    f.retry.min_speed = 100_000;
+    f.retry.slow_for = Duration::from_millis(500);
+
+    let started = Instant::now();
+    let path = f.fetch(&source).unwrap();
+    assert_eq!(std::fs::read(path).unwrap(), bytes);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the slow mirror held the fetch for {:?}",
+        started.elapsed()
+    );
+    assert!(
+        !fast.requests().is_empty(),
+        "the next location was not tried"
+    );
+    assert!(
+        rec.events().iter().any(|e| e.contains("too slow")),
+        "{:?}",
+        rec.events()
+    );
+}
+
+#[test]
+fn a_cached_file_of_the_wrong_size_or_content_is_downloaded_again() {
+    let tmp = TempDir::new("dl-corrupt");
+    let cache = Cache::open(Some(tmp.path())).unwrap();
+    let server = Server::start();
+    let bytes = payload(100_000);
+    server.route("/c.tgz", Behaviour::Serve(bytes.clone()));
+    let source = source_for("c.tgz", &bytes, vec![format!("{}/c.tgz", server.url())]);
+    let rec = Recorder::default();
+    let mut f = fetcher(&cache, &rec, vec![]);
+
+    let path = f.fetch(&source).unwrap();
+    // Truncated on disk: the size check of every hit notices it.
+    std::fs::write(&path, &bytes[..50_000]).unwrap();
+    assert_eq!(f.fetch(&source).unwrap(), path);
+    assert!(
+        std::fs::read(&path).unwrap() == bytes,
+        "a truncated entry was trusted"
+    );
+    assert_eq!(server.requests().len(), 2);
+
+    // Same size, other bytes: only a re-hash (the `fetch` command) notices it.
+    let mut flipped = bytes.clone();
+    flipped[10] ^= 1;
+    std::fs::write(&path, &flipped).unwrap();
+    f.rehash = true;
+    assert_eq!(f.fetch(&source).unwrap(), path);
+    assert!(
+        std::fs::read(&path).unwrap() == bytes,
+        "a corrupted entry was trusted"
+    );
+    assert!(
+        rec.events().iter().any(|e| e.contains("evict")),
+        "{:?}",
+        rec.events()
+    );
+}
+
+#[test]
+fn a_cache_write_error_stops_at_once_with_a_hint_about_the_cache() {
+    let tmp = TempDir::new("dl-full");
+    let cache = Cache::open(Some(tmp.path())).unwrap();
+    let first = Server::start();
+    let second = Server::start();
+    let bytes = payload(10_000);
+    first.route("/w.tgz", Behaviour::Serve(bytes.clone()));
+    second.route("/w.tgz", Behaviour::Serve(bytes.clone()));
+    let source = source_for("w.tgz", &bytes, vec![]);
+    // The partial file cannot be created: a directory is in its way (as good as a full disk).
+    let partial = cache
+        .root()
+        .join("downloads/.partial")
+        .join(format!("{}.w.tgz", source.sha256));
+    std::fs::create_dir_all(partial.join("blocker")).unwrap();
+    let rec = Recorder::default();
+
+    let err = fetcher(&cache, &rec, vec![first.url(), second.url()])
+        .fetch(&source)
+        .unwrap_err();
+    let text = format!("{err:#}");
+    assert_eq!(
+        second.requests().len(),
+        0,
+        "went on after a local write error: {text}"
+    );
+    assert!(!text.contains("check the network"), "{text}");
+    assert!(text.contains("free space"), "{text}");
+}
+
+#[test]
+fn only_bytes_from_the_upstream_url_suggest_changing_the_pin() {
+    let tmp = TempDir::new("dl-hint");
+    let good = payload(10_000);
+    let mut bad = good.clone();
+    bad[0] ^= 1;
+    let mirror = Server::start();
+    mirror.route("/h.tgz", Behaviour::Serve(bad.clone()));
+    let upstream = Server::start();
+    let rec = Recorder::default();
+    let source = source_for("h.tgz", &good, vec![format!("{}/h.tgz", upstream.url())]);
+
+    let cache = Cache::open(Some(&tmp.path().join("a"))).unwrap();
+    let text = format!(
+        "{:#}",
+        fetcher(&cache, &rec, vec![mirror.url()])
+            .fetch(&source)
+            .unwrap_err()
+    );
+    assert!(!text.contains("update the pin"), "{text}");
+    assert!(text.contains("mirror"), "{text}");
+
+    upstream.route("/h.tgz", Behaviour::Serve(bad));
+    let cache = Cache::open(Some(&tmp.path().join("b"))).unwrap();
+    let text = format!(
+        "{:#}",
+        fetcher(&cache, &rec, vec![]).fetch(&source).unwrap_err()
+    );
+    assert!(text.contains("update the pin"), "{text}");
+}
+
+#[test]
+fn a_shorter_announced_length_is_not_reported_as_or_more() {
+    let tmp = TempDir::new("dl-short");
+    let cache = Cache::open(Some(tmp.path())).unwrap();
+    let server = Server::start();
+    let bytes = payload(10_000);
+    server.route("/o.tgz", Behaviour::Serve(bytes[..4000].to_vec()));
+    let source = source_for("o.tgz", &bytes, vec![format!("{}/o.tgz", server.url())]);
+    let rec = Recorder::default();
+
+    let text = format!(
+        "{:#}",
+        fetcher(&cache, &rec, vec![]).fetch(&source).unwrap_err()
+    );
+    assert!(text.contains("4000"), "{text}");
+    assert!(!text.contains("or more"), "{text}");
+}
+
+#[cfg(unix)]
+#[test]
+fn a_fifo_in_a_directory_mirror_is_skipped_not_opened() {
+    let tmp = TempDir::new("dl-fifo");
+    let mirror = tmp.path().join("mirror");
+    std::fs::create_dir_all(&mirror).unwrap();
+    let status = std::process::Command::new("mkfifo")
+        .arg(mirror.join("f.tgz"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let server = Server::start();
+    let bytes = payload(5000);
+    server.route("/f.tgz", Behaviour::Serve(bytes.clone()));
+    let source = source_for("f.tgz", &bytes, vec![format!("{}/f.tgz", server.url())]);
+    let root = tmp.path().join("cache");
+
+    let outcome = within(10, move || {
+        let cache = Cache::open(Some(&root)).unwrap();
+        let f = fetcher(
+            &cache,
+            &crate::progress::Silent,
+            vec![mirror.display().to_string()],
+        );
+        f.fetch(&source).map(|p| std::fs::read(p).unwrap())
+    });
+    let fetched = outcome.expect("the fetch hung on the FIFO");
+    assert_eq!(fetched.unwrap(), bytes);
+}
+
+#[test]
+fn permanent_errors_are_not_retried() {
+    let tmp = TempDir::new("dl-permanent");
+    let cache = Cache::open(Some(tmp.path())).unwrap();
+    let server = Server::start();
+    server.route("/loop.tgz", Behaviour::Redirect("/loop.tgz".into()));
+    let bytes = payload(1000);
+    let rec = Recorder::default();
+    let f = fetcher(&cache, &rec, vec![]);
+
+    let looping = source_for(
+        "loop.tgz",
+        &bytes,
+        vec![format!("{}/loop.tgz", server.url())],
+    );
+    let err = f.fetch(&looping).unwrap_err();
+    assert!(
+        server.requests().len() <= 11,
+        "a redirect loop was retried: {} requests; {err:#}",
+        server.requests().len()
+    );
+    let invalid = source_for(
+        "bad.tgz",
+        &bytes,
+        vec!["http://bad host.invalid/bad.tgz".into()],
+    );
+    let err = f.fetch(&invalid).unwrap_err();
+    let retries: Vec<String> = rec
+        .events()
+        .into_iter()
+        .filter(|e| e.contains("retrying"))
+        .collect();
+    assert!(retries.is_empty(), "{retries:?}; {err:#}");
+}
+
+#[test]
+fn attempts_that_make_progress_do_not_use_up_the_retries() {
+    let tmp = TempDir::new("dl-progress");
+    let cache = Cache::open(Some(tmp.path())).unwrap();
+    let server = Server::start();
+    // Six broken connections with three attempts: each attempt moves more than `PROGRESS`.
+    let bytes = payload(400_000);
+    server.route(
+        "/p.tgz",
+        Behaviour::DropEvery {
+            body: bytes.clone(),
+            chunk: 70_000,
+        },
+    );
+    let source = source_for("p.tgz", &bytes, vec![format!("{}/p.tgz", server.url())]);
+    let rec = Recorder::default();
+
+    let path = fetcher(&cache, &rec, vec![])
+        .fetch(&source)
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(std::fs::read(path).unwrap(), bytes);
+}
+
+#[test]
+fn a_stalled_location_is_left_within_the_slow_window() {
+    let tmp = TempDir::new("dl-stall");
+    let bytes = payload(50_000);
+    let stalled = Server::start();
+    stalled.route(
+        "/z.tgz",
+        Behaviour::Drip {
+            body: bytes.clone(),
+            step: 1000,
+            every: Duration::from_secs(30),
+        },
+    );
+    let good = Server::start();
+    good.route("/z.tgz", Behaviour::Serve(bytes.clone()));
+    let source = source_for("z.tgz", &bytes, vec![]);
+    let root = tmp.path().join("cache");
+    let mirrors = vec![stalled.url(), good.url()];
+
+    let outcome = within(10, move || {
+        let cache = Cache::open(Some(&root)).unwrap();
+        let rec = Recorder::default();
+        let mut f = fetcher(&cache, &rec, mirrors);
+        f.retry.min_speed = 100_000;
+        f.retry.slow_for = Duration::from_millis(300);
+        f.fetch(&source).map(|p| std::fs::read(p).unwrap())
+    });
+    let fetched = outcome.expect("a stalled server held the fetch");
+    assert!(fetched.unwrap() == bytes);
 }

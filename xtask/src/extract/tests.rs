@@ -6,13 +6,13 @@ use std::path::Path;
 
 use tar::{EntryType, Header};
 
-use super::extract;
+use super::{Limits, extract, extract_within};
 use crate::testutil::TempDir;
 
 const MTIME: u64 = 1_600_000_000;
 
 /// One tar entry, written with raw header fields so that hostile names survive the builder.
-struct Entry<'a> {
+pub(crate) struct Entry<'a> {
     path: &'a str,
     kind: EntryType,
     link: &'a str,
@@ -20,7 +20,7 @@ struct Entry<'a> {
     mode: u32,
 }
 
-fn file<'a>(path: &'a str, data: &'a [u8], mode: u32) -> Entry<'a> {
+pub(crate) fn file<'a>(path: &'a str, data: &'a [u8], mode: u32) -> Entry<'a> {
     Entry {
         path,
         kind: EntryType::Regular,
@@ -30,7 +30,7 @@ fn file<'a>(path: &'a str, data: &'a [u8], mode: u32) -> Entry<'a> {
     }
 }
 
-fn dir(path: &str) -> Entry<'_> {
+pub(crate) fn dir(path: &str) -> Entry<'_> {
     Entry {
         path,
         kind: EntryType::Directory,
@@ -40,7 +40,7 @@ fn dir(path: &str) -> Entry<'_> {
     }
 }
 
-fn link<'a>(path: &'a str, kind: EntryType, target: &'a str) -> Entry<'a> {
+pub(crate) fn link<'a>(path: &'a str, kind: EntryType, target: &'a str) -> Entry<'a> {
     Entry {
         path,
         kind,
@@ -68,7 +68,7 @@ fn tar_bytes(entries: &[Entry]) -> Vec<u8> {
 }
 
 /// Writes the entries as `name` (`.tar.gz`, `.tgz` or `.tar.xz`) inside `dir`.
-fn archive(dir: &Path, name: &str, entries: &[Entry]) -> std::path::PathBuf {
+pub(crate) fn archive(dir: &Path, name: &str, entries: &[Entry]) -> std::path::PathBuf {
     let tar = tar_bytes(entries);
     let bytes = if name.ends_with(".tar.xz") {
         let mut enc = liblzma::write::XzEncoder::new(Vec::new(), 1);
@@ -250,4 +250,76 @@ fn refuses_unknown_archive_types() {
     std::fs::write(&archive, b"PK").unwrap();
     let err = extract(&archive, tmp.path()).unwrap_err();
     assert!(format!("{err:#}").contains("x.zip"), "{err:#}");
+}
+
+#[test]
+fn a_truncated_archive_says_so_with_the_whole_cause() {
+    let tmp = TempDir::new("extract-truncated");
+    let body: Vec<u8> = (0..300_000u32).map(|i| (i * 31 % 253) as u8).collect();
+    let path = archive(
+        tmp.path(),
+        "cut.tar.gz",
+        &[
+            dir("Python-3.99.0/"),
+            file("Python-3.99.0/big", &body, 0o644),
+        ],
+    );
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    let dest = tmp.path().join("dest");
+    std::fs::create_dir(&dest).unwrap();
+
+    let text = format!("{:#}", extract(&path, &dest).unwrap_err());
+    assert!(
+        !text.contains("cannot be written"),
+        "an I/O error reads like a refusal: {text}"
+    );
+    assert!(text.contains("truncated"), "{text}");
+    assert!(
+        text.contains("incomplete deflate stream") || text.contains("end of file"),
+        "the cause was dropped: {text}"
+    );
+}
+
+#[test]
+fn archives_over_the_size_or_entry_limit_are_refused() {
+    let tmp = TempDir::new("extract-bomb");
+    let data = vec![0u8; 1000];
+    let names: Vec<String> = (0..5).map(|i| format!("Python-3.99.0/f{i}")).collect();
+    let mut entries = vec![dir("Python-3.99.0/")];
+    entries.extend(names.iter().map(|n| file(n, &data, 0o644)));
+    let path = archive(tmp.path(), "bomb.tar.gz", &entries);
+    for (limits, want) in [
+        (
+            Limits {
+                bytes: 3000,
+                entries: 100,
+            },
+            "more than 3000 bytes",
+        ),
+        (
+            Limits {
+                bytes: 1 << 30,
+                entries: 3,
+            },
+            "more than 3 entries",
+        ),
+    ] {
+        let dest = tmp.path().join(format!("dest-{}", limits.entries));
+        std::fs::create_dir(&dest).unwrap();
+        let result = extract_within(&path, &dest, limits);
+        let text = format!("{:#}", result.expect_err("the limit was not applied"));
+        assert!(text.contains(want), "{text}");
+    }
+    let dest = tmp.path().join("dest-ok");
+    std::fs::create_dir(&dest).unwrap();
+    extract_within(
+        &path,
+        &dest,
+        Limits {
+            bytes: 5000,
+            entries: 6,
+        },
+    )
+    .unwrap();
 }

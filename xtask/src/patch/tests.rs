@@ -261,3 +261,56 @@ fn paths_outside_the_tree_and_unparsable_patches_are_refused() {
     );
     let _: &Path = tmp.path();
 }
+
+#[test]
+fn a_patch_with_crlf_line_endings_is_named_as_such() {
+    let tmp = tree();
+    let crlf = write_patch(&tmp, "0001-crlf.patch", &SSL_LINE3.replace('\n', "\r\n"));
+    let err = apply_all(&tmp.path().join("src"), &[crlf]).unwrap_err();
+    let text = format!("{err:#}");
+    assert!(text.contains("CRLF"), "{text}");
+    assert!(!text.contains("refresh it against this release"), "{text}");
+}
+
+#[cfg(unix)]
+#[test]
+fn patched_files_are_replaced_not_written_through_links() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tree();
+    let root = tmp.path().join("src");
+    // A hard link elsewhere in the tree, and an executable mode the patch does not mention.
+    std::fs::hard_link(root.join("Lib/ssl.py"), root.join("Lib/ssl_copy.py")).unwrap();
+    std::fs::set_permissions(
+        root.join("Lib/ssl.py"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let patch = write_patch(&tmp, "0001.patch", SSL_LINE3);
+    apply_all(&root, &[patch]).unwrap();
+    assert!(read(&tmp, "Lib/ssl.py").contains("LINE3"));
+    assert_eq!(
+        read(&tmp, "Lib/ssl_copy.py"),
+        numbered("line", 12),
+        "the patch wrote through a hard link"
+    );
+    let mode = std::fs::metadata(root.join("Lib/ssl.py"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o755);
+
+    // A symlink that leads out of the tree is not followed.
+    let outside = tmp.path().join("outside.c");
+    std::fs::write(&outside, numbered("c", 6)).unwrap();
+    std::fs::remove_file(root.join("Modules/hash.c")).unwrap();
+    std::os::unix::fs::symlink("../../outside.c", root.join("Modules/hash.c")).unwrap();
+    let patch = write_patch(&tmp, "0002.patch", HASH_C2);
+    let result = apply_all(&root, &[patch]);
+    assert_eq!(
+        std::fs::read_to_string(&outside).unwrap(),
+        numbered("c", 6),
+        "the patch wrote through a symlink to a file outside the tree"
+    );
+    let text = format!("{:#}", result.expect_err("a symlink was patched"));
+    assert!(text.contains("symlink"), "{text}");
+}
