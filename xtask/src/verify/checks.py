@@ -262,6 +262,132 @@ def blake2_refused():
     })
 
 
+@check("_blake2 constructors and subclasses refuse")
+def builtin_blake2_refused():
+    import _blake2
+
+    class Sub(_blake2.blake2b):
+        pass
+
+    detail = must_refuse(**{
+        "_blake2.blake2b()": lambda: _blake2.blake2b(b"abc"),
+        "_blake2.blake2s()": lambda: _blake2.blake2s(b"abc"),
+        "subclass of _blake2.blake2b": lambda: Sub(b"abc"),
+    })
+    Sub(b"abc", usedforsecurity=False)
+    return detail
+
+
+@check("no builtin HMAC (_hmac) to fall back to")
+def builtin_hmac_absent():
+    try:
+        import _hmac
+    except ImportError as e:
+        return f"not built ({e})"
+    return must_refuse(**{
+        "_hmac.compute_digest(k, m, 'md5')":
+            lambda: _hmac.compute_digest(b"key", b"msg", "md5"),
+    })
+
+
+def python_child(code):
+    """Run `code` in a fresh interpreter of the tree; its stdout and stderr as one text."""
+    result = run([sys.executable, "-I", "-c", code], timeout=120)
+    return result.returncode, out(result)
+
+
+@check("FIPS_mode_set(1) at run time: no cached md5 or blake2")
+def runtime_fips_mode_set():
+    code = (
+        "import ssl, hashlib, hmac, _blake2\n"
+        "ssl.FIPS_mode_set(0)\n"
+        "hashlib.md5(b'a'); hmac.new(b'k', b'm', 'md5'); hashlib.blake2b(b'a')\n"
+        "ssl.FIPS_mode_set(1)\n"
+        "allowed = []\n"
+        "for what, fn in [('hashlib.md5', lambda: hashlib.md5(b'a')),\n"
+        "                 ('hmac md5', lambda: hmac.new(b'k', b'm', 'md5')),\n"
+        "                 ('hashlib.blake2b', lambda: hashlib.blake2b(b'a')),\n"
+        "                 ('_blake2.blake2s', lambda: _blake2.blake2s(b'a'))]:\n"
+        "    try:\n        fn(); allowed.append(what)\n"
+        "    except ValueError:\n        pass\n"
+        "print('allowed after FIPS_mode_set(1): ' + ', '.join(allowed) if allowed else 'all refused')\n"
+        "raise SystemExit(1 if allowed else 0)\n"
+    )
+    code_, text = python_child(code)
+    if code_ != 0:
+        raise Fail(last_line(text))
+    return last_line(text)
+
+
+@check("ssl.FIPS_mode_set raises an audit event")
+def fips_mode_set_audited():
+    code = (
+        "import ssl, sys\n"
+        "seen = []\n"
+        "sys.addaudithook(lambda e, a: seen.append((e, a)) if e == 'ssl.FIPS_mode_set' else None)\n"
+        "ssl.FIPS_mode_set(1)\n"
+        "print(seen)\n"
+    )
+    code_, text = python_child(code)
+    if code_ != 0 or "('ssl.FIPS_mode_set', (1,))" not in text:
+        raise Fail(f"exit {code_}: {last_line(text)}")
+    return last_line(text)
+
+
+@check("pbkdf2_hmac refuses what SP 800-132 forbids")
+def pbkdf2_bounds():
+    detail = must_refuse(**{
+        "salt of 32 bits": lambda: hashlib.pbkdf2_hmac("sha256", b"password", b"salt", 1000, 32),
+        "1 iteration": lambda: hashlib.pbkdf2_hmac("sha256", b"password", b"s" * 16, 1, 32),
+        "key of 64 bits": lambda: hashlib.pbkdf2_hmac("sha256", b"password", b"s" * 16, 1000, 8),
+    })
+    hashlib.pbkdf2_hmac("sha256", b"password", b"s" * 16, 1000, 14)
+    return detail
+
+
+@check("import hashlib fails loudly without _hashlib")
+def hashlib_needs_hashlib():
+    with tempfile.TemporaryDirectory() as tmp:
+        with open(os.path.join(tmp, "_hashlib.py"), "w") as f:
+            f.write("raise ImportError('simulated: libcrypto missing')\n")
+        code = (f"import sys; sys.path.insert(0, {tmp!r})\n"
+                "import hashlib\n"
+                "print('hashlib imported quietly without _hashlib')\n")
+        code_, text = python_child(code)
+    if code_ == 0:
+        raise Fail(last_line(text))
+    return last_line(text)
+
+
+@check("multiprocessing authkey handshake works")
+def multiprocessing_authkey():
+    from multiprocessing.connection import Client, Listener
+
+    with Listener(("127.0.0.1", 0), authkey=b"secret") as listener:
+        errors = []
+
+        def serve():
+            try:
+                with listener.accept() as conn:
+                    conn.send(conn.recv())
+            except Exception as e:  # noqa: BLE001 - reported in the row
+                errors.append(f"{type(e).__name__}: {e}")
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        try:
+            with Client(listener.address, authkey=b"secret") as client:
+                client.send("ping")
+                echo = client.recv()
+        except Exception as e:
+            raise Fail(f"{type(e).__name__}: {e}; listener: {errors}") from e
+        finally:
+            thread.join(60)
+    if echo != "ping" or errors:
+        raise Fail(f"echo {echo!r}; listener: {errors}")
+    return "Listener/Client with an authkey: ping echoed"
+
+
 def known_answer(name, expected):
     got = {
         f"hashlib.{name}": getattr(hashlib, name)(b"abc").hexdigest(),
