@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import traceback
 
 PREFIX = "/opt/python-fips"
@@ -166,12 +167,50 @@ def providers():
 @check("openssl fipsinstall -verify")
 def fipsinstall_verify():
     env = dict(os.environ, OPENSSL_CONF="/dev/null")
-    result = run([OPENSSL, "fipsinstall", "-module", FIPS_SO, "-in", FIPSMODULE_CNF, "-verify"],
+    # The provider release's own openssl, when the tree carries one, as python-fips-setup uses.
+    tool = PREFIX + "/libexec/openssl-fipsinstall"
+    tool = tool if os.access(tool, os.X_OK) else OPENSSL
+    result = run([tool, "fipsinstall", "-module", FIPS_SO, "-in", FIPSMODULE_CNF, "-verify"],
                  env=env)
     text = out(result)
     if result.returncode != 0 or "VERIFY PASSED" not in text:
         raise Fail(f"exit {result.returncode}: {last_line(text)}")
     return "VERIFY PASSED"
+
+
+@check("FIPS provider CMVP status")
+def provider_cmvp_status():
+    # BUILD-INFO.json records the certificate and its status on the build's date; the Historical
+    # list date tells where it stands today. A historical or unvalidated provider still passes:
+    # this row says what the tree is, the build printed the warning.
+    with open(PREFIX + "/BUILD-INFO.json") as f:
+        provider = json.load(f)["fips_provider"]
+    version = provider["source"]["version"]
+    cmvp = provider["cmvp"]
+    if not isinstance(cmvp, dict):
+        return f"{version}: {cmvp}"
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    now = "historical" if cmvp["historical_from"] <= today else "active"
+    return (f"{version}: certificate #{cmvp['certificate']} ({cmvp['standard']}), "
+            f"{cmvp['status']} on {cmvp['status_as_of']} (build date), {now} on {today}; "
+            f"historical from {cmvp['historical_from']}")
+
+
+@check("fipsmodule.cnf written by the provider's own release")
+def fipsmodule_cnf_fields():
+    # A 3.0.x provider's security policy expects install-mac and install-status, which only
+    # that release's fipsinstall writes; the tree carries it as libexec/openssl-fipsinstall.
+    with open(FIPSMODULE_CNF) as f:
+        fields = [line.split("=")[0].strip() for line in f if "=" in line]
+    tool = PREFIX + "/libexec/openssl-fipsinstall"
+    if EXPECT_PROVIDER.startswith("3.0."):
+        missing = [k for k in ("install-mac", "install-status") if k not in fields]
+        if missing:
+            raise Fail(f"fields {', '.join(fields)}; missing {', '.join(missing)}")
+    if EXPECT_PROVIDER != EXPECT_OPENSSL and not os.access(tool, os.X_OK):
+        raise Fail(f"the provider {EXPECT_PROVIDER} differs from OpenSSL {EXPECT_OPENSSL}, "
+                   f"yet {tool} is missing")
+    return "fields: " + ", ".join(fields)
 
 
 def ldd_check(module, wanted):
