@@ -191,7 +191,10 @@ impl Catalog {
             .collect::<Vec<_>>();
         let alternative = match alternative.is_empty() {
             true => "no provider in recipes/sources.toml has an active certificate".to_string(),
-            false => format!("for a validated module build with {}", alternative.join(" or ")),
+            false => format!(
+                "for a validated module build with {}",
+                alternative.join(" or ")
+            ),
         };
         match (&provider.cmvp, provider.cmvp_status(day)) {
             (_, CmvpStatus::Active) => None,
@@ -519,8 +522,14 @@ mod tests {
         let historical = catalog.get("openssl", "3.0.9").unwrap();
         let warning = catalog.provider_warning(historical, "2026-11-30").unwrap();
         assert!(warning.contains("#4282"), "{warning}");
-        assert!(warning.contains("Historical list since 2026-09-21"), "{warning}");
-        assert!(warning.contains("--fips-provider 3.1.2 (#4985"), "{warning}");
+        assert!(
+            warning.contains("Historical list since 2026-09-21"),
+            "{warning}"
+        );
+        assert!(
+            warning.contains("--fips-provider 3.1.2 (#4985"),
+            "{warning}"
+        );
         let unvalidated = catalog.get("openssl", "3.0.20").unwrap();
         let warning = catalog.provider_warning(unvalidated, "2026-11-30").unwrap();
         assert!(warning.contains("not a CMVP-validated module"), "{warning}");
