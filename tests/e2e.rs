@@ -39,10 +39,26 @@ fn build_gives_a_tarball_whose_python_uses_its_own_openssl() {
         "opt/python-fips/ssl/fipsmodule.cnf",
         "opt/python-fips/bin/python-fips-setup",
         "opt/python-fips/BUILD-INFO.json",
+        // The 3.0.20 provider differs from the 3.5.7 libraries: its own release's openssl.
+        "opt/python-fips/libexec/openssl-fipsinstall",
     ] {
         assert!(
             listing.lines().any(|l| l == want),
             "{want} is not in the tarball"
+        );
+    }
+    // Written by 3.0.20's own fipsinstall: the install-status fields only a 3.0.x one writes.
+    let cnf = Command::new("tar")
+        .arg("-xzOf")
+        .arg(&tarball)
+        .arg("opt/python-fips/ssl/fipsmodule.cnf")
+        .output()
+        .unwrap();
+    let cnf = String::from_utf8(cnf.stdout).unwrap();
+    for field in ["module-mac", "install-mac", "install-status"] {
+        assert!(
+            cnf.lines().any(|l| l.trim_start().starts_with(field)),
+            "fipsmodule.cnf has no {field}:\n{cnf}"
         );
     }
 
