@@ -14,7 +14,15 @@ use support::*;
 /// build: each is a path by which stock CPython still computes a non-FIPS digest, or the API the
 /// patch adds. Every other check must pass without the patch too (it tests OpenSSL, the
 /// configuration, the build or the image, not the patch).
-const PATCH_ROWS: [&str; 2] = ["ssl.FIPS_mode() == 1", "blake2 refuses"];
+const PATCH_ROWS: [&str; 7] = [
+    "ssl.FIPS_mode() == 1",
+    "blake2 refuses",
+    "_blake2 constructors and subclasses refuse",
+    "FIPS_mode_set(1) at run time: no cached md5 or blake2",
+    "ssl.FIPS_mode_set raises an audit event",
+    "pbkdf2_hmac refuses what SP 800-132 forbids",
+    "import hashlib fails loudly without _hashlib",
+];
 
 fn verify_json(tarball: &str) -> serde_json::Value {
     let path = format!("{tarball}.verify.json");

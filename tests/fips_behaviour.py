@@ -340,8 +340,45 @@ class FipsMode(TempDirMixin, unittest.TestCase):
             ssl.FIPS_mode_set(1)
         self.assertEqual(ssl.FIPS_mode(), 1)
         self.assertEqual(_hashlib.get_fips_mode(), 1)
+        # Digests fetched while FIPS mode was off must not stay usable from a cache.
         with self.assertRaises(ValueError):
             hashlib.md5(ABC)
+        with self.assertRaises(ValueError):
+            hashlib.new("md5", ABC)
+        with self.assertRaises(ValueError):
+            hmac.new(HMAC_KEY, HMAC_MSG, "md5")
+        with self.assertRaises(ValueError):
+            hmac.digest(HMAC_KEY, HMAC_MSG, "md5")
+
+    def test_blake2_refused_after_runtime_fips_mode_set(self):
+        # hashlib imported while FIPS mode was off, then FIPS mode turned on: the builtin
+        # BLAKE2 constructors (and subclasses of them) must refuse all the same.
+        code = textwrap.dedent("""\
+            import ssl
+            ssl.FIPS_mode_set(0)
+            import hashlib, _blake2
+            hashlib.blake2b(b"abc")
+            ssl.FIPS_mode_set(1)
+            try:
+                Sub = type("Sub", (_blake2.blake2s,), {})
+            except TypeError:
+                Sub = _blake2.blake2s  # not subclassable before 3.14
+            allowed = []
+            for name, call in [("hashlib.blake2b", lambda: hashlib.blake2b(b"abc")),
+                               ("hashlib.new", lambda: hashlib.new("blake2s", b"abc")),
+                               ("_blake2.blake2b", lambda: _blake2.blake2b(b"abc")),
+                               ("subclass", lambda: Sub(b"abc"))]:
+                try:
+                    call()
+                    allowed.append(name)
+                except ValueError:
+                    pass
+            Sub(b"abc", usedforsecurity=False)
+            print("allowed:", allowed)
+            raise SystemExit(1 if allowed else 0)
+            """)
+        proc = _run_child(code, {})
+        self.assertEqual(proc.returncode, 0, proc.stdout + proc.stderr)
 
     def test_md5_refused(self):
         for call in (lambda: hashlib.md5(), lambda: hashlib.md5(ABC),
@@ -357,15 +394,93 @@ class FipsMode(TempDirMixin, unittest.TestCase):
             with self.assertRaises(ValueError):
                 call()
 
-    @unittest.skipIf(sys.version_info >= (3, 14),
-                     "3.14: _blake2 (blake2module.c) itself is not patched; "
-                     "hashlib and hmac refuse it")
     def test_builtin_blake2_module_refuses(self):
         import _blake2
         for cons in (_blake2.blake2b, _blake2.blake2s):
-            with self.assertRaises(ValueError):
-                cons(ABC)
-            cons(ABC, usedforsecurity=False)
+            try:
+                calls = (cons, type("Sub", (cons,), {}))
+            except TypeError:
+                calls = (cons,)  # not subclassable before 3.14
+            for call in calls:
+                with self.assertRaises(ValueError):
+                    call(ABC)
+                call(ABC, usedforsecurity=False)
+
+    def test_builtin_hmac_module_not_a_fallback(self):
+        # 3.14 has a builtin HMAC (_hmac, HACL*): it must not exist, or refuse MD5.
+        try:
+            import _hmac
+        except ImportError:
+            return
+        for call in (lambda: _hmac.new(HMAC_KEY, HMAC_MSG, "md5"),
+                     lambda: _hmac.compute_digest(HMAC_KEY, HMAC_MSG, "md5"),
+                     lambda: _hmac.compute_md5(HMAC_KEY, HMAC_MSG)):
+            with self.assertRaises((ValueError, AttributeError)):
+                call()
+
+    def test_pbkdf2_sp800_132_lower_bounds(self):
+        good = dict(PBKDF2)
+        for change in (dict(salt=b"salt"), dict(iterations=1), dict(dklen=8),
+                       dict(salt=b"s" * 15), dict(iterations=999), dict(dklen=13)):
+            with self.subTest(**{k: v for k, v in change.items()}):
+                with self.assertRaises(ValueError):
+                    hashlib.pbkdf2_hmac(**dict(good, **change))
+        with self.assertRaises(ValueError):
+            hashlib.pbkdf2_hmac("sha256", b"password", b"salt", 1, 8)
+        # The bounds themselves are allowed.
+        hashlib.pbkdf2_hmac("sha256", b"password", b"s" * 16, 1000, 14)
+
+    def test_fips_mode_set_is_audited(self):
+        code = textwrap.dedent("""\
+            import ssl, sys
+            events = []
+            sys.addaudithook(lambda event, args: events.append([event, list(args)])
+                             if event.startswith("ssl.FIPS") else None)
+            ssl.FIPS_mode_set(1)
+            print(events)
+            """)
+        proc = _run_child(code, {})
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        self.assertEqual(proc.stdout.strip(), "[['ssl.FIPS_mode_set', [1]]]")
+
+    def test_import_hashlib_fails_loudly_without_hashlib(self):
+        shadow = os.path.join(self.tmp, "shadow")
+        os.makedirs(shadow, exist_ok=True)
+        self.write("shadow/_hashlib.py", "raise ImportError('simulated: no libcrypto')\n")
+        code = (f"import sys\nsys.path.insert(0, {shadow!r})\n"
+                "try:\n    import hashlib\nexcept ImportError as e:\n    print('refused:', e)\n"
+                "else:\n    raise SystemExit('hashlib imported without _hashlib')\n")
+        proc = _run_child(code, {})
+        self.assertEqual(proc.returncode, 0, proc.stdout + proc.stderr)
+        self.assertIn("_hashlib", proc.stdout)
+        # A deliberate block (CPython's own tests do this) stays quiet.
+        code = "import sys\nsys.modules['_hashlib'] = None\nimport hashlib\n"
+        proc = _run_child(code, {})
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+
+    def test_multiprocessing_authkey(self):
+        # multiprocessing authenticates connections by HMAC (3.11: HMAC-MD5 unless patched).
+        import threading
+        from multiprocessing.connection import Client, Listener
+        with Listener(("127.0.0.1", 0), authkey=b"secret") as listener:
+            errors = []
+
+            def serve():
+                try:
+                    with listener.accept() as conn:
+                        conn.send(conn.recv())
+                except Exception as exc:  # reported below
+                    errors.append(exc)
+
+            thread = threading.Thread(target=serve)
+            thread.start()
+            try:
+                with Client(listener.address, authkey=b"secret") as client:
+                    client.send("ping")
+                    self.assertEqual(client.recv(), "ping")
+            finally:
+                thread.join(60)
+            self.assertEqual(errors, [])
 
     def test_hmac_md5_refused(self):
         with self.assertRaises(ValueError):

@@ -31,6 +31,72 @@ pub struct Source {
 pub struct Cmvp {
     pub certificate: String,
     pub standard: String,
+    /// The day (`YYYY-MM-DD`) the certificate moves, or moved, to the CMVP Historical list: its
+    /// sunset date, or the day every FIPS 140-2 certificate moved. From then on existing systems
+    /// may keep the module but new ones should not use it.
+    pub historical_from: String,
+}
+
+/// Where a FIPS provider's release stands with the CMVP on a given day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CmvpStatus {
+    /// Covered by a certificate on the Active list.
+    Active,
+    /// Covered by a certificate on the Historical list: not for new systems.
+    Historical,
+    /// No certificate covers this release (in review, or never submitted).
+    NotValidated,
+}
+
+impl CmvpStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CmvpStatus::Active => "active",
+            CmvpStatus::Historical => "historical",
+            CmvpStatus::NotValidated => "not validated",
+        }
+    }
+}
+
+impl Source {
+    /// The CMVP status, on `day` (`YYYY-MM-DD`), of a FIPS provider built from this release.
+    pub fn cmvp_status(&self, day: &str) -> CmvpStatus {
+        match &self.cmvp {
+            None => CmvpStatus::NotValidated,
+            // ISO dates order as strings.
+            Some(c) if c.historical_from.as_str() <= day => CmvpStatus::Historical,
+            Some(_) => CmvpStatus::Active,
+        }
+    }
+
+    /// `#4985, FIPS 140-3, active until 2030-03-10`, as of `day`.
+    pub fn cmvp_summary(&self, day: &str) -> String {
+        match (&self.cmvp, self.cmvp_status(day)) {
+            (Some(c), CmvpStatus::Active) => format!(
+                "#{}, {}, active until {}",
+                c.certificate, c.standard, c.historical_from
+            ),
+            (Some(c), _) => format!(
+                "#{}, {}, historical since {}",
+                c.certificate, c.standard, c.historical_from
+            ),
+            (None, _) => "not validated".to_string(),
+        }
+    }
+}
+
+/// `YYYY-MM-DD` of a Unix time, UTC.
+pub fn day_of(epoch: u64) -> String {
+    crate::sbom::rfc3339(epoch)[..10].to_string()
+}
+
+/// Today's `YYYY-MM-DD`, UTC.
+pub fn today() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    day_of(now)
 }
 
 impl fmt::Display for Source {
@@ -112,6 +178,37 @@ impl Catalog {
         bail!(
             "unknown {name} version {version}; known versions: {known} (add an entry to recipes/sources.toml to use another)"
         )
+    }
+
+    /// Why building with `provider` on `day` deserves a warning (a historical certificate, or
+    /// none), naming the certificate and the validated alternative; `None` if it is active.
+    pub fn provider_warning(&self, provider: &Source, day: &str) -> Option<String> {
+        let alternative = self
+            .sources
+            .iter()
+            .filter(|s| s.name == "openssl" && s.cmvp_status(day) == CmvpStatus::Active)
+            .map(|s| format!("--fips-provider {} ({})", s.version, s.cmvp_summary(day)))
+            .collect::<Vec<_>>();
+        let alternative = match alternative.is_empty() {
+            true => "no provider in recipes/sources.toml has an active certificate".to_string(),
+            false => format!(
+                "for a validated module build with {}",
+                alternative.join(" or ")
+            ),
+        };
+        match (&provider.cmvp, provider.cmvp_status(day)) {
+            (_, CmvpStatus::Active) => None,
+            (Some(c), _) => Some(format!(
+                "the FIPS provider {} is covered by CMVP certificate #{} ({}), on the Historical \
+                 list since {}: existing systems may keep it, new ones should not use it; {alternative}",
+                provider.version, c.certificate, c.standard, c.historical_from
+            )),
+            (None, _) => Some(format!(
+                "the FIPS provider {} is not a CMVP-validated module (no certificate covers that \
+                 release); {alternative}",
+                provider.version
+            )),
+        }
     }
 
     pub fn versions(&self, name: &str) -> Vec<&str> {
@@ -397,6 +494,47 @@ mod tests {
             provider.cmvp.is_some(),
             "the default provider {provider} has no CMVP certificate"
         );
+        // Every default recipe stays on 3.1.2 (#4985), active on the day this was checked.
+        for minor in &minors {
+            let file = load_recipe_file(&dir, minor).unwrap();
+            assert_eq!(file.fips_provider, "3.1.2", "{minor}");
+            let provider = catalog.get("openssl", &file.fips_provider).unwrap();
+            assert_eq!(provider.cmvp_status("2026-11-30"), CmvpStatus::Active);
+            assert_eq!(catalog.provider_warning(provider, "2026-11-30"), None);
+        }
+    }
+
+    #[test]
+    fn certificates_have_a_lifecycle() {
+        let (catalog, _, _) = project();
+        let status = |v: &str, day: &str| catalog.get("openssl", v).unwrap().cmvp_status(day);
+        assert_eq!(status("3.0.9", "2026-09-20"), CmvpStatus::Active);
+        assert_eq!(status("3.0.9", "2026-09-21"), CmvpStatus::Historical);
+        assert_eq!(status("3.0.8", "2026-11-30"), CmvpStatus::Historical);
+        assert_eq!(status("3.1.2", "2030-03-09"), CmvpStatus::Active);
+        assert_eq!(status("3.1.2", "2030-03-10"), CmvpStatus::Historical);
+        assert_eq!(status("3.0.20", "2026-11-30"), CmvpStatus::NotValidated);
+        let provider = catalog.get("openssl", "3.1.2").unwrap();
+        assert_eq!(
+            provider.cmvp_summary("2026-11-30"),
+            "#4985, FIPS 140-3, active until 2030-03-10"
+        );
+        let historical = catalog.get("openssl", "3.0.9").unwrap();
+        let warning = catalog.provider_warning(historical, "2026-11-30").unwrap();
+        assert!(warning.contains("#4282"), "{warning}");
+        assert!(
+            warning.contains("Historical list since 2026-09-21"),
+            "{warning}"
+        );
+        assert!(
+            warning.contains("--fips-provider 3.1.2 (#4985"),
+            "{warning}"
+        );
+        let unvalidated = catalog.get("openssl", "3.0.20").unwrap();
+        let warning = catalog.provider_warning(unvalidated, "2026-11-30").unwrap();
+        assert!(warning.contains("not a CMVP-validated module"), "{warning}");
+        assert!(warning.contains("--fips-provider 3.1.2"), "{warning}");
+        assert_eq!(day_of(1_785_932_743), "2026-08-05");
     }
 
     #[test]

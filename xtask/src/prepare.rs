@@ -26,17 +26,17 @@ impl flags::Recipes {
                 "not cached"
             })
         };
+        // Certificate status as of today: #4985 is active until 2030-03-10, #4282 historical.
+        let today = catalog::today();
         println!(
-            "{:<6} {:<22} {:<22} {:<28} builder",
-            "minor", "cpython", "openssl", "fips provider"
+            "{:<6} {:<22} {:<22} {:<66} builder",
+            "minor", "cpython", "openssl", "fips provider (CMVP status today)"
         );
         for (minor, r) in catalog::summaries(&dir)? {
-            let provider = match &catalog.get("openssl", &r.fips_provider)?.cmvp {
-                Some(c) => format!("{} (#{})", r.fips_provider, c.certificate),
-                None => r.fips_provider.clone(),
-            };
+            let source = catalog.get("openssl", &r.fips_provider)?;
+            let provider = format!("{} ({})", r.fips_provider, source.cmvp_summary(&today));
             println!(
-                "{minor:<6} {:<22} {:<22} {:<28} {}",
+                "{minor:<6} {:<22} {:<22} {:<66} {}",
                 format!("{} ({})", r.python, cached("cpython", &r.python)?),
                 format!("{} ({})", r.openssl, cached("openssl", &r.openssl)?),
                 format!("{provider} ({})", cached("openssl", &r.fips_provider)?),

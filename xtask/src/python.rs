@@ -125,6 +125,13 @@ impl<'a> Build<'a> {
         let ctx = Context::new(&args.sources)?;
         // Before any download: without an engine, nothing fetched could be used.
         let engine = Engine::detect(sh, args.engine.as_deref())?;
+        // A historical or unvalidated provider builds, with a warning naming the alternative.
+        let catalog = crate::catalog::Catalog::load(&crate::catalog::recipes_dir())?;
+        if let Some(warning) =
+            catalog.provider_warning(&ctx.recipe.fips_provider, &crate::catalog::today())
+        {
+            ui.message(&format!("warning: {warning}"));
+        }
         let lock = ctx.cache.lock(ui)?;
         ctx.fetch(ui)?;
         let tree = ctx.prepare(ui)?;
@@ -450,8 +457,16 @@ impl<'a> Build<'a> {
             .iter()
             .map(|p| serde_json::json!({"file": p.file, "sha256": p.sha256}))
             .collect();
+        // The certificate's status on the build's date (SOURCE_DATE_EPOCH), as the SBOM gives it.
+        let day = crate::catalog::day_of(self.tree.source_date_epoch);
         let provider = match &r.fips_provider.cmvp {
-            Some(c) => serde_json::json!({"certificate": c.certificate, "standard": c.standard}),
+            Some(c) => serde_json::json!({
+                "certificate": c.certificate,
+                "standard": c.standard,
+                "historical_from": c.historical_from,
+                "status": r.fips_provider.cmvp_status(&day).as_str(),
+                "status_as_of": day,
+            }),
             None => serde_json::json!("not a validated module"),
         };
         Ok(serde_json::json!({

@@ -121,16 +121,24 @@ pub fn cyclonedx(input: &Input) -> Value {
     openssl["components"] = files_of("openssl").into();
 
     let p = &r.fips_provider;
+    // The certificate's status on the build's date (SOURCE_DATE_EPOCH, the date a build carries).
+    let day = crate::catalog::day_of(input.source_date_epoch);
     let (description, cmvp) = match &p.cmvp {
         Some(c) => (
             format!(
-                "OpenSSL FIPS provider (fips.so) built from OpenSSL {}: CMVP certificate #{} ({})",
-                p.version, c.certificate, c.standard
+                "OpenSSL FIPS provider (fips.so) built from OpenSSL {}: CMVP certificate #{} ({}), \
+                 {} on {day}",
+                p.version,
+                c.certificate,
+                c.standard,
+                p.cmvp_status(&day).as_str()
             ),
             vec![
-                property("python-fips:cmvp:status", "validated"),
+                property("python-fips:cmvp:status", p.cmvp_status(&day).as_str()),
                 property("python-fips:cmvp:certificate", &c.certificate),
                 property("python-fips:cmvp:standard", &c.standard),
+                property("python-fips:cmvp:historical-from", &c.historical_from),
+                property("python-fips:cmvp:status-as-of", &day),
             ],
         ),
         None => (
@@ -494,18 +502,31 @@ mod tests {
         let validated = recipe(Some(Cmvp {
             certificate: "4985".into(),
             standard: "FIPS 140-3".into(),
+            historical_from: "2030-03-10".into(),
         }));
         let bom = cyclonedx(&input(&validated));
         let provider = component(&bom, "fips-provider");
         let props = provider["properties"].as_array().unwrap();
         assert!(props.contains(&property("python-fips:cmvp:certificate", "4985")));
-        assert!(props.contains(&property("python-fips:cmvp:status", "validated")));
+        // The input's SOURCE_DATE_EPOCH is 2026-08-05: the certificate is active then.
+        assert!(props.contains(&property("python-fips:cmvp:status", "active")));
+        assert!(props.contains(&property("python-fips:cmvp:status-as-of", "2026-08-05")));
         assert!(
             provider["description"]
                 .as_str()
                 .unwrap()
                 .contains("certificate #4985")
         );
+
+        let historical = recipe(Some(Cmvp {
+            certificate: "4282".into(),
+            standard: "FIPS 140-2".into(),
+            historical_from: "2026-01-01".into(),
+        }));
+        let bom = cyclonedx(&input(&historical));
+        let provider = component(&bom, "fips-provider");
+        let props = provider["properties"].as_array().unwrap();
+        assert!(props.contains(&property("python-fips:cmvp:status", "historical")));
     }
 
     #[test]

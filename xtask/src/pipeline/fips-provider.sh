@@ -1,5 +1,6 @@
 # Stage fips-provider: fips.so from the pinned provider release, configured as its security
-# policy says (./Configure enable-fips); only the module is taken from this build.
+# policy says (./Configure enable-fips); only the module is taken from this build (and, below,
+# from a second build of the same release, its own `openssl` command for fipsinstall).
 cd /build
 tar -xf "src/$PROVIDER_FILE"
 cd "openssl-$PROVIDER_VERSION"
@@ -9,3 +10,20 @@ make -j"$JOBS" build_generated
 make -j"$JOBS" providers/fips.so
 mkdir -p "/out/python-fips/lib/ossl-modules"
 cp providers/fips.so /out/python-fips/lib/ossl-modules/fips.so
+
+# The provider release's own `openssl`, for `fipsinstall` only: OpenSSL recommends running
+# fipsinstall from the provider's release, and from 3.1 on it no longer writes the install-status
+# fields a 3.0.x provider's security policy expects (openssl/openssl#23400). Built statically in a
+# second copy of the sources, so it carries its own libcrypto and never meets the tree's libcrypto
+# of another release (same soname); python-fips-setup prefers it to bin/openssl.
+mkdir -p /build/fipsinstall-app
+tar -xf "/build/src/$PROVIDER_FILE" -C /build/fipsinstall-app
+cd "/build/fipsinstall-app/openssl-$PROVIDER_VERSION"
+./Configure no-shared no-tests \
+    --prefix=/opt/python-fips --openssldir=/opt/python-fips/ssl --libdir=lib
+make -j"$JOBS" build_generated
+make -j"$JOBS" apps/openssl
+mkdir -p /out/python-fips/libexec
+cp apps/openssl /out/python-fips/libexec/openssl-fipsinstall
+strip /out/python-fips/libexec/openssl-fipsinstall
+/out/python-fips/libexec/openssl-fipsinstall version

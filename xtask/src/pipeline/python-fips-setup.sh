@@ -7,6 +7,12 @@
 set -eu
 prefix=$(cd "$(dirname "$0")/.." && pwd)
 openssl="$prefix/bin/openssl"
+# When the provider comes from another release than the libraries, the tree carries that
+# release's own openssl for fipsinstall: it writes the fields that release's security policy
+# expects (3.0.x: install-mac, install-status), which a later openssl leaves out.
+if [ -x "$prefix/libexec/openssl-fipsinstall" ]; then
+    openssl="$prefix/libexec/openssl-fipsinstall"
+fi
 module="$prefix/lib/ossl-modules/fips.so"
 cnf="$prefix/ssl/fipsmodule.cnf"
 # The module's self-test must not depend on the configuration it is about to write.

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import traceback
 
 PREFIX = "/opt/python-fips"
@@ -166,12 +167,50 @@ def providers():
 @check("openssl fipsinstall -verify")
 def fipsinstall_verify():
     env = dict(os.environ, OPENSSL_CONF="/dev/null")
-    result = run([OPENSSL, "fipsinstall", "-module", FIPS_SO, "-in", FIPSMODULE_CNF, "-verify"],
+    # The provider release's own openssl, when the tree carries one, as python-fips-setup uses.
+    tool = PREFIX + "/libexec/openssl-fipsinstall"
+    tool = tool if os.access(tool, os.X_OK) else OPENSSL
+    result = run([tool, "fipsinstall", "-module", FIPS_SO, "-in", FIPSMODULE_CNF, "-verify"],
                  env=env)
     text = out(result)
     if result.returncode != 0 or "VERIFY PASSED" not in text:
         raise Fail(f"exit {result.returncode}: {last_line(text)}")
     return "VERIFY PASSED"
+
+
+@check("FIPS provider CMVP status")
+def provider_cmvp_status():
+    # BUILD-INFO.json records the certificate and its status on the build's date; the Historical
+    # list date tells where it stands today. A historical or unvalidated provider still passes:
+    # this row says what the tree is, the build printed the warning.
+    with open(PREFIX + "/BUILD-INFO.json") as f:
+        provider = json.load(f)["fips_provider"]
+    version = provider["source"]["version"]
+    cmvp = provider["cmvp"]
+    if not isinstance(cmvp, dict):
+        return f"{version}: {cmvp}"
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    now = "historical" if cmvp["historical_from"] <= today else "active"
+    return (f"{version}: certificate #{cmvp['certificate']} ({cmvp['standard']}), "
+            f"{cmvp['status']} on {cmvp['status_as_of']} (build date), {now} on {today}; "
+            f"historical from {cmvp['historical_from']}")
+
+
+@check("fipsmodule.cnf written by the provider's own release")
+def fipsmodule_cnf_fields():
+    # A 3.0.x provider's security policy expects install-mac and install-status, which only
+    # that release's fipsinstall writes; the tree carries it as libexec/openssl-fipsinstall.
+    with open(FIPSMODULE_CNF) as f:
+        fields = [line.split("=")[0].strip() for line in f if "=" in line]
+    tool = PREFIX + "/libexec/openssl-fipsinstall"
+    if EXPECT_PROVIDER.startswith("3.0."):
+        missing = [k for k in ("install-mac", "install-status") if k not in fields]
+        if missing:
+            raise Fail(f"fields {', '.join(fields)}; missing {', '.join(missing)}")
+    if EXPECT_PROVIDER != EXPECT_OPENSSL and not os.access(tool, os.X_OK):
+        raise Fail(f"the provider {EXPECT_PROVIDER} differs from OpenSSL {EXPECT_OPENSSL}, "
+                   f"yet {tool} is missing")
+    return "fields: " + ", ".join(fields)
 
 
 def ldd_check(module, wanted):
@@ -260,6 +299,134 @@ def blake2_refused():
         "hashlib.blake2s()": lambda: hashlib.blake2s(b"abc").hexdigest(),
         "hashlib.new('blake2b')": lambda: hashlib.new("blake2b", b"abc").hexdigest(),
     })
+
+
+@check("_blake2 constructors and subclasses refuse")
+def builtin_blake2_refused():
+    import _blake2
+
+    calls = {
+        "_blake2.blake2b()": lambda: _blake2.blake2b(b"abc"),
+        "_blake2.blake2s()": lambda: _blake2.blake2s(b"abc"),
+    }
+    try:
+        sub = type("Sub", (_blake2.blake2b,), {})
+    except TypeError:
+        sub = None  # the types are not subclassable before 3.14
+    else:
+        calls["subclass of _blake2.blake2b"] = lambda: sub(b"abc")
+        sub(b"abc", usedforsecurity=False)
+    return must_refuse(**calls)
+
+
+@check("no builtin HMAC (_hmac) to fall back to")
+def builtin_hmac_absent():
+    try:
+        import _hmac
+    except ImportError as e:
+        return f"not built ({e})"
+    return must_refuse(**{
+        "_hmac.compute_digest(k, m, 'md5')":
+            lambda: _hmac.compute_digest(b"key", b"msg", "md5"),
+    })
+
+
+def python_child(code):
+    """Run `code` in a fresh interpreter of the tree; its stdout and stderr as one text."""
+    result = run([sys.executable, "-I", "-c", code], timeout=120)
+    return result.returncode, out(result)
+
+
+@check("FIPS_mode_set(1) at run time: no cached md5 or blake2")
+def runtime_fips_mode_set():
+    code = (
+        "import ssl, hashlib, hmac, _blake2\n"
+        "ssl.FIPS_mode_set(0)\n"
+        "hashlib.md5(b'a'); hmac.new(b'k', b'm', 'md5'); hashlib.blake2b(b'a')\n"
+        "ssl.FIPS_mode_set(1)\n"
+        "allowed = []\n"
+        "for what, fn in [('hashlib.md5', lambda: hashlib.md5(b'a')),\n"
+        "                 ('hmac md5', lambda: hmac.new(b'k', b'm', 'md5')),\n"
+        "                 ('hashlib.blake2b', lambda: hashlib.blake2b(b'a')),\n"
+        "                 ('_blake2.blake2s', lambda: _blake2.blake2s(b'a'))]:\n"
+        "    try:\n        fn(); allowed.append(what)\n"
+        "    except ValueError:\n        pass\n"
+        "print('allowed after FIPS_mode_set(1): ' + ', '.join(allowed) if allowed else 'all refused')\n"
+        "raise SystemExit(1 if allowed else 0)\n"
+    )
+    code_, text = python_child(code)
+    if code_ != 0:
+        raise Fail(last_line(text))
+    return last_line(text)
+
+
+@check("ssl.FIPS_mode_set raises an audit event")
+def fips_mode_set_audited():
+    code = (
+        "import ssl, sys\n"
+        "seen = []\n"
+        "sys.addaudithook(lambda e, a: seen.append((e, a)) if e == 'ssl.FIPS_mode_set' else None)\n"
+        "ssl.FIPS_mode_set(1)\n"
+        "print(seen)\n"
+    )
+    code_, text = python_child(code)
+    if code_ != 0 or "('ssl.FIPS_mode_set', (1,))" not in text:
+        raise Fail(f"exit {code_}: {last_line(text)}")
+    return last_line(text)
+
+
+@check("pbkdf2_hmac refuses what SP 800-132 forbids")
+def pbkdf2_bounds():
+    detail = must_refuse(**{
+        "salt of 32 bits": lambda: hashlib.pbkdf2_hmac("sha256", b"password", b"salt", 1000, 32),
+        "1 iteration": lambda: hashlib.pbkdf2_hmac("sha256", b"password", b"s" * 16, 1, 32),
+        "key of 64 bits": lambda: hashlib.pbkdf2_hmac("sha256", b"password", b"s" * 16, 1000, 8),
+    })
+    hashlib.pbkdf2_hmac("sha256", b"password", b"s" * 16, 1000, 14)
+    return detail
+
+
+@check("import hashlib fails loudly without _hashlib")
+def hashlib_needs_hashlib():
+    with tempfile.TemporaryDirectory() as tmp:
+        with open(os.path.join(tmp, "_hashlib.py"), "w") as f:
+            f.write("raise ImportError('simulated: libcrypto missing')\n")
+        code = (f"import sys; sys.path.insert(0, {tmp!r})\n"
+                "import hashlib\n"
+                "print('hashlib imported quietly without _hashlib')\n")
+        code_, text = python_child(code)
+    if code_ == 0:
+        raise Fail(last_line(text))
+    return last_line(text)
+
+
+@check("multiprocessing authkey handshake works")
+def multiprocessing_authkey():
+    from multiprocessing.connection import Client, Listener
+
+    with Listener(("127.0.0.1", 0), authkey=b"secret") as listener:
+        errors = []
+
+        def serve():
+            try:
+                with listener.accept() as conn:
+                    conn.send(conn.recv())
+            except Exception as e:  # noqa: BLE001 - reported in the row
+                errors.append(f"{type(e).__name__}: {e}")
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        try:
+            with Client(listener.address, authkey=b"secret") as client:
+                client.send("ping")
+                echo = client.recv()
+        except Exception as e:
+            raise Fail(f"{type(e).__name__}: {e}; listener: {errors}") from e
+        finally:
+            thread.join(60)
+    if echo != "ping" or errors:
+        raise Fail(f"echo {echo!r}; listener: {errors}")
+    return "Listener/Client with an authkey: ping echoed"
 
 
 def known_answer(name, expected):
