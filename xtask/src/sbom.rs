@@ -392,6 +392,7 @@ mod tests {
                 pgo: false,
                 configure: vec![],
             },
+            wheels: Default::default(),
             patches: vec![],
         }
     }
