@@ -100,7 +100,8 @@ pub fn audit_path(path: &Path) -> Result<Report> {
     if path.is_dir() {
         scan_dir(path, &mut report)?;
     } else {
-        let data = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let data =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
         let name = path.display().to_string();
         if is_wheel(&name) {
             scan_wheel(&name, &data, &mut report)?;
@@ -387,7 +388,11 @@ fn crypto_soname(needed: &str) -> Option<bool> {
         .strip_prefix("libcrypto")
         .or_else(|| needed.strip_prefix("libssl"))?;
     if let Some(version) = rest.strip_prefix(".so") {
-        return Some(version.split('.').all(|p| p.chars().all(|c| c.is_ascii_digit())));
+        return Some(
+            version
+                .split('.')
+                .all(|p| p.chars().all(|c| c.is_ascii_digit())),
+        );
     }
     (rest.starts_with('-') || rest.starts_with('_')).then_some(false)
 }
@@ -457,7 +462,11 @@ fn version_text(rest: &[u8], dated: bool) -> Option<String> {
     let version = words.next()?;
     let numeric = version.trim_end_matches(|c: char| c.is_ascii_lowercase());
     let parts: Vec<&str> = numeric.split('.').collect();
-    if parts.len() != 3 || parts.iter().any(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit())) {
+    if parts.len() != 3
+        || parts
+            .iter()
+            .any(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()))
+    {
         return None;
     }
     if dated {
@@ -543,7 +552,10 @@ pub fn zip_members(data: &[u8]) -> Result<Vec<(String, Vec<u8>)>> {
         if name.ends_with('/') {
             continue;
         }
-        if !data.get(local..).is_some_and(|d| d.starts_with(b"PK\x03\x04")) {
+        if !data
+            .get(local..)
+            .is_some_and(|d| d.starts_with(b"PK\x03\x04"))
+        {
             bail!("damaged zip entry {name}");
         }
         let start = local + 30 + u16_at(local + 26)? + u16_at(local + 28)?;

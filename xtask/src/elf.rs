@@ -65,7 +65,11 @@ fn dynamic<H: FileHeader<Endian = Endianness>>(data: &[u8]) -> Result<Option<Dyn
         }
     }
     if let Some(dirs) = runpath.or(rpath) {
-        out.runpath = dirs.split(':').filter(|d| !d.is_empty()).map(String::from).collect();
+        out.runpath = dirs
+            .split(':')
+            .filter(|d| !d.is_empty())
+            .map(String::from)
+            .collect();
     }
     Ok(Some(out))
 }

@@ -71,6 +71,15 @@ impl flags::Wheels {
         let build = Build::start(sh, &self.build, &ui)?;
         let done = build.run_all(&ui)?;
         let built = build.wheels(&done, &request, &ui)?;
+        ui.message(&format!(
+            "{:<14} {} (key {})",
+            "wheels",
+            match built.stage.cached {
+                true => "cached".to_string(),
+                false => format!("built in {:.1} s", built.stage.seconds),
+            },
+            &built.stage.key[..16]
+        ));
         for (locked, sha256, size) in &built.wheels {
             let how = if locked.built { "built" } else { "kept " };
             ui.message(&format!(
@@ -179,14 +188,8 @@ impl Build<'_> {
             apt: r.wheels.apt.clone(),
             dnf: r.wheels.dnf.clone(),
         };
-        let toolchain = builder::ensure_image(
-            self.sh,
-            &self.engine,
-            &self.ctx.cache,
-            &spec,
-            "wheels",
-            ui,
-        )?;
+        let toolchain =
+            builder::ensure_image(self.sh, &self.engine, &self.ctx.cache, &spec, "wheels", ui)?;
         let mut b = self.builder();
         b.image_id = toolchain;
 
@@ -282,8 +285,8 @@ fn unpack(output: &Path, dir: &Path) -> Result<()> {
             std::fs::remove_file(&path)?;
         }
     }
-    let file = std::fs::File::open(output)
-        .with_context(|| format!("cannot open {}", output.display()))?;
+    let file =
+        std::fs::File::open(output).with_context(|| format!("cannot open {}", output.display()))?;
     for entry in tar::Archive::new(file).entries()? {
         let mut entry = entry?;
         if !entry.header().entry_type().is_file() {
@@ -302,12 +305,20 @@ fn unpack(output: &Path, dir: &Path) -> Result<()> {
 
 /// Turns a failed wheels stage into an error that says what went wrong: no index, an unknown
 /// package, or a package whose build failed (the stage's own error keeps the log's end).
-fn explain(err: anyhow::Error, cache: &cache::Cache, key: &str, request: &Request) -> anyhow::Error {
+fn explain(
+    err: anyhow::Error,
+    cache: &cache::Cache,
+    key: &str,
+    request: &Request,
+) -> anyhow::Error {
     let Some(log) = newest_log(cache, key) else {
         return err;
     };
     let text = std::fs::read_to_string(&log).unwrap_or_default();
-    let index = request.index_url.as_deref().unwrap_or("pip's default index");
+    let index = request
+        .index_url
+        .as_deref()
+        .unwrap_or("pip's default index");
     const UNREACHABLE: [&str; 7] = [
         "NewConnectionError",
         "Network is unreachable",
@@ -437,7 +448,11 @@ fn install(
         for tag in tags {
             engine.tag(sh, &id, tag)?;
         }
-        ui.message(&format!("{:<14} cached ({})", "wheels image", tags.join(", ")));
+        ui.message(&format!(
+            "{:<14} cached ({})",
+            "wheels image",
+            tags.join(", ")
+        ));
         return Ok(id);
     }
     let started = Instant::now();
@@ -449,12 +464,19 @@ fn install(
         )?;
         std::fs::create_dir(context.join("wheels"))?;
         for (l, ..) in &built.wheels {
-            std::fs::copy(built.dir.join(&l.wheel), context.join("wheels").join(&l.wheel))?;
+            std::fs::copy(
+                built.dir.join(&l.wheel),
+                context.join("wheels").join(&l.wheel),
+            )?;
         }
         let log = cache
             .dir("logs")
             .join(format!("wheels-image-{}-{}.log", &key[..12], unix_now()));
-        let names: Vec<&str> = built.wheels.iter().map(|(l, ..)| l.wheel.as_str()).collect();
+        let names: Vec<&str> = built
+            .wheels
+            .iter()
+            .map(|(l, ..)| l.wheel.as_str())
+            .collect();
         // The runtime image's own key and tarball labels would make this image pass for it.
         let labels = vec![
             (LABEL_WHEELS_KEY.to_string(), key.clone()),

@@ -32,13 +32,19 @@ fn crypto_source(n: usize, version: &str) -> String {
 }
 
 fn whats(data: &[u8], installed: Option<&str>) -> Vec<String> {
-    classify(data, installed).into_iter().map(|(w, _)| w).collect()
+    classify(data, installed)
+        .into_iter()
+        .map(|(w, _)| w)
+        .collect()
 }
 
 #[test]
 fn version_texts_are_the_libraries_own_not_any_mention() {
     let found = |s: &str| crypto_versions(s.as_bytes());
-    assert_eq!(found("x\0OpenSSL 3.5.7 1 Jul 2025\0"), vec!["OpenSSL 3.5.7"]);
+    assert_eq!(
+        found("x\0OpenSSL 3.5.7 1 Jul 2025\0"),
+        vec!["OpenSSL 3.5.7"]
+    );
     assert_eq!(found("OpenSSL 1.1.1w  11 Sep 2023"), vec!["OpenSSL 1.1.1w"]);
     assert_eq!(found("LibreSSL 3.8.2\0"), vec!["LibreSSL 3.8.2"]);
     assert_eq!(
@@ -72,7 +78,10 @@ fn static_crypto_is_found_by_symbols_and_version_but_not_in_the_trees_own_libcry
         &[],
     );
     let data = std::fs::read(&lib).unwrap();
-    let found = whats(&data, Some("/venv/lib/python3.13/site-packages/x/_rust.abi3.so"));
+    let found = whats(
+        &data,
+        Some("/venv/lib/python3.13/site-packages/x/_rust.abi3.so"),
+    );
     assert_eq!(found.len(), 1, "{found:?}");
     assert!(found[0].contains("OpenSSL 4.0.3 linked in"), "{found:?}");
     assert!(found[0].contains("12 EVP_/SSL_"), "{found:?}");
@@ -112,7 +121,9 @@ fn needed_libcrypto_must_resolve_into_the_tree() {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         std::fs::read(shared(d, name, user, &args)).unwrap()
     };
-    let at = Some("/opt/python-fips/lib/python3.13/site-packages/cryptography/hazmat/bindings/_rust.abi3.so");
+    let at = Some(
+        "/opt/python-fips/lib/python3.13/site-packages/cryptography/hazmat/bindings/_rust.abi3.so",
+    );
 
     let into_tree = link("tree.so", Some("/opt/python-fips/lib"));
     assert!(whats(&into_tree, at).is_empty());
@@ -219,7 +230,10 @@ fn a_wheel_is_read_member_by_member_and_a_clean_dir_says_so() {
         "{f:?}"
     );
     let table = render(&report);
-    assert!(table.contains("1 finding(s) in 1 of the 1 ELF files"), "{table}");
+    assert!(
+        table.contains("1 finding(s) in 1 of the 1 ELF files"),
+        "{table}"
+    );
 
     // A directory holding the wheel finds the same; one without ELF files is clean in one line.
     assert_eq!(audit_path(d).unwrap().findings.len(), 2);
@@ -229,7 +243,10 @@ fn a_wheel_is_read_member_by_member_and_a_clean_dir_says_so() {
     assert!(report.ensure_clean().is_ok());
     let table = render(&report);
     assert_eq!(table.lines().count(), 1, "{table}");
-    assert!(table.starts_with("clean: none of the 0 ELF files"), "{table}");
+    assert!(
+        table.starts_with("clean: none of the 0 ELF files"),
+        "{table}"
+    );
 }
 
 #[test]
@@ -247,6 +264,9 @@ fn packages_are_named_from_their_site_packages_directory() {
         p("/usr/lib/python3/dist-packages/_cffi_backend.cpython-311-x86_64-linux-gnu.so"),
         "_cffi_backend"
     );
-    assert_eq!(p("/opt/python-fips/lib/python3.13/lib-dynload/_ssl.so"), "python-fips");
+    assert_eq!(
+        p("/opt/python-fips/lib/python3.13/lib-dynload/_ssl.so"),
+        "python-fips"
+    );
     assert_eq!(p("/usr/lib/x86_64-linux-gnu/libcrypto.so.3"), "-");
 }
