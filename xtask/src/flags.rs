@@ -210,6 +210,9 @@ pub struct Wheels {
     /// is copied into the build, for machines without the package index.
     #[arg(long, value_name = "URL|DIR")]
     pub find_links: Vec<String>,
+    /// Passed to pip: use only `--find-links`, never an index (for air-gapped machines).
+    #[arg(long, conflicts_with = "index_url")]
+    pub no_index: bool,
     /// Also build the runtime image with the wheels installed, verify it and audit it.
     #[arg(long)]
     pub image: bool,

@@ -37,6 +37,7 @@ pub struct Request {
     /// Requirement lines, as pip reads them.
     pub requirements: String,
     pub index_url: Option<String>,
+    pub no_index: bool,
     /// URLs of `--find-links` (directories are in `find_link_dirs`).
     pub find_link_urls: Vec<String>,
     pub find_link_dirs: Vec<PathBuf>,
@@ -147,6 +148,9 @@ impl flags::Wheels {
                 }
             }
         }
+        if self.no_index && self.find_links.is_empty() {
+            bail!("--no-index needs --find-links DIR (or URL) holding the sdists and wheels");
+        }
         if requirements.is_empty() {
             bail!("no requirements; name packages (`cryptography`) or pass -r requirements.txt");
         }
@@ -164,6 +168,7 @@ impl flags::Wheels {
         Ok(Request {
             requirements,
             index_url: self.index_url.clone(),
+            no_index: self.no_index,
             find_link_urls: urls,
             find_link_dirs: dirs,
         })
@@ -211,6 +216,9 @@ impl Build<'_> {
         let mut env = Vec::new();
         if let Some(url) = &request.index_url {
             env.push(("PIP_INDEX_URL".to_string(), url.clone()));
+        }
+        if request.no_index {
+            env.push(("PIP_NO_INDEX".to_string(), "1".to_string()));
         }
         if !request.find_link_urls.is_empty() {
             env.push((
