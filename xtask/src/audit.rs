@@ -20,10 +20,23 @@ use crate::engine::{ContainerSpec, Engine};
 use crate::flags;
 use crate::pipeline::PREFIX;
 
-/// A defined symbol with one of these prefixes is part of an OpenSSL-compatible API.
-const API_PREFIXES: [&str; 4] = ["EVP_", "SSL_", "OPENSSL_", "X509_"];
-/// How many such symbols make a file a crypto library rather than a wrapper defining a helper.
-const API_SYMBOLS_MIN: usize = 10;
+/// Functions every OpenSSL-compatible library (OpenSSL, LibreSSL, BoringSSL) defines. A file
+/// that defines some of them, with any binding (a static link keeps them as local symbols), has
+/// such a library inside; one that only calls them has them undefined.
+const CORE_FUNCTIONS: [&str; 10] = [
+    "EVP_DigestInit_ex",
+    "EVP_DigestUpdate",
+    "EVP_EncryptInit_ex",
+    "EVP_CIPHER_CTX_new",
+    "EVP_MD_CTX_new",
+    "RAND_bytes",
+    "ERR_get_error",
+    "X509_verify_cert",
+    "SSL_CTX_new",
+    "SSL_new",
+];
+/// How many of them make a file a crypto library rather than a wrapper defining a helper.
+const CORE_FUNCTIONS_MIN: usize = 3;
 
 /// One thing found in one file.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -301,8 +314,8 @@ pub fn classify(data: &[u8], installed: Option<&str>) -> Vec<(String, String)> {
     }
     let mut out = Vec::new();
     let versions = crypto_versions(data);
-    let symbols = api_symbols(data);
-    if !versions.is_empty() || symbols.len() >= API_SYMBOLS_MIN {
+    let symbols = core_functions(data);
+    if !versions.is_empty() || symbols.len() >= CORE_FUNCTIONS_MIN {
         let mut what = match versions.is_empty() {
             true => "an OpenSSL-compatible library linked in".to_string(),
             false => format!("{} linked in", versions.join(", ")),
@@ -310,12 +323,13 @@ pub fn classify(data: &[u8], installed: Option<&str>) -> Vec<(String, String)> {
         if !symbols.is_empty() {
             let examples: Vec<&str> = symbols.iter().take(3).map(String::as_str).collect();
             what.push_str(&format!(
-                " ({} EVP_/SSL_/OPENSSL_/X509_ symbols defined, e.g. {})",
+                " (defines {} of {} core OpenSSL functions: {}...)",
                 symbols.len(),
+                CORE_FUNCTIONS.len(),
                 examples.join(", ")
             ));
         } else {
-            what.push_str(" (version string; symbols hidden)");
+            what.push_str(" (version string; no symbol table)");
         }
         out.push((what, WHY_STATIC.to_string()));
     }
@@ -495,8 +509,8 @@ fn find_all(haystack: &[u8], needle: &[u8]) -> Vec<usize> {
         .collect()
 }
 
-/// Names of the OpenSSL-style API symbols `data` defines (dynamic and static symbol tables).
-pub fn api_symbols(data: &[u8]) -> Vec<String> {
+/// Which of `CORE_FUNCTIONS` `data` defines, in its dynamic or its static symbol table.
+pub fn core_functions(data: &[u8]) -> Vec<String> {
     let Ok(file) = object::File::parse(data) else {
         return vec![];
     };
@@ -505,7 +519,7 @@ pub fn api_symbols(data: &[u8]) -> Vec<String> {
         .chain(file.symbols())
         .filter(|s| !s.is_undefined() && s.is_definition())
         .filter_map(|s| s.name().ok().map(str::to_string))
-        .filter(|n| API_PREFIXES.iter().any(|p| n.starts_with(p)))
+        .filter(|n| CORE_FUNCTIONS.contains(&n.as_str()))
         .collect();
     out.sort();
     out.dedup();

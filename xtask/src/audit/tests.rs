@@ -22,11 +22,19 @@ fn shared(dir: &Path, name: &str, source: &str, args: &[&str]) -> PathBuf {
     out
 }
 
-/// C source of a library that defines `n` EVP_ functions and holds `version` as a string.
-fn crypto_source(n: usize, version: &str) -> String {
+/// C source of a library that defines the first `n` core OpenSSL functions (with `binding`,
+/// `""` or `"static "`) and holds `version` as a string.
+fn crypto_source(n: usize, binding: &str, version: &str) -> String {
     let mut s = format!("const char *version_text = \"{version}\";\n");
-    for i in 0..n {
-        s.push_str(&format!("int EVP_Fake{i}(void) {{ return {i}; }}\n"));
+    for f in &CORE_FUNCTIONS[..n] {
+        s.push_str(&format!("{binding}int {f}(void) {{ return 1; }}\n"));
+    }
+    if n > 0 {
+        let used: Vec<&str> = CORE_FUNCTIONS[..n].to_vec();
+        s.push_str(&format!(
+            "int (*keep[])(void) = {{ {} }};\n",
+            used.join(", ")
+        ));
     }
     s
 }
@@ -74,7 +82,7 @@ fn static_crypto_is_found_by_symbols_and_version_but_not_in_the_trees_own_libcry
     let lib = shared(
         dir.path(),
         "_rust.abi3.so",
-        &crypto_source(12, "OpenSSL 4.0.3 7 Apr 2026"),
+        &crypto_source(10, "", "OpenSSL 4.0.3 7 Apr 2026"),
         &[],
     );
     let data = std::fs::read(&lib).unwrap();
@@ -84,21 +92,40 @@ fn static_crypto_is_found_by_symbols_and_version_but_not_in_the_trees_own_libcry
     );
     assert_eq!(found.len(), 1, "{found:?}");
     assert!(found[0].contains("OpenSSL 4.0.3 linked in"), "{found:?}");
-    assert!(found[0].contains("12 EVP_/SSL_"), "{found:?}");
+    assert!(found[0].contains("defines 10 of 10 core"), "{found:?}");
 
     // The same bytes as the tree's libcrypto are the crypto everything should use.
     assert!(whats(&data, Some("/opt/python-fips/lib/libcrypto.so.3")).is_empty());
     assert!(whats(&data, Some("/opt/python-fips/lib/ossl-modules/fips.so")).is_empty());
 
-    // Symbols alone (a stripped version string) are enough; a few helpers are not.
-    let many = shared(dir.path(), "many.so", &crypto_source(10, "none"), &[]);
-    let found = whats(&std::fs::read(&many).unwrap(), None);
+    // Symbols alone are enough, also local ones (a static link hides them that way); a
+    // version string alone too; a file defining just two of them is not a crypto library.
+    for (name, binding) in [("global.so", ""), ("local.so", "static ")] {
+        let lib = shared(dir.path(), name, &crypto_source(3, binding, "none"), &[]);
+        let found = whats(&std::fs::read(&lib).unwrap(), None);
+        assert!(
+            found.len() == 1 && found[0].contains("OpenSSL-compatible library"),
+            "{name}: {found:?}"
+        );
+    }
+    let versioned = shared(
+        dir.path(),
+        "v.so",
+        &crypto_source(0, "", "LibreSSL 3.8.2"),
+        &[],
+    );
+    let found = whats(&std::fs::read(&versioned).unwrap(), None);
     assert!(
-        found.len() == 1 && found[0].contains("OpenSSL-compatible library"),
+        found.len() == 1 && found[0].starts_with("LibreSSL 3.8.2 linked in"),
         "{found:?}"
     );
-    let few = shared(dir.path(), "few.so", &crypto_source(3, "none"), &[]);
+    let few = shared(dir.path(), "few.so", &crypto_source(2, "", "none"), &[]);
     assert!(whats(&std::fs::read(&few).unwrap(), None).is_empty());
+    // CPython's `_hashlib` defines static helpers named `EVP_copy`, `EVP_update`...: not these.
+    let helpers = "static int EVP_copy(void) { return 0; }\nstatic int EVP_update(void) { return 0; }\n\
+                   int (*keep[])(void) = { EVP_copy, EVP_update };\n";
+    let helpers = shared(dir.path(), "helpers.so", helpers, &[]);
+    assert!(whats(&std::fs::read(&helpers).unwrap(), None).is_empty());
 }
 
 #[test]
@@ -205,7 +232,7 @@ fn a_wheel_is_read_member_by_member_and_a_clean_dir_says_so() {
     shared(
         &pkg,
         "_rust.abi3.so",
-        &crypto_source(12, "OpenSSL 4.0.3 7 Apr 2026"),
+        &crypto_source(10, "", "OpenSSL 4.0.3 7 Apr 2026"),
         &[],
     );
     std::fs::write(d.join("pkg/cryptography/__init__.py"), "").unwrap();
