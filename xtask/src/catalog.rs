@@ -231,6 +231,19 @@ pub struct RecipeFile {
     pub builder: BuilderSpec,
     pub runtime: RuntimeSpec,
     pub python_build: PythonBuild,
+    /// The toolchain `cargo xtask wheels` adds to the builder image (absent: none).
+    #[serde(default)]
+    pub wheels: WheelsSpec,
+}
+
+/// Packages of the wheels toolchain image, per package family; the builder image is its base.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WheelsSpec {
+    #[serde(default)]
+    pub apt: Vec<String>,
+    #[serde(default)]
+    pub dnf: Vec<String>,
 }
 
 /// The image the build stages run in: a base image plus build dependencies per package family.
@@ -282,6 +295,7 @@ pub struct Recipe {
     pub builder: BuilderSpec,
     pub runtime: RuntimeSpec,
     pub python_build: PythonBuild,
+    pub wheels: WheelsSpec,
     /// The patch files to apply, in order; empty with `--no-fips-patch`.
     pub patches: Vec<PathBuf>,
 }
@@ -403,6 +417,7 @@ pub fn resolve(
         source_date_epoch: file.source_date_epoch,
         builder: file.builder,
         runtime: file.runtime,
+        wheels: file.wheels,
         python_build: file.python_build,
         patches,
     })

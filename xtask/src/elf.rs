@@ -19,6 +19,9 @@ pub struct Dynamic {
     pub needed: Vec<String>,
     /// `DT_SONAME`, for shared libraries that set one.
     pub soname: Option<String>,
+    /// The directories of `DT_RUNPATH`, else of `DT_RPATH` (the loader ignores RPATH when
+    /// RUNPATH is present), in search order, `$ORIGIN` unexpanded.
+    pub runpath: Vec<String>,
 }
 
 /// Reads the dynamic section of `data`: `Ok(None)` for a file that is not ELF, or an ELF file
@@ -42,21 +45,31 @@ fn dynamic<H: FileHeader<Endian = Endianness>>(data: &[u8]) -> Result<Option<Dyn
     };
     let strings = sections.strings(endian, data, strings).map_err(damaged)?;
     let mut out = Dynamic::default();
+    let (mut rpath, mut runpath) = (None, None);
     for entry in entries {
         let tag = entry.tag32(endian);
         if tag == Some(elf::DT_NULL) {
             break;
         }
-        if tag != Some(elf::DT_NEEDED) && tag != Some(elf::DT_SONAME) {
+        let Some(tag @ (elf::DT_NEEDED | elf::DT_SONAME | elf::DT_RPATH | elf::DT_RUNPATH)) = tag
+        else {
             continue;
-        }
+        };
         let name = entry.string(endian, strings).map_err(damaged)?;
         let name = String::from_utf8_lossy(name).into_owned();
-        if tag == Some(elf::DT_NEEDED) {
-            out.needed.push(name);
-        } else {
-            out.soname = Some(name);
+        match tag {
+            elf::DT_NEEDED => out.needed.push(name),
+            elf::DT_SONAME => out.soname = Some(name),
+            elf::DT_RPATH => rpath = Some(name),
+            _ => runpath = Some(name),
         }
+    }
+    if let Some(dirs) = runpath.or(rpath) {
+        out.runpath = dirs
+            .split(':')
+            .filter(|d| !d.is_empty())
+            .map(String::from)
+            .collect();
     }
     Ok(Some(out))
 }

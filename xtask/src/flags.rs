@@ -28,6 +28,10 @@ pub enum Cmd {
     Image(Image),
     /// Prove the FIPS behaviour of a tarball or an image in its runtime image.
     Verify(Verify),
+    /// Build wheels from source against the tree's OpenSSL, with the recipe's interpreter.
+    Wheels(Wheels),
+    /// Find ELF files that carry their own crypto in a tree, a venv, a wheel or an image.
+    Audit(Audit),
     /// Open an interactive shell in a stage's container.
     Shell(ShellCmd),
     /// Make a local base image with debootstrap (for machines without an image registry).
@@ -187,4 +191,47 @@ pub struct Bench {
     /// Also write the figures to this file.
     #[arg(long, value_name = "FILE.json")]
     pub json: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct Wheels {
+    #[command(flatten)]
+    pub build: BuildArgs,
+    /// Requirement specifiers to build, e.g. `cryptography` or `psycopg2==2.9.10`.
+    #[arg(value_name = "REQUIREMENT")]
+    pub requirements: Vec<String>,
+    /// Read requirement specifiers from this file too (pip's format, one per line).
+    #[arg(short = 'r', long = "requirement", value_name = "FILE")]
+    pub requirement_files: Vec<PathBuf>,
+    /// Passed to pip: a package index to use instead of the default one.
+    #[arg(long, value_name = "URL")]
+    pub index_url: Option<String>,
+    /// Passed to pip: a URL or a local directory of sdists and wheels (repeatable). A directory
+    /// is copied into the build, for machines without the package index.
+    #[arg(long, value_name = "URL|DIR")]
+    pub find_links: Vec<String>,
+    /// Passed to pip: use only `--find-links`, never an index (for air-gapped machines).
+    #[arg(long, conflicts_with = "index_url")]
+    pub no_index: bool,
+    /// Also build the runtime image with the wheels installed, verify it and audit it.
+    #[arg(long)]
+    pub image: bool,
+    /// Tag of that image (default: `python-fips:<python>-wheels`).
+    #[arg(long, requires = "image")]
+    pub tag: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct Audit {
+    /// A tree, a venv or any directory, a `.whl` file, an ELF file, or an image name.
+    pub target: String,
+    /// Write the findings as JSON to this file (`-` for standard output instead of the table).
+    #[arg(long, value_name = "FILE.json")]
+    pub json: Option<PathBuf>,
+    /// Container engine CLI for an image: `docker` or `podman` (default: the first that answers).
+    #[arg(long)]
+    pub engine: Option<String>,
+    /// Cache root (default: `cache/` at the repository root).
+    #[arg(long, value_name = "DIR", env = "PYTHON_FIPS_CACHE")]
+    pub cache: Option<PathBuf>,
 }

@@ -1,5 +1,6 @@
 //! The python-fips build tool: `cargo xtask <command>`.
 
+mod audit;
 mod base_image;
 mod bench;
 mod builder;
@@ -23,6 +24,7 @@ mod shell;
 #[cfg(test)]
 mod testutil;
 mod verify;
+mod wheels;
 
 use anyhow::Result;
 use clap::Parser;
@@ -48,6 +50,8 @@ fn run() -> Result<()> {
         flags::Cmd::Image(cmd) => cmd.run(&sh),
         flags::Cmd::Verify(cmd) => cmd.run(&sh),
         flags::Cmd::Shell(cmd) => cmd.run(&sh),
+        flags::Cmd::Wheels(cmd) => cmd.run(&sh),
+        flags::Cmd::Audit(cmd) => cmd.run(&sh),
     }
 }
 

@@ -400,6 +400,7 @@ mod tests {
                 pgo: false,
                 configure: vec![],
             },
+            wheels: Default::default(),
             patches: vec![],
         }
     }

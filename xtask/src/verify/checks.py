@@ -586,6 +586,65 @@ def venv_pip():
         return text.split(" from ")[0]
 
 
+# Rows for wheels built by `cargo xtask wheels`, present only when cryptography is installed.
+def cryptography_installed():
+    import importlib.util
+
+    return importlib.util.find_spec("cryptography") is not None
+
+
+if cryptography_installed():
+
+    @check("cryptography uses the tree's OpenSSL")
+    def cryptography_openssl():
+        from cryptography.hazmat.backends.openssl.backend import backend
+
+        text = backend.openssl_version_text()
+        if not text.startswith(f"OpenSSL {EXPECT_OPENSSL} "):
+            raise Fail(f"{text}, expected OpenSSL {EXPECT_OPENSSL}")
+        return text
+
+    @check("cryptography FIPS mode on")
+    def cryptography_fips():
+        from cryptography.hazmat.bindings._rust import openssl as rust_openssl
+
+        if not rust_openssl.is_fips_enabled():
+            raise Fail("rust_openssl.is_fips_enabled() is False")
+        return "rust_openssl.is_fips_enabled() is True"
+
+    @check("cryptography refuses MD5")
+    def cryptography_md5_refused():
+        from cryptography.hazmat.primitives import hashes
+
+        how = refusal(lambda: hashes.Hash(hashes.MD5()))
+        if how is None:
+            raise Fail("hashes.Hash(hashes.MD5()) worked")
+        return how
+
+    @check("cryptography's libcrypto is the tree's")
+    def cryptography_libcrypto():
+        # A fresh process that loads only the extension: what its own NEEDED entries resolve
+        # to, not the libcrypto _hashlib loaded already.
+        import cryptography.hazmat.bindings._rust as rust
+
+        probe = (
+            "import ctypes, sys\n"
+            "ctypes.CDLL(sys.argv[1])\n"
+            "print(open('/proc/self/maps').read())\n"
+        )
+        result = run([sys.executable, "-S", "-I", "-c", probe, rust.__file__])
+        if result.returncode != 0:
+            raise Fail(f"cannot load {rust.__file__}: {last_line(out(result))}")
+        loaded = sorted({
+            line.split()[-1] for line in result.stdout.decode().splitlines()
+            if "/libcrypto" in line or "/libssl" in line
+        })
+        outside = [p for p in loaded if not p.startswith(PREFIX + "/lib/")]
+        if not loaded or outside:
+            raise Fail(f"{os.path.basename(rust.__file__)} loads {loaded or 'no libcrypto'}")
+        return f"{os.path.basename(rust.__file__)} loads {', '.join(loaded)}"
+
+
 def main():
     for name, fn in CHECKS:
         try:

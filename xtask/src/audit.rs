@@ -1,0 +1,624 @@
+//! `audit`: finds ELF objects that carry their own crypto in a tree, a venv, a wheel or an image.
+//!
+//! A FIPS interpreter is only as FIPS as the extension modules it loads: a wheel that links
+//! OpenSSL, BoringSSL or LibreSSL statically, bundles a renamed libcrypto, or resolves
+//! `libcrypto.so` outside the tree runs cryptography the tree's provider never sees. Each ELF
+//! file is classified from its own bytes: defined `EVP_`/`SSL_` symbols, version strings, and
+//! its `NEEDED` crypto libraries with the `RUNPATH` that resolves them.
+
+use std::io::Read;
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use object::{Object, ObjectSymbol};
+use serde::Serialize;
+use xshell::Shell;
+
+use crate::cache::Cache;
+use crate::elf;
+use crate::engine::{ContainerSpec, Engine};
+use crate::flags;
+use crate::pipeline::PREFIX;
+
+/// Functions every OpenSSL-compatible library (OpenSSL, LibreSSL, BoringSSL) defines. A file
+/// that defines some of them, with any binding (a static link keeps them as local symbols), has
+/// such a library inside; one that only calls them has them undefined.
+const CORE_FUNCTIONS: [&str; 10] = [
+    "EVP_DigestInit_ex",
+    "EVP_DigestUpdate",
+    "EVP_EncryptInit_ex",
+    "EVP_CIPHER_CTX_new",
+    "EVP_MD_CTX_new",
+    "RAND_bytes",
+    "ERR_get_error",
+    "X509_verify_cert",
+    "SSL_CTX_new",
+    "SSL_new",
+];
+/// How many of them make a file a crypto library rather than a wrapper defining a helper.
+const CORE_FUNCTIONS_MIN: usize = 3;
+
+/// One thing found in one file.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Finding {
+    /// The Python package the file belongs to (its directory in site-packages, or its wheel).
+    pub package: String,
+    pub file: String,
+    pub what: String,
+    pub why: String,
+}
+
+/// What `audit` saw in one target.
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    pub target: String,
+    /// ELF files read.
+    pub elf_files: usize,
+    pub findings: Vec<Finding>,
+}
+
+impl flags::Audit {
+    pub fn run(self, sh: &Shell) -> Result<()> {
+        let path = Path::new(&self.target);
+        let report = if path.exists() {
+            audit_path(path)?
+        } else {
+            let engine = Engine::detect(sh, self.engine.as_deref())?;
+            if engine.image_id(sh, &self.target)?.is_none() {
+                bail!(
+                    "{} is neither a file, a directory nor an image known to {}; \
+                     pass a tree, a venv, a .whl file, an ELF file or an image name",
+                    self.target,
+                    engine.program
+                );
+            }
+            let cache = Cache::open(self.cache.as_deref())?;
+            audit_image(sh, &engine, &cache, &self.target)?
+        };
+        match self.json.as_deref() {
+            Some(p) if p == Path::new("-") => {
+                println!("{}", serde_json::to_string_pretty(&report)?)
+            }
+            Some(p) => {
+                print!("{}", render(&report));
+                crate::cache::write_atomic(p, &serde_json::to_vec_pretty(&report)?)?;
+            }
+            None => print!("{}", render(&report)),
+        }
+        report.ensure_clean()
+    }
+}
+
+impl Report {
+    /// An error naming how many files carry their own crypto, if any does.
+    pub fn ensure_clean(&self) -> Result<()> {
+        if self.findings.is_empty() {
+            return Ok(());
+        }
+        bail!(
+            "audit of {} found {} finding(s); an application on this tree would run crypto outside \
+             its FIPS provider: rebuild those packages against the tree with `cargo xtask wheels`",
+            self.target,
+            self.findings.len()
+        )
+    }
+}
+
+/// Audits a file (a wheel or an ELF file) or a directory (a tree, a venv, a root file system).
+pub fn audit_path(path: &Path) -> Result<Report> {
+    let mut report = Report {
+        target: path.display().to_string(),
+        ..Report::default()
+    };
+    if path.is_dir() {
+        scan_dir(path, &mut report)?;
+    } else {
+        let data =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let name = path.display().to_string();
+        if is_wheel(&name) {
+            scan_wheel(&name, &data, &mut report)?;
+        } else if data.starts_with(b"\x7fELF") {
+            let installed = std::path::absolute(path)?.display().to_string();
+            let package = package_of(&installed);
+            scan_file(&name, Some(&installed), &package, &data, &mut report);
+        } else {
+            bail!(
+                "{} is neither a wheel (.whl) nor an ELF file; pass it, or the directory holding it",
+                path.display()
+            );
+        }
+    }
+    Ok(report)
+}
+
+/// Audits the Python environments of an image: the tree and every `site-packages` or
+/// `dist-packages` directory, read from a stopped container of it as a tar stream.
+pub fn audit_image(sh: &Shell, engine: &Engine, cache: &Cache, image: &str) -> Result<Report> {
+    let container = format!("python-fips-audit-{}", std::process::id());
+    engine.create(
+        sh,
+        &ContainerSpec {
+            name: container.clone(),
+            image: image.to_string(),
+            labels: crate::pipeline::labels(cache),
+            command: vec!["true".into()],
+            ..ContainerSpec::default()
+        },
+    )?;
+    let result = (|| -> Result<Report> {
+        let mut report = Report {
+            target: image.to_string(),
+            ..Report::default()
+        };
+        let (reader, mut writer) = std::io::pipe()?;
+        std::thread::scope(|s| -> Result<()> {
+            let copy = s.spawn(|| engine.copy_out(&container, "/", &mut writer));
+            let scanned = scan_tar(reader, &mut report);
+            copy.join().expect("the copy thread does not panic")?;
+            scanned
+        })?;
+        Ok(report)
+    })();
+    engine.remove(sh, &container);
+    result.with_context(|| format!("cannot audit the image {image}"))
+}
+
+/// Scans the Python environments in a tar of a root file system.
+fn scan_tar(reader: impl Read, report: &mut Report) -> Result<()> {
+    let mut archive = tar::Archive::new(reader);
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let path = entry.path()?.to_string_lossy().into_owned();
+        // `docker cp container:/ -` names entries `./opt/…` or `/opt/…` depending on the engine.
+        let installed = format!("/{}", path.trim_start_matches("./").trim_start_matches('/'));
+        let python_env = installed.starts_with(&format!("{PREFIX}/"))
+            || installed.contains("/site-packages/")
+            || installed.contains("/dist-packages/");
+        if !python_env {
+            continue;
+        }
+        let mut magic = [0u8; 4];
+        if entry.header().size()? < 4 || entry.read_exact(&mut magic).is_err() {
+            continue;
+        }
+        if &magic != b"\x7fELF" {
+            continue;
+        }
+        let mut data = magic.to_vec();
+        entry.read_to_end(&mut data)?;
+        let package = package_of(&installed);
+        scan_file(&installed, Some(&installed), &package, &data, report);
+    }
+    Ok(())
+}
+
+/// Where the files of a directory land when installed: a tree is the prefix itself, a root file
+/// system holds it at `opt/python-fips`, anything else (a venv) is where it is.
+fn installed_root(dir: &Path) -> Result<PathBuf> {
+    if dir.join("bin/python-fips-setup").is_file() {
+        Ok(PathBuf::from(PREFIX))
+    } else if dir.join(&PREFIX[1..]).is_dir() {
+        Ok(PathBuf::from("/"))
+    } else {
+        Ok(std::path::absolute(dir)?)
+    }
+}
+
+fn scan_dir(dir: &Path, report: &mut Report) -> Result<()> {
+    let installed_root = installed_root(dir)?;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(at) = stack.pop() {
+        let mut entries: Vec<_> = std::fs::read_dir(&at)
+            .with_context(|| format!("cannot list {}", at.display()))?
+            .collect::<std::io::Result<_>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let path = entry.path();
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            if !kind.is_file() {
+                continue;
+            }
+            let shown = path.display().to_string();
+            if is_wheel(&shown) {
+                let data = std::fs::read(&path)?;
+                scan_wheel(&shown, &data, report)?;
+                continue;
+            }
+            let mut magic = [0u8; 4];
+            let mut file = std::fs::File::open(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            if file.read_exact(&mut magic).is_err() || &magic != b"\x7fELF" {
+                continue;
+            }
+            let data = std::fs::read(&path)?;
+            let rel = path.strip_prefix(dir).expect("walked below dir");
+            let installed = installed_root.join(rel).display().to_string();
+            let package = package_of(&installed);
+            scan_file(&shown, Some(&installed), &package, &data, report);
+        }
+    }
+    Ok(())
+}
+
+fn is_wheel(name: &str) -> bool {
+    name.ends_with(".whl")
+}
+
+/// The ELF members of a wheel; where they will be installed is unknown, so `$ORIGIN` is too.
+fn scan_wheel(shown: &str, data: &[u8], report: &mut Report) -> Result<()> {
+    let file_name = shown.rsplit('/').next().unwrap_or(shown);
+    let package = file_name.split('-').next().unwrap_or(file_name).to_string();
+    for (member, bytes) in zip_members(data).with_context(|| format!("cannot read {shown}"))? {
+        if bytes.starts_with(b"\x7fELF") {
+            scan_file(&format!("{shown}:{member}"), None, &package, &bytes, report);
+        }
+    }
+    Ok(())
+}
+
+/// Adds what one ELF file carries to the report.
+fn scan_file(
+    shown: &str,
+    installed: Option<&str>,
+    package: &str,
+    data: &[u8],
+    report: &mut Report,
+) {
+    report.elf_files += 1;
+    for (what, why) in classify(data, installed) {
+        report.findings.push(Finding {
+            package: package.to_string(),
+            file: shown.to_string(),
+            what,
+            why,
+        });
+    }
+}
+
+/// The Python package a file installed at `installed` belongs to.
+fn package_of(installed: &str) -> String {
+    for marker in ["/site-packages/", "/dist-packages/"] {
+        if let Some((_, rest)) = installed.rsplit_once(marker) {
+            let top = rest.split('/').next().unwrap_or(rest);
+            let top = top.strip_suffix(".libs").unwrap_or(top);
+            // A top-level extension module `_cffi_backend.cpython-313-….so` is its own package.
+            return top.split('.').next().unwrap_or(top).to_string();
+        }
+    }
+    if installed.starts_with(&format!("{PREFIX}/")) {
+        return "python-fips".into();
+    }
+    "-".into()
+}
+
+const WHY_STATIC: &str = "its crypto runs outside the tree's FIPS provider, and one fips.so \
+                          cannot serve a second libcrypto in the same process";
+const WHY_BUNDLED: &str = "the package ships its own libcrypto/libssl beside it, so the tree's \
+                           FIPS configuration never applies to it";
+const WHY_OUTSIDE: &str = "the loader may pick a system libcrypto before the tree's, which does \
+                           not load the tree's FIPS provider";
+
+/// What in `data` (an ELF file installed at `installed`, if known) carries or loads crypto
+/// other than the tree's, as (what, why) pairs. The tree's own OpenSSL is not a finding.
+pub fn classify(data: &[u8], installed: Option<&str>) -> Vec<(String, String)> {
+    if installed.is_some_and(is_tree_openssl) {
+        return vec![];
+    }
+    let mut out = Vec::new();
+    let versions = crypto_versions(data);
+    let symbols = core_functions(data);
+    if !versions.is_empty() || symbols.len() >= CORE_FUNCTIONS_MIN {
+        let mut what = match versions.is_empty() {
+            true => "an OpenSSL-compatible library linked in".to_string(),
+            false => format!("{} linked in", versions.join(", ")),
+        };
+        if !symbols.is_empty() {
+            let examples: Vec<&str> = symbols.iter().take(3).map(String::as_str).collect();
+            what.push_str(&format!(
+                " (defines {} of {} core OpenSSL functions: {}...)",
+                symbols.len(),
+                CORE_FUNCTIONS.len(),
+                examples.join(", ")
+            ));
+        } else {
+            what.push_str(" (version string; no symbol table)");
+        }
+        out.push((what, WHY_STATIC.to_string()));
+    }
+    let Ok(Some(dynamic)) = elf::parse(data) else {
+        return out;
+    };
+    for needed in &dynamic.needed {
+        let Some(plain) = crypto_soname(needed) else {
+            continue;
+        };
+        if !plain {
+            out.push((
+                format!("NEEDED {needed}: a renamed copy of OpenSSL bundled with the package"),
+                WHY_BUNDLED.to_string(),
+            ));
+            continue;
+        }
+        let dirs: Vec<String> = dynamic
+            .runpath
+            .iter()
+            .map(|d| expand_origin(d, installed))
+            .collect();
+        let tree_lib = format!("{PREFIX}/lib");
+        match dirs.iter().position(|d| *d == tree_lib) {
+            Some(0) => {}
+            Some(_) => out.push((
+                format!(
+                    "NEEDED {needed}: RUNPATH {} searches {} before the tree",
+                    dirs.join(":"),
+                    dirs[0]
+                ),
+                WHY_OUTSIDE.to_string(),
+            )),
+            None if dirs.is_empty() => out.push((
+                format!("NEEDED {needed} without RUNPATH: resolved by the system's search path"),
+                WHY_OUTSIDE.to_string(),
+            )),
+            None => out.push((
+                format!(
+                    "NEEDED {needed}: RUNPATH {} does not lead into {tree_lib}",
+                    dirs.join(":")
+                ),
+                WHY_OUTSIDE.to_string(),
+            )),
+        }
+    }
+    out
+}
+
+/// Whether `installed` is one of the tree's own OpenSSL files, the crypto everything should use.
+fn is_tree_openssl(installed: &str) -> bool {
+    let Some(rel) = installed.strip_prefix(&format!("{PREFIX}/")) else {
+        return false;
+    };
+    let lib = |name: &str| {
+        rel.strip_prefix("lib/")
+            .is_some_and(|f| !f.contains('/') && f.starts_with(name))
+    };
+    lib("libcrypto.so")
+        || lib("libssl.so")
+        || rel.starts_with("lib/ossl-modules/")
+        || rel.starts_with("lib/engines-")
+        || rel == "bin/openssl"
+}
+
+/// `Some(true)` for `libcrypto.so.3`/`libssl.so.3`, `Some(false)` for a renamed copy such as
+/// `libcrypto-9f3a2b1c.so.3`, `None` for anything else.
+fn crypto_soname(needed: &str) -> Option<bool> {
+    let rest = needed
+        .strip_prefix("libcrypto")
+        .or_else(|| needed.strip_prefix("libssl"))?;
+    if let Some(version) = rest.strip_prefix(".so") {
+        return Some(
+            version
+                .split('.')
+                .all(|p| p.chars().all(|c| c.is_ascii_digit())),
+        );
+    }
+    (rest.starts_with('-') || rest.starts_with('_')).then_some(false)
+}
+
+/// `$ORIGIN` replaced by the directory the file is installed in, then `..` resolved.
+fn expand_origin(dir: &str, installed: Option<&str>) -> String {
+    if !dir.contains("$ORIGIN") && !dir.contains("${ORIGIN}") {
+        return normalize(dir);
+    }
+    let Some(origin) = installed.and_then(|p| Path::new(p).parent()) else {
+        return dir.to_string();
+    };
+    let origin = origin.display().to_string();
+    normalize(
+        &dir.replace("${ORIGIN}", &origin)
+            .replace("$ORIGIN", &origin),
+    )
+}
+
+fn normalize(path: &str) -> String {
+    let mut out = PathBuf::from("/");
+    for c in Path::new(path).components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(n) => out.push(n),
+            _ => {}
+        }
+    }
+    out.display().to_string()
+}
+
+/// Crypto library version strings in `data`: `OpenSSL 3.5.7` from `OpenSSL 3.5.7 1 Jul 2025`
+/// (the library's `OPENSSL_VERSION_TEXT`), `LibreSSL 3.8.2`, `BoringSSL`.
+pub fn crypto_versions(data: &[u8]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut add = |v: String| {
+        if !out.contains(&v) {
+            out.push(v);
+        }
+    };
+    for (name, dated) in [("OpenSSL ", true), ("LibreSSL ", false)] {
+        for at in find_all(data, name.as_bytes()) {
+            let rest = &data[at + name.len()..];
+            if let Some(version) = version_text(rest, dated) {
+                add(format!("{name}{version}"));
+            }
+        }
+    }
+    if !find_all(data, b"BoringSSL").is_empty() {
+        add("BoringSSL".into());
+    }
+    out
+}
+
+/// `3.5.7` (with a letter suffix like `1.1.1w`) at the start of `rest`; when `dated`, only if a
+/// release date follows (`  1 Jul 2025`), which is what the library's own version text holds.
+fn version_text(rest: &[u8], dated: bool) -> Option<String> {
+    let text: String = rest
+        .iter()
+        .take(40)
+        .take_while(|b| b.is_ascii_graphic() || **b == b' ')
+        .map(|&b| b as char)
+        .collect();
+    let mut words = text.split(' ').filter(|w| !w.is_empty());
+    let version = words.next()?;
+    let numeric = version.trim_end_matches(|c: char| c.is_ascii_lowercase());
+    let parts: Vec<&str> = numeric.split('.').collect();
+    if parts.len() != 3
+        || parts
+            .iter()
+            .any(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return None;
+    }
+    if dated {
+        let day = words.next()?;
+        let month = words.next()?;
+        let year = words.next()?;
+        let ok = day.len() <= 2
+            && day.bytes().all(|b| b.is_ascii_digit())
+            && month.len() == 3
+            && month.bytes().all(|b| b.is_ascii_alphabetic())
+            && year.len() == 4
+            && year.bytes().all(|b| b.is_ascii_digit());
+        if !ok {
+            return None;
+        }
+    }
+    Some(version.to_string())
+}
+
+fn find_all(haystack: &[u8], needle: &[u8]) -> Vec<usize> {
+    haystack
+        .windows(needle.len())
+        .enumerate()
+        .filter(|(_, w)| *w == needle)
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// Which of `CORE_FUNCTIONS` `data` defines, in its dynamic or its static symbol table.
+pub fn core_functions(data: &[u8]) -> Vec<String> {
+    let Ok(file) = object::File::parse(data) else {
+        return vec![];
+    };
+    let mut out: Vec<String> = file
+        .dynamic_symbols()
+        .chain(file.symbols())
+        .filter(|s| !s.is_undefined() && s.is_definition())
+        .filter_map(|s| s.name().ok().map(str::to_string))
+        .filter(|n| CORE_FUNCTIONS.contains(&n.as_str()))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The members of a zip archive (a wheel) with their uncompressed bytes.
+pub fn zip_members(data: &[u8]) -> Result<Vec<(String, Vec<u8>)>> {
+    let u16_at = |at: usize| -> Result<usize> {
+        let b = data.get(at..at + 2).context("truncated zip archive")?;
+        Ok(u16::from_le_bytes([b[0], b[1]]) as usize)
+    };
+    let u32_at = |at: usize| -> Result<usize> {
+        let b = data.get(at..at + 4).context("truncated zip archive")?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    };
+    let window = data.len().saturating_sub(22 + 65535);
+    let Some(eocd) = (window..data.len().saturating_sub(21))
+        .rev()
+        .find(|&i| data[i..].starts_with(b"PK\x05\x06"))
+    else {
+        bail!("not a zip archive (no end of central directory)");
+    };
+    let count = u16_at(eocd + 10)?;
+    let mut at = u32_at(eocd + 16)?;
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        if !data.get(at..).is_some_and(|d| d.starts_with(b"PK\x01\x02")) {
+            bail!("damaged zip central directory at byte {at}");
+        }
+        let method = u16_at(at + 10)?;
+        let compressed = u32_at(at + 20)?;
+        let size = u32_at(at + 24)?;
+        let name_len = u16_at(at + 28)?;
+        let extra_len = u16_at(at + 30)?;
+        let comment_len = u16_at(at + 32)?;
+        let local = u32_at(at + 42)?;
+        let name = String::from_utf8_lossy(
+            data.get(at + 46..at + 46 + name_len)
+                .context("truncated zip archive")?,
+        )
+        .into_owned();
+        at += 46 + name_len + extra_len + comment_len;
+        if name.ends_with('/') {
+            continue;
+        }
+        if !data
+            .get(local..)
+            .is_some_and(|d| d.starts_with(b"PK\x03\x04"))
+        {
+            bail!("damaged zip entry {name}");
+        }
+        let start = local + 30 + u16_at(local + 26)? + u16_at(local + 28)?;
+        let raw = data
+            .get(start..start + compressed)
+            .with_context(|| format!("truncated zip entry {name}"))?;
+        let bytes = match method {
+            0 => raw.to_vec(),
+            8 => {
+                let mut bytes = Vec::with_capacity(size);
+                flate2::read::DeflateDecoder::new(raw)
+                    .read_to_end(&mut bytes)
+                    .with_context(|| format!("cannot inflate {name}"))?;
+                bytes
+            }
+            m => bail!("zip entry {name} uses compression method {m}, which audit cannot read"),
+        };
+        out.push((name, bytes));
+    }
+    Ok(out)
+}
+
+/// The findings as a table, then a one-line summary; a clean target is just the summary.
+pub fn render(report: &Report) -> String {
+    if report.findings.is_empty() {
+        return format!(
+            "clean: none of the {} ELF files in {} carries its own crypto or loads a libcrypto \
+             outside the tree\n",
+            report.elf_files, report.target
+        );
+    }
+    let mut out = String::new();
+    for f in &report.findings {
+        out.push_str(&format!(
+            "{}  {}\n    found: {}\n    why:   {}\n",
+            f.package, f.file, f.what, f.why
+        ));
+    }
+    let mut files: Vec<&str> = report.findings.iter().map(|f| f.file.as_str()).collect();
+    files.dedup();
+    out.push_str(&format!(
+        "{} finding(s) in {} of the {} ELF files in {}\n",
+        report.findings.len(),
+        files.len(),
+        report.elf_files,
+        report.target
+    ));
+    out
+}
+
+#[cfg(test)]
+mod tests;

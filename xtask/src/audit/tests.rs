@@ -1,0 +1,299 @@
+//! Tests of the audit's ELF classification, on small shared objects the host gcc makes.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::*;
+use crate::testutil::TempDir;
+
+/// Compiles `source` into a shared object `dir/name` with `args` (soname, rpath, libraries).
+fn shared(dir: &Path, name: &str, source: &str, args: &[&str]) -> PathBuf {
+    let c = dir.join(format!("{name}.c"));
+    std::fs::write(&c, source).unwrap();
+    let out = dir.join(name);
+    let status = Command::new("gcc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&out)
+        .arg(&c)
+        .args(args)
+        .status()
+        .expect("gcc is installed");
+    assert!(status.success(), "gcc failed on {name}");
+    out
+}
+
+/// C source of a library that defines the first `n` core OpenSSL functions (with `binding`,
+/// `""` or `"static "`) and holds `version` as a string.
+fn crypto_source(n: usize, binding: &str, version: &str) -> String {
+    let mut s = format!("const char *version_text = \"{version}\";\n");
+    for f in &CORE_FUNCTIONS[..n] {
+        s.push_str(&format!("{binding}int {f}(void) {{ return 1; }}\n"));
+    }
+    if n > 0 {
+        let used: Vec<&str> = CORE_FUNCTIONS[..n].to_vec();
+        s.push_str(&format!(
+            "int (*keep[])(void) = {{ {} }};\n",
+            used.join(", ")
+        ));
+    }
+    s
+}
+
+fn whats(data: &[u8], installed: Option<&str>) -> Vec<String> {
+    classify(data, installed)
+        .into_iter()
+        .map(|(w, _)| w)
+        .collect()
+}
+
+#[test]
+fn version_texts_are_the_libraries_own_not_any_mention() {
+    let found = |s: &str| crypto_versions(s.as_bytes());
+    assert_eq!(
+        found("x\0OpenSSL 3.5.7 1 Jul 2025\0"),
+        vec!["OpenSSL 3.5.7"]
+    );
+    assert_eq!(found("OpenSSL 1.1.1w  11 Sep 2023"), vec!["OpenSSL 1.1.1w"]);
+    assert_eq!(found("LibreSSL 3.8.2\0"), vec!["LibreSSL 3.8.2"]);
+    assert_eq!(
+        found("OpenSSL 1.1.1 (compatible; BoringSSL)"),
+        vec!["BoringSSL"]
+    );
+    // Messages that name OpenSSL are not a copy of it.
+    assert!(found("requires OpenSSL 3.0 or later").is_empty());
+    assert!(found("OpenSSL 3.5.7 is too old").is_empty());
+    assert!(found("built against OpenSSL %s").is_empty());
+}
+
+#[test]
+fn sonames_of_crypto_libraries_plain_and_renamed() {
+    assert_eq!(crypto_soname("libcrypto.so.3"), Some(true));
+    assert_eq!(crypto_soname("libssl.so.1.1"), Some(true));
+    assert_eq!(crypto_soname("libssl-8c5e1c0e.so.3"), Some(false));
+    assert_eq!(crypto_soname("libcrypto-9f3a2b1c.so.1.1"), Some(false));
+    assert_eq!(crypto_soname("libc.so.6"), None);
+    assert_eq!(crypto_soname("libssh2.so.1"), None);
+    assert_eq!(crypto_soname("libcryptsetup.so.12"), None);
+}
+
+#[test]
+fn static_crypto_is_found_by_symbols_and_version_but_not_in_the_trees_own_libcrypto() {
+    let dir = TempDir::new("audit-static");
+    let lib = shared(
+        dir.path(),
+        "_rust.abi3.so",
+        &crypto_source(10, "", "OpenSSL 4.0.3 7 Apr 2026"),
+        &[],
+    );
+    let data = std::fs::read(&lib).unwrap();
+    let found = whats(
+        &data,
+        Some("/venv/lib/python3.13/site-packages/x/_rust.abi3.so"),
+    );
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].contains("OpenSSL 4.0.3 linked in"), "{found:?}");
+    assert!(found[0].contains("defines 10 of 10 core"), "{found:?}");
+
+    // The same bytes as the tree's libcrypto are the crypto everything should use.
+    assert!(whats(&data, Some("/opt/python-fips/lib/libcrypto.so.3")).is_empty());
+    assert!(whats(&data, Some("/opt/python-fips/lib/ossl-modules/fips.so")).is_empty());
+
+    // Symbols alone are enough, also local ones (a static link hides them that way); a
+    // version string alone too; a file defining just two of them is not a crypto library.
+    for (name, binding) in [("global.so", ""), ("local.so", "static ")] {
+        let lib = shared(dir.path(), name, &crypto_source(3, binding, "none"), &[]);
+        let found = whats(&std::fs::read(&lib).unwrap(), None);
+        assert!(
+            found.len() == 1 && found[0].contains("OpenSSL-compatible library"),
+            "{name}: {found:?}"
+        );
+    }
+    let versioned = shared(
+        dir.path(),
+        "v.so",
+        &crypto_source(0, "", "LibreSSL 3.8.2"),
+        &[],
+    );
+    let found = whats(&std::fs::read(&versioned).unwrap(), None);
+    assert!(
+        found.len() == 1 && found[0].starts_with("LibreSSL 3.8.2 linked in"),
+        "{found:?}"
+    );
+    let few = shared(dir.path(), "few.so", &crypto_source(2, "", "none"), &[]);
+    assert!(whats(&std::fs::read(&few).unwrap(), None).is_empty());
+    // CPython's `_hashlib` defines static helpers named `EVP_copy`, `EVP_update`...: not these.
+    let helpers = "static int EVP_copy(void) { return 0; }\nstatic int EVP_update(void) { return 0; }\n\
+                   int (*keep[])(void) = { EVP_copy, EVP_update };\n";
+    let helpers = shared(dir.path(), "helpers.so", helpers, &[]);
+    assert!(whats(&std::fs::read(&helpers).unwrap(), None).is_empty());
+}
+
+#[test]
+fn needed_libcrypto_must_resolve_into_the_tree() {
+    let dir = TempDir::new("audit-needed");
+    let d = dir.path();
+    let fake = shared(
+        d,
+        "libcrypto.so.3",
+        "int EVP_MD_fetch(void) { return 0; }\n",
+        &["-Wl,-soname,libcrypto.so.3"],
+    );
+    std::fs::copy(&fake, d.join("libcrypto.so")).unwrap();
+    let user = "extern int EVP_MD_fetch(void); int use(void) { return EVP_MD_fetch(); }\n";
+    let link = |name: &str, rpath: Option<&str>| {
+        let mut args = vec![format!("-L{}", d.display()), "-lcrypto".to_string()];
+        if let Some(r) = rpath {
+            args.push(format!("-Wl,-rpath,{r}"));
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        std::fs::read(shared(d, name, user, &args)).unwrap()
+    };
+    let at = Some(
+        "/opt/python-fips/lib/python3.13/site-packages/cryptography/hazmat/bindings/_rust.abi3.so",
+    );
+
+    let into_tree = link("tree.so", Some("/opt/python-fips/lib"));
+    assert!(whats(&into_tree, at).is_empty());
+
+    let none = link("none.so", None);
+    let found = whats(&none, at);
+    assert!(
+        found.len() == 1 && found[0].contains("NEEDED libcrypto.so.3 without RUNPATH"),
+        "{found:?}"
+    );
+
+    let system_first = link("system.so", Some("/usr/lib:/opt/python-fips/lib"));
+    let found = whats(&system_first, at);
+    assert!(
+        found.len() == 1 && found[0].contains("searches /usr/lib before the tree"),
+        "{found:?}"
+    );
+
+    // $ORIGIN counts where the file is installed: into the tree from bin/, not from a wheel.
+    let origin = link("origin.so", Some("$ORIGIN/../lib"));
+    assert!(whats(&origin, Some("/opt/python-fips/bin/tool")).is_empty());
+    let found = whats(&origin, None);
+    assert!(
+        found.len() == 1 && found[0].contains("does not lead into /opt/python-fips/lib"),
+        "{found:?}"
+    );
+
+    // A renamed copy (what auditwheel makes of a bundled library) is always a finding.
+    let renamed = shared(
+        d,
+        "libcrypto-9f3a2b1c.so.3",
+        "int EVP_MD_fetch(void) { return 0; }\n",
+        &["-Wl,-soname,libcrypto-9f3a2b1c.so.3"],
+    );
+    std::fs::copy(&renamed, d.join("libcrypto-9f3a2b1c.so")).unwrap();
+    let args = [
+        format!("-L{}", d.display()),
+        "-lcrypto-9f3a2b1c".to_string(),
+        "-Wl,-rpath,$ORIGIN/../psycopg2_binary.libs".to_string(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let bundled = std::fs::read(shared(d, "bundled.so", user, &args)).unwrap();
+    let found = whats(&bundled, at);
+    assert!(
+        found.len() == 1 && found[0].contains("renamed copy"),
+        "{found:?}"
+    );
+}
+
+/// The system's own libcrypto, a real OpenSSL, is a finding anywhere but in the tree.
+#[test]
+fn the_systems_real_libcrypto_is_found_outside_the_tree() {
+    let out = Command::new("sh")
+        .args([
+            "-c",
+            "ldconfig -p | awk '$1 == \"libcrypto.so.3\" { print $NF; exit }'",
+        ])
+        .output()
+        .unwrap();
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(!path.is_empty(), "this machine has no libcrypto.so.3");
+    let report = audit_path(Path::new(&path)).unwrap();
+    assert_eq!(report.elf_files, 1);
+    assert_eq!(report.findings.len(), 1, "{:?}", report.findings);
+    assert!(
+        report.findings[0].what.starts_with("OpenSSL 3."),
+        "{:?}",
+        report.findings
+    );
+    assert!(report.ensure_clean().is_err());
+}
+
+#[test]
+fn a_wheel_is_read_member_by_member_and_a_clean_dir_says_so() {
+    let dir = TempDir::new("audit-wheel");
+    let d = dir.path();
+    let pkg = d.join("pkg/cryptography/hazmat/bindings");
+    std::fs::create_dir_all(&pkg).unwrap();
+    shared(
+        &pkg,
+        "_rust.abi3.so",
+        &crypto_source(10, "", "OpenSSL 4.0.3 7 Apr 2026"),
+        &[],
+    );
+    std::fs::write(d.join("pkg/cryptography/__init__.py"), "").unwrap();
+    let wheel = d.join("cryptography-50.0.2-cp311-abi3-manylinux_2_34_x86_64.whl");
+    // Python's zipfile writes deflated members, as wheels have them.
+    let status = Command::new("python3")
+        .args(["-c", "import sys, zipfile, pathlib\nroot = pathlib.Path(sys.argv[2])\nwith zipfile.ZipFile(sys.argv[1], 'w', zipfile.ZIP_DEFLATED) as z:\n    for p in sorted(root.rglob('*')):\n        z.write(p, p.relative_to(root))\n"])
+        .arg(&wheel)
+        .arg(d.join("pkg"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    let report = audit_path(&wheel).unwrap();
+    assert_eq!(report.elf_files, 1);
+    assert_eq!(report.findings.len(), 1, "{:?}", report.findings);
+    let f = &report.findings[0];
+    assert_eq!(f.package, "cryptography");
+    assert!(
+        f.file
+            .ends_with(".whl:cryptography/hazmat/bindings/_rust.abi3.so"),
+        "{f:?}"
+    );
+    let table = render(&report);
+    assert!(
+        table.contains("1 finding(s) in 1 of the 1 ELF files"),
+        "{table}"
+    );
+
+    // A directory holding the wheel finds the same; one without ELF files is clean in one line.
+    assert_eq!(audit_path(d).unwrap().findings.len(), 2);
+    let clean = TempDir::new("audit-clean");
+    std::fs::write(clean.path().join("a.py"), "print()\n").unwrap();
+    let report = audit_path(clean.path()).unwrap();
+    assert!(report.ensure_clean().is_ok());
+    let table = render(&report);
+    assert_eq!(table.lines().count(), 1, "{table}");
+    assert!(
+        table.starts_with("clean: none of the 0 ELF files"),
+        "{table}"
+    );
+}
+
+#[test]
+fn packages_are_named_from_their_site_packages_directory() {
+    let p = |s: &str| package_of(s);
+    assert_eq!(
+        p("/v/lib/python3.13/site-packages/cryptography/hazmat/bindings/_rust.abi3.so"),
+        "cryptography"
+    );
+    assert_eq!(
+        p("/v/lib/python3.13/site-packages/psycopg2_binary.libs/libssl-8c5e1c0e.so.3"),
+        "psycopg2_binary"
+    );
+    assert_eq!(
+        p("/usr/lib/python3/dist-packages/_cffi_backend.cpython-311-x86_64-linux-gnu.so"),
+        "_cffi_backend"
+    );
+    assert_eq!(
+        p("/opt/python-fips/lib/python3.13/lib-dynload/_ssl.so"),
+        "python-fips"
+    );
+    assert_eq!(p("/usr/lib/x86_64-linux-gnu/libcrypto.so.3"), "-");
+}
