@@ -621,4 +621,30 @@ mod tests {
         assert!(!text.contains("LD_LIBRARY_PATH="));
         assert!(text.contains("\nUSER python\n"));
     }
+
+    #[test]
+    fn distroless_dockerfile_builds_from_scratch_after_the_self_test() {
+        let text = fill(DISTROLESS_DOCKERFILE, "debian:bookworm", &["libffi8".into()]);
+        assert!(text.starts_with("# "), "{text}");
+        assert!(text.contains("FROM debian:bookworm AS tree\n"));
+        assert!(!text.contains('@'), "a placeholder is left:\n{text}");
+        let setup = text.find("RUN /opt/python-fips/bin/python-fips-setup").unwrap();
+        let rootfs = text.find("RUN sh /distroless-rootfs.sh /rootfs").unwrap();
+        let scratch = text.find("FROM scratch\n").unwrap();
+        assert!(setup < rootfs && rootfs < scratch, "{text}");
+        // After FROM scratch nothing runs: there is no shell to run it.
+        assert!(!text[scratch..].contains("RUN "), "{text}");
+        assert!(text[scratch..].contains("\nUSER python\n"));
+        // The first stage is the base image's build, line for line, so the layer cache shares it.
+        let base = dockerfile("debian:bookworm", &["libffi8".into()]);
+        let shared = |t: &str| -> String {
+            t.lines()
+                .skip_while(|l| !l.starts_with("RUN set -eu"))
+                .take_while(|l| !l.starts_with("RUN useradd") && !l.starts_with("# The image's"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        assert!(shared(&base).contains("python-fips-setup"));
+        assert_eq!(shared(&text), shared(&base));
+    }
 }
