@@ -117,6 +117,23 @@ impl Tree {
         Ok(Tree { entries })
     }
 
+    /// Turns every checked-hash `.pyc` (PEP 552 flags `0b11`) into an unchecked-hash one (`0b01`)
+    /// and returns how many it changed. Only the flags word differs between the two: the source
+    /// hash stays in the header. An unchecked pyc is used without reading its source, which the
+    /// tree never changes under it (it is read-only and rebuilt as a whole); `python -X
+    /// check_hash_based_pycs=always` still checks them.
+    pub fn unchecked_pycs(&mut self) -> usize {
+        let mut changed = 0;
+        for e in &mut self.entries {
+            let pyc = e.kind.is_file() && e.path.ends_with(".pyc") && e.data.len() >= 16;
+            if pyc && e.data[4..8] == [0b11, 0, 0, 0] {
+                e.data[4..8].copy_from_slice(&[0b01, 0, 0, 0]);
+                changed += 1;
+            }
+        }
+        changed
+    }
+
     /// Writes the entries of `part` to `out`, plus `extra` files (paths relative to the tree root,
     /// e.g. `BUILD-INFO.json`, which belong to the runtime part). Each part holds the directories
     /// above its files, so either unpacks alone and the two unpack in either order.
