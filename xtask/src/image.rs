@@ -624,11 +624,17 @@ mod tests {
 
     #[test]
     fn distroless_dockerfile_builds_from_scratch_after_the_self_test() {
-        let text = fill(DISTROLESS_DOCKERFILE, "debian:bookworm", &["libffi8".into()]);
+        let text = fill(
+            DISTROLESS_DOCKERFILE,
+            "debian:bookworm",
+            &["libffi8".into()],
+        );
         assert!(text.starts_with("# "), "{text}");
         assert!(text.contains("FROM debian:bookworm AS tree\n"));
         assert!(!text.contains('@'), "a placeholder is left:\n{text}");
-        let setup = text.find("RUN /opt/python-fips/bin/python-fips-setup").unwrap();
+        let setup = text
+            .find("RUN /opt/python-fips/bin/python-fips-setup")
+            .unwrap();
         let rootfs = text.find("RUN sh /distroless-rootfs.sh /rootfs").unwrap();
         let scratch = text.find("FROM scratch\n").unwrap();
         assert!(setup < rootfs && rootfs < scratch, "{text}");

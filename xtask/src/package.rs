@@ -34,11 +34,14 @@ pub enum Part {
 /// The part of a path below the tree root (`include/python3.13/Python.h`). The development part
 /// is what building against the tree, debugging it or testing it needs: headers, static
 /// libraries and linker symlinks, pkg-config and `python3-config` data, the debug files the
-/// finalize stage split off, man pages, the stdlib's test suites and its test-only extensions.
+/// finalize stage split off, man pages, the stdlib's test suites and its test-only extensions,
+/// and the `.pyc` files of `python -O` and `-OO` (the runtime part has the default level's).
 pub fn part_of(rel: &str) -> Part {
     let c: Vec<&str> = rel.split('/').collect();
     let dev = match c.as_slice() {
-        ["include", ..] | ["lib", "debug" | "pkgconfig", ..] | ["share", "man", ..] => true,
+        ["include", ..] | ["lib", "debug" | "pkgconfig" | "cmake", ..] | ["share", "man", ..] => {
+            true
+        }
         // The unversioned `libcrypto.so` is for the linker; the loader asks for the soname.
         ["lib", file] => file.ends_with(".a") || file.ends_with(".so"),
         ["bin", file] => file.starts_with("python") && file.ends_with("-config"),
@@ -57,7 +60,9 @@ pub fn part_of(rel: &str) -> Part {
         },
         _ => false,
     };
-    if dev || rel.ends_with(".a") {
+    // The caches of `python -O` and `-OO`: a third of the stdlib's size for a mode few run.
+    let optimized = rel.ends_with(".opt-1.pyc") || rel.ends_with(".opt-2.pyc");
+    if dev || optimized || rel.ends_with(".a") {
         Part::Dev
     } else {
         Part::Runtime
@@ -115,23 +120,6 @@ impl Tree {
             });
         }
         Ok(Tree { entries })
-    }
-
-    /// Turns every checked-hash `.pyc` (PEP 552 flags `0b11`) into an unchecked-hash one (`0b01`)
-    /// and returns how many it changed. Only the flags word differs between the two: the source
-    /// hash stays in the header. An unchecked pyc is used without reading its source, which the
-    /// tree never changes under it (it is read-only and rebuilt as a whole); `python -X
-    /// check_hash_based_pycs=always` still checks them.
-    pub fn unchecked_pycs(&mut self) -> usize {
-        let mut changed = 0;
-        for e in &mut self.entries {
-            let pyc = e.kind.is_file() && e.path.ends_with(".pyc") && e.data.len() >= 16;
-            if pyc && e.data[4..8] == [0b11, 0, 0, 0] {
-                e.data[4..8].copy_from_slice(&[0b01, 0, 0, 0]);
-                changed += 1;
-            }
-        }
-        changed
     }
 
     /// Writes the entries of `part` to `out`, plus `extra` files (paths relative to the tree root,
@@ -380,6 +368,19 @@ mod tests {
             ("lib/pkgconfig/libssl.pc", Part::Dev),
             ("lib/debug/.build-id/ab/cd.debug", Part::Dev),
             ("lib/python3.13/os.py", Part::Runtime),
+            (
+                "lib/python3.13/__pycache__/os.cpython-313.pyc",
+                Part::Runtime,
+            ),
+            (
+                "lib/python3.13/__pycache__/os.cpython-313.opt-1.pyc",
+                Part::Dev,
+            ),
+            (
+                "lib/python3.13/__pycache__/os.cpython-313.opt-2.pyc",
+                Part::Dev,
+            ),
+            ("lib/cmake/OpenSSL/OpenSSLConfig.cmake", Part::Dev),
             ("lib/python3.13/test", Part::Dev),
             ("lib/python3.13/test/test_ssl.py", Part::Dev),
             ("lib/python3.13/idlelib/idle_test/htest.py", Part::Dev),
