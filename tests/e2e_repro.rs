@@ -295,8 +295,11 @@ fn sbom_is_cyclonedx_and_its_hashes_match_the_files() {
 fn pyc_files_are_hash_based_and_checked() {
     let _g = serial();
     let report = cold_build();
-    let pycs = files_in(&tarball_of(report), |p| p.ends_with(".pyc"));
+    let mut pycs = files_in(&tarball_of(report), |p| p.ends_with(".pyc"));
     assert!(pycs.len() > 1000, "only {} .pyc files", pycs.len());
+    // The development tarball's too: the test suite's and the -O / -OO levels.
+    let tarball = tarball_of(report);
+    pycs.extend(files_in(&dev_tarball_of(&tarball), |p| p.ends_with(".pyc")));
     // PEP 552: the second word of the header is the flags; 0b11 is a checked hash-based pyc.
     let wrong: Vec<(&String, u32)> = pycs
         .iter()
