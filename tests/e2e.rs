@@ -7,11 +7,53 @@ mod support;
 #[allow(dead_code, reason = "the unit tests use the rest")]
 mod testutil;
 
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use object::Object;
+use sha2::{Digest, Sha256};
 
 use support::*;
 use testutil::{Behaviour, Server, TempDir};
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The regular files of a `.tar.gz`, with their bytes.
+fn regular_files(tarball: &Path) -> BTreeMap<String, Vec<u8>> {
+    let file = std::fs::File::open(tarball).unwrap();
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let mut out = BTreeMap::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        if entry.header().entry_type().is_file() {
+            let path = entry.path().unwrap().to_string_lossy().into_owned();
+            let mut data = Vec::new();
+            entry.read_to_end(&mut data).unwrap();
+            out.insert(path, data);
+        }
+    }
+    out
+}
+
+/// The bytes of the file `path` in a tar.
+fn file_in_tar<R: Read>(mut archive: tar::Archive<R>, path: &str) -> Vec<u8> {
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        if entry.path().unwrap().to_string_lossy() == path {
+            let mut data = Vec::new();
+            entry.read_to_end(&mut data).unwrap();
+            return data;
+        }
+    }
+    panic!("no {path} in the archive");
+}
 
 #[test]
 fn build_gives_a_tarball_whose_python_uses_its_own_openssl() {
@@ -26,40 +68,129 @@ fn build_gives_a_tarball_whose_python_uses_its_own_openssl() {
     let sha = std::fs::read_to_string(tarball.with_file_name(format!("{name}.sha256"))).unwrap();
     assert!(sha.starts_with(report["sha256"].as_str().unwrap()));
 
-    let listing = Command::new("tar")
-        .arg("-tzf")
-        .arg(&tarball)
-        .output()
-        .unwrap();
-    let listing = String::from_utf8(listing.stdout).unwrap();
+    let dev = dev_tarball_of(&tarball);
+    assert_eq!(dev, PathBuf::from(report["dev_artifact"].as_str().unwrap()));
+    let dev_name = dev.file_name().unwrap().to_str().unwrap();
+    let dev_sha =
+        std::fs::read_to_string(dev.with_file_name(format!("{dev_name}.sha256"))).unwrap();
+    assert!(dev_sha.starts_with(report["dev_sha256"].as_str().unwrap()));
+
+    let runtime_files = regular_files(&tarball);
+    let dev_files = regular_files(&dev);
     for want in [
-        "opt/python-fips/bin/python3",
+        "opt/python-fips/bin/python3.13",
         "opt/python-fips/lib/ossl-modules/fips.so",
         "opt/python-fips/ssl/openssl.cnf",
         "opt/python-fips/ssl/fipsmodule.cnf",
         "opt/python-fips/bin/python-fips-setup",
+        "opt/python-fips/bin/openssl",
+        "opt/python-fips/lib/libcrypto.so.3",
+        "opt/python-fips/lib/python3.13/hashlib.py",
         "opt/python-fips/BUILD-INFO.json",
         // The 3.0.20 provider differs from the 3.5.7 libraries: its own release's openssl.
         "opt/python-fips/libexec/openssl-fipsinstall",
+        "opt/python-fips/SBOM.cdx.json",
     ] {
         assert!(
-            listing.lines().any(|l| l == want),
-            "{want} is not in the tarball"
+            runtime_files.contains_key(want),
+            "{want} is not in the runtime tarball"
         );
     }
     // Written by 3.0.20's own fipsinstall: the install-status fields only a 3.0.x one writes.
-    let cnf = Command::new("tar")
-        .arg("-xzOf")
-        .arg(&tarball)
-        .arg("opt/python-fips/ssl/fipsmodule.cnf")
-        .output()
-        .unwrap();
-    let cnf = String::from_utf8(cnf.stdout).unwrap();
+    let cnf =
+        String::from_utf8(runtime_files["opt/python-fips/ssl/fipsmodule.cnf"].clone()).unwrap();
     for field in ["module-mac", "install-mac", "install-status"] {
         assert!(
             cnf.lines().any(|l| l.trim_start().starts_with(field)),
             "fipsmodule.cnf has no {field}:\n{cnf}"
         );
+    }
+    for want in [
+        "opt/python-fips/include/python3.13/Python.h",
+        "opt/python-fips/include/openssl/evp.h",
+        "opt/python-fips/lib/libcrypto.a",
+        "opt/python-fips/lib/python3.13/config-3.13-x86_64-linux-gnu/libpython3.13.a",
+        "opt/python-fips/lib/python3.13/config-3.13-x86_64-linux-gnu/Makefile",
+        "opt/python-fips/lib/python3.13/test/test_hashlib.py",
+    ] {
+        assert!(
+            dev_files.contains_key(want),
+            "{want} is not in the development tarball"
+        );
+    }
+    for path in runtime_files.keys() {
+        assert!(!dev_files.contains_key(path), "{path} is in both tarballs");
+        assert!(
+            !path.contains("/include/")
+                && !path.contains("/lib/python3.13/test/")
+                && !path.ends_with(".a"),
+            "{path} is development material in the runtime tarball"
+        );
+    }
+
+    // fips.so is shipped exactly as the fips-provider stage built it: never stripped, never
+    // touched (its integrity check covers its bytes).
+    let provider = report["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "fips-provider")
+        .unwrap();
+    let output = work().join(format!(
+        "cache/stages/fips-provider-{}/output.tar",
+        provider["key"].as_str().unwrap()
+    ));
+    let built = file_in_tar(
+        tar::Archive::new(std::fs::File::open(&output).unwrap()),
+        "python-fips/lib/ossl-modules/fips.so",
+    );
+    assert_eq!(
+        sha256_hex(&runtime_files["opt/python-fips/lib/ossl-modules/fips.so"]),
+        sha256_hex(&built),
+        "fips.so in the tarball is not the fips-provider stage's output {}",
+        output.display()
+    );
+
+    // Programs and shared libraries are stripped; their debug information is in the
+    // development tarball under its build id.
+    for path in [
+        "opt/python-fips/bin/python3.13",
+        "opt/python-fips/lib/libcrypto.so.3",
+        "opt/python-fips/lib/python3.13/lib-dynload/_ssl.cpython-313-x86_64-linux-gnu.so",
+    ] {
+        let file = object::File::parse(runtime_files[path].as_slice()).unwrap();
+        assert!(
+            file.section_by_name(".debug_info").is_none() && file.symbol_table().is_none(),
+            "{path} is not stripped"
+        );
+        let id: String = file
+            .build_id()
+            .unwrap()
+            .unwrap_or_else(|| panic!("{path} has no build id"))
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let debug = format!(
+            "opt/python-fips/lib/debug/.build-id/{}/{}.debug",
+            &id[..2],
+            &id[2..]
+        );
+        let debug = dev_files
+            .get(&debug)
+            .unwrap_or_else(|| panic!("no {debug} for {path} in the development tarball"));
+        let debug = object::File::parse(debug.as_slice()).unwrap();
+        // What strip took: the symbol table always, and DWARF where the build made it
+        // (CPython compiles with -g; OpenSSL's default flags have none).
+        assert!(
+            debug.symbol_table().is_some(),
+            "{path}'s debug file has no symbol table"
+        );
+        if path.contains("python3.13") {
+            assert!(
+                debug.section_by_name(".debug_info").is_some(),
+                "{path}'s debug file has no DWARF"
+            );
+        }
     }
 
     // A fresh container from the plain base image: nothing but the tree.
@@ -310,8 +441,9 @@ fn the_built_interpreter_enforces_fips_and_passes_cpythons_own_tests() {
     let _g = serial();
     let tarball = PathBuf::from(cold_build()["artifact"].as_str().unwrap());
     let script = std::fs::read(root().join("tests/fips_behaviour.py")).unwrap();
-    let out = in_fresh_container(
-        &tarball,
+    // CPython's test suite is in the development tree, which unpacks over the runtime one.
+    let out = in_fresh_container_with(
+        &[&tarball, &dev_tarball_of(&tarball)],
         &[("fips_behaviour.py", &script)],
         &[
             "sh",

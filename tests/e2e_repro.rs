@@ -136,9 +136,39 @@ fn sbom_is_cyclonedx_and_its_hashes_match_the_files() {
             || p.ends_with("lib/ossl-modules/fips.so")
             || p.ends_with("lib/libcrypto.so.3")
     });
+    // The SBOM beside the tarballs is the tree's own, completed with the sha256 of the runtime
+    // tarball (which the tree's copy, inside that tarball, cannot hold).
+    let in_tree: serde_json::Value =
+        serde_json::from_slice(&tree["opt/python-fips/SBOM.cdx.json"]).unwrap();
+    let mut beside: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    let tarball_component = |bom: &mut serde_json::Value, r: &str| -> serde_json::Value {
+        let c = bom["components"]
+            .as_array_mut()
+            .unwrap()
+            .iter_mut()
+            .find(|c| c["bom-ref"] == r)
+            .unwrap_or_else(|| panic!("no component {r}"));
+        let hashes = c["hashes"].clone();
+        if r == "tarball:runtime" {
+            c.as_object_mut().unwrap().remove("hashes");
+        }
+        hashes
+    };
+    let runtime_hash = tarball_component(&mut beside, "tarball:runtime");
+    assert_eq!(runtime_hash[0]["content"], report["sha256"]);
     assert_eq!(
-        tree["opt/python-fips/SBOM.cdx.json"], bytes,
-        "the SBOM in the tree and the one beside the tarball differ"
+        runtime_hash[0]["content"].as_str().unwrap(),
+        sha256_hex(&std::fs::read(tarball_of(report)).unwrap())
+    );
+    let dev_hash = tarball_component(&mut beside, "tarball:dev");
+    assert_eq!(dev_hash[0]["content"], report["dev_sha256"]);
+    assert_eq!(
+        dev_hash[0]["content"].as_str().unwrap(),
+        sha256_hex(&std::fs::read(report["dev_artifact"].as_str().unwrap()).unwrap())
+    );
+    assert_eq!(
+        in_tree, beside,
+        "the SBOM in the tree and the one beside the tarball differ beyond the runtime tarball's hash"
     );
     let info: serde_json::Value =
         serde_json::from_slice(&tree["opt/python-fips/BUILD-INFO.json"]).unwrap();
@@ -265,8 +295,11 @@ fn sbom_is_cyclonedx_and_its_hashes_match_the_files() {
 fn pyc_files_are_hash_based_and_checked() {
     let _g = serial();
     let report = cold_build();
-    let pycs = files_in(&tarball_of(report), |p| p.ends_with(".pyc"));
+    let mut pycs = files_in(&tarball_of(report), |p| p.ends_with(".pyc"));
     assert!(pycs.len() > 1000, "only {} .pyc files", pycs.len());
+    // The development tarball's too: the test suite's and the -O / -OO levels.
+    let tarball = tarball_of(report);
+    pycs.extend(files_in(&dev_tarball_of(&tarball), |p| p.ends_with(".pyc")));
     // PEP 552: the second word of the header is the flags; 0b11 is a checked hash-based pyc.
     let wrong: Vec<(&String, u32)> = pycs
         .iter()
@@ -330,14 +363,16 @@ fn tree_holds_no_host_path_hostname_user_kernel_or_build_date() {
     let unpacked = work().join(format!("leaks-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&unpacked);
     std::fs::create_dir_all(&unpacked).unwrap();
-    let status = Command::new("tar")
-        .arg("-xzf")
-        .arg(&tarball)
-        .arg("-C")
-        .arg(&unpacked)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    for t in [tarball.clone(), dev_tarball_of(&tarball)] {
+        let status = Command::new("tar")
+            .arg("-xzf")
+            .arg(&t)
+            .arg("-C")
+            .arg(&unpacked)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
 
     let mut needles: Vec<String> = vec![
         root().to_string_lossy().into_owned(),

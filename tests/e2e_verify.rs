@@ -237,3 +237,139 @@ fn image_command_takes_a_tag_and_reuses_the_built_image() {
     );
     docker(&["rmi", "python-fips-e2e:custom"]);
 }
+
+/// The files of an image, by exporting a container of it (the distroless image has no shell
+/// to ask).
+fn image_files(image: &str) -> std::collections::BTreeMap<String, tar::EntryType> {
+    let container = format!("python-fips-e2e-files-{}", std::process::id());
+    let create = docker(&["create", "--name", &container, image, "python3"]);
+    assert!(create.status.success(), "{}", text(&create));
+    let out = docker(&["export", &container]);
+    docker(&["rm", "--force", &container]);
+    assert!(out.status.success(), "{}", text(&out));
+    let mut archive = tar::Archive::new(out.stdout.as_slice());
+    archive
+        .entries()
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let path = e.path().unwrap().to_string_lossy().into_owned();
+            (
+                path.trim_end_matches('/').to_string(),
+                e.header().entry_type(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn distroless_image_passes_verify_with_no_shell_and_no_package_manager() {
+    let _g = serial();
+    // The shared cold build: only the image is new.
+    let report = cold_build();
+    let tarball = report["artifact"].as_str().unwrap();
+    let mirror = setup().to_str().unwrap().to_string();
+    let out_dir: PathBuf = work().join("dist");
+    let mut args: Vec<&str> = vec!["image"];
+    args.extend(VERSION);
+    args.extend([
+        "--mirror",
+        &mirror,
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--runtime",
+        "distroless",
+    ]);
+    let out = xtask(&args);
+    // `image` verifies the image unless told not to, and fails if a check fails.
+    assert!(
+        out.status.success(),
+        "image --runtime distroless failed:\n{}",
+        text(&out)
+    );
+    let tags: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(
+        tags,
+        [
+            "python-fips:3.13.15-distroless",
+            "python-fips:3.13-distroless"
+        ]
+    );
+    let verdict = verify_json(&tarball.replace(".tar.gz", ".tar.gz.distroless"));
+    assert_eq!(failed_rows(&verdict), BTreeSet::new());
+    assert!(
+        verdict["checks"].as_array().unwrap().len() >= 20,
+        "too few checks: {verdict}"
+    );
+    let base = verify_json(tarball);
+    let names = |v: &serde_json::Value| -> BTreeSet<String> {
+        v["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        names(&verdict),
+        names(&base),
+        "both images must run the same checks"
+    );
+
+    let tag = "python-fips:3.13.15-distroless";
+    let labels: serde_json::Value = serde_json::from_str(&docker_text(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{json .Config.Labels}}",
+        tag,
+    ]))
+    .unwrap();
+    assert_eq!(labels["org.python-fips.runtime"], "distroless");
+    assert_eq!(labels["org.python-fips.tarball.sha256"], report["sha256"]);
+    assert_eq!(
+        docker_text(&["image", "inspect", "--format", "{{.Config.User}}", tag]),
+        "python"
+    );
+
+    let files = image_files(tag);
+    for absent in [
+        "bin/sh",
+        "usr/bin/sh",
+        "usr/bin/bash",
+        "usr/bin/dash",
+        "usr/bin/apt-get",
+        "usr/bin/dpkg",
+        "usr/bin/ldd",
+        "var/lib/dpkg",
+        "usr/bin/gcc",
+        "opt/python-fips/include",
+        "opt/python-fips/lib/python3.13/test",
+    ] {
+        assert!(
+            !files.contains_key(absent),
+            "the distroless image has {absent}"
+        );
+    }
+    for present in [
+        "opt/python-fips/bin/python3.13",
+        "opt/python-fips/ssl/fipsmodule.cnf",
+        "etc/passwd",
+        "etc/ssl/certs/ca-certificates.crt",
+        "usr/lib/x86_64-linux-gnu/libc.so.6",
+        "tmp",
+        "home/python",
+    ] {
+        assert!(
+            files.contains_key(present),
+            "the distroless image lacks {present}"
+        );
+    }
+    let size: u64 = docker_text(&["image", "inspect", "--format", "{{.Size}}", tag])
+        .parse()
+        .unwrap();
+    eprintln!("distroless image: {} bytes, {} files", size, files.len());
+}

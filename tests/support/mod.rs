@@ -166,6 +166,22 @@ fn copy_in(container: &str, dest: &str, write: impl FnOnce(&mut dyn std::io::Wri
 /// Unpacks `tarball` at / in a new debian:bookworm container, puts `files` in /tmp, and runs
 /// `cmd` there.
 pub fn in_fresh_container(tarball: &Path, files: &[(&str, &[u8])], cmd: &[&str]) -> Output {
+    in_fresh_container_with(&[tarball], files, cmd)
+}
+
+/// The development tarball beside a runtime one (`<artifact>-dev.tar.gz`).
+pub fn dev_tarball_of(runtime: &Path) -> PathBuf {
+    let name = runtime.file_name().unwrap().to_str().unwrap();
+    runtime.with_file_name(name.replace(".tar.gz", "-dev.tar.gz"))
+}
+
+/// Like `in_fresh_container`, with several tarballs unpacked in order (the development tree
+/// over the runtime one).
+pub fn in_fresh_container_with(
+    tarballs: &[&Path],
+    files: &[(&str, &[u8])],
+    cmd: &[&str],
+) -> Output {
     let container = format!("python-fips-e2e-{}", std::process::id());
     let create = docker(&[
         "create",
@@ -176,9 +192,11 @@ pub fn in_fresh_container(tarball: &Path, files: &[(&str, &[u8])], cmd: &[&str])
         "3600",
     ]);
     assert!(create.status.success(), "{}", text(&create));
-    let unpacked = copy_in(&container, "/", |w| {
-        let mut gz = flate2::read::GzDecoder::new(std::fs::File::open(tarball).unwrap());
-        std::io::copy(&mut gz, w).unwrap();
+    let unpacked = tarballs.iter().all(|tarball| {
+        copy_in(&container, "/", |w| {
+            let mut gz = flate2::read::GzDecoder::new(std::fs::File::open(tarball).unwrap());
+            std::io::copy(&mut gz, w).unwrap();
+        })
     });
     let placed = copy_in(&container, "/tmp", |w| {
         let mut tar = tar::Builder::new(w);
@@ -195,10 +213,6 @@ pub fn in_fresh_container(tarball: &Path, files: &[(&str, &[u8])], cmd: &[&str])
     args.extend(cmd);
     let out = docker(&args);
     docker(&["rm", "--force", &container]);
-    assert!(
-        started,
-        "cannot unpack {} into a container",
-        tarball.display()
-    );
+    assert!(started, "cannot unpack {tarballs:?} into a container");
     out
 }

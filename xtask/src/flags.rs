@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -112,9 +112,24 @@ pub struct BuildArgs {
     /// Skip the runtime image and the checks of `verify` that otherwise end every build.
     #[arg(long)]
     pub no_verify: bool,
+    /// The runtime image: `base` (the recipe's runtime base image) or `distroless` (FROM scratch
+    /// with only the files the tree needs from the base: no shell, no package manager).
+    #[arg(long, value_enum, default_value_t = Runtime::Base)]
+    pub runtime: Runtime,
     /// Tests only: the finalize stage adds a file holding the current time to the tree.
     #[arg(long, hide = true)]
     pub inject_nondeterminism: bool,
+}
+
+/// The kind of runtime image.
+#[derive(ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Runtime {
+    /// The recipe's runtime base image plus the system libraries the tree links.
+    #[default]
+    Base,
+    /// FROM scratch: the tree, the C library, the loader, the libraries the tree loads, CA
+    /// certificates and the user, and nothing else.
+    Distroless,
 }
 
 #[derive(Args, Debug)]

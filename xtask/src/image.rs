@@ -16,6 +16,7 @@ use xshell::Shell;
 
 use crate::cache::{self, Cache};
 use crate::engine::{ContainerSpec, Engine};
+use crate::flags::Runtime;
 use crate::pipeline::{key_of, unix_now};
 use crate::prepare::hex;
 use crate::progress::{Reporter, Terminal};
@@ -23,6 +24,10 @@ use crate::python::{Artifact, Build};
 use crate::{catalog, elf, flags};
 
 const DOCKERFILE: &str = include_str!("image/Dockerfile.in");
+/// The distroless image: the base image's build as its first stage, then FROM scratch.
+const DISTROLESS_DOCKERFILE: &str = include_str!("image/Dockerfile-distroless.in");
+/// Fills the distroless image's file system in its first stage.
+const DISTROLESS_ROOTFS: &str = include_str!("image/distroless-rootfs.sh");
 const DEPS_SCRIPT: &str = include_str!("image/runtime-deps.sh");
 /// The tarball's name inside the build context (the Dockerfile `ADD`s it).
 const CONTEXT_TARBALL: &str = "python-fips.tar.gz";
@@ -33,6 +38,8 @@ pub const LABEL_PROVIDER: &str = "org.python-fips.fips-provider.version";
 pub const LABEL_TARBALL: &str = "org.python-fips.tarball.sha256";
 /// The content key of the image: everything that can change what the build makes.
 pub const LABEL_KEY: &str = "org.python-fips.image.key";
+/// `base` or `distroless`.
+pub const LABEL_RUNTIME: &str = "org.python-fips.runtime";
 
 impl flags::Image {
     pub fn run(self, sh: &Shell) -> Result<()> {
@@ -132,9 +139,13 @@ impl TreeInfo {
         })
     }
 
-    /// `python-fips:<python>` and `python-fips:<minor>`, with `-unpatched` for the control.
-    pub fn default_tags(&self) -> Vec<String> {
-        let suffix = if self.patched { "" } else { "-unpatched" };
+    /// `python-fips:<python>` and `python-fips:<minor>`, with `-unpatched` for the control and
+    /// `-distroless` for that runtime.
+    pub fn default_tags(&self, runtime: Runtime) -> Vec<String> {
+        let mut suffix = if self.patched { "" } else { "-unpatched" }.to_string();
+        if runtime == Runtime::Distroless {
+            suffix.push_str("-distroless");
+        }
         vec![
             format!("python-fips:{}{suffix}", self.python),
             format!("python-fips:{}{suffix}", catalog::minor_of(&self.python)),
@@ -151,6 +162,7 @@ pub struct Plan<'a> {
     pub builder_image: &'a str,
     pub arch: &'a str,
     pub tags: Vec<String>,
+    pub runtime: Runtime,
 }
 
 impl Build<'_> {
@@ -162,8 +174,9 @@ impl Build<'_> {
         ui: &Terminal,
     ) -> Result<RuntimeImage> {
         let info = TreeInfo::read(&artifact.tarball)?;
+        let runtime = self.args.runtime;
         let tags = if tags.is_empty() {
-            info.default_tags()
+            info.default_tags(runtime)
         } else {
             tags.to_vec()
         };
@@ -175,6 +188,7 @@ impl Build<'_> {
             builder_image: &self.image_id,
             arch: &self.arch,
             tags,
+            runtime,
         };
         ensure(self.sh, &self.engine, &self.ctx.cache, &plan, ui)
     }
@@ -223,7 +237,8 @@ pub fn for_tarball(
         base_image: &recipe.runtime.base_image,
         builder_image: &info.builder_image,
         arch: &arch,
-        tags: info.default_tags(),
+        tags: info.default_tags(Runtime::Base),
+        runtime: Runtime::Base,
     };
     ensure(sh, engine, cache, &plan, ui)
 }
@@ -251,6 +266,15 @@ pub fn ensure(
     inputs.insert("builder-image".to_string(), plan.builder_image.to_string());
     inputs.insert("arch".to_string(), plan.arch.to_string());
     inputs.insert("dockerfile".to_string(), hex(&Sha256::digest(DOCKERFILE)));
+    if plan.runtime == Runtime::Distroless {
+        inputs.insert("runtime".to_string(), "distroless".to_string());
+        inputs.insert(
+            "distroless".to_string(),
+            hex(&Sha256::digest(format!(
+                "{DISTROLESS_DOCKERFILE}\0{DISTROLESS_ROOTFS}"
+            ))),
+        );
+    }
     inputs.insert("deps-script".to_string(), hex(&Sha256::digest(DEPS_SCRIPT)));
     inputs.insert(
         "code".to_string(),
@@ -283,10 +307,14 @@ pub fn ensure(
     let packages = runtime_packages(sh, engine, cache, plan, &needs, &key)?;
     let context = cache.scratch("image")?;
     let result = (|| -> Result<String> {
-        std::fs::write(
-            context.join("Dockerfile"),
-            dockerfile(plan.base_image, &packages),
-        )?;
+        let text = match plan.runtime {
+            Runtime::Base => dockerfile(plan.base_image, &packages),
+            Runtime::Distroless => {
+                std::fs::write(context.join("distroless-rootfs.sh"), DISTROLESS_ROOTFS)?;
+                fill(DISTROLESS_DOCKERFILE, plan.base_image, &packages)
+            }
+        };
+        std::fs::write(context.join("Dockerfile"), text)?;
         let in_context = context.join(CONTEXT_TARBALL);
         if std::fs::hard_link(plan.tarball, &in_context).is_err() {
             std::fs::copy(plan.tarball, &in_context).with_context(|| {
@@ -359,7 +387,11 @@ fn build_failure(engine: &Engine, plan: &Plan, packages: &[String], log: &Path) 
 
 /// The Dockerfile of the runtime image.
 pub fn dockerfile(base_image: &str, packages: &[String]) -> String {
-    DOCKERFILE
+    fill(DOCKERFILE, base_image, packages)
+}
+
+fn fill(template: &str, base_image: &str, packages: &[String]) -> String {
+    template
         .replace("@BASE_IMAGE@", base_image)
         .replace("@PACKAGES@", &packages.join(" "))
 }
@@ -393,6 +425,13 @@ fn labels(plan: &Plan, base_id: &str, key: &str) -> Vec<(String, String)> {
         ),
         pair(LABEL_TARBALL, plan.sha256),
         pair("org.python-fips.patched", &info.patched.to_string()),
+        pair(
+            LABEL_RUNTIME,
+            match plan.runtime {
+                Runtime::Base => "base",
+                Runtime::Distroless => "distroless",
+            },
+        ),
         pair(LABEL_KEY, key),
     ]
 }
@@ -511,7 +550,7 @@ mod tests {
         assert_eq!(info.licenses, ["PSF-2.0", "Apache-2.0"]);
         assert!(!info.patched);
         assert_eq!(
-            info.default_tags(),
+            info.default_tags(Runtime::Base),
             [
                 "python-fips:3.13.15-unpatched",
                 "python-fips:3.13-unpatched"
@@ -523,7 +562,7 @@ mod tests {
         );
         let info = TreeInfo::parse(&patched).unwrap();
         assert_eq!(
-            info.default_tags(),
+            info.default_tags(Runtime::Base),
             ["python-fips:3.13.15", "python-fips:3.13"]
         );
     }
@@ -562,6 +601,7 @@ mod tests {
             builder_image: "sha256:abc",
             arch: "x86_64",
             tags: vec!["t:1".into()],
+            runtime: Runtime::Base,
         };
         let err = build_failure(&engine, &plan, &["libffi8".into()], &log).to_string();
         assert!(err.contains("cannot build the runtime image t:1"), "{err}");
@@ -580,5 +620,37 @@ mod tests {
         assert!(!text.contains('@'), "a placeholder is left:\n{text}");
         assert!(!text.contains("LD_LIBRARY_PATH="));
         assert!(text.contains("\nUSER python\n"));
+    }
+
+    #[test]
+    fn distroless_dockerfile_builds_from_scratch_after_the_self_test() {
+        let text = fill(
+            DISTROLESS_DOCKERFILE,
+            "debian:bookworm",
+            &["libffi8".into()],
+        );
+        assert!(text.starts_with("# "), "{text}");
+        assert!(text.contains("FROM debian:bookworm AS tree\n"));
+        assert!(!text.contains('@'), "a placeholder is left:\n{text}");
+        let setup = text
+            .find("RUN /opt/python-fips/bin/python-fips-setup")
+            .unwrap();
+        let rootfs = text.find("RUN sh /distroless-rootfs.sh /rootfs").unwrap();
+        let scratch = text.find("FROM scratch\n").unwrap();
+        assert!(setup < rootfs && rootfs < scratch, "{text}");
+        // After FROM scratch nothing runs: there is no shell to run it.
+        assert!(!text[scratch..].contains("RUN "), "{text}");
+        assert!(text[scratch..].contains("\nUSER python\n"));
+        // The first stage is the base image's build, line for line, so the layer cache shares it.
+        let base = dockerfile("debian:bookworm", &["libffi8".into()]);
+        let shared = |t: &str| -> String {
+            t.lines()
+                .skip_while(|l| !l.starts_with("RUN set -eu"))
+                .take_while(|l| !l.starts_with("RUN useradd") && !l.starts_with("# The image's"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        assert!(shared(&base).contains("python-fips-setup"));
+        assert_eq!(shared(&text), shared(&base));
     }
 }

@@ -1,8 +1,10 @@
-//! The package stage: a deterministic `.tar.gz` of `/opt/python-fips` with its build manifest.
+//! The package stage: two deterministic `.tar.gz` files of `/opt/python-fips` with its manifest.
 //!
 //! Written here rather than by `tar` in a container so that the bytes depend on nothing but the
 //! tree: entries sorted, mtimes clamped to SOURCE_DATE_EPOCH, owner 0:0 without names,
-//! normalized modes, no atime/ctime, and a gzip header without name or time.
+//! normalized modes, no atime/ctime, and a gzip header without name or time. The tree is split
+//! in two ([`part_of`]): the runtime tarball, and the development one (headers, static
+//! libraries, debug information, the test suite) that unpacks on top of it.
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -20,88 +22,195 @@ struct Entry {
     data: Vec<u8>,
 }
 
-/// Reads a stage output tar (entries `python-fips/...`) and writes `out` with every entry under
-/// `opt/`, plus `extra` files (paths relative to the tree root, e.g. `BUILD-INFO.json`).
-pub fn write(stage_tar: &Path, extra: &[(&str, &[u8])], epoch: u64, out: &Path) -> Result<()> {
-    let file = std::fs::File::open(stage_tar)
-        .with_context(|| format!("cannot open {}", stage_tar.display()))?;
-    let mut archive = tar::Archive::new(file);
-    let mut entries = Vec::new();
-    for entry in archive.entries()? {
-        let mut entry = entry?;
-        let header = entry.header();
-        let kind = header.entry_type();
-        let path = entry
-            .path()?
-            .to_string_lossy()
-            .trim_end_matches('/')
-            .to_string();
-        if !(path == "python-fips" || path.starts_with("python-fips/")) {
-            bail!(
-                "{} has an entry outside python-fips/: {path}",
-                stage_tar.display()
-            );
-        }
-        let link = entry.link_name()?.map(|l| l.to_string_lossy().into_owned());
-        let mode = header.mode()?;
-        let mtime = header.mtime()?;
-        let mut data = Vec::new();
-        if kind.is_file() {
-            entry.read_to_end(&mut data)?;
-        }
-        let link = match (kind, link) {
-            // Hard links name another entry of the archive, which moves under opt/ too.
-            (tar::EntryType::Link, Some(l)) => Some(format!("opt/{}", l.trim_start_matches('/'))),
-            (_, l) => l,
-        };
-        entries.push(Entry {
-            path: format!("opt/{path}"),
-            kind,
-            mode,
-            mtime,
-            link,
-            data,
-        });
-    }
-    for (rel, bytes) in extra {
-        entries.retain(|e| e.path != format!("opt/python-fips/{rel}"));
-        entries.push(Entry {
-            path: format!("opt/python-fips/{rel}"),
-            kind: tar::EntryType::Regular,
-            mode: 0o644,
-            mtime: epoch,
-            link: None,
-            data: bytes.to_vec(),
-        });
-    }
-    entries.push(Entry {
-        path: "opt".into(),
-        kind: tar::EntryType::Directory,
-        mode: 0o755,
-        mtime: epoch,
-        link: None,
-        data: vec![],
-    });
-    entries.sort_by(|a, b| a.path.cmp(&b.path));
-    entries.dedup_by(|a, b| a.path == b.path);
+/// Which of the two tarballs an entry of the tree goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// What runs: the interpreter, the stdlib, the shared libraries, the OpenSSL command.
+    Runtime,
+    /// What builds against the tree or debugs and tests it.
+    Dev,
+}
 
-    let tmp = out.with_extension("partial");
-    let file =
-        std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    let gz = GzBuilder::new()
-        .mtime(0)
-        .operating_system(255)
-        .write(file, Compression::default());
-    let mut tar = tar::Builder::new(gz);
-    for e in &entries {
-        append(&mut tar, e, epoch)?;
+/// The part of a path below the tree root (`include/python3.13/Python.h`). The development part
+/// is what building against the tree, debugging it or testing it needs: headers, static
+/// libraries and linker symlinks, pkg-config and `python3-config` data, the debug files the
+/// finalize stage split off, man pages, the stdlib's test suites and its test-only extensions,
+/// and the `.pyc` files of `python -O` and `-OO` (the runtime part has the default level's).
+pub fn part_of(rel: &str) -> Part {
+    let c: Vec<&str> = rel.split('/').collect();
+    let dev = match c.as_slice() {
+        ["include", ..] | ["lib", "debug" | "pkgconfig" | "cmake", ..] | ["share", "man", ..] => {
+            true
+        }
+        // The unversioned `libcrypto.so` is for the linker; the loader asks for the soname.
+        ["lib", file] => file.ends_with(".a") || file.ends_with(".so"),
+        ["bin", file] => file.starts_with("python") && file.ends_with("-config"),
+        ["lib", stdlib, rest @ ..] if stdlib.starts_with("python") => match rest {
+            [config, ..] if config.starts_with("config-") => true,
+            ["site-packages", ..] => false,
+            ["lib-dynload", file] => {
+                let stem = file.split('.').next().unwrap_or(file);
+                stem.starts_with("_test")
+                    || stem.starts_with("_xxtest")
+                    || ["_ctypes_test", "xxlimited", "xxlimited_35", "xxsubtype"].contains(&stem)
+            }
+            _ => rest
+                .iter()
+                .any(|d| ["test", "tests", "idle_test"].contains(d)),
+        },
+        _ => false,
+    };
+    // The caches of `python -O` and `-OO`: a third of the stdlib's size for a mode few run.
+    let optimized = rel.ends_with(".opt-1.pyc") || rel.ends_with(".opt-2.pyc");
+    if dev || optimized || rel.ends_with(".a") {
+        Part::Dev
+    } else {
+        Part::Runtime
     }
-    let gz = tar.into_inner()?;
-    let file = gz.finish()?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, out)
-        .with_context(|| format!("cannot rename {} to {}", tmp.display(), out.display()))?;
-    Ok(())
+}
+
+/// A finalize stage's output read into memory, ready to be written as either part.
+pub struct Tree {
+    entries: Vec<Entry>,
+}
+
+impl Tree {
+    /// Reads a stage output tar (entries `python-fips/...`); every entry moves under `opt/`.
+    pub fn read(stage_tar: &Path) -> Result<Tree> {
+        let file = std::fs::File::open(stage_tar)
+            .with_context(|| format!("cannot open {}", stage_tar.display()))?;
+        let mut archive = tar::Archive::new(file);
+        let mut entries = Vec::new();
+        for entry in archive.entries()? {
+            let mut entry = entry?;
+            let header = entry.header();
+            let kind = header.entry_type();
+            let path = entry
+                .path()?
+                .to_string_lossy()
+                .trim_end_matches('/')
+                .to_string();
+            if !(path == "python-fips" || path.starts_with("python-fips/")) {
+                bail!(
+                    "{} has an entry outside python-fips/: {path}",
+                    stage_tar.display()
+                );
+            }
+            let link = entry.link_name()?.map(|l| l.to_string_lossy().into_owned());
+            let mode = header.mode()?;
+            let mtime = header.mtime()?;
+            let mut data = Vec::new();
+            if kind.is_file() {
+                entry.read_to_end(&mut data)?;
+            }
+            let link = match (kind, link) {
+                // Hard links name another entry of the archive, which moves under opt/ too.
+                (tar::EntryType::Link, Some(l)) => {
+                    Some(format!("opt/{}", l.trim_start_matches('/')))
+                }
+                (_, l) => l,
+            };
+            entries.push(Entry {
+                path: format!("opt/{path}"),
+                kind,
+                mode,
+                mtime,
+                link,
+                data,
+            });
+        }
+        Ok(Tree { entries })
+    }
+
+    /// Writes the entries of `part` to `out`, plus `extra` files (paths relative to the tree root,
+    /// e.g. `BUILD-INFO.json`, which belong to the runtime part). Each part holds the directories
+    /// above its files, so either unpacks alone and the two unpack in either order.
+    pub fn write(&self, part: Part, extra: &[(&str, &[u8])], epoch: u64, out: &Path) -> Result<()> {
+        let of = |path: &str| match path.strip_prefix("opt/python-fips/") {
+            Some(rel) => part_of(rel),
+            None => Part::Runtime,
+        };
+        let mut entries: Vec<&Entry> = Vec::new();
+        let mut parents = std::collections::BTreeSet::new();
+        for e in &self.entries {
+            if extra
+                .iter()
+                .any(|(rel, _)| e.path == format!("opt/python-fips/{rel}"))
+            {
+                continue;
+            }
+            if of(&e.path) == part {
+                entries.push(e);
+                let mut at = e.path.as_str();
+                while let Some((parent, _)) = at.rsplit_once('/') {
+                    parents.insert(parent.to_string());
+                    at = parent;
+                }
+            } else if e.kind == tar::EntryType::Link {
+                bail!(
+                    "{} is a hard link across the runtime and development parts",
+                    e.path
+                );
+            }
+        }
+        let extra: Vec<Entry> = extra
+            .iter()
+            .map(|(rel, bytes)| Entry {
+                path: format!("opt/python-fips/{rel}"),
+                kind: tar::EntryType::Regular,
+                mode: 0o644,
+                mtime: epoch,
+                link: None,
+                data: bytes.to_vec(),
+            })
+            .collect();
+        if part == Part::Runtime {
+            entries.extend(&extra);
+        } else if !extra.is_empty() {
+            bail!("extra files belong to the runtime part");
+        }
+        // The directories above this part's entries, where the other part holds them.
+        let dirs: Vec<Entry> = parents
+            .iter()
+            .filter(|p| !entries.iter().any(|e| &e.path == *p))
+            .map(|p| {
+                let mtime = self
+                    .entries
+                    .iter()
+                    .find(|e| &e.path == p)
+                    .map_or(epoch, |e| e.mtime);
+                Entry {
+                    path: p.clone(),
+                    kind: tar::EntryType::Directory,
+                    mode: 0o755,
+                    mtime,
+                    link: None,
+                    data: vec![],
+                }
+            })
+            .collect();
+        entries.extend(&dirs);
+        entries.sort_by(|a, b| a.path.cmp(&b.path));
+        entries.dedup_by(|a, b| a.path == b.path);
+
+        let tmp = out.with_extension("partial");
+        let file = std::fs::File::create(&tmp)
+            .with_context(|| format!("cannot create {}", tmp.display()))?;
+        let gz = GzBuilder::new()
+            .mtime(0)
+            .operating_system(255)
+            .write(file, Compression::default());
+        let mut tar = tar::Builder::new(gz);
+        for e in &entries {
+            append(&mut tar, e, epoch)?;
+        }
+        let gz = tar.into_inner()?;
+        let file = gz.finish()?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, out)
+            .with_context(|| format!("cannot rename {} to {}", tmp.display(), out.display()))?;
+        Ok(())
+    }
 }
 
 /// The sha256 of each regular file among `paths` (relative to the tree root) in a stage output
@@ -197,8 +306,15 @@ mod tests {
         let a = stage_tar(&dir, 2_000_000_000, &["bin/python3", "lib/a"]);
         let b = stage_tar(&dir, 2_100_000_000, &["lib/a", "bin/python3"]);
         let (out_a, out_b) = (dir.join("a.tar.gz"), dir.join("b.tar.gz"));
-        write(&a, &[("BUILD-INFO.json", b"{}")], 1_000_000_000, &out_a).unwrap();
-        write(&b, &[("BUILD-INFO.json", b"{}")], 1_000_000_000, &out_b).unwrap();
+        let info: &[(&str, &[u8])] = &[("BUILD-INFO.json", b"{}")];
+        let tree_a = Tree::read(&a).unwrap();
+        tree_a
+            .write(Part::Runtime, info, 1_000_000_000, &out_a)
+            .unwrap();
+        let tree_b = Tree::read(&b).unwrap();
+        tree_b
+            .write(Part::Runtime, info, 1_000_000_000, &out_b)
+            .unwrap();
         let (bytes_a, bytes_b) = (
             std::fs::read(&out_a).unwrap(),
             std::fs::read(&out_b).unwrap(),
@@ -226,5 +342,110 @@ mod tests {
         assert_eq!(names, sorted);
         assert!(names.contains(&"opt/python-fips/BUILD-INFO.json".to_string()));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn names(tarball: &Path) -> Vec<String> {
+        let file = std::fs::File::open(tarball).unwrap();
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+        let entries = archive.entries().unwrap();
+        entries
+            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn parts_split_the_tree_and_each_holds_its_parent_directories() {
+        for (rel, part) in [
+            ("bin/python3.13", Part::Runtime),
+            ("bin/python3.13-config", Part::Dev),
+            ("bin/openssl", Part::Runtime),
+            ("include/python3.13/Python.h", Part::Dev),
+            ("include", Part::Dev),
+            ("lib/libcrypto.so.3", Part::Runtime),
+            ("lib/libcrypto.so", Part::Dev),
+            ("lib/libcrypto.a", Part::Dev),
+            ("lib/ossl-modules/fips.so", Part::Runtime),
+            ("lib/pkgconfig/libssl.pc", Part::Dev),
+            ("lib/debug/.build-id/ab/cd.debug", Part::Dev),
+            ("lib/python3.13/os.py", Part::Runtime),
+            (
+                "lib/python3.13/__pycache__/os.cpython-313.pyc",
+                Part::Runtime,
+            ),
+            (
+                "lib/python3.13/__pycache__/os.cpython-313.opt-1.pyc",
+                Part::Dev,
+            ),
+            (
+                "lib/python3.13/__pycache__/os.cpython-313.opt-2.pyc",
+                Part::Dev,
+            ),
+            ("lib/cmake/OpenSSL/OpenSSLConfig.cmake", Part::Dev),
+            ("lib/python3.13/test", Part::Dev),
+            ("lib/python3.13/test/test_ssl.py", Part::Dev),
+            ("lib/python3.13/idlelib/idle_test/htest.py", Part::Dev),
+            ("lib/python3.13/unittest/__init__.py", Part::Runtime),
+            (
+                "lib/python3.13/config-3.13-x86_64-linux-gnu/Makefile",
+                Part::Dev,
+            ),
+            (
+                "lib/python3.13/lib-dynload/_ssl.cpython-313-x86_64-linux-gnu.so",
+                Part::Runtime,
+            ),
+            (
+                "lib/python3.13/lib-dynload/_testcapi.cpython-313-x86_64-linux-gnu.so",
+                Part::Dev,
+            ),
+            (
+                "lib/python3.13/lib-dynload/xxlimited.cpython-313-x86_64-linux-gnu.so",
+                Part::Dev,
+            ),
+            ("lib/python3.13/site-packages/tests/x.py", Part::Runtime),
+            ("share/man/man1/python3.13.1", Part::Dev),
+            ("share/python-fips/ld.so.conf", Part::Runtime),
+        ] {
+            assert_eq!(part_of(rel), part, "{rel}");
+        }
+
+        let dir = crate::testutil::TempDir::new("package-parts");
+        let stage = stage_tar(
+            dir.path(),
+            1,
+            &[
+                "bin/python3",
+                "include/python3.13/Python.h",
+                "lib/python3.13/test/t.py",
+            ],
+        );
+        let tree = Tree::read(&stage).unwrap();
+        let (runtime, dev) = (dir.path().join("r.tar.gz"), dir.path().join("d.tar.gz"));
+        tree.write(Part::Runtime, &[("SBOM.cdx.json", b"{}")], 1, &runtime)
+            .unwrap();
+        tree.write(Part::Dev, &[], 1, &dev).unwrap();
+        assert_eq!(
+            names(&runtime),
+            [
+                "opt/",
+                "opt/python-fips/",
+                "opt/python-fips/SBOM.cdx.json",
+                "opt/python-fips/bin/",
+                "opt/python-fips/bin/python3",
+            ]
+        );
+        assert_eq!(
+            names(&dev),
+            [
+                "opt/",
+                "opt/python-fips/",
+                "opt/python-fips/include/",
+                "opt/python-fips/include/python3.13/",
+                "opt/python-fips/include/python3.13/Python.h",
+                "opt/python-fips/lib/",
+                "opt/python-fips/lib/python3.13/",
+                "opt/python-fips/lib/python3.13/test/",
+                "opt/python-fips/lib/python3.13/test/t.py",
+            ]
+        );
     }
 }

@@ -43,6 +43,8 @@ impl flags::Python {
                 stages: done.stages.clone(),
                 artifact: artifact.tarball.clone(),
                 sha256: artifact.sha256.clone(),
+                dev_artifact: artifact.dev_tarball.clone(),
+                dev_sha256: artifact.dev_sha256.clone(),
                 image: proof.as_ref().map(|(image, ..)| image.clone()),
                 verify: proof.as_ref().map(|(_, verdict, json)| ReportVerify {
                     passed: verdict.passed,
@@ -70,6 +72,9 @@ struct Report<'a> {
     stages: Vec<Done>,
     artifact: PathBuf,
     sha256: String,
+    /// The development tarball and its sha256.
+    dev_artifact: PathBuf,
+    dev_sha256: String,
     /// The runtime image (absent with `--no-verify`).
     image: Option<RuntimeImage>,
     verify: Option<ReportVerify>,
@@ -111,10 +116,13 @@ impl Stages {
     }
 }
 
-/// The shipped tarball, its checksum and its SBOM.
+/// The shipped tarballs (the runtime tree and the development tree), their checksums and the SBOM.
 pub struct Artifact {
     pub tarball: PathBuf,
     pub sha256: String,
+    /// `<artifact>-dev.tar.gz`, unpacked over the runtime tree.
+    pub dev_tarball: PathBuf,
+    pub dev_sha256: String,
     pub sbom: PathBuf,
 }
 
@@ -324,12 +332,14 @@ impl<'a> Build<'a> {
             .unwrap_or_else(|| crate::project_root().join("dist"))
     }
 
-    /// The package stage: BUILD-INFO.json, the SBOM and a deterministic tarball, cached by key,
-    /// copied to the output directory with a `.sha256` and the SBOM (`.cdx.json`) beside it.
+    /// The package stage: BUILD-INFO.json, the SBOM and two deterministic tarballs (the runtime
+    /// tree and the development tree), cached by key, copied to the output directory with a
+    /// `.sha256` each and the SBOM (`.cdx.json`) beside them.
     pub fn package(&self, done: &Stages, ui: &Terminal) -> Result<Artifact> {
         let finalize = done.get("finalize").expect("finalize ran");
         let info = serde_json::to_vec_pretty(&self.build_info(done)?)?;
-        let sbom = serde_json::to_vec_pretty(&self.sbom(finalize, ui)?)?;
+        let artifact = self.artifact_name();
+        let mut sbom_input = self.sbom(&artifact, finalize, ui)?;
         let started = std::time::Instant::now();
         let mut inputs = std::collections::BTreeMap::new();
         inputs.insert("stage".to_string(), "package".to_string());
@@ -339,47 +349,77 @@ impl<'a> Build<'a> {
         );
         inputs.insert("dep:finalize".to_string(), finalize.key.clone());
         inputs.insert("build-info".to_string(), hex(&Sha256::digest(&info)));
-        inputs.insert("sbom".to_string(), hex(&Sha256::digest(&sbom)));
+        // The SBOM without the tarballs' hashes: those are outputs of this step.
+        inputs.insert(
+            "sbom".to_string(),
+            hex(&Sha256::digest(serde_json::to_vec(&sbom::cyclonedx(
+                &sbom_input,
+            ))?)),
+        );
         let key = pipeline::key_of(&inputs);
-        let name = format!("{}.tar.gz", self.artifact_name());
+        let name = format!("{artifact}.tar.gz");
+        let dev_name = format!("{artifact}-dev.tar.gz");
+        let sbom_name = format!("{artifact}.cdx.json");
         let entry = self.builder().entry("package", &key);
-        let cached = entry.join(&name).is_file();
+        let cached = entry.join(&sbom_name).is_file();
         if !cached {
             let scratch = self.ctx.cache.scratch("package")?;
-            package::write(
-                &finalize.output,
-                &[("BUILD-INFO.json", &info), (SBOM_IN_TREE, &sbom)],
-                self.tree.source_date_epoch,
+            let tree = package::Tree::read(&finalize.output)?;
+            let epoch = self.tree.source_date_epoch;
+            tree.write(package::Part::Dev, &[], epoch, &scratch.join(&dev_name))?;
+            sbom_input.tarballs = Some(sbom::Tarballs {
+                runtime: name.clone(),
+                dev: dev_name.clone(),
+                dev_sha256: sha256_file(&scratch.join(&dev_name))?,
+            });
+            let mut bom = sbom::cyclonedx(&sbom_input);
+            tree.write(
+                package::Part::Runtime,
+                &[
+                    ("BUILD-INFO.json", &info),
+                    (SBOM_IN_TREE, &serde_json::to_vec_pretty(&bom)?),
+                ],
+                epoch,
                 &scratch.join(&name),
             )?;
+            sbom::add_runtime_sha256(&mut bom, &sha256_file(&scratch.join(&name))?);
+            std::fs::write(scratch.join(&sbom_name), serde_json::to_vec_pretty(&bom)?)?;
             crate::cache::publish(&scratch, &entry)?;
         }
-        let sha256 = sha256_file(&entry.join(&name))?;
         let out = self.out_dir();
         std::fs::create_dir_all(&out)
             .with_context(|| format!("cannot create {}", out.display()))?;
-        let tarball = out.join(&name);
-        let tmp = out.join(format!(".{name}.partial"));
-        std::fs::copy(entry.join(&name), &tmp)
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
-        crate::cache::sync(&tmp)?;
-        std::fs::rename(&tmp, &tarball)?;
-        crate::cache::sync(&out)?;
-        crate::cache::write_atomic(
-            &out.join(format!("{name}.sha256")),
-            format!("{sha256}  {name}\n").as_bytes(),
-        )?;
-        let sbom_path = out.join(format!("{}.cdx.json", self.artifact_name()));
-        crate::cache::write_atomic(&sbom_path, &sbom)?;
+        let mut shipped = Vec::new();
+        for file in [&name, &dev_name] {
+            let sha256 = sha256_file(&entry.join(file))?;
+            let tmp = out.join(format!(".{file}.partial"));
+            std::fs::copy(entry.join(file), &tmp)
+                .with_context(|| format!("cannot write {}", tmp.display()))?;
+            crate::cache::sync(&tmp)?;
+            std::fs::rename(&tmp, out.join(file))?;
+            crate::cache::sync(&out)?;
+            crate::cache::write_atomic(
+                &out.join(format!("{file}.sha256")),
+                format!("{sha256}  {file}\n").as_bytes(),
+            )?;
+            shipped.push((out.join(file), sha256));
+        }
+        let sbom_path = out.join(&sbom_name);
+        let bom = std::fs::read(entry.join(&sbom_name))
+            .with_context(|| format!("cannot read {}", entry.join(&sbom_name).display()))?;
+        crate::cache::write_atomic(&sbom_path, &bom)?;
         let seconds = started.elapsed().as_secs_f64();
         if cached {
             ui.message(&format!("{:<14} cached", "package"));
         } else {
             ui.message(&format!("{:<14} ran    {seconds:>7.1} s", "package"));
         }
+        let (dev, runtime) = (shipped.pop().unwrap(), shipped.pop().unwrap());
         Ok(Artifact {
-            tarball,
-            sha256,
+            tarball: runtime.0,
+            sha256: runtime.1,
+            dev_tarball: dev.0,
+            dev_sha256: dev.1,
             sbom: sbom_path,
         })
     }
@@ -428,12 +468,17 @@ impl<'a> Build<'a> {
         )
     }
 
-    /// The CycloneDX SBOM of the tree that `finalize` produced.
-    fn sbom(&self, finalize: &Done, ui: &Terminal) -> Result<serde_json::Value> {
+    /// What the CycloneDX SBOM of the tree that `finalize` produced says, but the tarballs.
+    fn sbom<'s>(
+        &'s self,
+        artifact: &'s str,
+        finalize: &Done,
+        ui: &Terminal,
+    ) -> Result<sbom::Input<'s>> {
         let r = &self.ctx.recipe;
         let wanted: Vec<String> = sbom::shipped_files(r).into_iter().map(|(_, p)| p).collect();
         let input = sbom::Input {
-            artifact: &self.artifact_name(),
+            artifact,
             recipe: r,
             patches: self.patches()?,
             builder: sbom::BuilderImage {
@@ -445,8 +490,9 @@ impl<'a> Build<'a> {
             arch: &self.arch,
             source_date_epoch: self.tree.source_date_epoch,
             reproducible: !r.python_build.pgo,
+            tarballs: None,
         };
-        Ok(sbom::cyclonedx(&input))
+        Ok(input)
     }
 
     fn build_info(&self, done: &Stages) -> Result<serde_json::Value> {

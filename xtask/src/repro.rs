@@ -84,7 +84,7 @@ pub fn check(sh: &Shell, first: &Build, artifact: &Artifact, ui: &Terminal) -> R
         "second build, in a fresh cache that shares only the downloads and the builder image: {}",
         root.display()
     ));
-    let (sha256, tarball) = {
+    let (sha256, tarball, dev_tarball) = {
         let second = Build::start(sh, &args, ui)?;
         if second.image_id != first.image_id {
             bail!(
@@ -97,7 +97,7 @@ pub fn check(sh: &Shell, first: &Build, artifact: &Artifact, ui: &Terminal) -> R
         }
         let done = second.run_all(ui)?;
         let a = second.package(&done, ui)?;
-        (a.sha256, a.tarball)
+        (a.sha256, a.tarball, a.dev_tarball)
     };
     if sha256 == artifact.sha256 {
         ui.message(&format!("reproducible: both builds give sha256 {sha256}"));
@@ -113,22 +113,30 @@ pub fn check(sh: &Shell, first: &Build, artifact: &Artifact, ui: &Terminal) -> R
         });
     }
     // Kept beside the first, out of tmp/ (which the next run empties), for a closer look.
-    let kept = first
-        .out_dir()
-        .join(format!("{}.second-build.tar.gz", first.artifact_name()));
-    std::fs::rename(&tarball, &kept)
-        .or_else(|_| std::fs::copy(&tarball, &kept).map(|_| ()))
-        .with_context(|| format!("cannot keep {} as {}", tarball.display(), kept.display()))?;
-    let tarball = kept;
-    let differences = diff_tarballs(&artifact.tarball, &tarball)?;
+    let keep = |from: &Path, suffix: &str| -> Result<PathBuf> {
+        let kept = first.out_dir().join(format!(
+            "{}{suffix}.second-build.tar.gz",
+            first.artifact_name()
+        ));
+        std::fs::rename(from, &kept)
+            .or_else(|_| std::fs::copy(from, &kept).map(|_| ()))
+            .with_context(|| format!("cannot keep {} as {}", from.display(), kept.display()))?;
+        Ok(kept)
+    };
+    let tarball = keep(&tarball, "")?;
+    let dev_tarball = keep(&dev_tarball, "-dev")?;
+    // The runtime tarball's SBOM holds the development tarball's sha256, so a difference in
+    // either shows in the runtime one: compare both to name the files.
+    let mut differences = diff_tarballs(&artifact.tarball, &tarball)?;
+    differences.extend(diff_tarballs(&artifact.dev_tarball, &dev_tarball)?);
     let reports = first
         .out_dir()
         .join(format!("{}.diffoscope", first.artifact_name()));
     let (diffoscope, diffoscope_error) = match explain(
         sh,
         first,
-        &artifact.tarball,
-        &tarball,
+        &[&artifact.tarball, &artifact.dev_tarball],
+        &[&tarball, &dev_tarball],
         &differences,
         &reports,
         ui,
@@ -318,8 +326,8 @@ fn read_files(tarball: &Path, paths: &[&str]) -> Result<BTreeMap<String, Vec<u8>
 fn explain(
     sh: &Shell,
     first: &Build,
-    a: &Path,
-    b: &Path,
+    a: &[&Path],
+    b: &[&Path],
     differences: &[Difference],
     reports: &Path,
     ui: &Terminal,
@@ -333,7 +341,14 @@ fn explain(
     if paths.is_empty() {
         return Ok(None);
     }
-    let (files_a, files_b) = (read_files(a, &paths)?, read_files(b, &paths)?);
+    let read_all = |tarballs: &[&Path]| -> Result<BTreeMap<String, Vec<u8>>> {
+        let mut files = BTreeMap::new();
+        for t in tarballs {
+            files.extend(read_files(t, &paths)?);
+        }
+        Ok(files)
+    };
+    let (files_a, files_b) = (read_all(a)?, read_all(b)?);
     let dir = first.ctx.cache.scratch("diffoscope")?.join("diff");
     let mut names = String::new();
     let mut content = Sha256::new();

@@ -51,6 +51,31 @@ pub struct Input<'a> {
     pub arch: &'a str,
     pub source_date_epoch: u64,
     pub reproducible: bool,
+    /// The tarballs the tree ships in, once the development one is written.
+    pub tarballs: Option<Tarballs>,
+}
+
+/// The two tarballs of a build. The runtime one holds the SBOM, so the SBOM inside it cannot
+/// carry its sha256: that goes only into the copy beside it ([`add_runtime_sha256`]).
+#[derive(Debug, Clone)]
+pub struct Tarballs {
+    /// `<artifact>.tar.gz`.
+    pub runtime: String,
+    /// `<artifact>-dev.tar.gz` and its sha256.
+    pub dev: String,
+    pub dev_sha256: String,
+}
+
+/// The bom-ref of the runtime tarball's component.
+const RUNTIME_TARBALL: &str = "tarball:runtime";
+
+/// The SBOM beside the tarballs: the one in the tree plus the runtime tarball's sha256 (the
+/// serial number stays: it is the same document, completed).
+pub fn add_runtime_sha256(bom: &mut Value, sha: &str) {
+    let components = bom["components"].as_array_mut().into_iter().flatten();
+    for c in components.filter(|c| c["bom-ref"] == RUNTIME_TARBALL) {
+        c["hashes"] = json!([sha256(sha)]);
+    }
 }
 
 /// The shipped files the SBOM hashes, with the component each belongs to.
@@ -196,6 +221,41 @@ pub fn cyclonedx(input: &Input) -> Value {
     let mut components = vec![cpython, openssl, provider];
     components.extend(patches);
     components.push(builder);
+    if let Some(t) = &input.tarballs {
+        let mut license: Vec<&str> = vec![];
+        for s in [&r.python, &r.openssl, &r.fips_provider] {
+            if !license.contains(&s.license.as_str()) {
+                license.push(&s.license);
+            }
+        }
+        let tarball = |bom_ref: &str, name: &str, what: &str| {
+            json!({
+                "type": "file",
+                "bom-ref": bom_ref,
+                "name": name,
+                "version": input.artifact.strip_prefix("python-fips-").unwrap_or(input.artifact),
+                "description": what,
+                "licenses": licenses(&license.join(" AND ")),
+            })
+        };
+        let mut runtime = tarball(
+            RUNTIME_TARBALL,
+            &t.runtime,
+            "the runtime tree: interpreter, standard library, shared libraries, fips.so, the \
+             OpenSSL configuration and command; its sha256 is in the SBOM beside it and in its \
+             .sha256 file",
+        );
+        runtime["properties"] = json!([property("python-fips:part", "runtime")]);
+        let mut dev = tarball(
+            "tarball:dev",
+            &t.dev,
+            "the development tree, unpacked over the runtime one: headers, static libraries, \
+             python3-config data, debug information, the test suite",
+        );
+        dev["hashes"] = json!([sha256(&t.dev_sha256)]);
+        dev["properties"] = json!([property("python-fips:part", "dev")]);
+        components.extend([runtime, dev]);
+    }
 
     let version = input
         .artifact
@@ -427,6 +487,7 @@ mod tests {
             arch: "x86_64",
             source_date_epoch: 1_785_932_743,
             reproducible: true,
+            tarballs: None,
         }
     }
 
@@ -561,5 +622,29 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(1_785_932_743), "2026-08-05T12:25:43Z");
+    }
+
+    #[test]
+    fn both_tarballs_are_listed_and_the_runtime_hash_only_beside_the_tree() {
+        let recipe = recipe(None);
+        let mut input = input(&recipe);
+        input.tarballs = Some(Tarballs {
+            runtime: "python-fips-x.tar.gz".into(),
+            dev: "python-fips-x-dev.tar.gz".into(),
+            dev_sha256: "12".repeat(32),
+        });
+        let in_tree = cyclonedx(&input);
+        let runtime = component(&in_tree, "tarball:runtime");
+        assert_eq!(runtime["name"], "python-fips-x.tar.gz");
+        assert!(runtime["hashes"].is_null(), "{runtime:#}");
+        let dev = component(&in_tree, "tarball:dev");
+        assert_eq!(dev["hashes"][0]["content"], "12".repeat(32));
+        assert_eq!(dev["licenses"][0]["expression"], "PSF-2.0 AND Apache-2.0");
+        let mut beside = in_tree.clone();
+        add_runtime_sha256(&mut beside, &"34".repeat(32));
+        let runtime = component(&beside, "tarball:runtime");
+        assert_eq!(runtime["hashes"][0]["alg"], "SHA-256");
+        assert_eq!(runtime["hashes"][0]["content"], "34".repeat(32));
+        assert_eq!(beside["serialNumber"], in_tree["serialNumber"]);
     }
 }

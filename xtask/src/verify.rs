@@ -152,7 +152,12 @@ impl Build<'_> {
         for line in render(&verdict.checks).lines() {
             ui.message(line);
         }
-        let json = json_beside(&artifact.tarball);
+        let mut json = json_beside(&artifact.tarball);
+        if self.args.runtime == crate::flags::Runtime::Distroless {
+            // Beside the base image's record, not over it.
+            let name = json.file_name().unwrap_or_default().to_string_lossy();
+            json = json.with_file_name(name.replace(".verify.json", ".distroless.verify.json"));
+        }
         verdict.write(&json)?;
         Ok((verdict, json))
     }
