@@ -3,7 +3,7 @@
 cd /build
 tar -xf "src/$PROVIDER_FILE"
 cd "openssl-$PROVIDER_VERSION"
-./Configure enable-fips
+./Configure ${OPENSSL_TARGET:-} enable-fips
 # The generated headers first, then the module alone: not libcrypto, apps or the legacy provider.
 make -j"$JOBS" build_generated
 make -j"$JOBS" providers/fips.so
