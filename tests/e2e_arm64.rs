@@ -92,10 +92,10 @@ fn cross_build_gives_an_aarch64_tree_with_its_self_test_pending() {
     assert_eq!(
         names,
         [
-            "native-openssl",
-            "native-python",
             "openssl",
             "fips-provider",
+            "native-openssl",
+            "native-python",
             "python",
             "finalize"
         ]

@@ -263,10 +263,6 @@ impl<'a> Build<'a> {
         };
 
         let same = !r.separate_provider();
-        let native = match self.cross {
-            Some(_) => self.build_python(ui)?,
-            None => vec![],
-        };
         let openssl = self.openssl_stage(self.cross.is_some());
         if let Some(s) = next(openssl, &mut done)? {
             return Ok((done, Some(s)));
@@ -292,6 +288,12 @@ impl<'a> Build<'a> {
                 return Ok((done, Some(s)));
             }
         }
+        // A cross build's interpreter for its Python steps: the native openssl and python stages.
+        let native = match self.cross {
+            Some(_) => self.build_python(ui)?,
+            None => vec![],
+        };
+        done.stages.extend(native.iter().cloned());
         let python = self.python_stage(
             done.get("openssl").expect("openssl ran"),
             native.last(),
@@ -321,8 +323,6 @@ impl<'a> Build<'a> {
         if let Some(s) = next(finalize, &mut done)? {
             return Ok((done, Some(s)));
         }
-        // The build interpreter's stages go first in the report, as they ran first.
-        done.stages.splice(0..0, native);
         Ok((done, None))
     }
 
