@@ -236,4 +236,15 @@ fn aarch64_tarball_is_byte_identical_across_two_clean_builds() {
             .unwrap()
             .ends_with("-linux-aarch64.tar.gz")
     );
+    // The second build was clean: its cache is gone and it left no tarball behind.
+    assert!(check["second_tarball"].is_null());
+    let left: Vec<_> = std::fs::read_dir(work().join("cache/tmp"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().starts_with("reproducible"))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "the second build's cache is left: {left:?}"
+    );
 }
