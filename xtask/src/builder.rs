@@ -193,3 +193,26 @@ fn ensure_with(
     ));
     Ok(id)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cross_builder_takes_the_dev_packages_for_the_target_and_adds_its_toolchain() {
+        let apt: Vec<String> = ["build-essential", "perl", "zlib1g-dev", "libffi-dev"]
+            .map(String::from)
+            .to_vec();
+        let arm = crate::arch::parse("arm64").unwrap();
+        assert_eq!(
+            cross_packages(&apt, arm),
+            [
+                "build-essential",
+                "perl",
+                "zlib1g-dev:arm64",
+                "libffi-dev:arm64",
+                "crossbuild-essential-arm64"
+            ]
+        );
+    }
+}
