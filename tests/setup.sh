@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Prepares a machine for the end-to-end tests: installs debootstrap if it is missing and fills
-# a local mirror with real upstream tarballs taken from Debian source packages.
+# Prepares a machine for the end-to-end tests: installs debootstrap and QEMU user emulation if
+# they are missing and fills a local mirror with real upstream tarballs taken from Debian source
+# packages.
 # usage: tests/setup.sh MIRROR_DIR
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -13,6 +14,28 @@ if ! command -v debootstrap >/dev/null 2>&1; then
     fi
     apt-get update -qq >&2
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >&2
+fi
+
+# QEMU user emulation for the arm64 tests: they run the cross-compiled tree's image (never a
+# build step) and debootstrap the arm64 base image. binfmt_misc must be mounted for the
+# registration; CI containers often have /proc/sys/fs/binfmt_misc with nothing mounted on it.
+if [ "$(uname -m)" != aarch64 ]; then
+    binfmt=/proc/sys/fs/binfmt_misc
+    if [ ! -e /usr/libexec/qemu-binfmt/aarch64-binfmt-P ] || ! command -v update-binfmts >/dev/null 2>&1; then
+        if [ "$(id -u)" != 0 ]; then
+            echo "error: QEMU user emulation is missing; install it with \`sudo apt-get install qemu-user-static binfmt-support\`" >&2
+            exit 1
+        fi
+        apt-get update -qq >&2
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-user-static binfmt-support >&2
+    fi
+    if [ ! -e "$binfmt/status" ]; then
+        mount -t binfmt_misc binfmt_misc "$binfmt"
+    fi
+    if ! grep -qx enabled "$binfmt/qemu-aarch64" 2>/dev/null; then
+        update-binfmts --enable qemu-aarch64
+    fi
+    grep -qx enabled "$binfmt/qemu-aarch64"
 fi
 
 bash "$here/debian-mirror.sh" "$mirror" \

@@ -3,17 +3,23 @@
 use anyhow::{Context, Result, bail};
 use xshell::{Shell, cmd};
 
+use crate::arch;
 use crate::cache::Cache;
 use crate::engine::Engine;
 use crate::flags;
 
 impl flags::BaseImage {
     pub fn run(self, sh: &Shell) -> Result<()> {
+        let target = self.arch.as_deref().map(arch::parse).transpose()?;
         let engine = Engine::detect(sh, self.engine.as_deref())?;
-        let tag = self
-            .tag
-            .clone()
-            .unwrap_or_else(|| format!("debian:{}", self.debootstrap));
+        let engine_arch = engine.arch(sh)?;
+        // A foreign architecture: debootstrap runs its second stage under QEMU, and the image
+        // gets Docker Hub's name for that architecture's official image unless tagged otherwise.
+        let foreign = target.filter(|t| t.name != engine_arch);
+        let tag = self.tag.clone().unwrap_or_else(|| {
+            let name = format!("debian:{}", self.debootstrap);
+            foreign.map_or(name.clone(), |t| t.foreign_image(&name))
+        });
         if !self.force && engine.image_id(sh, &tag)?.is_some() {
             eprintln!("{tag} exists already (pass --force to rebuild it)");
             return Ok(());
@@ -26,6 +32,9 @@ impl flags::BaseImage {
             .is_err()
         {
             bail!("debootstrap is not installed; install it with `apt-get install debootstrap`");
+        }
+        if let Some(target) = foreign {
+            arch::ensure_emulation(target)?;
         }
         let mirror = match self.mirror_uri.clone() {
             Some(m) => m,
@@ -43,10 +52,14 @@ impl flags::BaseImage {
             log.display()
         );
         let suite = &self.debootstrap;
-        let out = cmd!(sh, "debootstrap --variant=minbase {suite} {root} {mirror}")
-            .quiet()
-            .ignore_status()
-            .output()?;
+        let arch_flag = foreign.map(|t| format!("--arch={}", t.deb));
+        let out = cmd!(
+            sh,
+            "debootstrap --variant=minbase {arch_flag...} {suite} {root} {mirror}"
+        )
+        .quiet()
+        .ignore_status()
+        .output()?;
         std::fs::write(
             &log,
             [out.stdout.as_slice(), out.stderr.as_slice()].concat(),
@@ -62,7 +75,14 @@ impl flags::BaseImage {
         }
         // Nothing of the host's apt cache belongs in the image.
         let _ = std::fs::remove_dir_all(root.join("var/cache/apt/archives"));
-        let res = engine.import_rootfs(sh, &root, &tag);
+        let res = match foreign {
+            Some(target) => cache.scratch("base-image").and_then(|scratch| {
+                let res = engine.import_rootfs_for(sh, &root, &scratch, target.platform, &tag);
+                let _ = std::fs::remove_dir_all(&scratch);
+                res
+            }),
+            None => engine.import_rootfs(sh, &root, &tag),
+        };
         let _ = std::fs::remove_dir_all(&root);
         res?;
         println!("{tag}");

@@ -15,7 +15,7 @@ use crate::python::Build;
 
 #[derive(Serialize)]
 struct Run {
-    name: &'static str,
+    name: String,
     seconds: f64,
     stages: Vec<Done>,
 }
@@ -45,24 +45,43 @@ impl flags::Bench {
         args.sources.cache = Some(root.clone());
         args.sources.patches = Some(patches.clone());
         args.sources.offline = true;
-        let mut runs = vec![
-            timed(sh, "cold", &args, &ui)?,
-            timed(sh, "warm no-op", &args, &ui)?,
-        ];
-        flip_a_byte(&patches)?;
-        runs.push(timed(sh, "patch change", &args, &ui)?);
+        // With --arch, the engine's own architecture is measured first in the same run, so the
+        // figures stand side by side (and a cross build's interpreter is the native build's).
+        let mut targets = vec![None];
+        if let Some(arch) = &self.build.arch {
+            targets = vec![Some(String::new()), Some(arch.clone())];
+        }
+        let mut runs = Vec::new();
+        for target in targets {
+            let mut args = args.clone();
+            let suffix = match target.as_deref() {
+                None => String::new(),
+                Some("") => {
+                    args.arch = None;
+                    " (native)".to_string()
+                }
+                Some(arch) => {
+                    args.arch = Some(arch.to_string());
+                    format!(" ({arch})")
+                }
+            };
+            runs.push(timed(sh, format!("cold{suffix}"), &args, &ui)?);
+            runs.push(timed(sh, format!("warm no-op{suffix}"), &args, &ui)?);
+            flip_a_byte(&patches)?;
+            runs.push(timed(sh, format!("patch change{suffix}"), &args, &ui)?);
+        }
         crate::cache::remove(&root)?;
 
         println!(
-            "{:<14} {:>9} {:>9} {:>9}",
+            "{:<24} {:>9} {:>9} {:>9}",
             "run / stage", "wall s", "script s", "overhead"
         );
         for run in &runs {
-            println!("{:<14} {:>9.1}", run.name, run.seconds);
+            println!("{:<24} {:>9.1}", run.name, run.seconds);
             for s in run.stages.iter().filter(|s| !s.cached) {
                 let overhead = 100.0 * (s.seconds - s.script_seconds) / s.seconds.max(f64::EPSILON);
                 println!(
-                    "  {:<12} {:>9.1} {:>9.1} {:>8.1}%",
+                    "  {:<22} {:>9.1} {:>9.1} {:>8.1}%",
                     s.name, s.seconds, s.script_seconds, overhead
                 );
             }
@@ -75,7 +94,7 @@ impl flags::Bench {
     }
 }
 
-fn timed(sh: &Shell, name: &'static str, args: &BuildArgs, ui: &Terminal) -> Result<Run> {
+fn timed(sh: &Shell, name: String, args: &BuildArgs, ui: &Terminal) -> Result<Run> {
     let started = Instant::now();
     let build = Build::start(sh, args, ui)?;
     let done = build.run_all(ui)?;

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use anyhow::{Context, Result, bail};
 use xshell::Shell;
 
+use crate::arch::Arch;
 use crate::cache::Cache;
 use crate::catalog::BuilderSpec;
 use crate::engine::{ContainerSpec, Engine};
@@ -27,6 +28,60 @@ pub fn ensure(
     ensure_image(sh, engine, cache, spec, "builder", ui)
 }
 
+/// Returns the id of the builder image that cross-compiles for `target`: the recipe's base
+/// image with the distribution's cross toolchain, and the recipe's `-dev` packages installed
+/// for the target (Debian multiarch: `dpkg --add-architecture`, `libffi-dev:arm64`).
+pub fn ensure_cross(
+    sh: &Shell,
+    engine: &Engine,
+    cache: &Cache,
+    spec: &BuilderSpec,
+    target: &Arch,
+    ui: &Terminal,
+) -> Result<String> {
+    if spec.apt.is_empty() {
+        bail!(
+            "cross-compiling for {} needs a Debian-family builder (its cross toolchain and \
+             multiarch -dev packages); the recipe's builder {} lists no apt packages",
+            target.name,
+            spec.base_image
+        );
+    }
+    let cross = BuilderSpec {
+        base_image: spec.base_image.clone(),
+        apt: cross_packages(&spec.apt, target),
+        dnf: vec![],
+    };
+    let script = format!(
+        "# A cross builder: the target's libraries are the distribution's multiarch packages.\n\
+         dpkg --add-architecture {}\n{SCRIPT}",
+        target.deb
+    );
+    ensure_with(
+        sh,
+        engine,
+        cache,
+        &cross,
+        &format!("builder-{}", target.name),
+        &script,
+        ui,
+    )
+}
+
+/// The recipe's apt list for a cross builder: `crossbuild-essential-<arch>` added, and each
+/// `-dev` package (the libraries the tree links) taken in the target's architecture instead.
+pub fn cross_packages(apt: &[String], target: &Arch) -> Vec<String> {
+    let mut out: Vec<String> = apt
+        .iter()
+        .map(|p| match p.ends_with("-dev") {
+            true => format!("{p}:{}", target.deb),
+            false => p.clone(),
+        })
+        .collect();
+    out.push(format!("crossbuild-essential-{}", target.deb));
+    out
+}
+
 /// Returns the id of the image `python-fips-<name>:<key>`: `spec.base_image` (a name or an id)
 /// plus `spec`'s packages, building and tagging it if it is missing.
 pub fn ensure_image(
@@ -35,6 +90,18 @@ pub fn ensure_image(
     cache: &Cache,
     spec: &BuilderSpec,
     name: &str,
+    ui: &Terminal,
+) -> Result<String> {
+    ensure_with(sh, engine, cache, spec, name, SCRIPT, ui)
+}
+
+fn ensure_with(
+    sh: &Shell,
+    engine: &Engine,
+    cache: &Cache,
+    spec: &BuilderSpec,
+    name: &str,
+    script: &str,
     ui: &Terminal,
 ) -> Result<String> {
     let mut base_id = engine.image_id(sh, &spec.base_image)?;
@@ -60,7 +127,7 @@ pub fn ensure_image(
     };
     let mut inputs = BTreeMap::new();
     inputs.insert("base-image".to_string(), base_id);
-    inputs.insert("script".to_string(), SCRIPT.to_string());
+    inputs.insert("script".to_string(), script.to_string());
     inputs.insert("apt".to_string(), spec.apt.join(" "));
     inputs.insert("dnf".to_string(), spec.dnf.join(" "));
     let key = key_of(&inputs);
@@ -93,7 +160,7 @@ pub fn ensure_image(
         },
     )?;
     let result = (|| -> Result<String> {
-        engine.put_file(&container, "/", "builder.sh", SCRIPT.as_bytes(), 0o755)?;
+        engine.put_file(&container, "/", "builder.sh", script.as_bytes(), 0o755)?;
         let spinner = ui.spinner(name);
         let ok = engine.start_logged(&container, &log, |line| {
             if let Some(s) = &spinner {
@@ -125,4 +192,27 @@ pub fn ensure_image(
         started.elapsed().as_secs_f64()
     ));
     Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cross_builder_takes_the_dev_packages_for_the_target_and_adds_its_toolchain() {
+        let apt: Vec<String> = ["build-essential", "perl", "zlib1g-dev", "libffi-dev"]
+            .map(String::from)
+            .to_vec();
+        let arm = crate::arch::parse("arm64").unwrap();
+        assert_eq!(
+            cross_packages(&apt, arm),
+            [
+                "build-essential",
+                "perl",
+                "zlib1g-dev:arm64",
+                "libffi-dev:arm64",
+                "crossbuild-essential-arm64"
+            ]
+        );
+    }
 }

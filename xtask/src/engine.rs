@@ -125,6 +125,67 @@ impl Engine {
             .with_context(|| format!("cannot import {} as the image {tag}", dir.display()))
     }
 
+    /// The architecture an image's config records (`amd64`, `arm64`), or `None` if it is missing.
+    pub fn image_arch(&self, sh: &Shell, image: &str) -> Result<Option<String>> {
+        let program = &self.program;
+        let format = "{{.Architecture}}";
+        let out = cmd!(sh, "{program} image inspect --format {format} {image}")
+            .quiet()
+            .ignore_status()
+            .output()?;
+        Ok(out
+            .status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string()))
+    }
+
+    /// Makes the image `tag` of another platform (`linux/arm64`) from the root filesystem in
+    /// `dir`. `import` records the engine's own architecture whatever `--platform` says (Docker
+    /// 20.10 and 26 alike), so the rootfs goes in by a legacy build of `FROM scratch` and
+    /// `ADD rootfs.tar /`, which records the platform it is given. `scratch` is assembled in
+    /// the cache's tmp/ and removed by the caller.
+    pub fn import_rootfs_for(
+        &self,
+        sh: &Shell,
+        dir: &Path,
+        scratch: &Path,
+        platform: &str,
+        tag: &str,
+    ) -> Result<()> {
+        let tarball = scratch.join("rootfs.tar");
+        let script = format!(
+            "tar --numeric-owner -C '{}' -cf '{}' .",
+            dir.display(),
+            tarball.display()
+        );
+        cmd!(sh, "sh -c {script}")
+            .quiet()
+            .run()
+            .with_context(|| format!("cannot pack {}", dir.display()))?;
+        std::fs::write(
+            scratch.join("Dockerfile"),
+            "FROM scratch\nADD rootfs.tar /\n",
+        )?;
+        let log = scratch.join("build.log");
+        let ok = self.build_for(
+            Some(platform),
+            scratch,
+            &[tag.to_string()],
+            &[],
+            &log,
+            |_| {},
+        )?;
+        if !ok {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            bail!(
+                "cannot make the {platform} image {tag} from {}:\n{}",
+                dir.display(),
+                last_lines(&text, 20)
+            );
+        }
+        Ok(())
+    }
+
     pub fn create(&self, sh: &Shell, spec: &ContainerSpec) -> Result<()> {
         let program = &self.program;
         let mut args = vec![
@@ -254,7 +315,18 @@ impl Engine {
 
     /// Runs the engine CLI with `args`, appends its output to `log` and passes each line of its
     /// stdout to `on_line`. Returns whether it succeeded.
-    fn logged(&self, args: &[String], log: &Path, mut on_line: impl FnMut(&str)) -> Result<bool> {
+    fn logged(&self, args: &[String], log: &Path, on_line: impl FnMut(&str)) -> Result<bool> {
+        self.logged_env(args, &[], log, on_line)
+    }
+
+    /// `logged` with `env` added to the CLI's environment.
+    fn logged_env(
+        &self,
+        args: &[String],
+        env: &[(&str, &str)],
+        log: &Path,
+        mut on_line: impl FnMut(&str),
+    ) -> Result<bool> {
         let mut log_file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -262,6 +334,7 @@ impl Engine {
             .with_context(|| format!("cannot open the log {}", log.display()))?;
         let mut child = Command::new(&self.program)
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -301,11 +374,13 @@ impl Engine {
             .with_context(|| format!("cannot commit container {container} as {tag}"))
     }
 
-    /// Builds the image of the context directory `context` (its `Dockerfile`) with `tags` and
-    /// `labels`, appends the build's output to `log` and passes each line to `on_line`.
-    /// Returns whether the build succeeded.
-    pub fn build(
+    /// Builds the image of the context directory `context` for `platform` (`linux/arm64`), or the
+    /// engine's own when `None`, tagged and labelled; the output goes to `log` and each line to
+    /// `on_line`. A foreign platform's `RUN` steps need QEMU user emulation
+    /// (see `arch::ensure_emulation`).
+    pub fn build_for(
         &self,
+        platform: Option<&str>,
         context: &Path,
         tags: &[String],
         labels: &[(String, String)],
@@ -313,6 +388,9 @@ impl Engine {
         on_line: impl FnMut(&str),
     ) -> Result<bool> {
         let mut args = vec!["build".to_string(), "--force-rm".to_string()];
+        if let Some(platform) = platform {
+            args.push(format!("--platform={platform}"));
+        }
         for tag in tags {
             args.push("--tag".into());
             args.push(tag.clone());
@@ -322,7 +400,14 @@ impl Engine {
             args.push(format!("{k}={v}"));
         }
         args.push(context.display().to_string());
-        self.logged(&args, log, on_line)
+        // The legacy builder records the platform it is given in the image's config, and it
+        // builds from local images without a registry; BuildKit without buildx does neither
+        // for a foreign platform here.
+        let env: &[(&str, &str)] = match platform {
+            Some(_) => &[("DOCKER_BUILDKIT", "0")],
+            None => &[],
+        };
+        self.logged_env(&args, env, log, on_line)
     }
 
     /// Adds the tag `tag` to the local image `image`.

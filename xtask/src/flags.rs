@@ -99,6 +99,11 @@ pub struct BuildArgs {
     /// Container engine CLI: `docker` or `podman` (default: the first that answers).
     #[arg(long)]
     pub engine: Option<String>,
+    /// Target architecture: `aarch64` (or `arm64`), `x86_64` (or `amd64`); a foreign one is
+    /// cross-compiled. `python` and `image` take a comma-separated list and build each in turn
+    /// (default: the engine's own).
+    #[arg(long, value_name = "ARCH")]
+    pub arch: Option<String>,
     /// Parallel make jobs (default: all cores).
     #[arg(long)]
     pub jobs: Option<usize>,
@@ -193,6 +198,11 @@ pub struct BaseImage {
     /// Rebuild even if the tag exists.
     #[arg(long)]
     pub force: bool,
+    /// The image's architecture, `arm64` or `amd64` (default: the engine's). A foreign one needs
+    /// QEMU user emulation; its default tag is Docker Hub's for that architecture
+    /// (`arm64v8/debian:<suite>`).
+    #[arg(long, value_name = "ARCH")]
+    pub arch: Option<String>,
     #[arg(long)]
     pub engine: Option<String>,
     #[arg(long, value_name = "DIR", env = "PYTHON_FIPS_CACHE")]

@@ -43,6 +43,15 @@ pub const LABEL_RUNTIME: &str = "org.python-fips.runtime";
 
 impl flags::Image {
     pub fn run(self, sh: &Shell) -> Result<()> {
+        if let Some(each) = crate::arch::per_arch(&self.build)? {
+            for build in each {
+                // Tags given by hand name one image per architecture.
+                let arch = build.arch.clone().unwrap_or_default();
+                let tag = self.tag.iter().map(|t| format!("{t}-{arch}")).collect();
+                flags::Image { build, tag }.run(sh)?;
+            }
+            return Ok(());
+        }
         let ui = Terminal::new();
         let build = Build::start(sh, &self.build, &ui)?;
         let done = build.run_all(&ui)?;
@@ -83,6 +92,8 @@ pub struct TreeInfo {
     pub patched: bool,
     /// The builder image the tree was built in (an image id).
     pub builder_image: String,
+    /// The architecture the tree is for (absent in trees made before `--arch`).
+    pub arch: Option<String>,
 }
 
 impl TreeInfo {
@@ -136,6 +147,7 @@ impl TreeInfo {
             licenses,
             patched: v["patches"].as_array().is_some_and(|p| !p.is_empty()),
             builder_image: field(&["builder_image", "id"])?,
+            arch: field(&["arch"]).ok(),
         })
     }
 
@@ -176,15 +188,25 @@ impl Build<'_> {
         let info = TreeInfo::read(&artifact.tarball)?;
         let runtime = self.args.runtime;
         let tags = if tags.is_empty() {
-            info.default_tags(runtime)
+            arch_tags(
+                info.default_tags(runtime),
+                &self.arch,
+                self.args.arch.is_some(),
+                self.cross.is_some(),
+            )
         } else {
             tags.to_vec()
+        };
+        // A cross-compiled tree runs on the target's image of the recipe's runtime base.
+        let base_image = match self.cross {
+            Some(target) => target.foreign_image(&self.ctx.recipe.runtime.base_image),
+            None => self.ctx.recipe.runtime.base_image.clone(),
         };
         let plan = Plan {
             tarball: &artifact.tarball,
             sha256: &artifact.sha256,
             info: &info,
-            base_image: &self.ctx.recipe.runtime.base_image,
+            base_image: &base_image,
             builder_image: &self.image_id,
             arch: &self.arch,
             tags,
@@ -229,18 +251,42 @@ pub fn for_tarball(
             info.python
         );
     }
-    let arch = engine.arch(sh)?;
+    let engine_arch = engine.arch(sh)?;
+    let arch = info.arch.clone().unwrap_or(engine_arch.clone());
+    let base_image = match crate::arch::parse(&arch) {
+        Ok(target) if target.name != engine_arch => {
+            target.foreign_image(&recipe.runtime.base_image)
+        }
+        _ => recipe.runtime.base_image.clone(),
+    };
     let plan = Plan {
         tarball,
         sha256: &sha256,
         info: &info,
-        base_image: &recipe.runtime.base_image,
+        base_image: &base_image,
         builder_image: &info.builder_image,
         arch: &arch,
-        tags: info.default_tags(Runtime::Base),
+        tags: arch_tags(
+            info.default_tags(Runtime::Base),
+            &arch,
+            false,
+            arch != engine_arch,
+        ),
         runtime: Runtime::Base,
     };
     ensure(sh, engine, cache, &plan, ui)
+}
+
+/// The tags of an image for `arch`: the plain tags (`python-fips:3.13`) always name the engine's
+/// own architecture, so a foreign image gets only the per-architecture ones
+/// (`python-fips:3.13-aarch64`); a native one gets those too when `--arch` was given.
+fn arch_tags(plain: Vec<String>, arch: &str, asked: bool, foreign: bool) -> Vec<String> {
+    let suffixed = plain.iter().map(|t| format!("{t}-{arch}"));
+    match (foreign, asked) {
+        (true, _) => suffixed.collect(),
+        (false, true) => plain.iter().cloned().chain(suffixed).collect(),
+        (false, false) => plain,
+    }
 }
 
 /// Builds the image of `plan` unless one with the same content key exists, and tags it.
@@ -254,12 +300,19 @@ pub fn ensure(
     let Some(base_id) = engine.image_id(sh, plan.base_image)? else {
         bail!(
             "the runtime base image {} is not available to {}; there is no registry here, so make \
-             it with `cargo xtask base-image --debootstrap bookworm --tag {}`",
+             it with `cargo xtask base-image --debootstrap bookworm --tag {}{}`",
             plan.base_image,
             engine.program,
-            plan.base_image
+            plan.base_image,
+            match crate::arch::parse(plan.arch) {
+                Ok(a) if plan.base_image.starts_with(a.hub) => format!(" --arch {}", a.deb),
+                _ => String::new(),
+            }
         );
     };
+    // An image of another architecture is built (its RUN steps run the finished tree) under
+    // QEMU user emulation, on a base image of that architecture.
+    let platform = foreign_platform(sh, engine, plan)?;
     let mut inputs = BTreeMap::new();
     inputs.insert("tarball".to_string(), plan.sha256.to_string());
     inputs.insert("base-image".to_string(), base_id.clone());
@@ -336,7 +389,7 @@ pub fn ensure(
             ));
         }
         let labels = labels(plan, &base_id, &key);
-        let ok = engine.build(&context, &plan.tags, &labels, &log, |line| {
+        let ok = engine.build_for(platform, &context, &plan.tags, &labels, &log, |line| {
             if let Some(s) = &spinner {
                 s.set_message(line.to_string());
             }
@@ -366,6 +419,30 @@ pub fn ensure(
         tags: plan.tags.clone(),
         cached: false,
     })
+}
+
+/// The platform to build `plan`'s image for when it is not the engine's own architecture
+/// (`linux/arm64`), after checking the base image is of that architecture and that this machine
+/// emulates it.
+fn foreign_platform(sh: &Shell, engine: &Engine, plan: &Plan) -> Result<Option<&'static str>> {
+    let target = crate::arch::parse(plan.arch)?;
+    if target.name == engine.arch(sh)? {
+        return Ok(None);
+    }
+    let base_arch = engine.image_arch(sh, plan.base_image)?.unwrap_or_default();
+    if crate::arch::parse(&base_arch).ok() != Some(target) {
+        bail!(
+            "the runtime base image {} is {base_arch}, not {}; make a {} one with \
+             `cargo xtask base-image --debootstrap bookworm --arch {}` (it is tagged {})",
+            plan.base_image,
+            target.deb,
+            target.deb,
+            target.deb,
+            plan.base_image
+        );
+    }
+    crate::arch::ensure_emulation(target)?;
+    Ok(Some(target.platform))
 }
 
 /// The error of a failed image build: the end of its log and where to look next.
@@ -586,7 +663,7 @@ mod tests {
         let log = dir.path().join("image.log");
         let mut seen = Vec::new();
         let ok = engine
-            .build(dir.path(), &["t:1".into()], &[], &log, |l| {
+            .build_for(None, dir.path(), &["t:1".into()], &[], &log, |l| {
                 seen.push(l.to_string())
             })
             .unwrap();
@@ -607,6 +684,25 @@ mod tests {
         assert!(err.contains("cannot build the runtime image t:1"), "{err}");
         assert!(err.contains("Unable to locate package libffi8"), "{err}");
         assert!(err.contains("run --rm -it debian:bookworm sh"), "{err}");
+    }
+
+    #[test]
+    fn plain_tags_always_name_the_engines_own_architecture() {
+        let plain = || vec!["python-fips:3.13.15".to_string(), "python-fips:3.13".into()];
+        assert_eq!(arch_tags(plain(), "x86_64", false, false), plain());
+        assert_eq!(
+            arch_tags(plain(), "aarch64", true, true),
+            ["python-fips:3.13.15-aarch64", "python-fips:3.13-aarch64"]
+        );
+        assert_eq!(
+            arch_tags(plain(), "x86_64", true, false),
+            [
+                "python-fips:3.13.15",
+                "python-fips:3.13",
+                "python-fips:3.13.15-x86_64",
+                "python-fips:3.13-x86_64"
+            ]
+        );
     }
 
     #[test]

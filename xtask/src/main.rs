@@ -1,5 +1,6 @@
 //! The python-fips build tool: `cargo xtask <command>`.
 
+mod arch;
 mod audit;
 mod base_image;
 mod bench;

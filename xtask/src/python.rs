@@ -7,6 +7,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use xshell::Shell;
 
+use crate::arch::{self, Arch};
 use crate::engine::Engine;
 use crate::flags::{self, BuildArgs};
 use crate::image::RuntimeImage;
@@ -17,6 +18,17 @@ use crate::{builder, package, repro, sbom};
 
 impl flags::Python {
     pub fn run(self, sh: &Shell) -> Result<()> {
+        if let Some(each) = arch::per_arch(&self.build)? {
+            for build in each {
+                let check_reproducible = self.check_reproducible;
+                flags::Python {
+                    build,
+                    check_reproducible,
+                }
+                .run(sh)?;
+            }
+            return Ok(());
+        }
         let ui = Terminal::new();
         let build = Build::start(sh, &self.build, &ui)?;
         if self.check_reproducible {
@@ -99,7 +111,15 @@ pub struct Build<'a> {
     pub tree: Tree,
     pub engine: Engine,
     pub image_id: String,
+    /// The target architecture, in the kernel's spelling.
     pub arch: String,
+    /// The engine's own architecture, which runs every build step.
+    pub build_arch: String,
+    /// The target, when it is not the engine's own: the tree is cross-compiled.
+    pub cross: Option<&'static Arch>,
+    /// The builder image of the engine's own architecture (the cross build's build interpreter
+    /// comes from it); `image_id` itself unless cross-compiling.
+    pub native_image_id: String,
     pub args: BuildArgs,
     pub sh: &'a Shell,
     _lock: crate::cache::CacheLock,
@@ -130,6 +150,7 @@ impl<'a> Build<'a> {
     /// Resolves the recipe, finds the engine, fetches and patches the sources and makes the
     /// builder image.
     pub fn start(sh: &'a Shell, args: &BuildArgs, ui: &Terminal) -> Result<Build<'a>> {
+        let target = args.arch.as_deref().map(arch::parse).transpose()?;
         let ctx = Context::new(&args.sources)?;
         // Before any download: without an engine, nothing fetched could be used.
         let engine = Engine::detect(sh, args.engine.as_deref())?;
@@ -144,14 +165,27 @@ impl<'a> Build<'a> {
         ctx.fetch(ui)?;
         let tree = ctx.prepare(ui)?;
         pipeline::prune_stale(sh, &engine, &ctx.cache)?;
-        let arch = engine.arch(sh)?;
-        let image_id = builder::ensure(sh, &engine, &ctx.cache, &ctx.recipe.builder, ui)?;
+        let build_arch = engine.arch(sh)?;
+        let cross = target.filter(|t| t.name != build_arch);
+        let native_image_id = builder::ensure(sh, &engine, &ctx.cache, &ctx.recipe.builder, ui)?;
+        let image_id = match cross {
+            Some(target) => {
+                arch::parse(&build_arch).with_context(|| {
+                    format!("cannot cross-compile for {} on this engine", target.name)
+                })?;
+                builder::ensure_cross(sh, &engine, &ctx.cache, &ctx.recipe.builder, target, ui)?
+            }
+            None => native_image_id.clone(),
+        };
         Ok(Build {
             ctx,
             tree,
             engine,
             image_id,
-            arch,
+            arch: target.map_or(build_arch.clone(), |t| t.name.to_string()),
+            build_arch,
+            cross,
+            native_image_id,
             args: args.clone(),
             sh,
             _lock: lock,
@@ -172,6 +206,47 @@ impl<'a> Build<'a> {
             }),
             source_date_epoch: self.tree.source_date_epoch,
         }
+    }
+
+    /// The builder of the engine's own architecture, which makes a cross build's interpreter.
+    fn native_builder(&self) -> Builder<'_> {
+        Builder {
+            image_id: self.native_image_id.clone(),
+            arch: self.build_arch.clone(),
+            ..self.builder()
+        }
+    }
+
+    /// What a cross build adds to a stage's environment (nothing for a native build, so that
+    /// native keys do not change): the target's triplet and OpenSSL's cross target.
+    fn cross_env(&self) -> Vec<(String, String)> {
+        let Some(target) = self.cross else {
+            return vec![];
+        };
+        let build = arch::parse(&self.build_arch).map_or("", |a| a.triplet);
+        vec![
+            env("CROSS_HOST", target.triplet),
+            env("CROSS_BUILD", build),
+            env(
+                "OPENSSL_TARGET",
+                &format!(
+                    "{} --cross-compile-prefix={}-",
+                    target.openssl, target.triplet
+                ),
+            ),
+        ]
+    }
+
+    /// The native openssl and python stages of the same recipe, run (or found cached: they are
+    /// exactly a native build's) for the interpreter a cross build runs its Python steps with.
+    /// Returns them as they ran, renamed `native-openssl` and `native-python`.
+    pub fn build_python(&self, ui: &Terminal) -> Result<Vec<Done>> {
+        let b = self.native_builder();
+        let mut openssl = b.run(&self.openssl_stage(false), ui)?;
+        let mut python = b.run(&self.python_stage(&openssl, None, false), ui)?;
+        openssl.name = "native-openssl".into();
+        python.name = "native-python".into();
+        Ok(vec![openssl, python])
     }
 
     /// The names of this build's container stages, in order.
@@ -205,24 +280,7 @@ impl<'a> Build<'a> {
         };
 
         let same = !r.separate_provider();
-        let openssl = Stage {
-            name: "openssl",
-            script: include_str!("pipeline/openssl.sh"),
-            files: vec![],
-            env: vec![
-                env("OPENSSL_VERSION", &r.openssl.version),
-                env("OPENSSL_FILE", &r.openssl.file),
-                // The libraries' own fips.so is only built when it is the provider that ships.
-                env("OPENSSL_CONFIGURE", if same { "enable-fips" } else { "" }),
-                env(
-                    "OPENSSL_INSTALL_EXTRA",
-                    if same { "install_fips" } else { "" },
-                ),
-            ],
-            inputs: vec![self.source_input(&r.openssl)],
-            deps: vec![],
-            output: pipeline::PREFIX,
-        };
+        let openssl = self.openssl_stage(self.cross.is_some());
         if let Some(s) = next(openssl, &mut done)? {
             return Ok((done, Some(s)));
         }
@@ -231,10 +289,14 @@ impl<'a> Build<'a> {
                 name: "fips-provider",
                 script: include_str!("pipeline/fips-provider.sh"),
                 files: vec![],
-                env: vec![
-                    env("PROVIDER_VERSION", &r.fips_provider.version),
-                    env("PROVIDER_FILE", &r.fips_provider.file),
-                ],
+                env: [
+                    vec![
+                        env("PROVIDER_VERSION", &r.fips_provider.version),
+                        env("PROVIDER_FILE", &r.fips_provider.file),
+                    ],
+                    self.cross_env(),
+                ]
+                .concat(),
                 inputs: vec![self.source_input(&r.fips_provider)],
                 deps: vec![],
                 output: "/out/python-fips",
@@ -243,46 +305,23 @@ impl<'a> Build<'a> {
                 return Ok((done, Some(s)));
             }
         }
-        let mut configure: Vec<&str> = r
-            .python_build
-            .configure
-            .iter()
-            .map(|c| c.flag.as_str())
-            .collect();
-        if r.python_build.pgo {
-            configure.push("--enable-optimizations");
-        }
-        let python = Stage {
-            name: "python",
-            script: include_str!("pipeline/python.sh"),
-            files: vec![],
-            env: vec![
-                env("PYTHON_VERSION", &r.python.version),
-                env("PYTHON_MINOR", &r.minor),
-                env(
-                    "PYTHON_SHARED",
-                    if r.python_build.enable_shared {
-                        "--enable-shared"
-                    } else {
-                        ""
-                    },
-                ),
-                env("PYTHON_CONFIGURE", &configure.join(" ")),
-            ],
-            inputs: vec![Input {
-                dest: format!("src/Python-{}", r.python.version),
-                host: self.tree.root.clone(),
-                content: self.tree.key.clone(),
-            }],
-            deps: vec![done.get("openssl").expect("openssl ran").clone()],
-            output: pipeline::PREFIX,
+        // A cross build's interpreter for its Python steps: the native openssl and python stages.
+        let native = match self.cross {
+            Some(_) => self.build_python(ui)?,
+            None => vec![],
         };
+        done.stages.extend(native.iter().cloned());
+        let python = self.python_stage(
+            done.get("openssl").expect("openssl ran"),
+            native.last(),
+            self.cross.is_some(),
+        );
         if let Some(s) = next(python, &mut done)? {
             return Ok((done, Some(s)));
         }
         let mut deps = vec![done.get("python").expect("python ran").clone()];
         deps.extend(done.get("fips-provider").cloned());
-        let mut finalize_env = vec![];
+        let mut finalize_env = self.cross_env();
         if self.args.inject_nondeterminism {
             finalize_env.push(env("INJECT_NONDETERMINISM", "build-time"));
         }
@@ -302,6 +341,86 @@ impl<'a> Build<'a> {
             return Ok((done, Some(s)));
         }
         Ok((done, None))
+    }
+
+    /// The openssl stage: libcrypto, libssl and the openssl command (cross-compiled if `cross`).
+    fn openssl_stage(&self, cross: bool) -> Stage {
+        let r = &self.ctx.recipe;
+        let same = !r.separate_provider();
+        let mut env_vars = vec![
+            env("OPENSSL_VERSION", &r.openssl.version),
+            env("OPENSSL_FILE", &r.openssl.file),
+            // The libraries' own fips.so is only built when it is the provider that ships.
+            env("OPENSSL_CONFIGURE", if same { "enable-fips" } else { "" }),
+            env(
+                "OPENSSL_INSTALL_EXTRA",
+                if same { "install_fips" } else { "" },
+            ),
+        ];
+        if cross {
+            env_vars.extend(self.cross_env());
+        }
+        Stage {
+            name: "openssl",
+            script: include_str!("pipeline/openssl.sh"),
+            files: vec![],
+            env: env_vars,
+            inputs: vec![self.source_input(&r.openssl)],
+            deps: vec![],
+            output: pipeline::PREFIX,
+        }
+    }
+
+    /// The python stage over `openssl`'s output; a cross build also gets the native python
+    /// stage's output (`build_python`) as its build interpreter.
+    fn python_stage(&self, openssl: &Done, build_python: Option<&Done>, cross: bool) -> Stage {
+        let r = &self.ctx.recipe;
+        let mut configure: Vec<&str> = r
+            .python_build
+            .configure
+            .iter()
+            .map(|c| c.flag.as_str())
+            .collect();
+        if r.python_build.pgo {
+            configure.push("--enable-optimizations");
+        }
+        let mut env_vars = vec![
+            env("PYTHON_VERSION", &r.python.version),
+            env("PYTHON_MINOR", &r.minor),
+            env(
+                "PYTHON_SHARED",
+                if r.python_build.enable_shared {
+                    "--enable-shared"
+                } else {
+                    ""
+                },
+            ),
+            env("PYTHON_CONFIGURE", &configure.join(" ")),
+        ];
+        let mut inputs = vec![Input {
+            dest: format!("src/Python-{}", r.python.version),
+            host: self.tree.root.clone(),
+            content: self.tree.key.clone(),
+        }];
+        if cross {
+            env_vars.extend(self.cross_env());
+            if let Some(done) = build_python {
+                inputs.push(Input {
+                    dest: "build-python.tar".into(),
+                    host: done.output.clone(),
+                    content: done.key.clone(),
+                });
+            }
+        }
+        Stage {
+            name: "python",
+            script: include_str!("pipeline/python.sh"),
+            files: vec![],
+            env: env_vars,
+            inputs,
+            deps: vec![openssl.clone()],
+            output: pipeline::PREFIX,
+        }
     }
 
     fn source_input(&self, source: &crate::catalog::Source) -> Input {
@@ -527,6 +646,8 @@ impl<'a> Build<'a> {
             },
             "builder_image": {"base": r.builder.base_image, "id": self.image_id},
             "arch": self.arch,
+            // Where the build steps ran: differs from `arch` for a cross-compiled tree.
+            "build_arch": self.build_arch,
             "source_date_epoch": self.tree.source_date_epoch,
             // Profile-guided optimization depends on timing: such a build is not reproducible.
             "reproducible": !r.python_build.pgo,

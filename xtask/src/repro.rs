@@ -75,13 +75,35 @@ pub fn check(sh: &Shell, first: &Build, artifact: &Artifact, ui: &Terminal) -> R
                 .with_context(|| format!("cannot copy {} to {}", from.display(), to.display()))?;
         }
     }
+    // A cross build's interpreter for its Python steps is a build tool, like the compilers of
+    // the builder image: the second build gets the first's (a native build has none).
+    if first.cross.is_some() {
+        for tool in first.build_python(ui)? {
+            let entry = tool
+                .output
+                .parent()
+                .expect("a stage output lies in its entry");
+            let name = entry.file_name().expect("an entry has a name");
+            let scratch = fresh.scratch("tool")?;
+            for file in ["output.tar", "meta.json"] {
+                let (from, to) = (entry.join(file), scratch.join(file));
+                if std::fs::hard_link(&from, &to).is_err() {
+                    std::fs::copy(&from, &to).with_context(|| {
+                        format!("cannot copy {} to {}", from.display(), to.display())
+                    })?;
+                }
+            }
+            cache::publish(&scratch, &fresh.dir("stages").join(name))?;
+        }
+    }
     let mut args = first.args.clone();
     args.sources.cache = Some(root.clone());
     args.sources.offline = true;
     args.out = Some(root.join("dist"));
     args.report = None;
     ui.message(&format!(
-        "second build, in a fresh cache that shares only the downloads and the builder image: {}",
+        "second build, in a fresh cache that shares only the downloads and the builder image \
+         (and a cross build's build interpreter): {}",
         root.display()
     ));
     let (sha256, tarball, dev_tarball) = {

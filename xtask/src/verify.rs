@@ -196,6 +196,13 @@ pub fn check(
             label(LABEL_PROVIDER)?,
         ),
     ];
+    // A foreign image (an aarch64 tree's, on an x86_64 engine) runs under QEMU user emulation.
+    let image_arch = engine.image_arch(sh, &id)?.unwrap_or_default();
+    if let Ok(target) = crate::arch::parse(&image_arch)
+        && target.name != engine.arch(sh)?
+    {
+        crate::arch::ensure_emulation(target)?;
+    }
     let short = id.trim_start_matches("sha256:");
     let short = &short[..short.len().min(12)];
     let container = format!("python-fips-verify-{short}-{}", std::process::id());

@@ -70,6 +70,15 @@ impl flags::Wheels {
         let ui = Terminal::new();
         let request = self.request()?;
         let build = Build::start(sh, &self.build, &ui)?;
+        if build.cross.is_some() {
+            // The wheels stage runs the recipe's interpreter in the builder, which a cross-built
+            // tree cannot do.
+            bail!(
+                "wheels are built for the engine's own architecture ({}) only, not with --arch {}\nhint: run `wheels` on an engine of that architecture",
+                build.build_arch,
+                build.arch
+            );
+        }
         let done = build.run_all(&ui)?;
         let built = build.wheels(&done, &request, &ui)?;
         ui.message(&format!(
@@ -492,7 +501,7 @@ fn install(
             (image::LABEL_TARBALL.to_string(), String::new()),
             ("org.python-fips.wheels".to_string(), names.join(" ")),
         ];
-        let ok = engine.build(&context, tags, &labels, &log, |_| {})?;
+        let ok = engine.build_for(None, &context, tags, &labels, &log, |_| {})?;
         if !ok {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
             bail!(

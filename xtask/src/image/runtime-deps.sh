@@ -6,10 +6,25 @@ exec 2>&1
 set -u
 tag=$1
 shift
+case "$tag" in
+    x86-64) multiarch=x86_64-linux-gnu ;;
+    AArch64) multiarch=aarch64-linux-gnu ;;
+    *) multiarch="" ;;
+esac
 status=0
 for soname in "$@"; do
     path=$(ldconfig -p | awk -v s="$soname" -v tag="$tag" \
         '$1 == s && (tag == "" || index($0, tag) > 0) { print $NF; exit }')
+    # ldconfig's cache holds only the machine's own architecture: a cross builder's target
+    # libraries are found in their multiarch directory instead.
+    if [ -z "$path" ] && [ -n "$multiarch" ]; then
+        for dir in "/usr/lib/$multiarch" "/lib/$multiarch"; do
+            if [ -e "$dir/$soname" ]; then
+                path="$dir/$soname"
+                break
+            fi
+        done
+    fi
     package=""
     if [ -n "$path" ]; then
         real=$(readlink -f "$path")

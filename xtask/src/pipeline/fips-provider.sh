@@ -4,7 +4,7 @@
 cd /build
 tar -xf "src/$PROVIDER_FILE"
 cd "openssl-$PROVIDER_VERSION"
-./Configure enable-fips
+./Configure ${OPENSSL_TARGET:-} enable-fips
 # The generated headers first, then the module alone: not libcrypto, apps or the legacy provider.
 make -j"$JOBS" build_generated
 make -j"$JOBS" providers/fips.so
@@ -19,11 +19,14 @@ cp providers/fips.so /out/python-fips/lib/ossl-modules/fips.so
 mkdir -p /build/fipsinstall-app
 tar -xf "/build/src/$PROVIDER_FILE" -C /build/fipsinstall-app
 cd "/build/fipsinstall-app/openssl-$PROVIDER_VERSION"
-./Configure no-shared no-tests \
+./Configure ${OPENSSL_TARGET:-} no-shared no-tests \
     --prefix=/opt/python-fips --openssldir=/opt/python-fips/ssl --libdir=lib
 make -j"$JOBS" build_generated
 make -j"$JOBS" apps/openssl
 mkdir -p /out/python-fips/libexec
 cp apps/openssl /out/python-fips/libexec/openssl-fipsinstall
-strip /out/python-fips/libexec/openssl-fipsinstall
-/out/python-fips/libexec/openssl-fipsinstall version
+# A cross build strips with the target's binutils and never runs what it made.
+"${CROSS_HOST:+$CROSS_HOST-}strip" /out/python-fips/libexec/openssl-fipsinstall
+if [ -z "${CROSS_HOST:-}" ]; then
+    /out/python-fips/libexec/openssl-fipsinstall version
+fi

@@ -5,8 +5,12 @@ tar -xf "src/$OPENSSL_FILE"
 cd "openssl-$OPENSSL_VERSION"
 # --libdir=lib: without it x86_64 installs into lib64 and CPython's --with-openssl silently
 # finds the system OpenSSL. The rpath lets the openssl command find its own libraries.
-./Configure $OPENSSL_CONFIGURE shared no-tests \
+# A cross build names the target and the toolchain (OPENSSL_TARGET, set only then).
+./Configure ${OPENSSL_TARGET:-} $OPENSSL_CONFIGURE shared no-tests \
     --prefix="$PREFIX" --openssldir="$PREFIX/ssl" --libdir=lib "-Wl,-rpath,$PREFIX/lib"
 make -j"$JOBS" build_sw
 make install_sw $OPENSSL_INSTALL_EXTRA
-"$PREFIX/bin/openssl" version -a
+# A cross build never runs what it made: its openssl is for the target.
+if [ -z "${CROSS_HOST:-}" ]; then
+    "$PREFIX/bin/openssl" version -a
+fi

@@ -1,0 +1,250 @@
+//! End to end: an aarch64 tree cross-compiled on this engine, its arm64 runtime image run under QEMU, and its reproducibility.
+//!
+//! What this costs: the cross builder image, the four cross stages, the arm64 base image
+//! (debootstrap under emulation), the runtime image and `verify` under emulation, and the
+//! second clean build of the reproducibility check. The native openssl and python stages the
+//! cross build takes its build interpreter from are the shared cold build's, so when `e2e` ran
+//! first in this test directory they are cached.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::Path;
+use std::sync::OnceLock;
+
+use object::elf::FileHeader64;
+use object::read::elf::FileHeader;
+use object::{Endianness, FileKind};
+use support::*;
+
+const BASE: &str = "arm64v8/debian:bookworm";
+
+/// The arm64 base image, made once per process (the command keeps an existing one).
+fn arm64_base() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        setup();
+        let out = xtask(&["base-image", "--debootstrap", "bookworm", "--arch", "arm64"]);
+        assert!(out.status.success(), "base-image failed:\n{}", text(&out));
+    });
+}
+
+/// The cold aarch64 cross build of the test configuration, with its runtime image and `verify`.
+fn cross_build() -> &'static serde_json::Value {
+    static REPORT: OnceLock<serde_json::Value> = OnceLock::new();
+    REPORT.get_or_init(|| {
+        arm64_base();
+        let started = std::time::Instant::now();
+        let report = build(&["--arch", "aarch64"]);
+        eprintln!(
+            "aarch64 cross build, image and verify: {:.0} s",
+            started.elapsed().as_secs_f64()
+        );
+        report
+    })
+}
+
+/// The regular files of a `.tar.gz` whose path satisfies `keep`, with their bytes.
+fn files_in(tarball: &Path, keep: impl Fn(&str) -> bool) -> BTreeMap<String, Vec<u8>> {
+    let file = std::fs::File::open(tarball).unwrap();
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let mut out = BTreeMap::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let path = entry.path().unwrap().to_string_lossy().into_owned();
+        if entry.header().entry_type().is_file() && keep(&path) {
+            let mut data = Vec::new();
+            entry.read_to_end(&mut data).unwrap();
+            out.insert(path, data);
+        }
+    }
+    out
+}
+
+/// The `e_machine` of a 64-bit ELF file's header.
+fn machine(path: &str, data: &[u8]) -> u16 {
+    assert_eq!(
+        FileKind::parse(data).ok(),
+        Some(FileKind::Elf64),
+        "{path} is not a 64-bit ELF file"
+    );
+    let header = FileHeader64::<Endianness>::parse(data).unwrap();
+    header.e_machine(header.endian().unwrap())
+}
+
+#[test]
+fn cross_build_gives_an_aarch64_tree_with_its_self_test_pending() {
+    let _g = serial();
+    let report = cross_build();
+    let tarball = Path::new(report["artifact"].as_str().unwrap());
+    let name = tarball.file_name().unwrap().to_string_lossy().into_owned();
+    assert_eq!(
+        name,
+        "python-fips-3.13.15-openssl-3.5.7-fips-3.0.20-linux-aarch64.tar.gz"
+    );
+    let sha = std::fs::read_to_string(format!("{}.sha256", tarball.display())).unwrap();
+    assert_eq!(
+        sha,
+        format!("{}  {name}\n", report["sha256"].as_str().unwrap())
+    );
+    let names: Vec<String> = stages(report).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        names,
+        [
+            "openssl",
+            "fips-provider",
+            "native-openssl",
+            "native-python",
+            "python",
+            "finalize"
+        ]
+    );
+
+    let prefix = "opt/python-fips/";
+    let files = files_in(tarball, |p| {
+        p.ends_with("/bin/python3.13")
+            || p.ends_with("/lib/libcrypto.so.3")
+            || p.ends_with("/lib/libssl.so.3")
+            || p.ends_with("/ossl-modules/fips.so")
+            || (p.contains("/lib-dynload/_ssl.") && p.ends_with(".so"))
+            || (p.contains("/lib-dynload/_hashlib.") && p.ends_with(".so"))
+            || p.ends_with("BUILD-INFO.json")
+            || p.ends_with("SBOM.cdx.json")
+            || p.contains("/share/python-fips/")
+            || p.ends_with("/ssl/fipsmodule.cnf")
+    });
+    let elves: Vec<&String> = files
+        .keys()
+        .filter(|p| p.contains("/lib") || p.contains("/bin/"))
+        .collect();
+    for wanted in [
+        "bin/python3.13",
+        "lib/libcrypto.so.3",
+        "lib/ossl-modules/fips.so",
+        "lib/python3.13/lib-dynload/_ssl.",
+        "lib/python3.13/lib-dynload/_hashlib.",
+    ] {
+        let path = elves
+            .iter()
+            .find(|p| p.starts_with(&format!("{prefix}{wanted}")))
+            .unwrap_or_else(|| panic!("the tree has no {wanted}: {elves:?}"));
+        let m = machine(path, &files[*path]);
+        eprintln!(
+            "{path}: e_machine {m} (AArch64 is {})",
+            object::elf::EM_AARCH64
+        );
+        assert_eq!(m, object::elf::EM_AARCH64, "{path} is not AArch64");
+    }
+
+    let info: serde_json::Value =
+        serde_json::from_slice(&files[&format!("{prefix}BUILD-INFO.json")]).unwrap();
+    assert_eq!(info["arch"], "aarch64");
+    assert_eq!(info["build_arch"], "x86_64");
+    // The cross toolchain is among the builder's packages in the SBOM.
+    let sbom = String::from_utf8_lossy(&files[&format!("{prefix}SBOM.cdx.json")]).into_owned();
+    assert!(sbom.contains("pkg:deb/debian/crossbuild-essential-arm64@"));
+    assert!(sbom.contains("pkg:deb/debian/libffi-dev@") && sbom.contains("arch=arm64"));
+
+    // No target binary ran: the self-test waits for python-fips-setup on the target.
+    let pending = format!("{prefix}share/python-fips/SELFTEST-PENDING");
+    let note = String::from_utf8_lossy(&files[&pending]).into_owned();
+    assert!(note.contains("python-fips-setup"), "{note}");
+    assert!(!files.contains_key(&format!("{prefix}ssl/fipsmodule.cnf")));
+}
+
+#[test]
+fn arm64_image_passes_every_verify_row_as_its_user_under_emulation() {
+    let _g = serial();
+    let report = cross_build();
+    assert_eq!(
+        report["verify"]["passed"], true,
+        "verify failed: {}",
+        report["verify"]
+    );
+    let id = report["image"]["id"].as_str().unwrap();
+    let inspect = |format: &str| {
+        let out = docker(&["image", "inspect", "--format", format, id]);
+        assert!(out.status.success(), "{}", text(&out));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(inspect("{{.Architecture}}"), "arm64");
+    assert_eq!(inspect("{{.Config.User}}"), "python");
+    assert_eq!(
+        inspect("{{index .Config.Labels \"org.opencontainers.image.base.name\"}}"),
+        BASE
+    );
+    // Plain tags keep naming the engine's own architecture.
+    let tags = report["image"]["tags"].as_array().unwrap();
+    assert_eq!(
+        tags,
+        &["python-fips:3.13.15-aarch64", "python-fips:3.13-aarch64"]
+    );
+
+    let json = format!("{}.verify.json", report["artifact"].as_str().unwrap());
+    let verdict: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let rows = verdict["checks"].as_array().unwrap();
+    assert!(rows.len() >= 20, "too few checks: {verdict}");
+    for row in rows {
+        eprintln!(
+            "{:<6} {}",
+            if row["passed"] == true {
+                "pass"
+            } else {
+                "FAIL"
+            },
+            row["name"]
+        );
+        assert_eq!(row["passed"], true, "{row}");
+    }
+
+    // The image runs aarch64 code (under QEMU here), as its non-root user, self-test done.
+    let out = docker(&[
+        "run",
+        "--rm",
+        id,
+        "sh",
+        "-c",
+        "uname -m; id -un; test ! -e /opt/python-fips/share/python-fips/SELFTEST-PENDING && \
+         python3 -c 'import _hashlib; print(_hashlib.get_fips_mode())'",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "aarch64\npython\n1\n");
+}
+
+#[test]
+fn aarch64_tarball_is_byte_identical_across_two_clean_builds() {
+    let _g = serial();
+    arm64_base();
+    let started = std::time::Instant::now();
+    let report = build(&["--arch", "aarch64", "--check-reproducible", "--no-verify"]);
+    let check = &report["reproducible"];
+    eprintln!(
+        "first build: {}\nsecond build: {}\n({:.0} s)",
+        check["first"],
+        check["second"],
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(check["identical"], true, "{check:#}");
+    assert_eq!(check["first"], check["second"]);
+    assert_eq!(check["first"], report["sha256"]);
+    assert_eq!(check["differences"], serde_json::json!([]));
+    assert!(
+        report["artifact"]
+            .as_str()
+            .unwrap()
+            .ends_with("-linux-aarch64.tar.gz")
+    );
+    // The second build was clean: its cache is gone and it left no tarball behind.
+    assert!(check["second_tarball"].is_null());
+    let left: Vec<_> = std::fs::read_dir(work().join("cache/python-fips-tmp"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().starts_with("reproducible"))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "the second build's cache is left: {left:?}"
+    );
+}
