@@ -226,10 +226,12 @@ pub fn for_tarball(
     ui: &Terminal,
 ) -> Result<RuntimeImage> {
     let sha256 = crate::python::sha256_file(tarball)?;
+    // The base runtime image: a distroless one of the same tarball carries the same label.
+    let distroless = engine.images_with_label(sh, LABEL_RUNTIME, "distroless")?;
     if let Some(id) = engine
         .images_with_label(sh, LABEL_TARBALL, &sha256)?
         .into_iter()
-        .next()
+        .find(|id| !distroless.contains(id))
     {
         ui.message(&format!("{:<14} found {id}", "image"));
         return Ok(RuntimeImage {
