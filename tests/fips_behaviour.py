@@ -593,7 +593,10 @@ def main():
           f"{sys.version.split()[0]}, {ssl.OPENSSL_VERSION}", file=sys.stderr)
     prog = unittest.main(argv=argv, exit=False, verbosity=2)
     result = prog.result
-    failed = len(result.failures) + len(result.errors) + len(result.unexpectedSuccesses)
+    # A test with failing subtests is one failed test, however many of its subtests failed.
+    failed = len({getattr(test, "test_case", test).id()
+                  for test, _ in result.failures + result.errors}
+                 | {test.id() for test in result.unexpectedSuccesses})
     skipped = len(result.skipped)
     passed = result.testsRun - failed - skipped
     print(f"fips_behaviour: {passed} passed, {failed} failed, {skipped} skipped")
