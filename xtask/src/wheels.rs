@@ -196,14 +196,8 @@ impl Build<'_> {
             apt: r.wheels.apt.clone(),
             dnf: r.wheels.dnf.clone(),
         };
-        let toolchain = builder::ensure_image(
-            self.sh,
-            &self.engine,
-            &self.ctx.cache,
-            &spec,
-            "wheels-tools",
-            ui,
-        )?;
+        let toolchain =
+            builder::ensure_image(self.sh, &self.engine, &self.ctx.cache, &spec, "wheels", ui)?;
         let mut b = self.builder();
         b.image_id = toolchain;
 
