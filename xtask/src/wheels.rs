@@ -112,7 +112,8 @@ impl flags::Wheels {
             let json = built.dir.join("verify.json");
             verdict.write(&json)?;
             verdict.ensure_passed(Some(&json))?;
-            let audit = audit::audit_image(sh, &build.engine, &build.ctx.cache, &id)?;
+            let mut audit = audit::audit_image(sh, &build.engine, &build.ctx.cache, &id)?;
+            audit.target = tags[0].clone();
             for line in audit::render(&audit).lines() {
                 ui.message(line);
             }
