@@ -313,7 +313,15 @@ pub fn classify(data: &[u8], installed: Option<&str>) -> Vec<(String, String)> {
         return vec![];
     }
     let mut out = Vec::new();
-    let versions = crypto_versions(data);
+    let dynamic = elf::parse(data).ok().flatten().unwrap_or_default();
+    let links_crypto = dynamic.needed.iter().any(|n| crypto_soname(n).is_some());
+    // A file that links libcrypto dynamically may hold the version text of the headers it was
+    // compiled against (cryptography exports OPENSSL_VERSION_TEXT): then only the library it
+    // loads counts, and that is judged by its NEEDED entries below.
+    let versions = match links_crypto {
+        true => vec![],
+        false => crypto_versions(data),
+    };
     let symbols = core_functions(data);
     if !versions.is_empty() || symbols.len() >= CORE_FUNCTIONS_MIN {
         let mut what = match versions.is_empty() {
@@ -333,9 +341,6 @@ pub fn classify(data: &[u8], installed: Option<&str>) -> Vec<(String, String)> {
         }
         out.push((what, WHY_STATIC.to_string()));
     }
-    let Ok(Some(dynamic)) = elf::parse(data) else {
-        return out;
-    };
     for needed in &dynamic.needed {
         let Some(plain) = crypto_soname(needed) else {
             continue;

@@ -235,6 +235,10 @@ pub struct Wheels {
     /// is copied into the build, for machines without the package index.
     #[arg(long, value_name = "URL|DIR")]
     pub find_links: Vec<String>,
+    /// CA bundle for TLS to the index and to crates.io (pip's `--cert`; default `$PIP_CERT`),
+    /// for networks whose proxy signs with its own CA. Copied into the build.
+    #[arg(long, value_name = "FILE", env = "PIP_CERT")]
+    pub cert: Option<PathBuf>,
     /// Passed to pip: use only `--find-links`, never an index (for air-gapped machines).
     #[arg(long, conflicts_with = "index_url")]
     pub no_index: bool,

@@ -38,6 +38,8 @@ pub struct Request {
     pub requirements: String,
     pub index_url: Option<String>,
     pub no_index: bool,
+    /// A CA bundle for TLS from the build container.
+    pub cert: Option<PathBuf>,
     /// URLs of `--find-links` (directories are in `find_link_dirs`).
     pub find_link_urls: Vec<String>,
     pub find_link_dirs: Vec<PathBuf>,
@@ -119,7 +121,8 @@ impl flags::Wheels {
             let json = built.dir.join("verify.json");
             verdict.write(&json)?;
             verdict.ensure_passed(Some(&json))?;
-            let audit = audit::audit_image(sh, &build.engine, &build.ctx.cache, &id)?;
+            let mut audit = audit::audit_image(sh, &build.engine, &build.ctx.cache, &id)?;
+            audit.target = tags[0].clone();
             for line in audit::render(&audit).lines() {
                 ui.message(line);
             }
@@ -178,6 +181,7 @@ impl flags::Wheels {
             requirements,
             index_url: self.index_url.clone(),
             no_index: self.no_index,
+            cert: self.cert.clone(),
             find_link_urls: urls,
             find_link_dirs: dirs,
         })
@@ -223,6 +227,19 @@ impl Build<'_> {
             });
         }
         let mut env = Vec::new();
+        if let Some(cert) = &request.cert {
+            let text = std::fs::read(cert).with_context(|| {
+                format!("cannot read the CA bundle {} (--cert)", cert.display())
+            })?;
+            inputs.push(Input {
+                dest: "cert.pem".into(),
+                host: cert.clone(),
+                content: hex(&Sha256::digest(&text)),
+            });
+            for var in ["PIP_CERT", "CARGO_HTTP_CAINFO", "SSL_CERT_FILE"] {
+                env.push((var.to_string(), "/build/cert.pem".to_string()));
+            }
+        }
         if let Some(url) = &request.index_url {
             env.push(("PIP_INDEX_URL".to_string(), url.clone()));
         }
@@ -345,6 +362,13 @@ fn explain(
         "ConnectTimeoutError",
         "No route to host",
     ];
+    if text.contains("CERTIFICATE_VERIFY_FAILED") {
+        return err.context(format!(
+            "cannot verify the TLS certificate of the package index ({index}) from the build \
+             container; if this network's proxy signs with its own CA, pass --cert FILE with the \
+             CA bundle that holds it (pip's option; it defaults to $PIP_CERT)"
+        ));
+    }
     if UNREACHABLE.iter().any(|m| text.contains(m)) {
         return err.context(format!(
             "cannot reach the package index ({index}) from the build container: the wheels stage \

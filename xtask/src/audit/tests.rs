@@ -154,6 +154,17 @@ fn needed_libcrypto_must_resolve_into_the_tree() {
 
     let into_tree = link("tree.so", Some("/opt/python-fips/lib"));
     assert!(whats(&into_tree, at).is_empty());
+    // The headers' version text in a file that links libcrypto (cryptography exports
+    // OPENSSL_VERSION_TEXT) is not a copy of the library.
+    let header_text = format!("{user}const char *text = \"OpenSSL 3.5.7 9 Jun 2026\";\n");
+    let args = [
+        format!("-L{}", d.display()),
+        "-lcrypto".to_string(),
+        "-Wl,-rpath,/opt/python-fips/lib".to_string(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let with_text = std::fs::read(shared(d, "text.so", &header_text, &args)).unwrap();
+    assert!(whats(&with_text, at).is_empty());
 
     let none = link("none.so", None);
     let found = whats(&none, at);
