@@ -13,7 +13,9 @@ mkdir -p /build/project/Modules
 : > /build/project/Modules/Setup.local
 lib="$PREFIX/lib/python$PYTHON_MINOR"
 data=$(cd "$lib" && ls _sysconfigdata_*.py | head -n 1)
+# ENSUREPIP_OPTIONS=install: pip then makes pip3 and pip3.13 but no plain pip, as ensurepip does.
 env LD_LIBRARY_PATH="$build_python/lib" PIP_CONFIG_FILE=/dev/null PYTHONHASHSEED=0 \
+    ENSUREPIP_OPTIONS=install \
     _PYTHON_PROJECT_BASE=/build/project _PYTHON_HOST_PLATFORM="linux-${CROSS_HOST%%-*}" \
     _PYTHON_SYSCONFIGDATA_NAME="${data%.py}" _PYTHON_SYSCONFIGDATA_PATH="$lib" \
     "$build_python/bin/python$PYTHON_MINOR" -m pip install --no-cache-dir --no-index \
