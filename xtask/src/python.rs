@@ -325,7 +325,7 @@ impl<'a> Build<'a> {
         if self.args.inject_nondeterminism {
             finalize_env.push(env("INJECT_NONDETERMINISM", "build-time"));
         }
-        let finalize = Stage {
+        let mut finalize = Stage {
             name: "finalize",
             script: include_str!("pipeline/finalize.sh"),
             files: vec![(
@@ -337,6 +337,18 @@ impl<'a> Build<'a> {
             deps,
             output: pipeline::PREFIX,
         };
+        // A cross build installs pip here, with the build interpreter (see cross-pip.sh).
+        if let Some(build_python) = native.last() {
+            finalize
+                .files
+                .push(("cross-pip.sh", include_str!("pipeline/cross-pip.sh")));
+            finalize.env.push(env("PYTHON_MINOR", &r.minor));
+            finalize.inputs.push(Input {
+                dest: "build-python.tar".into(),
+                host: build_python.output.clone(),
+                content: build_python.key.clone(),
+            });
+        }
         if let Some(s) = next(finalize, &mut done)? {
             return Ok((done, Some(s)));
         }

@@ -35,6 +35,7 @@ install -m 0755 /build/python-fips-setup "$PREFIX/bin/python-fips-setup"
 mkdir -p "$PREFIX/share/python-fips"
 echo "$PREFIX/lib" > "$PREFIX/share/python-fips/ld.so.conf"
 if [ -n "${CROSS_HOST:-}" ]; then
+    sh -eux /build/cross-pip.sh
     # A cross build cannot run the module's self-test: the tree says so, and python-fips-setup
     # runs it on the target (the runtime image's build does) and removes this file.
     cat > "$PREFIX/share/python-fips/SELFTEST-PENDING" <<TXT
