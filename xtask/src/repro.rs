@@ -149,8 +149,10 @@ pub fn check(sh: &Shell, first: &Build, artifact: &Artifact, ui: &Terminal) -> R
     let dev_tarball = keep(&dev_tarball, "-dev")?;
     // The runtime tarball's SBOM holds the development tarball's sha256, so a difference in
     // either shows in the runtime one: compare both to name the files.
-    let mut differences = diff_tarballs(&artifact.tarball, &tarball)?;
-    differences.extend(diff_tarballs(&artifact.dev_tarball, &dev_tarball)?);
+    let differences = diff_pairs(&[
+        (&artifact.tarball, &tarball),
+        (&artifact.dev_tarball, &dev_tarball),
+    ])?;
     let reports = first
         .out_dir()
         .join(format!("{}.diffoscope", first.artifact_name()));
@@ -258,6 +260,19 @@ fn summarize(tarball: &Path) -> Result<Vec<(String, Summary)>> {
                 sha256: hex(&sha.finalize()),
             },
         ));
+    }
+    Ok(out)
+}
+
+/// The differences of each pair of tarballs (first build, second build), leaving out the pairs
+/// whose bytes are identical: `diff_tarballs` of two identical files would report that they
+/// differ in compression.
+fn diff_pairs(pairs: &[(&Path, &Path)]) -> Result<Vec<Difference>> {
+    let mut out = Vec::new();
+    for (a, b) in pairs {
+        if crate::python::sha256_file(a)? != crate::python::sha256_file(b)? {
+            out.extend(diff_tarballs(a, b)?);
+        }
     }
     Ok(out)
 }
@@ -482,6 +497,23 @@ mod tests {
         assert_eq!(d.len(), 1, "{d:?}");
         assert_eq!(d[0].path, "opt/stamp");
         assert!(d[0].what.contains("content"), "{}", d[0].what);
+    }
+
+    #[test]
+    fn a_pair_of_identical_tarballs_adds_no_difference() {
+        let dir = TempDir::new("repro-pairs");
+        let p = |n: &str| dir.path().join(n);
+        tarball(&p("a.tar.gz"), &[("opt/stamp", b"12:00", 1)]);
+        tarball(&p("b.tar.gz"), &[("opt/stamp", b"12:01", 1)]);
+        tarball(&p("dev-a.tar.gz"), &[("opt/include/x.h", b"x", 1)]);
+        tarball(&p("dev-b.tar.gz"), &[("opt/include/x.h", b"x", 1)]);
+        let d = diff_pairs(&[
+            (&p("a.tar.gz"), &p("b.tar.gz")),
+            (&p("dev-a.tar.gz"), &p("dev-b.tar.gz")),
+        ])
+        .unwrap();
+        let paths: Vec<&str> = d.iter().map(|d| d.path.as_str()).collect();
+        assert_eq!(paths, vec!["opt/stamp"], "{d:?}");
     }
 
     #[test]
