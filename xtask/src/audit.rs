@@ -401,6 +401,9 @@ fn is_tree_openssl(installed: &str) -> bool {
         || rel.starts_with("lib/ossl-modules/")
         || rel.starts_with("lib/engines-")
         || rel == "bin/openssl"
+        // The provider release's own openssl, statically linked on purpose: it runs only
+        // `fipsinstall` for python-fips-setup, in a process of its own, never inside Python.
+        || rel == "libexec/openssl-fipsinstall"
 }
 
 /// `Some(true)` for `libcrypto.so.3`/`libssl.so.3`, `Some(false)` for a renamed copy such as

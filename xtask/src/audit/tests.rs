@@ -97,6 +97,9 @@ fn static_crypto_is_found_by_symbols_and_version_but_not_in_the_trees_own_libcry
     // The same bytes as the tree's libcrypto are the crypto everything should use.
     assert!(whats(&data, Some("/opt/python-fips/lib/libcrypto.so.3")).is_empty());
     assert!(whats(&data, Some("/opt/python-fips/lib/ossl-modules/fips.so")).is_empty());
+    // The provider release's static openssl, kept for fipsinstall alone, is the tree's too.
+    assert!(whats(&data, Some("/opt/python-fips/libexec/openssl-fipsinstall")).is_empty());
+    assert!(!whats(&data, Some("/opt/python-fips/libexec/other-tool")).is_empty());
 
     // Symbols alone are enough, also local ones (a static link hides them that way); a
     // version string alone too; a file defining just two of them is not a crypto library.
