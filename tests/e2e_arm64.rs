@@ -8,8 +8,6 @@
 
 mod support;
 
-use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::Path;
 use std::sync::OnceLock;
 
@@ -43,23 +41,6 @@ fn cross_build() -> &'static serde_json::Value {
         );
         report
     })
-}
-
-/// The regular files of a `.tar.gz` whose path satisfies `keep`, with their bytes.
-fn files_in(tarball: &Path, keep: impl Fn(&str) -> bool) -> BTreeMap<String, Vec<u8>> {
-    let file = std::fs::File::open(tarball).unwrap();
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
-    let mut out = BTreeMap::new();
-    for entry in archive.entries().unwrap() {
-        let mut entry = entry.unwrap();
-        let path = entry.path().unwrap().to_string_lossy().into_owned();
-        if entry.header().entry_type().is_file() && keep(&path) {
-            let mut data = Vec::new();
-            entry.read_to_end(&mut data).unwrap();
-            out.insert(path, data);
-        }
-    }
-    out
 }
 
 /// The `e_machine` of a 64-bit ELF file's header.

@@ -8,9 +8,7 @@
 
 mod support;
 
-use std::collections::BTreeMap;
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use sha2::{Digest, Sha256};
@@ -21,23 +19,6 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-/// The regular files of a `.tar.gz` whose path satisfies `keep`, with their bytes.
-fn files_in(tarball: &Path, keep: impl Fn(&str) -> bool) -> BTreeMap<String, Vec<u8>> {
-    let file = std::fs::File::open(tarball).unwrap();
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
-    let mut out = BTreeMap::new();
-    for entry in archive.entries().unwrap() {
-        let mut entry = entry.unwrap();
-        let path = entry.path().unwrap().to_string_lossy().into_owned();
-        if entry.header().entry_type().is_file() && keep(&path) {
-            let mut data = Vec::new();
-            entry.read_to_end(&mut data).unwrap();
-            out.insert(path, data);
-        }
-    }
-    out
 }
 
 fn tarball_of(report: &serde_json::Value) -> PathBuf {

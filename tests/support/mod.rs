@@ -216,3 +216,23 @@ pub fn in_fresh_container_with(
     assert!(started, "cannot unpack {tarballs:?} into a container");
     out
 }
+
+/// The regular files of a `.tar.gz` whose path satisfies `keep`, with their bytes.
+pub fn files_in(
+    tarball: &Path,
+    keep: impl Fn(&str) -> bool,
+) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let file = std::fs::File::open(tarball).unwrap();
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let mut out = std::collections::BTreeMap::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let path = entry.path().unwrap().to_string_lossy().into_owned();
+        if entry.header().entry_type().is_file() && keep(&path) {
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut data).unwrap();
+            out.insert(path, data);
+        }
+    }
+    out
+}
