@@ -223,6 +223,62 @@ fn second_run_is_all_cached() {
 }
 
 #[test]
+fn one_openssl_build_serves_every_cpython_release_that_pins_it() {
+    let _g = serial();
+    let cold = cold_build();
+    // Another minor and release (another SOURCE_DATE_EPOCH) with the same OpenSSL pins: only its
+    // python and finalize stages would run. --dry-run plans and runs nothing.
+    let mirror = setup().to_str().unwrap().to_string();
+    let plan = work().join("plan-3.11.json");
+    let out = xtask(&[
+        "python",
+        "--version",
+        "3.11",
+        "--python",
+        "3.11.2",
+        "--openssl",
+        "3.5.7",
+        "--fips-provider",
+        "3.0.20",
+        "--mirror",
+        &mirror,
+        "--dry-run",
+        "--report",
+        plan.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let plan: serde_json::Value = serde_json::from_slice(&std::fs::read(&plan).unwrap()).unwrap();
+    let key = |report: &serde_json::Value, name: &str| {
+        report["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .map(|s| s["key"].as_str().unwrap().to_string())
+            .unwrap()
+    };
+    assert_eq!(
+        stages(&plan),
+        [
+            ("openssl".to_string(), true),
+            ("fips-provider".to_string(), true),
+            ("python".to_string(), false),
+            ("finalize".to_string(), false),
+        ],
+        "{}",
+        text(&out)
+    );
+    for name in ["openssl", "fips-provider"] {
+        assert_eq!(key(&plan, name), key(cold, name), "{name}");
+    }
+    assert!(
+        text(&out).contains("python         would run"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
 fn patch_change_reruns_python_and_later_and_a_killed_run_recovers() {
     let _g = serial();
     let cold = cold_build();

@@ -145,6 +145,10 @@ pub struct Python {
     /// and fail unless both tarballs are identical, naming the files that differ.
     #[arg(long)]
     pub check_reproducible: bool,
+    /// Fetch and patch, then list every stage with its key and whether it is cached; run nothing
+    /// (`--report` gets the stages).
+    #[arg(long, conflicts_with = "check_reproducible")]
+    pub dry_run: bool,
 }
 
 #[derive(Args, Debug)]

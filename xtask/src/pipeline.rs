@@ -49,6 +49,11 @@ pub struct Stage {
     pub deps: Vec<Done>,
     /// The directory copied out as the stage's output.
     pub output: &'static str,
+    /// `SOURCE_DATE_EPOCH` for the script, part of the key. `None`: the script derives its own
+    /// from the sources it unpacks (the OpenSSL stages), so its key holds no other source's date.
+    pub source_date_epoch: Option<u64>,
+    /// The stage may reuse what its earlier runs left (see `Builder::reuse`): it compiles C.
+    pub reuse: bool,
 }
 
 /// A finished (or cached) stage.
@@ -95,8 +100,18 @@ pub struct Builder<'a> {
     pub image_id: String,
     pub arch: String,
     pub jobs: usize,
-    pub source_date_epoch: u64,
+    /// Carry a reuse directory through the stages that compile: `cache/reuse/<stage>-<arch>-
+    /// <builder image>.tar`, unpacked at `/reuse` before the script and replaced from it after a
+    /// success. It holds ccache's cache (`/reuse/ccache`) and the python stage's configure
+    /// results (`/reuse/configure`), and is outside every key: what a stage takes from it gives
+    /// the bytes the stage would have made without it.
+    pub reuse: bool,
+    /// Run nothing: `run` returns each stage's key and whether it is cached (`--dry-run`).
+    pub dry_run: bool,
 }
+
+/// Where the reuse directory lives in a stage's container.
+const REUSE_DIR: &str = "/reuse";
 
 impl Stage {
     /// Every input of the stage with the content that identifies it, in a stable order.
@@ -108,11 +123,11 @@ impl Stage {
         m.insert("arch".into(), builder.arch.clone());
         m.insert("output".into(), self.output.into());
         for (k, v) in self.env(builder) {
-            if k != "JOBS" {
+            if !outside_key(&k) {
                 m.insert(format!("env:{k}"), v);
             }
         }
-        for (dest, text) in &self.files {
+        for (dest, text) in self.carried_files() {
             m.insert(format!("file:{dest}"), hex(&Sha256::digest(text)));
         }
         for i in &self.inputs {
@@ -129,21 +144,45 @@ impl Stage {
     }
 
     /// The environment the script runs with (the recipe's fields plus the build's fixed facts).
-    /// `JOBS` is the only variable left out of the key: parallelism does not change the output.
+    /// `JOBS` and the compiler cache's variables are left out of the key (`outside_key`):
+    /// neither changes the output.
     pub fn env(&self, builder: &Builder) -> Vec<(String, String)> {
         let mut env = vec![
             ("PREFIX".to_string(), PREFIX.to_string()),
             ("JOBS".to_string(), builder.jobs.to_string()),
-            (
-                "SOURCE_DATE_EPOCH".to_string(),
-                builder.source_date_epoch.to_string(),
-            ),
             ("LC_ALL".to_string(), "C".to_string()),
             ("TZ".to_string(), "UTC".to_string()),
         ];
+        if let Some(epoch) = self.source_date_epoch {
+            env.push(("SOURCE_DATE_EPOCH".to_string(), epoch.to_string()));
+        }
+        if self.reuses(builder) {
+            env.push(("REUSE_DIR".to_string(), REUSE_DIR.to_string()));
+            env.push(("CCACHE_DIR".to_string(), format!("{REUSE_DIR}/ccache")));
+            env.push(("CCACHE_MAXSIZE".to_string(), "1G".to_string()));
+        }
         env.extend(self.env.iter().cloned());
         env
     }
+
+    fn reuses(&self, builder: &Builder) -> bool {
+        self.reuse && builder.reuse
+    }
+
+    /// The files the tool carries into the container: the stage's own and, for a stage that
+    /// compiles, `ccache.sh`, which its script sources.
+    fn carried_files(&self) -> Vec<(&'static str, &'static str)> {
+        let mut files = self.files.clone();
+        if self.reuse {
+            files.push(("ccache.sh", include_str!("pipeline/ccache.sh")));
+        }
+        files
+    }
+}
+
+/// Environment variables that cannot change a stage's output and so stay out of its key.
+fn outside_key(name: &str) -> bool {
+    name == "JOBS" || name == "REUSE_DIR" || name.starts_with("CCACHE_")
 }
 
 /// The sha256 of a key map; any change to any entry changes it.
@@ -176,6 +215,21 @@ impl Builder<'_> {
                 output: entry.join("output.tar"),
             });
         }
+        if self.dry_run {
+            ui.message(&format!(
+                "{:<14} would run (key {})",
+                stage.name,
+                &key[..12]
+            ));
+            return Ok(Done {
+                name: stage.name.into(),
+                key,
+                cached: false,
+                seconds: 0.0,
+                script_seconds: 0.0,
+                output: entry.join("output.tar"),
+            });
+        }
         let started = Instant::now();
         let short = &key[..12];
         let log = self
@@ -185,6 +239,25 @@ impl Builder<'_> {
         let container = format!("python-fips-{}-{short}-{}", stage.name, std::process::id());
         let env = stage.env(self);
         self.create_with_inputs(stage, &container, &env, false)?;
+        let reuse = stage.reuses(self).then(|| self.reuse_entry(stage.name));
+        if let Some(entry) = reuse.as_deref().filter(|e| e.is_file()) {
+            let carried = self.engine.copy_in(&container, "/", |w| {
+                let mut f = std::fs::File::open(entry)
+                    .with_context(|| format!("cannot open {}", entry.display()))?;
+                std::io::copy(&mut f, w)
+                    .with_context(|| format!("cannot read {}", entry.display()))?;
+                Ok(())
+            });
+            if let Err(e) = carried {
+                self.engine.remove(self.sh, &container);
+                return Err(e.context(format!(
+                    "cannot put the reuse directory {} into the container of stage {}\n\
+                     hint: it holds nothing a build needs; delete it and run again",
+                    entry.display(),
+                    stage.name
+                )));
+            }
+        }
 
         let spinner = ui.spinner(stage.name);
         if spinner.is_none() {
@@ -221,6 +294,9 @@ impl Builder<'_> {
             self.engine.copy_out(&container, stage.output, &mut file)?;
             file.sync_all()?;
         }
+        if let Some(entry) = &reuse {
+            self.keep_reuse(stage.name, &container, entry, ui);
+        }
         self.engine.remove(self.sh, &container);
         let seconds = started.elapsed().as_secs_f64();
         let meta = Meta {
@@ -242,6 +318,44 @@ impl Builder<'_> {
             script_seconds,
             output: entry.join("output.tar"),
         })
+    }
+
+    /// `cache/reuse/<stage>-<arch>-<builder image>.tar`: one reuse directory per builder image,
+    /// architecture and stage, as nothing else could share what is in it.
+    pub fn reuse_entry(&self, stage: &str) -> PathBuf {
+        let image = self.image_id.trim_start_matches("sha256:");
+        let image = &image[..image.len().min(16)];
+        self.cache
+            .dir("reuse")
+            .join(format!("{stage}-{}-{image}.tar", self.arch))
+    }
+
+    /// Replaces `entry` with the container's reuse directory, by rename. A failure costs the
+    /// next run its reuse, not its result, so it is reported and the stage goes on.
+    fn keep_reuse(&self, stage: &str, container: &str, entry: &Path, ui: &Terminal) {
+        let kept = (|| -> Result<()> {
+            let scratch = self.cache.scratch("reuse")?;
+            let tar = scratch.join("reuse.tar");
+            let mut file = std::fs::File::create(&tar)
+                .with_context(|| format!("cannot create {}", tar.display()))?;
+            self.engine.copy_out(container, REUSE_DIR, &mut file)?;
+            file.sync_all()
+                .with_context(|| format!("cannot sync {}", tar.display()))?;
+            let parent = entry.parent().unwrap_or(entry);
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+            std::fs::rename(&tar, entry).with_context(|| {
+                format!("cannot rename {} to {}", tar.display(), entry.display())
+            })?;
+            cache::sync(parent)?;
+            cache::remove(&scratch)
+        })();
+        if let Err(e) = kept {
+            ui.message(&format!(
+                "warning: the reuse directory of stage {} was not kept ({e:#}); the next run starts without it",
+                stage
+            ));
+        }
     }
 
     /// Creates a container from the builder image holding exactly the stage's inputs.
@@ -287,7 +401,7 @@ impl Builder<'_> {
             let mut tar = tar::Builder::new(w);
             tar.follow_symlinks(false);
             add_bytes(&mut tar, "build/stage.sh", stage.script.as_bytes(), 0o755)?;
-            for (dest, text) in &stage.files {
+            for (dest, text) in stage.carried_files() {
                 add_bytes(&mut tar, &format!("build/{dest}"), text.as_bytes(), 0o755)?;
             }
             let env: String = stage
@@ -461,22 +575,26 @@ mod tests {
                 output: PathBuf::new(),
             }],
             output: PREFIX,
+            source_date_epoch: Some(1),
+            reuse: true,
         }
     }
 
-    /// Calls `f` with a builder of the given image id, architecture, jobs and epoch.
+    /// Calls `f` with a builder of the given image id, architecture, jobs and reuse.
     fn with_builder<T>(
         image: &str,
         arch: &str,
         jobs: usize,
-        epoch: u64,
+        reuse: bool,
         f: impl FnOnce(&Builder) -> T,
     ) -> T {
         let sh = Shell::new().unwrap();
         let engine = Engine {
             program: "docker".into(),
         };
-        let cache = Cache::open(Some(&std::env::temp_dir().join("pf-key-tests"))).unwrap();
+        // A directory of its own: tests run in parallel, and opening a cache adopts its root.
+        let tmp = crate::testutil::TempDir::new("pf-key-tests");
+        let cache = Cache::open(Some(tmp.path())).unwrap();
         let b = Builder {
             sh: &sh,
             engine: &engine,
@@ -484,25 +602,70 @@ mod tests {
             image_id: image.into(),
             arch: arch.into(),
             jobs,
-            source_date_epoch: epoch,
+            reuse,
+            dry_run: false,
         };
         f(&b)
     }
 
-    fn key(image: &str, arch: &str, jobs: usize, epoch: u64, s: &Stage) -> String {
-        with_builder(image, arch, jobs, epoch, |b| s.key(b))
+    fn key(image: &str, arch: &str, jobs: usize, s: &Stage) -> String {
+        with_builder(image, arch, jobs, true, |b| s.key(b))
     }
 
     #[test]
-    fn key_is_stable_and_ignores_parallelism() {
-        let a = key("sha256:img", "x86_64", 2, 1, &stage());
-        assert_eq!(a, key("sha256:img", "x86_64", 2, 1, &stage()));
-        assert_eq!(a, key("sha256:img", "x86_64", 64, 1, &stage()));
+    fn key_is_stable_and_ignores_parallelism_and_the_compiler_cache() {
+        let a = key("sha256:img", "x86_64", 2, &stage());
+        assert_eq!(a, key("sha256:img", "x86_64", 2, &stage()));
+        assert_eq!(a, key("sha256:img", "x86_64", 64, &stage()));
+        let without = with_builder("sha256:img", "x86_64", 2, false, |b| stage().key(b));
+        assert_eq!(a, without, "the reuse directory must not change a key");
+    }
+
+    #[test]
+    fn the_reuse_directory_reaches_only_stages_that_compile_in_runs_that_carry_one() {
+        let has = |s: &Stage, reuse: bool| {
+            with_builder("sha256:img", "x86_64", 2, reuse, |b| {
+                let env = s.env(b);
+                let dir = ["REUSE_DIR", "CCACHE_DIR"]
+                    .iter()
+                    .all(|v| env.iter().any(|(k, _)| k == v));
+                let script = s.carried_files().iter().any(|(d, _)| *d == "ccache.sh");
+                (dir, script)
+            })
+        };
+        assert_eq!(has(&stage(), true), (true, true));
+        assert_eq!(has(&stage(), false), (false, true));
+        let mut finalize = stage();
+        finalize.reuse = false;
+        assert_eq!(has(&finalize, true), (false, false));
+        let entry = with_builder("sha256:0123456789abcdef0123", "aarch64", 2, true, |b| {
+            b.reuse_entry("python")
+        });
+        assert!(
+            entry.ends_with("reuse/python-aarch64-0123456789abcdef.tar"),
+            "{}",
+            entry.display()
+        );
+    }
+
+    #[test]
+    fn a_stage_without_an_epoch_of_its_own_gets_none() {
+        let mut s = stage();
+        s.source_date_epoch = None;
+        let env = with_builder("sha256:img", "x86_64", 2, true, |b| s.env(b));
+        assert!(
+            !env.iter().any(|(k, _)| k == "SOURCE_DATE_EPOCH"),
+            "{env:?}"
+        );
+        let mut s = stage();
+        s.source_date_epoch = Some(1_700_000_000);
+        let env = with_builder("sha256:img", "x86_64", 2, true, |b| s.env(b));
+        assert!(env.contains(&("SOURCE_DATE_EPOCH".into(), "1700000000".into())));
     }
 
     #[test]
     fn key_changes_with_every_input() {
-        let base = key("sha256:img", "x86_64", 2, 1, &stage());
+        let base = key("sha256:img", "x86_64", 2, &stage());
         let mut variants: Vec<(&str, Stage)> = Vec::new();
         let mut s = stage();
         s.script = "make -k\n";
@@ -522,27 +685,28 @@ mod tests {
         let mut s = stage();
         s.output = "/out/python-fips";
         variants.push(("output path", s));
+        let mut s = stage();
+        s.source_date_epoch = Some(2);
+        variants.push(("SOURCE_DATE_EPOCH", s));
+        let mut s = stage();
+        s.source_date_epoch = None;
+        variants.push(("SOURCE_DATE_EPOCH left to the script", s));
         for (what, s) in variants {
             assert_ne!(
-                key("sha256:img", "x86_64", 2, 1, &s),
+                key("sha256:img", "x86_64", 2, &s),
                 base,
                 "changing the {what} must change the key"
             );
         }
         assert_ne!(
-            key("sha256:other", "x86_64", 2, 1, &stage()),
+            key("sha256:other", "x86_64", 2, &stage()),
             base,
             "builder image"
         );
         assert_ne!(
-            key("sha256:img", "aarch64", 2, 1, &stage()),
+            key("sha256:img", "aarch64", 2, &stage()),
             base,
             "architecture"
-        );
-        assert_ne!(
-            key("sha256:img", "x86_64", 2, 2, &stage()),
-            base,
-            "SOURCE_DATE_EPOCH"
         );
     }
 

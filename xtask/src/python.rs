@@ -20,19 +20,28 @@ impl flags::Python {
     pub fn run(self, sh: &Shell) -> Result<()> {
         if let Some(each) = arch::per_arch(&self.build)? {
             for build in each {
-                let check_reproducible = self.check_reproducible;
                 flags::Python {
                     build,
-                    check_reproducible,
+                    check_reproducible: self.check_reproducible,
+                    dry_run: self.dry_run,
                 }
                 .run(sh)?;
             }
             return Ok(());
         }
         let ui = Terminal::new();
-        let build = Build::start(sh, &self.build, &ui)?;
+        let mut build = Build::start(sh, &self.build, &ui)?;
         if self.check_reproducible {
             repro::refuse_unreproducible(&build.ctx.recipe)?;
+        }
+        if self.dry_run {
+            build.dry_run = true;
+            let done = build.run_all(&ui)?;
+            if let Some(path) = &self.build.report {
+                let plan = serde_json::json!({ "stages": done.stages });
+                crate::cache::write_atomic(path, &serde_json::to_vec_pretty(&plan)?)?;
+            }
+            return Ok(());
         }
         let done = build.run_all(&ui)?;
         let artifact = build.package(&done, &ui)?;
@@ -122,6 +131,8 @@ pub struct Build<'a> {
     pub native_image_id: String,
     pub args: BuildArgs,
     pub sh: &'a Shell,
+    /// `--dry-run`: stages report their keys and run nothing.
+    pub dry_run: bool,
     _lock: crate::cache::CacheLock,
 }
 
@@ -188,6 +199,7 @@ impl<'a> Build<'a> {
             native_image_id,
             args: args.clone(),
             sh,
+            dry_run: false,
             _lock: lock,
         })
     }
@@ -204,7 +216,8 @@ impl<'a> Build<'a> {
                     .map(|n| n.get())
                     .unwrap_or(2)
             }),
-            source_date_epoch: self.tree.source_date_epoch,
+            reuse: true,
+            dry_run: self.dry_run,
         }
     }
 
@@ -300,6 +313,8 @@ impl<'a> Build<'a> {
                 inputs: vec![self.source_input(&r.fips_provider)],
                 deps: vec![],
                 output: "/out/python-fips",
+                source_date_epoch: r.source_date_epoch,
+                reuse: true,
             };
             if let Some(s) = next(provider, &mut done)? {
                 return Ok((done, Some(s)));
@@ -336,6 +351,8 @@ impl<'a> Build<'a> {
             inputs: vec![],
             deps,
             output: pipeline::PREFIX,
+            source_date_epoch: Some(self.tree.source_date_epoch),
+            reuse: false,
         };
         // A cross build installs pip here, with the build interpreter (see cross-pip.sh).
         if let Some(build_python) = native.last() {
@@ -380,6 +397,9 @@ impl<'a> Build<'a> {
             inputs: vec![self.source_input(&r.openssl)],
             deps: vec![],
             output: pipeline::PREFIX,
+            // Its own, from its tarball, unless the recipe pins one (see openssl.sh).
+            source_date_epoch: r.source_date_epoch,
+            reuse: true,
         }
     }
 
@@ -427,11 +447,16 @@ impl<'a> Build<'a> {
         Stage {
             name: "python",
             script: include_str!("pipeline/python.sh"),
-            files: vec![],
+            files: vec![(
+                "compile-stdlib.py",
+                include_str!("pipeline/compile-stdlib.py"),
+            )],
             env: env_vars,
             inputs,
             deps: vec![openssl.clone()],
             output: pipeline::PREFIX,
+            source_date_epoch: Some(self.tree.source_date_epoch),
+            reuse: true,
         }
     }
 
@@ -581,6 +606,8 @@ impl<'a> Build<'a> {
             deps: vec![],
             files: vec![],
             output: "/out/packages",
+            source_date_epoch: None,
+            reuse: false,
         };
         let done = self.builder().run(&stage, ui)?;
         let file = std::fs::File::open(&done.output)

@@ -427,6 +427,8 @@ fn explain(
         deps: vec![],
         files: vec![],
         output: "/out/diffoscope",
+        source_date_epoch: None,
+        reuse: false,
     };
     let done = builder.run(&stage, ui)?;
     let _ = cache::remove(reports);

@@ -260,6 +260,8 @@ impl Build<'_> {
             inputs,
             deps: vec![finalize],
             output: "/out",
+            source_date_epoch: Some(self.tree.source_date_epoch),
+            reuse: false,
         };
         let key = stage.key(&b);
         let ran = b.run(&stage, ui);

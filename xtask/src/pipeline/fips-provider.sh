@@ -2,8 +2,14 @@
 # policy says (./Configure enable-fips); only the module is taken from this build (and, below,
 # from a second build of the same release, its own `openssl` command for fipsinstall).
 cd /build
+. /build/ccache.sh
 tar -xf "src/$PROVIDER_FILE"
 cd "openssl-$PROVIDER_VERSION"
+# The stage's own SOURCE_DATE_EPOCH (unless the recipe pins one), from the provider's tarball.
+if [ -z "${SOURCE_DATE_EPOCH:-}" ]; then
+    SOURCE_DATE_EPOCH=$(find . -printf '%T@\n' | sort -n | tail -n 1 | cut -d. -f1)
+    export SOURCE_DATE_EPOCH
+fi
 ./Configure ${OPENSSL_TARGET:-} enable-fips
 # The generated headers first, then the module alone: not libcrypto, apps or the legacy provider.
 make -j"$JOBS" build_generated
@@ -25,6 +31,7 @@ make -j"$JOBS" build_generated
 make -j"$JOBS" apps/openssl
 mkdir -p /out/python-fips/libexec
 cp apps/openssl /out/python-fips/libexec/openssl-fipsinstall
+ccache_summary
 # A cross build strips with the target's binutils and never runs what it made.
 "${CROSS_HOST:+$CROSS_HOST-}strip" /out/python-fips/libexec/openssl-fipsinstall
 if [ -z "${CROSS_HOST:-}" ]; then

@@ -1,4 +1,5 @@
 # Stage python: configure, build and install the patched CPython against the OpenSSL in $PREFIX.
+. /build/ccache.sh
 cd "/build/src/Python-$PYTHON_VERSION"
 # Every Python the build runs (compileall, ensurepip) hashes strings the same way every time, so
 # no set or dict order that depends on a random seed can reach a generated file.
@@ -28,15 +29,58 @@ SITE
     export PKG_CONFIG_LIBDIR="/usr/lib/$CROSS_HOST/pkgconfig:/usr/share/pkgconfig"
     cross="--build=$CROSS_BUILD --host=$CROSS_HOST --with-build-python=$build_python/bin/python-for-build"
 fi
-./configure --prefix="$PREFIX" --with-openssl="$PREFIX" --with-openssl-rpath=auto \
-    $cross $PYTHON_SHARED $PYTHON_CONFIGURE LDFLAGS="-Wl,-rpath,$PREFIX/lib"
+
+# configure's results are reused (from $REUSE_DIR, outside the key) when nothing it reads has
+# changed: its arguments and environment, the OpenSSL it finds, the build interpreter, every path
+# in the tree, and the content of every file but the C and Python sources, which it never reads
+# (Misc/platform_triplet.c, which it preprocesses, excepted). Same inputs, same generated files:
+# the reproducibility check, which starts without a reuse directory, compares.
+configure_stamp() {
+    {
+        echo "$PREFIX $cross $PYTHON_SHARED $PYTHON_CONFIGURE ${CONFIG_SITE:-} ${PKG_CONFIG_LIBDIR:-}"
+        if [ -n "${CONFIG_SITE:-}" ]; then cat "$CONFIG_SITE"; fi
+        find "$PREFIX" -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
+        if [ -n "${build_python:-}" ]; then sha256sum "$build_python/bin/python$PYTHON_MINOR"; fi
+        find . -print | LC_ALL=C sort
+        find . -type f ! -name '*.py' \( ! -name '*.c' -o -path ./Misc/platform_triplet.c \) -print0 |
+            LC_ALL=C sort -z | xargs -0 sha256sum
+    } | sha256sum | cut -c1-64
+}
+configured=""
+if [ -n "${REUSE_DIR:-}" ]; then
+    stamp=$(configure_stamp)
+    configured="$REUSE_DIR/configure/$stamp.tar"
+fi
+if [ -n "$configured" ] && [ -f "$configured" ]; then
+    # Touched on extraction: newer than every source, so make does not configure again.
+    tar -xf "$configured" --touch
+    echo "configure: reused the results of an earlier run with the same inputs ($stamp)"
+else
+    touch /build/before-configure
+    ./configure --prefix="$PREFIX" --with-openssl="$PREFIX" --with-openssl-rpath=auto \
+        $cross $PYTHON_SHARED $PYTHON_CONFIGURE LDFLAGS="-Wl,-rpath,$PREFIX/lib"
+    if [ -n "$configured" ]; then
+        # What configure wrote: every file newer than the mark. The three newest sets are kept.
+        mkdir -p "$REUSE_DIR/configure"
+        find . -type f -newer /build/before-configure -print0 | LC_ALL=C sort -z |
+            tar -cf "$configured.partial" --null -T -
+        mv "$configured.partial" "$configured"
+        ls -t "$REUSE_DIR/configure"/*.tar | tail -n +4 | xargs -r rm -f
+    fi
+fi
 make -j"$JOBS"
-# One process compiles the .pyc files, in compileall's sorted order. With the default -j0, which
-# worker compiles a file, and so what that worker had interned before, varies from run to run;
-# marshal writes an object shared between code objects once with a back-reference, else twice,
-# so the same source gave two different .pyc files (test_text.cpython-313.pyc: frozenset({'sel',
-# 'a', 'b'}) inline twice in one build, a reference in the other).
-make install COMPILEALL_OPTS=-j1
+ccache_summary
+# The standard library's .pyc files are compiled by compile-stdlib.py after the install, in
+# fixed parts by separate processes (see there why compileall's -j is not reproducible). From
+# 3.12 on, `make install` passes COMPILEALL_OPTS to its compileall runs, and --help makes them
+# print their usage and compile nothing; 3.11's compiles with -j0 and is then overwritten.
+make install COMPILEALL_OPTS=--help
+if [ -n "${CROSS_HOST:-}" ]; then
+    compile_python="$build_python/bin/python-for-build"
+else
+    compile_python="$PREFIX/bin/python3"
+fi
+"$compile_python" -s /build/compile-stdlib.py "$PREFIX/lib/python$PYTHON_MINOR" "$JOBS"
 
 # The failure users hit most: _ssl or _hashlib missing, or linked against another OpenSSL.
 dynload="$PREFIX/lib/python$PYTHON_MINOR/lib-dynload"
