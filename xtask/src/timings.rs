@@ -278,7 +278,10 @@ mod tests {
         assert!(page.contains("fin&lt;al&gt;ize &amp; co"));
         assert!(!page.contains("fin<al>ize"));
         assert!(page.contains("python-fips-3.13.15 &lt;test&gt;"));
-        assert!(!page.contains("floor"), "no floor line without a floor");
+        assert!(
+            !page.contains("<line class=\"floor\""),
+            "no floor line without a floor"
+        );
         assert_eq!(escape(r#"a"b'c"#), "a&quot;b&#39;c");
     }
 
