@@ -36,7 +36,7 @@ pub enum Cmd {
     Shell(ShellCmd),
     /// Make a local base image with debootstrap (for machines without an image registry).
     BaseImage(BaseImage),
-    /// Time a cold build, a warm no-op and a patch-change rebuild in a scratch cache.
+    /// Time the floor, then a cold build, a warm no-op and two patch changes, each to a verified image.
     Bench(Bench),
 }
 
@@ -110,8 +110,9 @@ pub struct BuildArgs {
     /// Where artifacts go (default: `dist/`).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Write `{stages: [{name, key, cached, seconds}], artifact, sha256, sbom, image: {id, tags,
-    /// cached}, verify: {passed, failed, json}, reproducible}` to this file.
+    /// Write `{stages: [{name, key, cached, start, seconds, script_seconds}], artifact, sha256,
+    /// sbom, image: {id, tags, cached}, verify: {passed, failed, json}, timings: {steps: [{name,
+    /// source, start, seconds}], seconds}, reproducible}` to this file (`python` only).
     #[arg(long, value_name = "FILE.json")]
     pub report: Option<PathBuf>,
     /// Skip the runtime image and the checks of `verify` that otherwise end every build.
