@@ -25,6 +25,8 @@ struct Run {
     sha256: String,
     /// `seconds` over the floor figure it is compared with (`ratio_to`), when there is a floor.
     ratio: Option<f64>,
+    /// That floor figure, in seconds.
+    floor: Option<f64>,
     ratio_to: &'static str,
     stages: Vec<Done>,
     timeline: Timeline,
@@ -118,20 +120,38 @@ impl flags::Bench {
             let mut floor_args = self.build.clone();
             floor_args.arch = args.arch.clone();
             let floor = floor(sh, &floor_args, &ui)?;
-            let ratio = |seconds: f64, to_python: bool| -> (Option<f64>, &'static str) {
-                let to = match to_python {
+            let mut run = |name: String, to_python: bool| -> Result<()> {
+                let mut run = timed(sh, name, &args, &ui)?;
+                run.ratio_to = match to_python {
                     true => "floor python.sh",
                     false => "floor",
                 };
-                let base = floor.as_ref().map(|f| match to_python {
+                run.floor = floor.as_ref().map(|f| match to_python {
                     true => f.python_seconds,
                     false => f.together.seconds,
                 });
-                (base.and_then(|b| ratio_of(seconds, b)), to)
-            };
-            let mut run = |name: String, to_python: bool| -> Result<()> {
-                let mut run = timed(sh, name, &args, &ui)?;
-                (run.ratio, run.ratio_to) = ratio(run.seconds, to_python);
+                run.ratio = run.floor.and_then(|f| ratio_of(run.seconds, f));
+                if self.timings {
+                    let out = args
+                        .out
+                        .clone()
+                        .unwrap_or_else(|| crate::project_root().join("dist"));
+                    std::fs::create_dir_all(&out)?;
+                    let slug: String = run
+                        .name
+                        .chars()
+                        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+                        .collect();
+                    let page = out.join(format!("bench-{slug}.timings.html"));
+                    let mut timeline = run.timeline.clone();
+                    timeline.title = format!("{}: {}", run.name, timeline.title);
+                    crate::cache::write_atomic(
+                        &page,
+                        timeline
+                            .html(run.floor.map(|f| (run.ratio_to, f)))
+                            .as_bytes(),
+                    )?;
+                }
                 figures.runs.push(run);
                 Ok(())
             };
@@ -193,6 +213,7 @@ fn timed(sh: &Shell, name: String, args: &BuildArgs, ui: &Terminal) -> Result<Ru
         seconds,
         sha256: artifact.sha256,
         ratio: None,
+        floor: None,
         ratio_to: "floor",
         stages: done.stages,
         timeline,
@@ -492,6 +513,7 @@ mod tests {
                 seconds: 90.0,
                 sha256: "ab".repeat(32),
                 ratio: ratio_of(90.0, 300.0),
+                floor: Some(300.0),
                 ratio_to: "floor python.sh",
                 stages: vec![],
                 timeline: Timeline {

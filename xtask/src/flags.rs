@@ -222,6 +222,10 @@ pub struct Bench {
     /// Also write the figures to this file.
     #[arg(long, value_name = "FILE.json")]
     pub json: Option<PathBuf>,
+    /// Also write each run's page as `python --timings` does, with the floor figure it is
+    /// compared with marked: `bench-<run>.timings.html` in the output directory (`--out`).
+    #[arg(long)]
+    pub timings: bool,
 }
 
 #[derive(Args, Debug)]

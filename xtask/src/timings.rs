@@ -72,13 +72,13 @@ const ROW: f64 = 24.0;
 
 impl Timeline {
     /// The page: a bar per step at its start, coloured by where its result came from, a time
-    /// axis, `floor` (seconds) as a marked line when given, and a table of the figures.
-    pub fn html(&self, floor: Option<f64>) -> String {
+    /// axis, `floor` (what it is, seconds) as a marked line when given, and a table of the figures.
+    pub fn html(&self, floor: Option<(&str, f64)>) -> String {
         let span = self
             .steps
             .iter()
             .map(|s| s.start + s.seconds)
-            .chain([self.seconds, floor.unwrap_or(0.0)])
+            .chain([self.seconds, floor.map_or(0.0, |f| f.1)])
             .fold(0.0_f64, f64::max)
             .max(1.0);
         let x = |t: f64| LABEL + t / span * WIDTH;
@@ -123,12 +123,13 @@ impl Timeline {
                 step.seconds
             );
         }
-        if let Some(floor) = floor {
+        if let Some((what, floor)) = floor {
             let _ = writeln!(
                 svg,
-                r#"<line class="floor" x1="{0:.1}" y1="0" x2="{0:.1}" y2="{axis_y}"/><text class="floor" x="{0:.1}" y="{1}">floor {2:.1} s</text>"#,
+                r#"<line class="floor" x1="{0:.1}" y1="0" x2="{0:.1}" y2="{axis_y}"/><text class="floor" x="{0:.1}" y="{1}">{2} {3:.1} s</text>"#,
                 x(floor),
                 axis_y - 4.0,
+                escape(what),
                 floor
             );
         }
@@ -152,7 +153,10 @@ impl Timeline {
             .map(|s| s.seconds)
             .sum();
         let floor_row = floor
-            .map(|f| format!("<tr><th>floor</th><td></td><td></td><td>{f:.1}</td></tr>\n"))
+            .map(|(what, f)| {
+                let what = escape(what);
+                format!("<tr><th>{what}</th><td></td><td></td><td>{f:.1}</td></tr>\n")
+            })
             .unwrap_or_default();
         format!(
             r#"<!DOCTYPE html>
@@ -245,7 +249,7 @@ mod tests {
 
     #[test]
     fn the_page_has_one_bar_per_step_with_its_name_and_seconds() {
-        let page = timeline().html(Some(300.0));
+        let page = timeline().html(Some(("floor python.sh", 300.0)));
         assert!(page.starts_with("<!DOCTYPE html>"));
         assert!(page.trim_end().ends_with("</html>"));
         assert_eq!(page.matches("<rect ").count(), 4, "{page}");
@@ -255,7 +259,7 @@ mod tests {
         assert!(page.contains(">python</text>"));
         assert!(page.contains(">61.2 s</text>") || page.contains(">61.3 s</text>"));
         assert!(page.contains(">7.5 s</text>"));
-        assert!(page.contains("floor 300.0 s"));
+        assert!(page.contains("floor python.sh 300.0 s"));
         assert!(page.contains("<th>total</th><td></td><td></td><td>80.0</td>"));
         // Self-contained: nothing fetched, nothing run.
         assert!(!page.contains("<script"));
