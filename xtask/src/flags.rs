@@ -146,7 +146,8 @@ pub struct Python {
     /// and fail unless both tarballs are identical, naming the files that differ.
     #[arg(long)]
     pub check_reproducible: bool,
-    /// Write an HTML page of when each step ran (every stage, package, image, verify) on one
+    /// Write an HTML page of when each step ran (start: fetch, prepare and the builder image;
+    /// every stage, package, image, verify) on one
     /// time axis: `<report>.timings.html` beside `--report`, else `<artifact>.timings.html`
     /// beside the tarball. Self-contained; opens from the file.
     #[arg(long)]

@@ -132,6 +132,8 @@ pub struct Build<'a> {
     pub sh: &'a Shell,
     /// When the run began (before fetching): every step's start is measured from here.
     pub started: Instant,
+    /// Seconds `start` took: resolving, fetching, preparing the tree and the builder image.
+    pub start_seconds: f64,
     _lock: crate::cache::CacheLock,
 }
 
@@ -211,6 +213,7 @@ impl<'a> Build<'a> {
             args: args.clone(),
             sh,
             started,
+            start_seconds: started.elapsed().as_secs_f64(),
             _lock: lock,
         })
     }
@@ -237,7 +240,8 @@ impl<'a> Build<'a> {
     /// A failed check is in the verdict, not an error. `bench` times this same path.
     pub fn build_and_prove(&self, ui: &Terminal) -> Result<Outcome> {
         let done = self.run_all(ui)?;
-        let mut steps: Vec<Step> = done.stages.iter().map(Step::of_stage).collect();
+        let mut steps = vec![Step::new("start", false, 0.0, self.start_seconds)];
+        steps.extend(done.stages.iter().map(Step::of_stage));
         let at = || self.started.elapsed().as_secs_f64();
         let start = at();
         let artifact = self.package(&done, ui)?;
