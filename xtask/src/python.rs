@@ -803,3 +803,21 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     std::io::copy(&mut f, &mut h)?;
     Ok(hex(&h.finalize()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_timings_page_goes_beside_the_report_else_beside_the_tarball() {
+        let tarball = Path::new("/d/python-fips-3.13.15-linux-x86_64.tar.gz");
+        assert_eq!(
+            timings_path(Some(Path::new("/r/report-x86_64.json")), tarball),
+            Path::new("/r/report-x86_64.timings.html")
+        );
+        assert_eq!(
+            timings_path(None, tarball),
+            Path::new("/d/python-fips-3.13.15-linux-x86_64.timings.html")
+        );
+    }
+}
