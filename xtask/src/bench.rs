@@ -1,23 +1,70 @@
-//! `bench`: times a cold build, a warm no-op and a patch-change rebuild, with each stage's
-//! script time beside its wall time so the orchestration overhead can be read off.
+//! `bench`: times what users run (every stage, package, image and verify) cold, as a warm no-op,
+//! and after a one-word change in a Lib hunk and in a C hunk of the patch; measures the floor
+//! (the same stage scripts in one container, nothing cached or orchestrated) in the same run and
+//! shows every figure as a ratio to it, with each stage's script time beside its wall time.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 use serde::Serialize;
 use xshell::Shell;
 
 use crate::flags::{self, BuildArgs};
-use crate::pipeline::Done;
-use crate::progress::Terminal;
-use crate::python::Build;
+use crate::pipeline::{Done, Together};
+use crate::progress::{Reporter, Terminal};
+use crate::python::{Build, Outcome};
+use crate::timings::Timeline;
 
+/// One timed command, as users run it: start, every stage, package, image and verify.
 #[derive(Serialize)]
 struct Run {
     name: String,
     seconds: f64,
+    /// The runtime tarball's sha256.
+    sha256: String,
+    /// `seconds` over the floor figure it is compared with (`ratio_to`), when there is a floor.
+    ratio: Option<f64>,
+    /// That floor figure, in seconds.
+    floor: Option<f64>,
+    ratio_to: &'static str,
     stages: Vec<Done>,
+    timeline: Timeline,
+}
+
+/// The floor of one target: every stage script in one container, no cache, no orchestration.
+#[derive(Serialize)]
+struct Floor {
+    /// Each script's time, in order, and the whole container run.
+    #[serde(flatten)]
+    together: Together,
+    /// The python stage's script alone: CPython's configure, make and make install.
+    python_seconds: f64,
+}
+
+/// Everything `--json` keeps.
+#[derive(Serialize)]
+struct Figures {
+    /// One floor per target (none for a cross-compiled target).
+    floors: Vec<(String, Option<Floor>)>,
+    runs: Vec<Run>,
+}
+
+/// What a patch-change run changes: a comment line a hunk adds to `Lib/hashlib.py`, or a comment
+/// inside a line a hunk adds to a C file (`Modules/_hashopenssl.c` when the patch has one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Change {
+    Lib,
+    C,
+}
+
+impl Change {
+    fn run_name(self) -> &'static str {
+        match self {
+            Change::Lib => "Lib hunk change",
+            Change::C => "C hunk change",
+        }
+    }
 }
 
 impl flags::Bench {
@@ -51,7 +98,10 @@ impl flags::Bench {
         if let Some(arch) = &self.build.arch {
             targets = vec![Some(String::new()), Some(arch.clone())];
         }
-        let mut runs = Vec::new();
+        let mut figures = Figures {
+            floors: Vec::new(),
+            runs: Vec::new(),
+        };
         for target in targets {
             let mut args = args.clone();
             let suffix = match target.as_deref() {
@@ -65,49 +115,168 @@ impl flags::Bench {
                     format!(" ({arch})")
                 }
             };
-            runs.push(timed(sh, format!("cold{suffix}"), &args, &ui)?);
-            runs.push(timed(sh, format!("warm no-op{suffix}"), &args, &ui)?);
-            flip_a_byte(&patches)?;
-            runs.push(timed(sh, format!("patch change{suffix}"), &args, &ui)?);
+            // The floor runs on the main cache's sources (the same bytes as the cold run's) so
+            // that it leaves nothing the cold run could find in the scratch cache.
+            let mut floor_args = self.build.clone();
+            floor_args.arch = args.arch.clone();
+            let floor = floor(sh, &floor_args, &ui)?;
+            let mut run = |name: String, to_python: bool| -> Result<()> {
+                let mut run = timed(sh, name, &args, &ui)?;
+                run.ratio_to = match to_python {
+                    true => "floor python.sh",
+                    false => "floor",
+                };
+                run.floor = floor.as_ref().map(|f| match to_python {
+                    true => f.python_seconds,
+                    false => f.together.seconds,
+                });
+                run.ratio = run.floor.and_then(|f| ratio_of(run.seconds, f));
+                if self.timings {
+                    let out = args
+                        .out
+                        .clone()
+                        .unwrap_or_else(|| crate::project_root().join("dist"));
+                    std::fs::create_dir_all(&out)?;
+                    let slug: String = run
+                        .name
+                        .chars()
+                        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+                        .collect();
+                    let page = out.join(format!("bench-{slug}.timings.html"));
+                    let mut timeline = run.timeline.clone();
+                    timeline.title = format!("{}: {}", run.name, timeline.title);
+                    crate::cache::write_atomic(
+                        &page,
+                        timeline
+                            .html(run.floor.map(|f| (run.ratio_to, f)))
+                            .as_bytes(),
+                    )?;
+                }
+                figures.runs.push(run);
+                Ok(())
+            };
+            run(format!("cold{suffix}"), false)?;
+            run(format!("warm no-op{suffix}"), false)?;
+            for change in [Change::Lib, Change::C] {
+                let changed = change_patches(&patches, change)?;
+                ui.message(&format!("{}: changed {changed}", change.run_name()));
+                run(format!("{}{suffix}", change.run_name()), true)?;
+            }
+            figures.floors.push((format!("native{suffix}"), floor));
         }
         crate::cache::remove(&root)?;
 
-        println!(
-            "{:<24} {:>9} {:>9} {:>9}",
-            "run / stage", "wall s", "script s", "overhead"
-        );
-        for run in &runs {
-            println!("{:<24} {:>9.1}", run.name, run.seconds);
-            for s in run.stages.iter().filter(|s| !s.cached) {
-                let overhead = 100.0 * (s.seconds - s.script_seconds) / s.seconds.max(f64::EPSILON);
-                println!(
-                    "  {:<22} {:>9.1} {:>9.1} {:>8.1}%",
-                    s.name, s.seconds, s.script_seconds, overhead
-                );
-            }
-        }
+        print!("{}", render(&figures));
         if let Some(path) = &self.json {
-            std::fs::write(path, serde_json::to_vec_pretty(&runs)?)
+            std::fs::write(path, serde_json::to_vec_pretty(&figures)?)
                 .with_context(|| format!("cannot write {}", path.display()))?;
         }
         Ok(())
     }
 }
 
+/// The floor of `args`' build: its stage scripts one after the other in one container, with the
+/// compiler cache off. `None` for a cross build.
+fn floor(sh: &Shell, args: &BuildArgs, ui: &Terminal) -> Result<Option<Floor>> {
+    let build = Build::start(sh, args, ui)?;
+    if build.cross.is_some() {
+        ui.message("floor: not measured for a cross-compiled target");
+        return Ok(None);
+    }
+    let plan = build.stage_plan(ui)?;
+    let off = vec![("CCACHE_DISABLE".to_string(), "1".to_string())];
+    let together = build.builder().run_together(&plan, &off, ui)?;
+    let python_seconds = together
+        .script("python")
+        .context("the floor did not time the python stage's script")?;
+    Ok(Some(Floor {
+        together,
+        python_seconds,
+    }))
+}
+
 fn timed(sh: &Shell, name: String, args: &BuildArgs, ui: &Terminal) -> Result<Run> {
     let started = Instant::now();
     let build = Build::start(sh, args, ui)?;
-    let done = build.run_all(ui)?;
-    build.package(&done, ui)?;
+    let Outcome {
+        done,
+        artifact,
+        proof,
+        timeline,
+    } = build.build_and_prove(ui)?;
+    let seconds = started.elapsed().as_secs_f64();
+    if let Some((_, verdict, json)) = &proof {
+        verdict.ensure_passed(Some(json))?;
+    }
     Ok(Run {
         name,
-        seconds: started.elapsed().as_secs_f64(),
+        seconds,
+        sha256: artifact.sha256,
+        ratio: None,
+        floor: None,
+        ratio_to: "floor",
         stages: done.stages,
+        timeline,
     })
 }
 
-/// Changes one byte of the first patch's header comment: a new patch as far as keys go.
-fn flip_a_byte(patches: &Path) -> Result<()> {
+/// `seconds / floor`, when the floor is a time at all.
+fn ratio_of(seconds: f64, floor: f64) -> Option<f64> {
+    (floor > 0.0).then(|| seconds / floor)
+}
+
+/// The table `bench` prints.
+fn render(figures: &Figures) -> String {
+    let mut out = String::new();
+    for (target, floor) in &figures.floors {
+        let Some(floor) = floor else {
+            out.push_str(&format!("floor {target}: not measured\n"));
+            continue;
+        };
+        out.push_str(&format!(
+            "floor {target} (all stage scripts in one container, no cache): {:.1} s\n",
+            floor.together.seconds
+        ));
+        for (stage, seconds) in &floor.together.scripts {
+            out.push_str(&format!("  {:<22} {seconds:>9.1}\n", format!("{stage}.sh")));
+        }
+    }
+    out.push_str(&format!(
+        "{:<24} {:>9} {:>7}  {:<16} {}\n",
+        "run / stage", "wall s", "ratio", "of", "sha256 / script s, overhead"
+    ));
+    for run in &figures.runs {
+        let ratio = run.ratio.map_or("-".to_string(), |r| format!("{r:.2}"));
+        out.push_str(&format!(
+            "{:<24} {:>9.1} {ratio:>7}  {:<16} {}\n",
+            run.name, run.seconds, run.ratio_to, run.sha256
+        ));
+        for s in run.timeline.steps.iter() {
+            let script = run
+                .stages
+                .iter()
+                .find(|d| d.name == s.name && !d.cached)
+                .map(|d| {
+                    let overhead =
+                        100.0 * (d.seconds - d.script_seconds) / d.seconds.max(f64::EPSILON);
+                    format!("{:.1} s, {overhead:.1}%", d.script_seconds)
+                })
+                .unwrap_or_default();
+            out.push_str(&format!(
+                "  {:<22} {:>9.1} {:>7}  {:<16} {script}\n",
+                s.name,
+                s.seconds,
+                "",
+                format!("{:?}", s.source).to_lowercase()
+            ));
+        }
+    }
+    out
+}
+
+/// Applies `change` to every patch under `patches` (`<minor>/*.patch`) that has such a line;
+/// fails unless at least one changed. Returns the changed files, for the log.
+fn change_patches(patches: &Path, change: Change) -> Result<String> {
     let mut files = Vec::new();
     for minor in std::fs::read_dir(patches)? {
         for p in std::fs::read_dir(minor?.path())? {
@@ -115,23 +284,101 @@ fn flip_a_byte(patches: &Path) -> Result<()> {
         }
     }
     files.sort();
+    let mut changed = Vec::new();
     for file in files {
-        let mut bytes = std::fs::read(&file)?;
-        // The header ends where the first diff starts; change a letter before that.
-        let header_end = find(&bytes, b"\n--- ").unwrap_or(0);
-        if let Some(at) = bytes[..header_end]
-            .iter()
-            .position(|b| b.is_ascii_lowercase())
-        {
-            bytes[at] = bytes[at].to_ascii_uppercase();
-            std::fs::write(&file, bytes)?;
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        if let Some(new) = change_patch(&text, change) {
+            std::fs::write(&file, new)?;
+            changed.push(file.display().to_string());
         }
     }
-    Ok(())
+    if changed.is_empty() {
+        bail!(
+            "no patch under {} has a line to change for the {}",
+            patches.display(),
+            change.run_name()
+        );
+    }
+    Ok(changed.join(", "))
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+/// `text` (a patch) with one word of one comment in a line a hunk adds changed (its first
+/// letter's case flipped), or `None` when it has no such line. Only an added line changes, so
+/// the context still matches and the patch still applies; the patched file differs.
+fn change_patch(text: &str, change: Change) -> Option<String> {
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    // The file each line belongs to: set by `+++ b/<path>`, none in the header.
+    let mut file = None;
+    let mut files = Vec::with_capacity(lines.len());
+    for line in &lines {
+        if let Some(path) = line.strip_prefix("+++ ") {
+            file = Some(path.trim_end().to_string());
+        } else if line.starts_with("diff --git ") {
+            file = None;
+        }
+        files.push(file.clone());
+    }
+    let found = |wanted: &dyn Fn(&str) -> bool| -> Option<(usize, usize)> {
+        lines.iter().enumerate().find_map(|(i, line)| {
+            let file = files[i].as_deref()?;
+            if !wanted(file) || !line.starts_with('+') || line.starts_with("+++") {
+                return None;
+            }
+            let comment = match change {
+                Change::Lib => line.starts_with("+#").then_some(2)?,
+                Change::C => {
+                    // A comment's text, never Argument Clinic's markers.
+                    let at = line.find("/*")?;
+                    if line.contains("[clinic") {
+                        return None;
+                    }
+                    at + 2
+                }
+            };
+            word_at(line, comment).map(|w| (i, w))
+        })
+    };
+    let hit = match change {
+        Change::Lib => found(&|f| f.ends_with("Lib/hashlib.py")),
+        Change::C => found(&|f| f.ends_with("Modules/_hashopenssl.c"))
+            .or_else(|| found(&|f| f.ends_with(".c"))),
+    }?;
+    let (line, at) = hit;
+    let mut bytes = lines[line].as_bytes().to_vec();
+    bytes[at] = match bytes[at].is_ascii_lowercase() {
+        true => bytes[at].to_ascii_uppercase(),
+        false => bytes[at].to_ascii_lowercase(),
+    };
+    let mut out = String::with_capacity(text.len());
+    for (i, l) in lines.iter().enumerate() {
+        match i == line {
+            true => out.push_str(std::str::from_utf8(&bytes).ok()?),
+            false => out.push_str(l),
+        }
+    }
+    Some(out)
+}
+
+/// Where the first word of three or more ASCII letters at or after byte `from` of `line` starts.
+fn word_at(line: &str, from: usize) -> Option<usize> {
+    let bytes = line.as_bytes();
+    let mut i = from;
+    while i < bytes.len() {
+        if bytes[i].is_ascii_alphabetic() && (i == 0 || !bytes[i - 1].is_ascii_alphanumeric()) {
+            let len = bytes[i..]
+                .iter()
+                .take_while(|b| b.is_ascii_alphabetic())
+                .count();
+            if len >= 3 {
+                return Some(i);
+            }
+            i += len;
+        } else {
+            i += 1;
+        }
+    }
+    None
 }
 
 fn link_tree(from: &Path, to: &Path) -> Result<()> {
@@ -159,4 +406,127 @@ fn walk(from: &Path, to: &Path, file: &dyn Fn(&Path, &Path) -> std::io::Result<(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::TempDir;
+
+    /// The one line `changed` differs from `original` in, as (before, after, file it is in).
+    fn the_changed_line(original: &str, changed: &str) -> (String, String, String) {
+        let a: Vec<&str> = original.lines().collect();
+        let b: Vec<&str> = changed.lines().collect();
+        assert_eq!(a.len(), b.len(), "the change adds or drops lines");
+        let diffs: Vec<usize> = (0..a.len()).filter(|&i| a[i] != b[i]).collect();
+        assert_eq!(diffs.len(), 1, "exactly one line changes: {diffs:?}");
+        let i = diffs[0];
+        let file = a[..i]
+            .iter()
+            .rev()
+            .find_map(|l| l.strip_prefix("+++ b/"))
+            .expect("the line is in a file's hunks")
+            .to_string();
+        (a[i].to_string(), b[i].to_string(), file)
+    }
+
+    fn parses(text: &str, dir: &TempDir, name: &str) -> usize {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        crate::patch::check_parses(&path).unwrap()
+    }
+
+    #[test]
+    fn the_lib_and_c_changes_change_one_comment_word_in_an_added_line_of_every_minor() {
+        let dir = TempDir::new("bench-change");
+        let mut minors = 0;
+        for minor in std::fs::read_dir(crate::project_root().join("patches")).unwrap() {
+            let path = minor.unwrap().path().join("fips.patch");
+            let Ok(original) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            minors += 1;
+            let files = parses(&original, &dir, "original.patch");
+
+            let lib = change_patch(&original, Change::Lib).expect("a Lib/hashlib.py comment");
+            let (before, after, file) = the_changed_line(&original, &lib);
+            assert_eq!(file, "Lib/hashlib.py");
+            assert!(
+                before.starts_with("+#") && after.starts_with("+#"),
+                "{after}"
+            );
+            assert_eq!(before.to_lowercase(), after.to_lowercase());
+            assert_eq!(parses(&lib, &dir, "lib.patch"), files);
+
+            let c = change_patch(&lib, Change::C).expect("a C comment");
+            let (before, after, file) = the_changed_line(&lib, &c);
+            assert_eq!(file, "Modules/_hashopenssl.c", "{}", path.display());
+            assert!(before.starts_with('+') && before.contains("/*"), "{before}");
+            assert!(!before.contains("[clinic"));
+            let comment = before.find("/*").unwrap();
+            assert_eq!(
+                before[..comment],
+                after[..comment],
+                "only the comment changes"
+            );
+            assert_eq!(before.to_lowercase(), after.to_lowercase());
+            assert_eq!(parses(&c, &dir, "c.patch"), files);
+        }
+        assert!(minors >= 1, "no patches/<minor>/fips.patch found");
+    }
+
+    #[test]
+    fn a_patch_without_such_lines_is_left_alone() {
+        let text =
+            "header\n--- a/Lib/os.py\n+++ b/Lib/os.py\n@@ -1 +1,2 @@\n x = 1\n+# a comment\n";
+        assert_eq!(change_patch(text, Change::Lib), None);
+        assert_eq!(change_patch(text, Change::C), None);
+        let clinic =
+            "--- a/Modules/x.c\n+++ b/Modules/x.c\n@@ -1 +1,2 @@\n int a;\n+/*[clinic input]\n";
+        assert_eq!(change_patch(clinic, Change::C), None);
+        let c = "--- a/Modules/x.c\n+++ b/Modules/x.c\n@@ -1 +1,2 @@\n int a;\n+int b; /* an ok note */\n";
+        assert_eq!(
+            change_patch(c, Change::C).unwrap(),
+            c.replace("an ok note", "an ok Note"),
+            "the first word of three letters or more"
+        );
+    }
+
+    #[test]
+    fn ratios_divide_by_the_floor() {
+        assert_eq!(ratio_of(90.0, 300.0), Some(0.3));
+        assert_eq!(ratio_of(630.0, 600.0), Some(1.05));
+        assert_eq!(ratio_of(1.0, 0.0), None);
+        let figures = Figures {
+            floors: vec![(
+                "native".into(),
+                Some(Floor {
+                    together: Together {
+                        scripts: vec![("openssl".into(), 200.0), ("python".into(), 300.0)],
+                        seconds: 520.0,
+                    },
+                    python_seconds: 300.0,
+                }),
+            )],
+            runs: vec![Run {
+                name: "C hunk change".into(),
+                seconds: 90.0,
+                sha256: "ab".repeat(32),
+                ratio: ratio_of(90.0, 300.0),
+                floor: Some(300.0),
+                ratio_to: "floor python.sh",
+                stages: vec![],
+                timeline: Timeline {
+                    title: "t".into(),
+                    steps: vec![],
+                    seconds: 90.0,
+                },
+            }],
+        };
+        let text = render(&figures);
+        assert!(text.contains("no cache): 520.0 s"), "{text}");
+        assert!(text.contains("python.sh"), "{text}");
+        assert!(text.contains("0.30  floor python.sh"), "{text}");
+        assert!(text.contains(&"ab".repeat(32)), "{text}");
+    }
 }

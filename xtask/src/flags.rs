@@ -36,7 +36,7 @@ pub enum Cmd {
     Shell(ShellCmd),
     /// Make a local base image with debootstrap (for machines without an image registry).
     BaseImage(BaseImage),
-    /// Time a cold build, a warm no-op and a patch-change rebuild in a scratch cache.
+    /// Time the floor, then a cold build, a warm no-op and two patch changes, each to a verified image.
     Bench(Bench),
 }
 
@@ -110,8 +110,9 @@ pub struct BuildArgs {
     /// Where artifacts go (default: `dist/`).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Write `{stages: [{name, key, cached, seconds}], artifact, sha256, sbom, image: {id, tags,
-    /// cached}, verify: {passed, failed, json}, reproducible}` to this file.
+    /// Write `{stages: [{name, key, cached, start, seconds, script_seconds}], artifact, sha256,
+    /// sbom, image: {id, tags, cached}, verify: {passed, failed, json}, timings: {steps: [{name,
+    /// source, start, seconds}], seconds}, reproducible}` to this file (`python` only).
     #[arg(long, value_name = "FILE.json")]
     pub report: Option<PathBuf>,
     /// Skip the runtime image and the checks of `verify` that otherwise end every build.
@@ -149,6 +150,12 @@ pub struct Python {
     /// (`--report` gets the stages).
     #[arg(long, conflicts_with = "check_reproducible")]
     pub dry_run: bool,
+    /// Write an HTML page of when each step ran (start: fetch, prepare and the builder image;
+    /// every stage, package, image, verify) on one
+    /// time axis: `<report>.timings.html` beside `--report`, else `<artifact>.timings.html`
+    /// beside the tarball. Self-contained; opens from the file.
+    #[arg(long)]
+    pub timings: bool,
 }
 
 #[derive(Args, Debug)]
@@ -220,6 +227,10 @@ pub struct Bench {
     /// Also write the figures to this file.
     #[arg(long, value_name = "FILE.json")]
     pub json: Option<PathBuf>,
+    /// Also write each run's page as `python --timings` does, with the floor figure it is
+    /// compared with marked: `bench-<run>.timings.html` in the output directory (`--out`).
+    #[arg(long)]
+    pub timings: bool,
 }
 
 #[derive(Args, Debug)]

@@ -24,6 +24,7 @@ mod sbom;
 mod shell;
 #[cfg(test)]
 mod testutil;
+mod timings;
 mod verify;
 mod wheels;
 

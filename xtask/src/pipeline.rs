@@ -62,6 +62,8 @@ pub struct Done {
     pub name: String,
     pub key: String,
     pub cached: bool,
+    /// When the stage began, in seconds since the run began (`Builder::origin`).
+    pub start: f64,
     /// Wall time of the whole stage: container creation, copies, the script, publishing.
     pub seconds: f64,
     /// Time the stage script itself ran; `seconds` minus this is the orchestration overhead.
@@ -108,6 +110,8 @@ pub struct Builder<'a> {
     pub reuse: bool,
     /// Run nothing: `run` returns each stage's key and whether it is cached (`--dry-run`).
     pub dry_run: bool,
+    /// When the run began: each `Done::start` is measured from here.
+    pub origin: Instant,
 }
 
 /// Where the reuse directory lives in a stage's container.
@@ -202,6 +206,7 @@ impl Builder<'_> {
 
     /// Runs `stage` unless its output is cached.
     pub fn run(&self, stage: &Stage, ui: &Terminal) -> Result<Done> {
+        let start = self.origin.elapsed().as_secs_f64();
         let key = stage.key(self);
         let entry = self.entry(stage.name, &key);
         if entry.join("output.tar").is_file() {
@@ -210,6 +215,7 @@ impl Builder<'_> {
                 name: stage.name.into(),
                 key,
                 cached: true,
+                start,
                 seconds: 0.0,
                 script_seconds: 0.0,
                 output: entry.join("output.tar"),
@@ -225,6 +231,7 @@ impl Builder<'_> {
                 name: stage.name.into(),
                 key,
                 cached: false,
+                start,
                 seconds: 0.0,
                 script_seconds: 0.0,
                 output: entry.join("output.tar"),
@@ -314,6 +321,7 @@ impl Builder<'_> {
             name: stage.name.into(),
             key,
             cached: false,
+            start,
             seconds,
             script_seconds,
             output: entry.join("output.tar"),
@@ -356,6 +364,109 @@ impl Builder<'_> {
                 stage
             ));
         }
+    }
+
+    /// Runs the scripts of `stages` one after the other in one container of the builder image,
+    /// with each stage's own environment plus `extra_env`: no keys, no cache, no copies of
+    /// outputs between stages (a stage whose output is not `PREFIX` has it merged into `PREFIX`
+    /// in place, as unpacking its output would). Nothing is kept. This is the floor `bench`
+    /// compares the orchestrated build with; returns each script's time and the total.
+    pub fn run_together(
+        &self,
+        stages: &[Stage],
+        extra_env: &[(String, String)],
+        ui: &Terminal,
+    ) -> Result<Together> {
+        let started = Instant::now();
+        let log = self
+            .cache
+            .dir("logs")
+            .join(format!("floor-{}.log", unix_now()));
+        let container = format!("python-fips-floor-{}", std::process::id());
+        let spec = ContainerSpec {
+            name: container.clone(),
+            image: self.image_id.clone(),
+            env: vec![],
+            labels: [
+                labels(self.cache),
+                vec![("python-fips.stage".into(), "floor".into())],
+            ]
+            .concat(),
+            workdir: Some("/build".into()),
+            interactive: false,
+            command: vec![
+                "sh".into(),
+                "-c".into(),
+                "exec sh -eu /build/floor/run.sh 2>&1".into(),
+            ],
+        };
+        self.engine.create(self.sh, &spec)?;
+        let sent = self.engine.copy_in(&container, "/", |w| {
+            let mut tar = tar::Builder::new(w);
+            tar.follow_symlinks(false);
+            // The floor compiles without a reuse directory: nothing from earlier runs.
+            let driver = together_script(stages, |s| {
+                let own = s
+                    .env(self)
+                    .into_iter()
+                    .filter(|(k, _)| !outside_key(k) || k == "JOBS");
+                own.chain(extra_env.iter().cloned()).collect()
+            });
+            add_bytes(&mut tar, "build/floor/run.sh", driver.as_bytes(), 0o755)?;
+            for stage in stages {
+                let script = format!("build/floor/{}.sh", stage.name);
+                add_bytes(&mut tar, &script, stage.script.as_bytes(), 0o755)?;
+                for (dest, text) in stage.carried_files() {
+                    add_bytes(&mut tar, &format!("build/{dest}"), text.as_bytes(), 0o755)?;
+                }
+                for input in &stage.inputs {
+                    let dest = format!("build/{}", input.dest);
+                    if input.host.is_dir() {
+                        tar.append_dir_all(&dest, &input.host)
+                    } else {
+                        tar.append_path_with_name(&input.host, &dest)
+                    }
+                    .with_context(|| format!("cannot pack {}", input.host.display()))?;
+                }
+            }
+            tar.finish()?;
+            Ok(())
+        });
+        if let Err(e) = sent {
+            self.engine.remove(self.sh, &container);
+            return Err(e);
+        }
+        ui.message(&format!(
+            "{:<14} running all stages in one container (log: {})",
+            "floor",
+            log.display()
+        ));
+        let spinner = ui.spinner("floor");
+        let mut marks = Vec::new();
+        let ok = self.engine.start_logged(&container, &log, |line| {
+            if let Some(mark) = parse_mark(line) {
+                marks.push(mark);
+            }
+            if let Some(s) = &spinner {
+                s.set_message(line.to_string());
+            }
+        });
+        if let Some(s) = &spinner {
+            s.finish_and_clear();
+        }
+        self.engine.remove(self.sh, &container);
+        if !ok.context("cannot run the floor")? {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            bail!(
+                "the floor (all stage scripts in one container) failed; the last 30 lines of its log:\n{}\n\nfull log: {}",
+                crate::engine::last_lines(&text, 30),
+                log.display()
+            );
+        }
+        let scripts = script_times(&marks);
+        let seconds = started.elapsed().as_secs_f64();
+        ui.message(&format!("{:<14} ran    {seconds:>7.1} s", "floor"));
+        Ok(Together { scripts, seconds })
     }
 
     /// Creates a container from the builder image holding exactly the stage's inputs.
@@ -465,6 +576,81 @@ impl Builder<'_> {
     }
 }
 
+/// What `run_together` measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Together {
+    /// Each stage script's own time, in order, as `(stage, seconds)`.
+    pub scripts: Vec<(String, f64)>,
+    /// The whole run: container creation, sending the inputs, every script.
+    pub seconds: f64,
+}
+
+impl Together {
+    pub fn script(&self, name: &str) -> Option<f64> {
+        self.scripts
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, s)| *s)
+    }
+}
+
+/// The marker lines the floor's driver prints around each script.
+const MARK: &str = "python-fips-floor";
+
+/// The floor's driver: each stage script in a subshell with that stage's environment, between
+/// two marker lines holding the container's clock, then its output merged into `PREFIX`.
+fn together_script(stages: &[Stage], env_of: impl Fn(&Stage) -> Vec<(String, String)>) -> String {
+    let mut out = String::from("# The floor: every stage script in this one container.\n");
+    for stage in stages {
+        let name = stage.name;
+        out.push_str(&format!("echo \"{MARK} {name} start $(date +%s.%N)\"\n(\n"));
+        for (k, v) in env_of(stage) {
+            out.push_str(&format!("export {k}={}\n", sh_quote(&v)));
+        }
+        out.push_str(&format!("cd /build\nsh -eux /build/floor/{name}.sh\n)\n"));
+        out.push_str(&format!("echo \"{MARK} {name} end $(date +%s.%N)\"\n"));
+        if stage.output != PREFIX {
+            out.push_str(&format!(
+                "mkdir -p {PREFIX}\ncp -a {}/. {PREFIX}/\n",
+                stage.output
+            ));
+        }
+    }
+    out
+}
+
+/// `v` in single quotes for sh.
+fn sh_quote(v: &str) -> String {
+    format!("'{}'", v.replace('\'', r"'\''"))
+}
+
+/// `(stage, start|end, clock)` from a marker line.
+fn parse_mark(line: &str) -> Option<(String, bool, f64)> {
+    let mut words = line.strip_prefix(MARK)?.split_whitespace();
+    let name = words.next()?.to_string();
+    let start = match words.next()? {
+        "start" => true,
+        "end" => false,
+        _ => return None,
+    };
+    let clock = words.next()?.parse().ok()?;
+    Some((name, start, clock))
+}
+
+/// Each stage's time from its start and end markers, in order of the starts.
+fn script_times(marks: &[(String, bool, f64)]) -> Vec<(String, f64)> {
+    let mut times = Vec::new();
+    for (name, start, at) in marks {
+        if !*start {
+            continue;
+        }
+        if let Some((_, _, end)) = marks.iter().find(|(n, s, _)| n == name && !*s) {
+            times.push((name.clone(), end - at));
+        }
+    }
+    times
+}
+
 fn add_bytes<W: std::io::Write>(
     tar: &mut tar::Builder<W>,
     path: &str,
@@ -570,6 +756,7 @@ mod tests {
                 name: "openssl".into(),
                 key: "k-openssl".into(),
                 cached: true,
+                start: 0.0,
                 seconds: 0.0,
                 script_seconds: 0.0,
                 output: PathBuf::new(),
@@ -604,6 +791,7 @@ mod tests {
             jobs,
             reuse,
             dry_run: false,
+            origin: Instant::now(),
         };
         f(&b)
     }
@@ -707,6 +895,40 @@ mod tests {
             key("sha256:img", "aarch64", 2, &stage()),
             base,
             "architecture"
+        );
+    }
+
+    #[test]
+    fn the_floor_runs_each_script_with_its_own_env_and_is_timed_by_markers() {
+        let mut provider = stage();
+        provider.name = "fips-provider";
+        provider.output = "/out/python-fips";
+        provider.env = vec![("PROVIDER_FILE".into(), "it's.tar.gz".into())];
+        let script = together_script(&[provider, stage()], |s| s.env.clone());
+        let provider_at = script.find("/build/floor/fips-provider.sh").unwrap();
+        let python_at = script.find("/build/floor/python.sh").unwrap();
+        assert!(provider_at < python_at, "{script}");
+        assert!(
+            script.contains(r"export PROVIDER_FILE='it'\''s.tar.gz'"),
+            "{script}"
+        );
+        // The provider's output is merged into the prefix; the python stage's already is there.
+        assert_eq!(script.matches("cp -a").count(), 1, "{script}");
+        assert!(script.contains("cp -a /out/python-fips/. /opt/python-fips/"));
+
+        let lines = [
+            "python-fips-floor fips-provider start 100.5",
+            "+ make",
+            "python-fips-floor fips-provider end 160.0",
+            "python-fips-floor python start 160.25",
+            "+ echo python-fips-floor python end 1",
+            "python-fips-floor python end 400.25",
+        ];
+        let marks: Vec<_> = lines.iter().filter_map(|l| parse_mark(l)).collect();
+        assert_eq!(marks.len(), 4);
+        assert_eq!(
+            script_times(&marks),
+            vec![("fips-provider".into(), 59.5), ("python".into(), 240.0)]
         );
     }
 

@@ -1,6 +1,8 @@
 //! `python`: the main job. Plans the stage DAG for a recipe, runs what is not cached, packages.
 
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use anyhow::{Context as _, Result};
 use serde::Serialize;
@@ -14,6 +16,8 @@ use crate::image::RuntimeImage;
 use crate::pipeline::{self, Builder, Done, Input, Stage};
 use crate::prepare::{Context, Tree, file_name, hex};
 use crate::progress::{Reporter, Terminal};
+use crate::timings::{Step, Timeline};
+use crate::verify::Verdict;
 use crate::{builder, package, repro, sbom};
 
 impl flags::Python {
@@ -24,6 +28,7 @@ impl flags::Python {
                     build,
                     check_reproducible: self.check_reproducible,
                     dry_run: self.dry_run,
+                    timings: self.timings,
                 }
                 .run(sh)?;
             }
@@ -43,18 +48,18 @@ impl flags::Python {
             }
             return Ok(());
         }
-        let done = build.run_all(&ui)?;
-        let artifact = build.package(&done, &ui)?;
-        // Every build proves itself in its runtime image unless told not to.
-        let proof = match self.build.no_verify {
-            true => None,
-            false => {
-                let image = build.image(&artifact, &[], &ui)?;
-                let (verdict, json) = build.verify(&artifact, &image, &ui)?;
-                Some((image, verdict, json))
-            }
-        };
+        let Outcome {
+            done,
+            artifact,
+            proof,
+            timeline,
+        } = build.build_and_prove(&ui)?;
         println!("{}", artifact.tarball.display());
+        if self.timings {
+            let page = timings_path(self.build.report.as_deref(), &artifact.tarball);
+            crate::cache::write_atomic(&page, timeline.html(None).as_bytes())?;
+            ui.message(&format!("timings: {}", page.display()));
+        }
         let check = match self.check_reproducible {
             true => Some(repro::check(sh, &build, &artifact, &ui)?),
             false => None,
@@ -73,6 +78,7 @@ impl flags::Python {
                     json: json.clone(),
                 }),
                 sbom: artifact.sbom.clone(),
+                timings: &timeline,
                 reproducible: check.as_ref(),
             };
             crate::cache::write_atomic(path, &serde_json::to_vec_pretty(&report)?)?;
@@ -100,6 +106,8 @@ struct Report<'a> {
     image: Option<RuntimeImage>,
     verify: Option<ReportVerify>,
     sbom: PathBuf,
+    /// Every step on one time axis: the stages, package, image and verify.
+    timings: &'a Timeline,
     /// The outcome of `--check-reproducible`, when it was asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     reproducible: Option<&'a repro::Check>,
@@ -133,7 +141,20 @@ pub struct Build<'a> {
     pub sh: &'a Shell,
     /// `--dry-run`: stages report their keys and run nothing.
     pub dry_run: bool,
+    /// When the run began (before fetching): every step's start is measured from here.
+    pub started: Instant,
+    /// Seconds `start` took: resolving, fetching, preparing the tree and the builder image.
+    pub start_seconds: f64,
     _lock: crate::cache::CacheLock,
+}
+
+/// What a build that users run ends with: its stages, the tarballs, the runtime image with its
+/// verdict (none under `--no-verify`) and when each step ran.
+pub struct Outcome {
+    pub done: Stages,
+    pub artifact: Artifact,
+    pub proof: Option<(RuntimeImage, Verdict, PathBuf)>,
+    pub timeline: Timeline,
 }
 
 /// The stages that ran (or were cached), in order.
@@ -155,12 +176,15 @@ pub struct Artifact {
     pub dev_tarball: PathBuf,
     pub dev_sha256: String,
     pub sbom: PathBuf,
+    /// Whether the package step found its output cached.
+    pub cached: bool,
 }
 
 impl<'a> Build<'a> {
     /// Resolves the recipe, finds the engine, fetches and patches the sources and makes the
     /// builder image.
     pub fn start(sh: &'a Shell, args: &BuildArgs, ui: &Terminal) -> Result<Build<'a>> {
+        let started = Instant::now();
         let target = args.arch.as_deref().map(arch::parse).transpose()?;
         let ctx = Context::new(&args.sources)?;
         // Before any download: without an engine, nothing fetched could be used.
@@ -200,6 +224,8 @@ impl<'a> Build<'a> {
             args: args.clone(),
             sh,
             dry_run: false,
+            started,
+            start_seconds: started.elapsed().as_secs_f64(),
             _lock: lock,
         })
     }
@@ -218,7 +244,45 @@ impl<'a> Build<'a> {
             }),
             reuse: true,
             dry_run: self.dry_run,
+            origin: self.started,
         }
+    }
+
+    /// Everything `python` does after `start`: every stage, the package, then (unless
+    /// `--no-verify`) the runtime image and its verification, each step timed from `started`.
+    /// A failed check is in the verdict, not an error. `bench` times this same path.
+    pub fn build_and_prove(&self, ui: &Terminal) -> Result<Outcome> {
+        let done = self.run_all(ui)?;
+        let mut steps = vec![Step::new("start", false, 0.0, self.start_seconds)];
+        steps.extend(done.stages.iter().map(Step::of_stage));
+        let at = || self.started.elapsed().as_secs_f64();
+        let start = at();
+        let artifact = self.package(&done, ui)?;
+        steps.push(Step::new("package", artifact.cached, start, at() - start));
+        // Every build proves itself in its runtime image unless told not to.
+        let proof = match self.args.no_verify {
+            true => None,
+            false => {
+                let start = at();
+                let image = self.image(&artifact, &[], ui)?;
+                steps.push(Step::new("image", image.cached, start, at() - start));
+                let start = at();
+                let (verdict, json) = self.verify(&artifact, &image, ui)?;
+                steps.push(Step::new("verify", false, start, at() - start));
+                Some((image, verdict, json))
+            }
+        };
+        let timeline = Timeline {
+            title: self.artifact_name(),
+            steps,
+            seconds: at(),
+        };
+        Ok(Outcome {
+            done,
+            artifact,
+            proof,
+            timeline,
+        })
     }
 
     /// The builder of the engine's own architecture, which makes a cross build's interpreter.
@@ -282,14 +346,54 @@ impl<'a> Build<'a> {
     /// (or runs everything when `until` is `None`).
     pub fn run_until(&self, until: Option<&str>, ui: &Terminal) -> Result<(Stages, Option<Stage>)> {
         let b = self.builder();
+        self.walk(ui, &mut |stage| {
+            if until == Some(stage.name) {
+                return Ok(ControlFlow::Break(stage));
+            }
+            Ok(ControlFlow::Continue(b.run(&stage, ui)?))
+        })
+    }
+
+    /// Every container stage of this build, described but not run (their deps are
+    /// placeholders): what `bench` runs in one container as the floor. Native builds only.
+    pub fn stage_plan(&self, ui: &Terminal) -> Result<Vec<Stage>> {
+        if self.cross.is_some() {
+            anyhow::bail!("the floor is measured for native builds only");
+        }
+        let mut plan = Vec::new();
+        self.walk(ui, &mut |stage| {
+            let placeholder = Done {
+                name: stage.name.into(),
+                key: format!("unrun-{}", stage.name),
+                cached: false,
+                start: 0.0,
+                seconds: 0.0,
+                script_seconds: 0.0,
+                output: PathBuf::new(),
+            };
+            plan.push(stage);
+            Ok(ControlFlow::Continue(placeholder))
+        })?;
+        Ok(plan)
+    }
+
+    /// Describes each stage in order and hands it to `visit`, which runs it (`Continue` with
+    /// its outcome) or stops there (`Break`, returned unrun).
+    fn walk(
+        &self,
+        ui: &Terminal,
+        visit: &mut dyn FnMut(Stage) -> Result<ControlFlow<Stage, Done>>,
+    ) -> Result<(Stages, Option<Stage>)> {
         let mut done = Stages { stages: Vec::new() };
         let r = &self.ctx.recipe;
-        let next = |stage: Stage, done: &mut Stages| -> Result<Option<Stage>> {
-            if until == Some(stage.name) {
-                return Ok(Some(stage));
+        let mut next = |stage: Stage, done: &mut Stages| -> Result<Option<Stage>> {
+            match visit(stage)? {
+                ControlFlow::Break(stage) => Ok(Some(stage)),
+                ControlFlow::Continue(d) => {
+                    done.stages.push(d);
+                    Ok(None)
+                }
             }
-            done.stages.push(b.run(&stage, ui)?);
-            Ok(None)
         };
 
         let same = !r.separate_provider();
@@ -577,6 +681,7 @@ impl<'a> Build<'a> {
             dev_tarball: dev.0,
             dev_sha256: dev.1,
             sbom: sbom_path,
+            cached,
         })
     }
 
@@ -696,6 +801,21 @@ impl<'a> Build<'a> {
     }
 }
 
+/// Where `--timings` writes its page: beside the report, else beside the tarball.
+pub fn timings_path(report: Option<&Path>, tarball: &Path) -> PathBuf {
+    let (beside, stem) = match report {
+        Some(report) => (report, report.file_stem()),
+        None => (tarball, None),
+    };
+    let stem = stem
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| {
+            let name = tarball.file_name().unwrap_or_default().to_string_lossy();
+            name.strip_suffix(".tar.gz").unwrap_or(&name).to_string()
+        });
+    beside.with_file_name(format!("{stem}.timings.html"))
+}
+
 /// Where the SBOM goes inside the tree, next to BUILD-INFO.json.
 pub const SBOM_IN_TREE: &str = "SBOM.cdx.json";
 
@@ -709,4 +829,22 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     let mut h = Sha256::new();
     std::io::copy(&mut f, &mut h)?;
     Ok(hex(&h.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_timings_page_goes_beside_the_report_else_beside_the_tarball() {
+        let tarball = Path::new("/d/python-fips-3.13.15-linux-x86_64.tar.gz");
+        assert_eq!(
+            timings_path(Some(Path::new("/r/report-x86_64.json")), tarball),
+            Path::new("/r/report-x86_64.timings.html")
+        );
+        assert_eq!(
+            timings_path(None, tarball),
+            Path::new("/d/python-fips-3.13.15-linux-x86_64.timings.html")
+        );
+    }
 }
