@@ -48,6 +48,20 @@ struct Figures {
     /// One floor per target (none for a cross-compiled target).
     floors: Vec<(String, Option<Floor>)>,
     runs: Vec<Run>,
+    /// Per target: the C hunk change's tarball beside a clean build of the same inputs.
+    clean: Vec<Clean>,
+}
+
+/// The last incremental run's inputs built again from a cache holding only the downloads and the
+/// OpenSSL stages (which a patch never changes): no stage output and no reuse directory (no
+/// compiler cache, no saved configure results) of the incremental runs.
+#[derive(Serialize)]
+struct Clean {
+    name: String,
+    seconds: f64,
+    sha256: String,
+    incremental_sha256: String,
+    identical: bool,
 }
 
 /// What a patch-change run changes: a comment line a hunk adds to `Lib/hashlib.py`, or a comment
@@ -101,6 +115,7 @@ impl flags::Bench {
         let mut figures = Figures {
             floors: Vec::new(),
             runs: Vec::new(),
+            clean: Vec::new(),
         };
         for target in targets {
             let mut args = args.clone();
@@ -162,6 +177,15 @@ impl flags::Bench {
                 ui.message(&format!("{}: changed {changed}", change.run_name()));
                 run(format!("{}{suffix}", change.run_name()), true)?;
             }
+            let incremental = figures.runs.last().expect("a run was timed");
+            let clean = clean_build(sh, &args, &root, &ui)?;
+            figures.clean.push(Clean {
+                name: format!("clean build of the C hunk change{suffix}"),
+                identical: clean.1 == incremental.sha256,
+                incremental_sha256: incremental.sha256.clone(),
+                seconds: clean.0,
+                sha256: clean.1,
+            });
             figures.floors.push((format!("native{suffix}"), floor));
         }
         crate::cache::remove(&root)?;
@@ -220,6 +244,32 @@ fn timed(sh: &Shell, name: String, args: &BuildArgs, ui: &Terminal) -> Result<Ru
     })
 }
 
+/// Builds `args`' inputs in a new cache beside `root` that holds only `root`'s downloads and its
+/// OpenSSL stage entries; returns the seconds it took and the runtime tarball's sha256.
+fn clean_build(sh: &Shell, args: &BuildArgs, root: &Path, ui: &Terminal) -> Result<(f64, String)> {
+    let clean = root.with_file_name("bench-clean");
+    crate::cache::remove(&clean)?;
+    link_tree(&root.join("downloads"), &clean.join("downloads"))?;
+    for entry in std::fs::read_dir(root.join("stages"))? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("openssl-") || name.starts_with("fips-provider-") {
+            link_tree(&entry.path(), &clean.join("stages").join(&name))?;
+        }
+    }
+    let mut args = args.clone();
+    args.sources.cache = Some(clean.clone());
+    args.out = Some(clean.join("dist"));
+    args.no_verify = true;
+    let started = Instant::now();
+    let build = Build::start(sh, &args, ui)?;
+    let Outcome { artifact, .. } = build.build_and_prove(ui)?;
+    let seconds = started.elapsed().as_secs_f64();
+    drop(build);
+    crate::cache::remove(&clean)?;
+    Ok((seconds, artifact.sha256))
+}
+
 /// `seconds / floor`, when the floor is a time at all.
 fn ratio_of(seconds: f64, floor: f64) -> Option<f64> {
     (floor > 0.0).then(|| seconds / floor)
@@ -270,6 +320,19 @@ fn render(figures: &Figures) -> String {
                 format!("{:?}", s.source).to_lowercase()
             ));
         }
+    }
+    for c in &figures.clean {
+        out.push_str(&format!(
+            "{}: {:.1} s, sha256 {}; the incremental build's {}: {}\n",
+            c.name,
+            c.seconds,
+            c.sha256,
+            c.incremental_sha256,
+            match c.identical {
+                true => "identical",
+                false => "DIFFERENT",
+            }
+        ));
     }
     out
 }
@@ -522,8 +585,16 @@ mod tests {
                     seconds: 90.0,
                 },
             }],
+            clean: vec![Clean {
+                name: "clean build of the C hunk change".into(),
+                seconds: 400.0,
+                sha256: "cd".repeat(32),
+                incremental_sha256: "ab".repeat(32),
+                identical: false,
+            }],
         };
         let text = render(&figures);
+        assert!(text.contains("DIFFERENT"), "{text}");
         assert!(text.contains("no cache): 520.0 s"), "{text}");
         assert!(text.contains("python.sh"), "{text}");
         assert!(text.contains("0.30  floor python.sh"), "{text}");
