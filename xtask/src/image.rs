@@ -77,6 +77,8 @@ pub struct RuntimeImage {
     pub id: String,
     pub tags: Vec<String>,
     pub cached: bool,
+    /// Its content key (the `org.python-fips.image.key` label), when known.
+    pub key: Option<String>,
 }
 
 /// What the tarball's `BUILD-INFO.json` says about the tree, as far as the image needs it.
@@ -238,6 +240,7 @@ pub fn for_tarball(
             id,
             tags: vec![],
             cached: true,
+            key: None,
         });
     }
     let info = TreeInfo::read(tarball)?;
@@ -354,6 +357,7 @@ pub fn ensure(
             id,
             tags: plan.tags.clone(),
             cached: true,
+            key: Some(key),
         });
     }
 
@@ -362,11 +366,13 @@ pub fn ensure(
     let packages = runtime_packages(sh, engine, cache, plan, &needs, &key)?;
     let context = cache.scratch("image")?;
     let result = (|| -> Result<String> {
+        // The labels go in the Dockerfile's last step, after everything the cache can reuse.
+        let labels = labels(plan, &base_id, &key);
         let text = match plan.runtime {
-            Runtime::Base => dockerfile(plan.base_image, &packages),
+            Runtime::Base => dockerfile(plan.base_image, &packages, &labels),
             Runtime::Distroless => {
                 std::fs::write(context.join("distroless-rootfs.sh"), DISTROLESS_ROOTFS)?;
-                fill(DISTROLESS_DOCKERFILE, plan.base_image, &packages)
+                fill(DISTROLESS_DOCKERFILE, plan.base_image, &packages, &labels)
             }
         };
         std::fs::write(context.join("Dockerfile"), text)?;
@@ -390,8 +396,7 @@ pub fn ensure(
                 log.display()
             ));
         }
-        let labels = labels(plan, &base_id, &key);
-        let ok = engine.build_for(platform, &context, &plan.tags, &labels, &log, |line| {
+        let ok = engine.build_for(platform, &context, &plan.tags, &[], &log, |line| {
             if let Some(s) = &spinner {
                 s.set_message(line.to_string());
             }
@@ -420,6 +425,7 @@ pub fn ensure(
         id,
         tags: plan.tags.clone(),
         cached: false,
+        key: Some(key),
     })
 }
 
@@ -465,14 +471,45 @@ fn build_failure(engine: &Engine, plan: &Plan, packages: &[String], log: &Path) 
 }
 
 /// The Dockerfile of the runtime image.
-pub fn dockerfile(base_image: &str, packages: &[String]) -> String {
-    fill(DOCKERFILE, base_image, packages)
+pub fn dockerfile(base_image: &str, packages: &[String], labels: &[(String, String)]) -> String {
+    fill(DOCKERFILE, base_image, packages, labels)
 }
 
-fn fill(template: &str, base_image: &str, packages: &[String]) -> String {
+fn fill(
+    template: &str,
+    base_image: &str,
+    packages: &[String],
+    labels: &[(String, String)],
+) -> String {
     template
         .replace("@BASE_IMAGE@", base_image)
         .replace("@PACKAGES@", &packages.join(" "))
+        .replace("@LABELS@", &label_arguments(labels))
+}
+
+/// The arguments of one `LABEL` instruction: `"key"="value"` pairs, one per line. Inside the
+/// quotes a backslash, a quote and a `$` (which the instruction would expand) are escaped.
+fn label_arguments(labels: &[(String, String)]) -> String {
+    let quote = |text: &str| -> String {
+        let mut out = String::from('"');
+        for c in text.chars() {
+            match c {
+                '\\' | '"' | '$' => {
+                    out.push('\\');
+                    out.push(c);
+                }
+                '\n' | '\r' => out.push(' '),
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+        out
+    };
+    labels
+        .iter()
+        .map(|(k, v)| format!("{}={}", quote(k), quote(v)))
+        .collect::<Vec<_>>()
+        .join(" \\\n      ")
 }
 
 /// The image's labels: OCI annotations and the project's own reverse-DNS keys.
@@ -707,17 +744,85 @@ mod tests {
         );
     }
 
+    fn some_labels() -> Vec<(String, String)> {
+        vec![
+            (
+                "org.opencontainers.image.title".into(),
+                "python-fips".into(),
+            ),
+            (
+                "org.opencontainers.image.description".into(),
+                "CPython \"3.13\" at $HOME\\x".into(),
+            ),
+            (LABEL_KEY.into(), "k1".into()),
+        ]
+    }
+
+    /// The instructions of a Dockerfile (continuation lines joined), without comments.
+    fn instructions(text: &str) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        let mut open = false;
+        for line in text.lines() {
+            if line.trim_start().starts_with('#') || line.trim().is_empty() {
+                continue;
+            }
+            let body = line.strip_suffix('\\');
+            match open {
+                true => out.last_mut().unwrap().push_str(body.unwrap_or(line)),
+                false => out.push(body.unwrap_or(line).to_string()),
+            }
+            open = body.is_some();
+        }
+        out
+    }
+
     #[test]
     fn dockerfile_is_filled_completely() {
         let text = dockerfile(
             "debian:bookworm",
             &["libffi8".into(), "libsqlite3-0".into()],
+            &some_labels(),
         );
         assert!(text.contains("FROM debian:bookworm\n"));
         assert!(text.contains("packages='libffi8 libsqlite3-0 ca-certificates'"));
         assert!(!text.contains('@'), "a placeholder is left:\n{text}");
         assert!(!text.contains("LD_LIBRARY_PATH="));
         assert!(text.contains("\nUSER python\n"));
+        // Quotes, backslashes and `$` in a value stay literal.
+        assert!(
+            text.contains(
+                r#""org.opencontainers.image.description"="CPython \"3.13\" at \$HOME\\x""#
+            ),
+            "{text}"
+        );
+    }
+
+    /// What depends only on the base image and the package list comes first, so the layer cache
+    /// reuses it when only the tree changes; after the tree, the fewest steps, one LABEL last.
+    #[test]
+    fn dockerfile_puts_what_the_tree_changes_last_in_few_steps() {
+        let text = dockerfile("debian:bookworm", &["libffi8".into()], &some_labels());
+        let steps = instructions(&text);
+        let verbs: Vec<&str> = steps
+            .iter()
+            .map(|s| s.split_whitespace().next().unwrap())
+            .collect();
+        assert_eq!(
+            verbs,
+            [
+                "FROM", "RUN", "ENV", "WORKDIR", "CMD", "ADD", "RUN", "USER", "LABEL"
+            ],
+            "{text}"
+        );
+        assert!(steps[1].contains("apt-get install") && steps[1].contains("useradd"));
+        assert!(steps[5].starts_with("ADD python-fips.tar.gz /"));
+        assert_eq!(steps[6], "RUN /opt/python-fips/bin/python-fips-setup");
+        // Nothing before the ADD changes with the tree: not its labels, not its key.
+        assert!(!steps[..5].iter().any(|s| s.contains("k1")));
+        assert!(
+            steps[8].contains(&format!("\"{LABEL_KEY}\"=\"k1\"")),
+            "{text}"
+        );
     }
 
     #[test]
@@ -726,6 +831,7 @@ mod tests {
             DISTROLESS_DOCKERFILE,
             "debian:bookworm",
             &["libffi8".into()],
+            &some_labels(),
         );
         assert!(text.starts_with("# "), "{text}");
         assert!(text.contains("FROM debian:bookworm AS tree\n"));
@@ -739,16 +845,20 @@ mod tests {
         // After FROM scratch nothing runs: there is no shell to run it.
         assert!(!text[scratch..].contains("RUN "), "{text}");
         assert!(text[scratch..].contains("\nUSER python\n"));
-        // The first stage is the base image's build, line for line, so the layer cache shares it.
-        let base = dockerfile("debian:bookworm", &["libffi8".into()]);
-        let shared = |t: &str| -> String {
-            t.lines()
-                .skip_while(|l| !l.starts_with("RUN set -eu"))
-                .take_while(|l| !l.starts_with("RUN useradd") && !l.starts_with("# The image's"))
-                .collect::<Vec<_>>()
-                .join("\n")
+        let steps = instructions(&text);
+        assert!(steps.last().unwrap().starts_with("LABEL "), "{text}");
+        assert_eq!(steps.iter().filter(|s| s.starts_with("LABEL ")).count(), 1);
+        // The first stage is the base image's build up to the self-test, step for step, so the
+        // layer cache shares it.
+        let base = dockerfile("debian:bookworm", &["libffi8".into()], &some_labels());
+        let shared = |t: &str| -> Vec<String> {
+            let steps = instructions(t);
+            let end = steps
+                .iter()
+                .position(|s| s.contains("python-fips-setup"))
+                .unwrap();
+            steps[1..=end].to_vec()
         };
-        assert!(shared(&base).contains("python-fips-setup"));
         assert_eq!(shared(&text), shared(&base));
     }
 }

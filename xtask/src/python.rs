@@ -76,6 +76,7 @@ impl flags::Python {
                     passed: verdict.passed,
                     failed: verdict.failed().iter().map(|s| s.to_string()).collect(),
                     json: json.clone(),
+                    cached: verdict.cached,
                 }),
                 sbom: artifact.sbom.clone(),
                 timings: &timeline,
@@ -120,6 +121,8 @@ struct ReportVerify {
     failed: Vec<String>,
     /// `<tarball>.verify.json`.
     json: PathBuf,
+    /// The verdict was the one cached for this image, not a new run of the checks.
+    cached: bool,
 }
 
 /// A build in progress: the resolved recipe, its patched tree, the engine and the builder image.
