@@ -271,7 +271,7 @@ impl<'a> Build<'a> {
                 steps.push(Step::new("image", image.cached, start, at() - start));
                 let start = at();
                 let (verdict, json) = self.verify(&artifact, &image, ui)?;
-                steps.push(Step::new("verify", false, start, at() - start));
+                steps.push(Step::new("verify", verdict.cached, start, at() - start));
                 Some((image, verdict, json))
             }
         };
