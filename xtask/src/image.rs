@@ -177,6 +177,8 @@ pub struct Plan<'a> {
     pub arch: &'a str,
     pub tags: Vec<String>,
     pub runtime: Runtime,
+    /// Whether the run may write in the cache (not under `--offline`).
+    pub store: bool,
 }
 
 impl Build<'_> {
@@ -213,6 +215,7 @@ impl Build<'_> {
             arch: &self.arch,
             tags,
             runtime,
+            store: !self.ctx.offline,
         };
         ensure(self.sh, &self.engine, &self.ctx.cache, &plan, ui)
     }
@@ -278,6 +281,7 @@ pub fn for_tarball(
             arch != engine_arch,
         ),
         runtime: Runtime::Base,
+        store: true,
     };
     ensure(sh, engine, cache, &plan, ui)
 }
@@ -363,7 +367,7 @@ pub fn ensure(
 
     let started = Instant::now();
     let needs = elf::external_needs(plan.tarball)?;
-    let packages = runtime_packages(sh, engine, cache, plan, &needs, &key)?;
+    let packages = packages_for(sh, engine, cache, plan, &needs, &key, ui)?;
     let context = cache.scratch("image")?;
     let result = (|| -> Result<String> {
         // The labels go in the Dockerfile's last step, after everything the cache can reuse.
@@ -561,6 +565,58 @@ fn ldconfig_tag(arch: &str) -> &'static str {
     }
 }
 
+/// The key of a package mapping: everything that decides it (the builder image it is read in,
+/// the ldconfig tag, the sonames and the script).
+fn mapping_key(plan: &Plan, needs: &BTreeMap<String, String>) -> String {
+    let mut inputs = BTreeMap::new();
+    inputs.insert("builder-image".to_string(), plan.builder_image.to_string());
+    inputs.insert("ldconfig".to_string(), ldconfig_tag(plan.arch).to_string());
+    let sonames: Vec<&str> = needs.keys().map(String::as_str).collect();
+    inputs.insert("needs".to_string(), sonames.join(" "));
+    inputs.insert("deps-script".to_string(), hex(&Sha256::digest(DEPS_SCRIPT)));
+    key_of(&inputs)
+}
+
+/// `runtime_packages`, cached in `image-deps/<mapping key>.json`: a new tree that links the same
+/// libraries (any patch change) maps them without a container of the builder image.
+fn packages_for(
+    sh: &Shell,
+    engine: &Engine,
+    cache: &Cache,
+    plan: &Plan,
+    needs: &BTreeMap<String, String>,
+    key: &str,
+    ui: &dyn Reporter,
+) -> Result<Vec<String>> {
+    let path = cache
+        .dir("image-deps")
+        .join(format!("{}.json", mapping_key(plan, needs)));
+    if let Some(packages) = std::fs::read(&path)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<Vec<String>>(&bytes).ok())
+    {
+        return Ok(packages);
+    }
+    let packages = runtime_packages(sh, engine, cache, plan, needs, key)?;
+    if plan.store {
+        // Without its entry the mapping is only made again next time.
+        let stored = (|| -> Result<()> {
+            let scratch = cache.scratch("image-deps")?;
+            let file = scratch.join("packages.json");
+            std::fs::write(&file, serde_json::to_vec(&packages)?)?;
+            let published = cache::publish(&file, &path);
+            cache::remove(&scratch)?;
+            published
+        })();
+        if let Err(e) = stored {
+            ui.message(&format!(
+                "warning: cannot cache the image's package list: {e:#}"
+            ));
+        }
+    }
+    Ok(packages)
+}
+
 /// The system packages that install the libraries in `needs`, found in the builder image.
 fn runtime_packages(
     sh: &Shell,
@@ -718,11 +774,89 @@ mod tests {
             arch: "x86_64",
             tags: vec!["t:1".into()],
             runtime: Runtime::Base,
+            store: false,
         };
         let err = build_failure(&engine, &plan, &["libffi8".into()], &log).to_string();
         assert!(err.contains("cannot build the runtime image t:1"), "{err}");
         assert!(err.contains("Unable to locate package libffi8"), "{err}");
         assert!(err.contains("run --rm -it debian:bookworm sh"), "{err}");
+    }
+
+    /// A fake engine CLI whose containers map two sonames: the mapping is made once, then read
+    /// from its cache entry; a run that may not write leaves none.
+    #[test]
+    fn the_package_mapping_is_made_once_per_builder_and_sonames() {
+        let dir = crate::testutil::TempDir::new("fake-docker-deps");
+        let fake = dir.path().join("docker");
+        let calls = dir.path().join("calls");
+        std::fs::write(
+            &fake,
+            format!(
+                "#!/bin/sh
+echo \"$1\" >> '{}'
+case \"$1\" in
+                 start) echo 'package libz.so.1 zlib1g'; echo 'package libffi.so.8 libffi8' ;;
+                 cp) cat > /dev/null ;;
+esac
+exit 0
+",
+                calls.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let engine = Engine {
+            program: fake.display().to_string(),
+        };
+        let sh = Shell::new().unwrap();
+        let cache = Cache::open(Some(&dir.path().join("cache"))).unwrap();
+        let info = TreeInfo::parse(BUILD_INFO).unwrap();
+        let mut plan = Plan {
+            tarball: Path::new("/dist/t.tar.gz"),
+            sha256: "ab",
+            info: &info,
+            base_image: "debian:bookworm",
+            builder_image: "sha256:abc",
+            arch: "x86_64",
+            tags: vec!["t:1".into()],
+            runtime: Runtime::Base,
+            store: false,
+        };
+        let needs: BTreeMap<String, String> = [("libz.so.1", "bin/x"), ("libffi.so.8", "lib/y")]
+            .into_iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        let ui = crate::progress::Silent;
+        let starts = || {
+            std::fs::read_to_string(&calls)
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| *l == "start")
+                .count()
+        };
+        let want = ["libffi8", "zlib1g"];
+        assert_eq!(
+            packages_for(&sh, &engine, &cache, &plan, &needs, &"k".repeat(64), &ui).unwrap(),
+            want
+        );
+        assert!(!cache.dir("image-deps").exists(), "written under --offline");
+        plan.store = true;
+        for _ in 0..2 {
+            assert_eq!(
+                packages_for(&sh, &engine, &cache, &plan, &needs, &"k".repeat(64), &ui).unwrap(),
+                want
+            );
+        }
+        assert_eq!(starts(), 2, "the mapping ran again although cached");
+        // Another builder image maps again.
+        plan.builder_image = "sha256:def";
+        packages_for(&sh, &engine, &cache, &plan, &needs, &"k".repeat(64), &ui).unwrap();
+        assert_eq!(starts(), 3);
+        assert_eq!(
+            std::fs::read_dir(cache.dir("image-deps")).unwrap().count(),
+            2
+        );
     }
 
     #[test]
