@@ -77,6 +77,8 @@ pub struct RuntimeImage {
     pub id: String,
     pub tags: Vec<String>,
     pub cached: bool,
+    /// Its content key (the `org.python-fips.image.key` label), when known.
+    pub key: Option<String>,
 }
 
 /// What the tarball's `BUILD-INFO.json` says about the tree, as far as the image needs it.
@@ -175,6 +177,8 @@ pub struct Plan<'a> {
     pub arch: &'a str,
     pub tags: Vec<String>,
     pub runtime: Runtime,
+    /// Whether the run may write in the cache (not under `--offline`).
+    pub store: bool,
 }
 
 impl Build<'_> {
@@ -211,6 +215,7 @@ impl Build<'_> {
             arch: &self.arch,
             tags,
             runtime,
+            store: !self.ctx.offline,
         };
         ensure(self.sh, &self.engine, &self.ctx.cache, &plan, ui)
     }
@@ -238,6 +243,7 @@ pub fn for_tarball(
             id,
             tags: vec![],
             cached: true,
+            key: None,
         });
     }
     let info = TreeInfo::read(tarball)?;
@@ -275,6 +281,7 @@ pub fn for_tarball(
             arch != engine_arch,
         ),
         runtime: Runtime::Base,
+        store: true,
     };
     ensure(sh, engine, cache, &plan, ui)
 }
@@ -354,19 +361,22 @@ pub fn ensure(
             id,
             tags: plan.tags.clone(),
             cached: true,
+            key: Some(key),
         });
     }
 
     let started = Instant::now();
     let needs = elf::external_needs(plan.tarball)?;
-    let packages = runtime_packages(sh, engine, cache, plan, &needs, &key)?;
+    let packages = packages_for(sh, engine, cache, plan, &needs, &key, ui)?;
     let context = cache.scratch("image")?;
     let result = (|| -> Result<String> {
+        // The labels go in the Dockerfile's last step, after everything the cache can reuse.
+        let labels = labels(plan, &base_id, &key);
         let text = match plan.runtime {
-            Runtime::Base => dockerfile(plan.base_image, &packages),
+            Runtime::Base => dockerfile(plan.base_image, &packages, &labels),
             Runtime::Distroless => {
                 std::fs::write(context.join("distroless-rootfs.sh"), DISTROLESS_ROOTFS)?;
-                fill(DISTROLESS_DOCKERFILE, plan.base_image, &packages)
+                fill(DISTROLESS_DOCKERFILE, plan.base_image, &packages, &labels)
             }
         };
         std::fs::write(context.join("Dockerfile"), text)?;
@@ -390,8 +400,7 @@ pub fn ensure(
                 log.display()
             ));
         }
-        let labels = labels(plan, &base_id, &key);
-        let ok = engine.build_for(platform, &context, &plan.tags, &labels, &log, |line| {
+        let ok = engine.build_for(platform, &context, &plan.tags, &[], &log, |line| {
             if let Some(s) = &spinner {
                 s.set_message(line.to_string());
             }
@@ -420,6 +429,7 @@ pub fn ensure(
         id,
         tags: plan.tags.clone(),
         cached: false,
+        key: Some(key),
     })
 }
 
@@ -465,14 +475,45 @@ fn build_failure(engine: &Engine, plan: &Plan, packages: &[String], log: &Path) 
 }
 
 /// The Dockerfile of the runtime image.
-pub fn dockerfile(base_image: &str, packages: &[String]) -> String {
-    fill(DOCKERFILE, base_image, packages)
+pub fn dockerfile(base_image: &str, packages: &[String], labels: &[(String, String)]) -> String {
+    fill(DOCKERFILE, base_image, packages, labels)
 }
 
-fn fill(template: &str, base_image: &str, packages: &[String]) -> String {
+fn fill(
+    template: &str,
+    base_image: &str,
+    packages: &[String],
+    labels: &[(String, String)],
+) -> String {
     template
         .replace("@BASE_IMAGE@", base_image)
         .replace("@PACKAGES@", &packages.join(" "))
+        .replace("@LABELS@", &label_arguments(labels))
+}
+
+/// The arguments of one `LABEL` instruction: `"key"="value"` pairs, one per line. Inside the
+/// quotes a backslash, a quote and a `$` (which the instruction would expand) are escaped.
+fn label_arguments(labels: &[(String, String)]) -> String {
+    let quote = |text: &str| -> String {
+        let mut out = String::from('"');
+        for c in text.chars() {
+            match c {
+                '\\' | '"' | '$' => {
+                    out.push('\\');
+                    out.push(c);
+                }
+                '\n' | '\r' => out.push(' '),
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+        out
+    };
+    labels
+        .iter()
+        .map(|(k, v)| format!("{}={}", quote(k), quote(v)))
+        .collect::<Vec<_>>()
+        .join(" \\\n      ")
 }
 
 /// The image's labels: OCI annotations and the project's own reverse-DNS keys.
@@ -522,6 +563,58 @@ fn ldconfig_tag(arch: &str) -> &'static str {
         "aarch64" => "AArch64",
         _ => "",
     }
+}
+
+/// The key of a package mapping: everything that decides it (the builder image it is read in,
+/// the ldconfig tag, the sonames and the script).
+fn mapping_key(plan: &Plan, needs: &BTreeMap<String, String>) -> String {
+    let mut inputs = BTreeMap::new();
+    inputs.insert("builder-image".to_string(), plan.builder_image.to_string());
+    inputs.insert("ldconfig".to_string(), ldconfig_tag(plan.arch).to_string());
+    let sonames: Vec<&str> = needs.keys().map(String::as_str).collect();
+    inputs.insert("needs".to_string(), sonames.join(" "));
+    inputs.insert("deps-script".to_string(), hex(&Sha256::digest(DEPS_SCRIPT)));
+    key_of(&inputs)
+}
+
+/// `runtime_packages`, cached in `image-deps/<mapping key>.json`: a new tree that links the same
+/// libraries (any patch change) maps them without a container of the builder image.
+fn packages_for(
+    sh: &Shell,
+    engine: &Engine,
+    cache: &Cache,
+    plan: &Plan,
+    needs: &BTreeMap<String, String>,
+    key: &str,
+    ui: &dyn Reporter,
+) -> Result<Vec<String>> {
+    let path = cache
+        .dir("image-deps")
+        .join(format!("{}.json", mapping_key(plan, needs)));
+    if let Some(packages) = std::fs::read(&path)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<Vec<String>>(&bytes).ok())
+    {
+        return Ok(packages);
+    }
+    let packages = runtime_packages(sh, engine, cache, plan, needs, key)?;
+    if plan.store {
+        // Without its entry the mapping is only made again next time.
+        let stored = (|| -> Result<()> {
+            let scratch = cache.scratch("image-deps")?;
+            let file = scratch.join("packages.json");
+            std::fs::write(&file, serde_json::to_vec(&packages)?)?;
+            let published = cache::publish(&file, &path);
+            cache::remove(&scratch)?;
+            published
+        })();
+        if let Err(e) = stored {
+            ui.message(&format!(
+                "warning: cannot cache the image's package list: {e:#}"
+            ));
+        }
+    }
+    Ok(packages)
 }
 
 /// The system packages that install the libraries in `needs`, found in the builder image.
@@ -681,11 +774,89 @@ mod tests {
             arch: "x86_64",
             tags: vec!["t:1".into()],
             runtime: Runtime::Base,
+            store: false,
         };
         let err = build_failure(&engine, &plan, &["libffi8".into()], &log).to_string();
         assert!(err.contains("cannot build the runtime image t:1"), "{err}");
         assert!(err.contains("Unable to locate package libffi8"), "{err}");
         assert!(err.contains("run --rm -it debian:bookworm sh"), "{err}");
+    }
+
+    /// A fake engine CLI whose containers map two sonames: the mapping is made once, then read
+    /// from its cache entry; a run that may not write leaves none.
+    #[test]
+    fn the_package_mapping_is_made_once_per_builder_and_sonames() {
+        let dir = crate::testutil::TempDir::new("fake-docker-deps");
+        let fake = dir.path().join("docker");
+        let calls = dir.path().join("calls");
+        std::fs::write(
+            &fake,
+            format!(
+                "#!/bin/sh
+echo \"$1\" >> '{}'
+case \"$1\" in
+                 start) echo 'package libz.so.1 zlib1g'; echo 'package libffi.so.8 libffi8' ;;
+                 cp) cat > /dev/null ;;
+esac
+exit 0
+",
+                calls.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let engine = Engine {
+            program: fake.display().to_string(),
+        };
+        let sh = Shell::new().unwrap();
+        let cache = Cache::open(Some(&dir.path().join("cache"))).unwrap();
+        let info = TreeInfo::parse(BUILD_INFO).unwrap();
+        let mut plan = Plan {
+            tarball: Path::new("/dist/t.tar.gz"),
+            sha256: "ab",
+            info: &info,
+            base_image: "debian:bookworm",
+            builder_image: "sha256:abc",
+            arch: "x86_64",
+            tags: vec!["t:1".into()],
+            runtime: Runtime::Base,
+            store: false,
+        };
+        let needs: BTreeMap<String, String> = [("libz.so.1", "bin/x"), ("libffi.so.8", "lib/y")]
+            .into_iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        let ui = crate::progress::Silent;
+        let starts = || {
+            std::fs::read_to_string(&calls)
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| *l == "start")
+                .count()
+        };
+        let want = ["libffi8", "zlib1g"];
+        assert_eq!(
+            packages_for(&sh, &engine, &cache, &plan, &needs, &"k".repeat(64), &ui).unwrap(),
+            want
+        );
+        assert!(!cache.dir("image-deps").exists(), "written under --offline");
+        plan.store = true;
+        for _ in 0..2 {
+            assert_eq!(
+                packages_for(&sh, &engine, &cache, &plan, &needs, &"k".repeat(64), &ui).unwrap(),
+                want
+            );
+        }
+        assert_eq!(starts(), 2, "the mapping ran again although cached");
+        // Another builder image maps again.
+        plan.builder_image = "sha256:def";
+        packages_for(&sh, &engine, &cache, &plan, &needs, &"k".repeat(64), &ui).unwrap();
+        assert_eq!(starts(), 3);
+        assert_eq!(
+            std::fs::read_dir(cache.dir("image-deps")).unwrap().count(),
+            2
+        );
     }
 
     #[test]
@@ -707,17 +878,85 @@ mod tests {
         );
     }
 
+    fn some_labels() -> Vec<(String, String)> {
+        vec![
+            (
+                "org.opencontainers.image.title".into(),
+                "python-fips".into(),
+            ),
+            (
+                "org.opencontainers.image.description".into(),
+                "CPython \"3.13\" at $HOME\\x".into(),
+            ),
+            (LABEL_KEY.into(), "k1".into()),
+        ]
+    }
+
+    /// The instructions of a Dockerfile (continuation lines joined), without comments.
+    fn instructions(text: &str) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        let mut open = false;
+        for line in text.lines() {
+            if line.trim_start().starts_with('#') || line.trim().is_empty() {
+                continue;
+            }
+            let body = line.strip_suffix('\\');
+            match open {
+                true => out.last_mut().unwrap().push_str(body.unwrap_or(line)),
+                false => out.push(body.unwrap_or(line).to_string()),
+            }
+            open = body.is_some();
+        }
+        out
+    }
+
     #[test]
     fn dockerfile_is_filled_completely() {
         let text = dockerfile(
             "debian:bookworm",
             &["libffi8".into(), "libsqlite3-0".into()],
+            &some_labels(),
         );
         assert!(text.contains("FROM debian:bookworm\n"));
         assert!(text.contains("packages='libffi8 libsqlite3-0 ca-certificates'"));
         assert!(!text.contains('@'), "a placeholder is left:\n{text}");
         assert!(!text.contains("LD_LIBRARY_PATH="));
         assert!(text.contains("\nUSER python\n"));
+        // Quotes, backslashes and `$` in a value stay literal.
+        assert!(
+            text.contains(
+                r#""org.opencontainers.image.description"="CPython \"3.13\" at \$HOME\\x""#
+            ),
+            "{text}"
+        );
+    }
+
+    /// What depends only on the base image and the package list comes first, so the layer cache
+    /// reuses it when only the tree changes; after the tree, the fewest steps, one LABEL last.
+    #[test]
+    fn dockerfile_puts_what_the_tree_changes_last_in_few_steps() {
+        let text = dockerfile("debian:bookworm", &["libffi8".into()], &some_labels());
+        let steps = instructions(&text);
+        let verbs: Vec<&str> = steps
+            .iter()
+            .map(|s| s.split_whitespace().next().unwrap())
+            .collect();
+        assert_eq!(
+            verbs,
+            [
+                "FROM", "RUN", "ENV", "WORKDIR", "CMD", "ADD", "RUN", "USER", "LABEL"
+            ],
+            "{text}"
+        );
+        assert!(steps[1].contains("apt-get install") && steps[1].contains("useradd"));
+        assert!(steps[5].starts_with("ADD python-fips.tar.gz /"));
+        assert_eq!(steps[6], "RUN /opt/python-fips/bin/python-fips-setup");
+        // Nothing before the ADD changes with the tree: not its labels, not its key.
+        assert!(!steps[..5].iter().any(|s| s.contains("k1")));
+        assert!(
+            steps[8].contains(&format!("\"{LABEL_KEY}\"=\"k1\"")),
+            "{text}"
+        );
     }
 
     #[test]
@@ -726,6 +965,7 @@ mod tests {
             DISTROLESS_DOCKERFILE,
             "debian:bookworm",
             &["libffi8".into()],
+            &some_labels(),
         );
         assert!(text.starts_with("# "), "{text}");
         assert!(text.contains("FROM debian:bookworm AS tree\n"));
@@ -739,16 +979,20 @@ mod tests {
         // After FROM scratch nothing runs: there is no shell to run it.
         assert!(!text[scratch..].contains("RUN "), "{text}");
         assert!(text[scratch..].contains("\nUSER python\n"));
-        // The first stage is the base image's build, line for line, so the layer cache shares it.
-        let base = dockerfile("debian:bookworm", &["libffi8".into()]);
-        let shared = |t: &str| -> String {
-            t.lines()
-                .skip_while(|l| !l.starts_with("RUN set -eu"))
-                .take_while(|l| !l.starts_with("RUN useradd") && !l.starts_with("# The image's"))
-                .collect::<Vec<_>>()
-                .join("\n")
+        let steps = instructions(&text);
+        assert!(steps.last().unwrap().starts_with("LABEL "), "{text}");
+        assert_eq!(steps.iter().filter(|s| s.starts_with("LABEL ")).count(), 1);
+        // The first stage is the base image's build up to the self-test, step for step, so the
+        // layer cache shares it.
+        let base = dockerfile("debian:bookworm", &["libffi8".into()], &some_labels());
+        let shared = |t: &str| -> Vec<String> {
+            let steps = instructions(t);
+            let end = steps
+                .iter()
+                .position(|s| s.contains("python-fips-setup"))
+                .unwrap();
+            steps[1..=end].to_vec()
         };
-        assert!(shared(&base).contains("python-fips-setup"));
         assert_eq!(shared(&text), shared(&base));
     }
 }

@@ -76,6 +76,7 @@ impl flags::Python {
                     passed: verdict.passed,
                     failed: verdict.failed().iter().map(|s| s.to_string()).collect(),
                     json: json.clone(),
+                    cached: verdict.cached,
                 }),
                 sbom: artifact.sbom.clone(),
                 timings: &timeline,
@@ -120,6 +121,8 @@ struct ReportVerify {
     failed: Vec<String>,
     /// `<tarball>.verify.json`.
     json: PathBuf,
+    /// The verdict was the one cached for this image, not a new run of the checks.
+    cached: bool,
 }
 
 /// A build in progress: the resolved recipe, its patched tree, the engine and the builder image.
@@ -268,7 +271,7 @@ impl<'a> Build<'a> {
                 steps.push(Step::new("image", image.cached, start, at() - start));
                 let start = at();
                 let (verdict, json) = self.verify(&artifact, &image, ui)?;
-                steps.push(Step::new("verify", false, start, at() - start));
+                steps.push(Step::new("verify", verdict.cached, start, at() - start));
                 Some((image, verdict, json))
             }
         };
@@ -599,7 +602,7 @@ impl<'a> Build<'a> {
         let finalize = done.get("finalize").expect("finalize ran");
         let info = serde_json::to_vec_pretty(&self.build_info(done)?)?;
         let artifact = self.artifact_name();
-        let mut sbom_input = self.sbom(&artifact, finalize, ui)?;
+        let mut sbom_input = self.sbom(&artifact, ui)?;
         let started = std::time::Instant::now();
         let mut inputs = std::collections::BTreeMap::new();
         inputs.insert("stage".to_string(), "package".to_string());
@@ -609,7 +612,9 @@ impl<'a> Build<'a> {
         );
         inputs.insert("dep:finalize".to_string(), finalize.key.clone());
         inputs.insert("build-info".to_string(), hex(&Sha256::digest(&info)));
-        // The SBOM without the tarballs' hashes: those are outputs of this step.
+        // The SBOM without the tarballs' hashes (outputs of this step) and without the shipped
+        // files' hashes: those come from the finalize output, which `dep:finalize` already keys,
+        // so a cached package never reads that output.
         inputs.insert(
             "sbom".to_string(),
             hex(&Sha256::digest(serde_json::to_vec(&sbom::cyclonedx(
@@ -623,14 +628,20 @@ impl<'a> Build<'a> {
         let entry = self.builder().entry("package", &key);
         let cached = entry.join(&sbom_name).is_file();
         if !cached {
+            let wanted: Vec<String> = sbom::shipped_files(&self.ctx.recipe)
+                .into_iter()
+                .map(|(_, p)| p)
+                .collect();
+            sbom_input.files = package::sha256_of_entries(&finalize.output, &wanted)?;
             let scratch = self.ctx.cache.scratch("package")?;
             let tree = package::Tree::read(&finalize.output)?;
             let epoch = self.tree.source_date_epoch;
             tree.write(package::Part::Dev, &[], epoch, &scratch.join(&dev_name))?;
+            let dev_sha256 = sha256_file(&scratch.join(&dev_name))?;
             sbom_input.tarballs = Some(sbom::Tarballs {
                 runtime: name.clone(),
                 dev: dev_name.clone(),
-                dev_sha256: sha256_file(&scratch.join(&dev_name))?,
+                dev_sha256: dev_sha256.clone(),
             });
             let mut bom = sbom::cyclonedx(&sbom_input);
             tree.write(
@@ -642,23 +653,31 @@ impl<'a> Build<'a> {
                 epoch,
                 &scratch.join(&name),
             )?;
-            sbom::add_runtime_sha256(&mut bom, &sha256_file(&scratch.join(&name))?);
+            let sha256 = sha256_file(&scratch.join(&name))?;
+            sbom::add_runtime_sha256(&mut bom, &sha256);
             std::fs::write(scratch.join(&sbom_name), serde_json::to_vec_pretty(&bom)?)?;
+            std::fs::write(
+                scratch.join(SUMS),
+                format!("{sha256}  {name}\n{dev_sha256}  {dev_name}\n"),
+            )?;
             crate::cache::publish(&scratch, &entry)?;
         }
         let out = self.out_dir();
         std::fs::create_dir_all(&out)
             .with_context(|| format!("cannot create {}", out.display()))?;
+        let sums = std::fs::read_to_string(entry.join(SUMS)).unwrap_or_default();
         let mut shipped = Vec::new();
         for file in [&name, &dev_name] {
-            let sha256 = sha256_file(&entry.join(file))?;
-            let tmp = out.join(format!(".{file}.partial"));
-            std::fs::copy(entry.join(file), &tmp)
-                .with_context(|| format!("cannot write {}", tmp.display()))?;
-            crate::cache::sync(&tmp)?;
-            std::fs::rename(&tmp, out.join(file))?;
-            crate::cache::sync(&out)?;
-            crate::cache::write_atomic(
+            // The entry's own record of its sha256, or (an entry made before it kept one) the hash.
+            let sha256 = match sums
+                .lines()
+                .find_map(|l| l.strip_suffix(&format!("  {file}")))
+            {
+                Some(sha256) => sha256.to_string(),
+                None => sha256_file(&entry.join(file))?,
+            };
+            ship(&entry.join(file), &out.join(file))?;
+            write_if_changed(
                 &out.join(format!("{file}.sha256")),
                 format!("{sha256}  {file}\n").as_bytes(),
             )?;
@@ -667,7 +686,7 @@ impl<'a> Build<'a> {
         let sbom_path = out.join(&sbom_name);
         let bom = std::fs::read(entry.join(&sbom_name))
             .with_context(|| format!("cannot read {}", entry.join(&sbom_name).display()))?;
-        crate::cache::write_atomic(&sbom_path, &bom)?;
+        write_if_changed(&sbom_path, &bom)?;
         let seconds = started.elapsed().as_secs_f64();
         if cached {
             ui.message(&format!("{:<14} cached", "package"));
@@ -732,14 +751,9 @@ impl<'a> Build<'a> {
     }
 
     /// What the CycloneDX SBOM of the tree that `finalize` produced says, but the tarballs.
-    fn sbom<'s>(
-        &'s self,
-        artifact: &'s str,
-        finalize: &Done,
-        ui: &Terminal,
-    ) -> Result<sbom::Input<'s>> {
+    /// The shipped files' hashes are left empty: `package` fills them in when it writes.
+    fn sbom<'s>(&'s self, artifact: &'s str, ui: &Terminal) -> Result<sbom::Input<'s>> {
         let r = &self.ctx.recipe;
-        let wanted: Vec<String> = sbom::shipped_files(r).into_iter().map(|(_, p)| p).collect();
         let input = sbom::Input {
             artifact,
             recipe: r,
@@ -749,7 +763,7 @@ impl<'a> Build<'a> {
                 id: self.image_id.clone(),
                 packages: self.builder_packages(ui)?,
             },
-            files: package::sha256_of_entries(&finalize.output, &wanted)?,
+            files: Default::default(),
             arch: &self.arch,
             source_date_epoch: self.tree.source_date_epoch,
             reproducible: !r.python_build.pgo,
@@ -816,6 +830,57 @@ pub fn timings_path(report: Option<&Path>, tarball: &Path) -> PathBuf {
     beside.with_file_name(format!("{stem}.timings.html"))
 }
 
+/// The package entry's record of its tarballs' sha256s, in `sha256sum` format.
+const SUMS: &str = "SHA256SUMS";
+
+/// Copies the cached file `from` to `to` (through a synced temporary file and a rename), unless
+/// `to` already holds the same bytes: a no-op run rewrites nothing in the output directory.
+fn ship(from: &Path, to: &Path) -> Result<()> {
+    if same_bytes(from, to)? {
+        return Ok(());
+    }
+    let name = to.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = to.with_file_name(format!(".{name}.partial"));
+    std::fs::copy(from, &tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+    crate::cache::sync(&tmp)?;
+    std::fs::rename(&tmp, to)
+        .with_context(|| format!("cannot rename {} to {}", tmp.display(), to.display()))?;
+    crate::cache::sync(to.parent().unwrap_or(to))
+}
+
+/// `write_atomic`, unless `path` already holds exactly `bytes`.
+fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<()> {
+    if std::fs::read(path).is_ok_and(|have| have == bytes) {
+        return Ok(());
+    }
+    crate::cache::write_atomic(path, bytes)
+}
+
+/// Whether the regular file `b` exists and has the same bytes as `a`.
+fn same_bytes(a: &Path, b: &Path) -> Result<bool> {
+    use std::io::Read;
+    let (Ok(meta_a), Ok(meta_b)) = (std::fs::metadata(a), std::fs::symlink_metadata(b)) else {
+        return Ok(false);
+    };
+    if !meta_b.is_file() || meta_a.len() != meta_b.len() {
+        return Ok(false);
+    }
+    let open =
+        |p: &Path| std::fs::File::open(p).with_context(|| format!("cannot open {}", p.display()));
+    let (mut fa, mut fb) = (open(a)?, open(b)?);
+    let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    loop {
+        let n = fa.read(&mut ba)?;
+        if n == 0 {
+            return Ok(fb.read(&mut bb[..1])? == 0);
+        }
+        // A file that shrank under us is simply not the same.
+        if fb.read_exact(&mut bb[..n]).is_err() || ba[..n] != bb[..n] {
+            return Ok(false);
+        }
+    }
+}
+
 /// Where the SBOM goes inside the tree, next to BUILD-INFO.json.
 pub const SBOM_IN_TREE: &str = "SBOM.cdx.json";
 
@@ -846,5 +911,38 @@ mod tests {
             timings_path(None, tarball),
             Path::new("/d/python-fips-3.13.15-linux-x86_64.timings.html")
         );
+    }
+
+    use crate::testutil::TempDir;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn shipping_an_unchanged_file_again_rewrites_nothing() {
+        let dir = TempDir::new("ship");
+        let from = dir.path().join("entry.tar.gz");
+        let to = dir.path().join("dist.tar.gz");
+        std::fs::write(&from, vec![7u8; 3 << 20]).unwrap();
+        ship(&from, &to).unwrap();
+        assert_eq!(std::fs::read(&to).unwrap(), std::fs::read(&from).unwrap());
+        let inode = std::fs::metadata(&to).unwrap().ino();
+        ship(&from, &to).unwrap();
+        assert_eq!(std::fs::metadata(&to).unwrap().ino(), inode, "rewritten");
+        // A changed byte at the end, or another length: replaced.
+        let mut bytes = std::fs::read(&from).unwrap();
+        *bytes.last_mut().unwrap() = 8;
+        std::fs::write(&to, &bytes).unwrap();
+        ship(&from, &to).unwrap();
+        assert_eq!(std::fs::read(&to).unwrap(), std::fs::read(&from).unwrap());
+        std::fs::write(&to, b"short").unwrap();
+        ship(&from, &to).unwrap();
+        assert_eq!(std::fs::read(&to).unwrap(), std::fs::read(&from).unwrap());
+
+        let sums = dir.path().join("x.sha256");
+        write_if_changed(&sums, b"a  x\n").unwrap();
+        let inode = std::fs::metadata(&sums).unwrap().ino();
+        write_if_changed(&sums, b"a  x\n").unwrap();
+        assert_eq!(std::fs::metadata(&sums).unwrap().ino(), inode);
+        write_if_changed(&sums, b"b  x\n").unwrap();
+        assert_eq!(std::fs::read(&sums).unwrap(), b"b  x\n");
     }
 }

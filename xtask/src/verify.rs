@@ -4,10 +4,12 @@
 //! the image's own user and `PATH`; it prints one JSON row per check. This side renders the rows
 //! as a table, writes them as JSON, and fails if any row failed.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use xshell::Shell;
 
 use crate::cache::Cache;
@@ -16,6 +18,8 @@ use crate::flags;
 use crate::image::{
     self, LABEL_OPENSSL, LABEL_PROVIDER, LABEL_TARBALL, LABEL_VERSION, RuntimeImage,
 };
+use crate::pipeline::key_of;
+use crate::prepare::hex;
 use crate::progress::{Reporter, Terminal};
 use crate::python::{Artifact, Build};
 
@@ -34,7 +38,7 @@ pub struct Row {
 }
 
 /// The outcome of `verify`, as written to `<tarball>.verify.json`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Verdict {
     /// The image as named on the command line, or its first tag.
     pub image: String,
@@ -42,6 +46,9 @@ pub struct Verdict {
     pub tarball_sha256: Option<String>,
     pub passed: bool,
     pub checks: Vec<Row>,
+    /// Read from the cache of verdicts rather than run now (see `verdict_for`).
+    #[serde(default)]
+    pub cached: bool,
 }
 
 impl Verdict {
@@ -137,15 +144,19 @@ pub fn json_beside(tarball: &Path) -> PathBuf {
 }
 
 impl Build<'_> {
-    /// Verifies this build's runtime image, shows the table and writes `<tarball>.verify.json`.
-    /// A failed check is in the verdict, not an error: the caller decides when to fail.
+    /// Verifies this build's runtime image (or reads the verdict cached for it), shows the table
+    /// and writes `<tarball>.verify.json`. A failed check is in the verdict, not an error: the
+    /// caller decides when to fail.
     pub fn verify(
         &self,
         artifact: &Artifact,
         image: &RuntimeImage,
         ui: &Terminal,
     ) -> Result<(Verdict, PathBuf)> {
-        let mut verdict = check(self.sh, &self.engine, &self.ctx.cache, &image.id, ui)?;
+        let cache = &self.ctx.cache;
+        let mut verdict = verdict_for(cache, image, !self.ctx.offline, ui, || {
+            check(self.sh, &self.engine, cache, &image.id, ui)
+        })?;
         if let Some(tag) = image.tags.first() {
             verdict.image = tag.clone();
         }
@@ -162,6 +173,85 @@ impl Build<'_> {
         Ok((verdict, json))
     }
 }
+
+/// The key of an image's verdict: the image (its content key and its id, as a rebuild with the
+/// same key may install other package versions) and what checks it.
+pub fn verdict_key(image_key: &str, image_id: &str) -> String {
+    let mut inputs = BTreeMap::new();
+    inputs.insert("image-key".to_string(), image_key.to_string());
+    inputs.insert("image-id".to_string(), image_id.to_string());
+    inputs.insert("checks".to_string(), hex(&Sha256::digest(CHECKS)));
+    inputs.insert(
+        "code".to_string(),
+        hex(&Sha256::digest(include_str!("verify.rs"))),
+    );
+    key_of(&inputs)
+}
+
+/// Where an image's verdict is cached: `verdicts/<verdict key>.json`.
+fn verdict_path(cache: &Cache, key: &str) -> PathBuf {
+    cache.dir("verdicts").join(format!("{key}.json"))
+}
+
+/// The verdict of `image`: the one cached for its key, or `run`'s, which is then cached (when
+/// `store`, that is unless the run writes nothing in the cache). Only a verdict whose checks
+/// ran to their end is cached, passed or failed: a failed one fails every build of that image
+/// as it failed the first, while a run that stopped early (the engine, the machine) is run again
+/// next time. An image without a content key is always checked.
+pub fn verdict_for(
+    cache: &Cache,
+    image: &RuntimeImage,
+    store: bool,
+    ui: &dyn Reporter,
+    run: impl FnOnce() -> Result<Verdict>,
+) -> Result<Verdict> {
+    let Some(image_key) = &image.key else {
+        return run();
+    };
+    let key = verdict_key(image_key, &image.id);
+    let path = verdict_path(cache, &key);
+    // An entry appears whole (by rename), so one that cannot be read is of another version of
+    // this tool: it is a miss, and left alone.
+    if let Some(mut verdict) = std::fs::read(&path)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<Verdict>(&bytes).ok())
+        .filter(|v| v.image_id == image.id)
+    {
+        verdict.cached = true;
+        ui.message(&format!(
+            "{:<14} cached ({})",
+            "verify",
+            if verdict.passed { "passed" } else { "failed" }
+        ));
+        return Ok(verdict);
+    }
+    let verdict = run()?;
+    let complete = verdict.checks.iter().all(|r| r.name != STOPPED_EARLY);
+    if store && complete {
+        // The verdict stands without its cache entry: failing to write one only costs a rerun.
+        if let Err(e) = store_verdict(cache, &key, &verdict) {
+            ui.message(&format!(
+                "warning: cannot cache the verdict of {}: {e:#}",
+                image.id
+            ));
+        }
+    }
+    Ok(verdict)
+}
+
+/// Publishes `verdict` at `verdicts/<key>.json` by rename from the scratch directory.
+fn store_verdict(cache: &Cache, key: &str, verdict: &Verdict) -> Result<()> {
+    let scratch = cache.scratch("verdict")?;
+    let file = scratch.join("verdict.json");
+    let result = std::fs::write(&file, serde_json::to_vec_pretty(verdict)?)
+        .with_context(|| format!("cannot write {}", file.display()))
+        .and_then(|()| crate::cache::publish(&file, &verdict_path(cache, key)));
+    let _ = crate::cache::remove(&scratch);
+    result
+}
+
+/// The name of the row that says the checks script stopped before its end.
+const STOPPED_EARLY: &str = "checks ran to the end";
 
 /// Runs the checks in a fresh container of `image` and collects their rows.
 pub fn check(
@@ -257,6 +347,7 @@ pub fn check(
         tarball_sha256: labels.get(LABEL_TARBALL).cloned(),
         passed: checks.iter().all(|r| r.passed),
         checks,
+        cached: false,
     })
 }
 
@@ -285,7 +376,7 @@ pub fn parse_rows(lines: &[String], exited_ok: bool, log: &Path) -> Vec<Row> {
             .map(String::as_str)
             .collect();
         rows.push(Row {
-            name: "checks ran to the end".into(),
+            name: STOPPED_EARLY.into(),
             passed: false,
             detail: format!(
                 "the checks script stopped early; last lines: {}; full log: {}",
@@ -391,6 +482,7 @@ mod tests {
             tarball_sha256: Some("ab".into()),
             passed: false,
             checks: vec![row("a", true, "d1"), row("b", false, "d2")],
+            cached: false,
         };
         let path = json_beside(&dir.path().join("t.tar.gz"));
         assert_eq!(path.file_name().unwrap(), "t.tar.gz.verify.json");
@@ -403,6 +495,140 @@ mod tests {
         let err = verdict.ensure_passed(Some(&path)).unwrap_err().to_string();
         assert!(err.contains("1 of 2 checks"), "{err}");
         assert!(err.contains("(b)"), "{err}");
+    }
+
+    fn image(key: Option<&str>, id: &str) -> RuntimeImage {
+        RuntimeImage {
+            id: id.into(),
+            tags: vec!["python-fips:3.13".into()],
+            cached: true,
+            key: key.map(str::to_string),
+        }
+    }
+
+    fn verdict(id: &str, checks: Vec<Row>) -> Verdict {
+        Verdict {
+            image: id.into(),
+            image_id: id.into(),
+            tarball_sha256: None,
+            passed: checks.iter().all(|r| r.passed),
+            checks,
+            cached: false,
+        }
+    }
+
+    /// Calls `verdict_for` with a run that counts itself and returns `made`.
+    fn verdict_of(
+        cache: &Cache,
+        image: &RuntimeImage,
+        store: bool,
+        runs: &std::cell::Cell<u32>,
+        made: &Verdict,
+    ) -> Verdict {
+        verdict_for(cache, image, store, &crate::progress::Silent, || {
+            runs.set(runs.get() + 1);
+            Ok(made.clone())
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_verdict_is_cached_by_the_images_key_and_id() {
+        let dir = TempDir::new("verdict-hit");
+        let cache = Cache::open(Some(dir.path())).unwrap();
+        let runs = std::cell::Cell::new(0);
+        let made = verdict("sha256:1", vec![row("a", true, "d")]);
+        let first = verdict_of(&cache, &image(Some("k1"), "sha256:1"), true, &runs, &made);
+        assert!(!first.cached);
+        let again = verdict_of(&cache, &image(Some("k1"), "sha256:1"), true, &runs, &made);
+        assert_eq!(runs.get(), 1, "the checks ran again on an unchanged image");
+        assert!(again.cached && again.passed);
+        assert_eq!(again.checks, made.checks);
+        // Another key, another id (the same key rebuilt), or no key at all: the checks run.
+        verdict_of(&cache, &image(Some("k2"), "sha256:1"), true, &runs, &made);
+        let other = verdict("sha256:2", vec![row("a", true, "d")]);
+        verdict_of(&cache, &image(Some("k1"), "sha256:2"), true, &runs, &other);
+        verdict_of(&cache, &image(None, "sha256:1"), true, &runs, &made);
+        verdict_of(&cache, &image(None, "sha256:1"), true, &runs, &made);
+        assert_eq!(runs.get(), 5);
+    }
+
+    #[test]
+    fn a_run_that_writes_nothing_leaves_no_verdict_and_a_miss_runs() {
+        let dir = TempDir::new("verdict-miss");
+        let cache = Cache::open(Some(dir.path())).unwrap();
+        let runs = std::cell::Cell::new(0);
+        let made = verdict("sha256:1", vec![row("a", true, "d")]);
+        for _ in 0..2 {
+            let v = verdict_of(&cache, &image(Some("k1"), "sha256:1"), false, &runs, &made);
+            assert!(!v.cached);
+        }
+        assert_eq!(runs.get(), 2);
+        assert!(!cache.dir("verdicts").exists());
+    }
+
+    #[test]
+    fn a_cached_failed_verdict_still_fails_and_a_stopped_run_is_not_cached() {
+        let dir = TempDir::new("verdict-failed");
+        let cache = Cache::open(Some(dir.path())).unwrap();
+        let runs = std::cell::Cell::new(0);
+        let failed = verdict(
+            "sha256:1",
+            vec![row("a", true, "d"), row("md5", false, "ok")],
+        );
+        let img = image(Some("k1"), "sha256:1");
+        verdict_of(&cache, &img, true, &runs, &failed);
+        let cached = verdict_of(&cache, &img, true, &runs, &failed);
+        assert_eq!(runs.get(), 1);
+        assert!(cached.cached && !cached.passed);
+        let err = cached.ensure_passed(None).unwrap_err().to_string();
+        assert!(err.contains("(md5)"), "{err}");
+
+        // A run that stopped early may be the machine's fault: it is run again next time.
+        let stopped = verdict("sha256:3", vec![row(STOPPED_EARLY, false, "killed")]);
+        let img = image(Some("k1"), "sha256:3");
+        for _ in 0..2 {
+            let v = verdict_of(&cache, &img, true, &runs, &stopped);
+            assert!(!v.cached);
+            assert!(v.ensure_passed(None).is_err());
+        }
+        assert_eq!(runs.get(), 3);
+    }
+
+    #[test]
+    fn a_verdict_entry_appears_by_rename_from_the_scratch_directory() {
+        let dir = TempDir::new("verdict-rename");
+        let cache = Cache::open(Some(dir.path())).unwrap();
+        let runs = std::cell::Cell::new(0);
+        let made = verdict("sha256:1", vec![row("a", true, "d")]);
+        verdict_of(&cache, &image(Some("k1"), "sha256:1"), true, &runs, &made);
+        let entry = verdict_path(&cache, &verdict_key("k1", "sha256:1"));
+        let names: Vec<_> = std::fs::read_dir(cache.dir("verdicts"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(
+            names,
+            std::slice::from_ref(&entry),
+            "only the entry, no partial file"
+        );
+        // It was written and synced in the scratch directory, then renamed into place.
+        let synced = crate::cache::synced();
+        let scratch = cache.dir(crate::cache::SCRATCH);
+        assert!(
+            synced
+                .iter()
+                .any(|p| p.starts_with(&scratch) && p.ends_with("verdict.json")),
+            "{synced:?}"
+        );
+        assert!(synced.contains(&cache.dir("verdicts")), "{synced:?}");
+        assert!(
+            std::fs::read_dir(&scratch).unwrap().next().is_none(),
+            "the scratch directory kept something"
+        );
+        let stored: Verdict = serde_json::from_slice(&std::fs::read(&entry).unwrap()).unwrap();
+        assert!(!stored.cached);
+        assert_eq!(stored.image_id, "sha256:1");
     }
 
     /// A fake engine CLI that knows no image: the error names the image and how to list them.
