@@ -91,9 +91,10 @@ impl flags::Bench {
             drop(build);
         }
         let root = main_cache.dir("bench");
-        crate::cache::remove(&root)?;
-        link_tree(&main_cache.dir("downloads"), &root.join("downloads"))?;
-        let patches = root.join("patches");
+        scratch_cache(&root, &main_cache.dir("downloads"))?;
+        // Beside the scratch cache, not in it: a cache holds only what the tool puts there.
+        let patches = main_cache.dir("bench-patches");
+        crate::cache::remove(&patches)?;
         let original = self
             .build
             .sources
@@ -189,6 +190,7 @@ impl flags::Bench {
             figures.floors.push((format!("native{suffix}"), floor));
         }
         crate::cache::remove(&root)?;
+        crate::cache::remove(&patches)?;
 
         print!("{}", render(&figures));
         if let Some(path) = &self.json {
@@ -248,8 +250,7 @@ fn timed(sh: &Shell, name: String, args: &BuildArgs, ui: &Terminal) -> Result<Ru
 /// OpenSSL stage entries; returns the seconds it took and the runtime tarball's sha256.
 fn clean_build(sh: &Shell, args: &BuildArgs, root: &Path, ui: &Terminal) -> Result<(f64, String)> {
     let clean = root.with_file_name("bench-clean");
-    crate::cache::remove(&clean)?;
-    link_tree(&root.join("downloads"), &clean.join("downloads"))?;
+    scratch_cache(&clean, &root.join("downloads"))?;
     for entry in std::fs::read_dir(root.join("stages"))? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -268,6 +269,14 @@ fn clean_build(sh: &Shell, args: &BuildArgs, root: &Path, ui: &Terminal) -> Resu
     drop(build);
     crate::cache::remove(&clean)?;
     Ok((seconds, artifact.sha256))
+}
+
+/// Makes `root` a new, empty cache (marked as one, so that opening it adopts nothing) whose
+/// downloads are hard links to `downloads`.
+fn scratch_cache(root: &Path, downloads: &Path) -> Result<()> {
+    crate::cache::remove(root)?;
+    crate::cache::Cache::open(Some(root))?;
+    link_tree(downloads, &root.join("downloads"))
 }
 
 /// `seconds / floor`, when the floor is a time at all.
@@ -553,6 +562,23 @@ mod tests {
             c.replace("an ok note", "an ok Note"),
             "the first word of three letters or more"
         );
+    }
+
+    #[test]
+    fn a_scratch_cache_with_linked_downloads_opens_as_a_cache() {
+        let tmp = crate::testutil::TempDir::new("bench-scratch");
+        let downloads = tmp.path().join("main/downloads/abc");
+        std::fs::create_dir_all(&downloads).unwrap();
+        std::fs::write(downloads.join("Python-3.13.15.tar.xz"), b"bytes").unwrap();
+        let root = tmp.path().join("main/bench");
+        std::fs::create_dir_all(root.join("stages/left-over")).unwrap();
+        scratch_cache(&root, &tmp.path().join("main/downloads")).unwrap();
+        assert!(!root.join("stages/left-over").exists());
+        assert_eq!(
+            std::fs::read(root.join("downloads/abc/Python-3.13.15.tar.xz")).unwrap(),
+            b"bytes"
+        );
+        crate::cache::Cache::open(Some(&root)).expect("the scratch cache must open as a cache");
     }
 
     #[test]

@@ -104,9 +104,9 @@ pub struct Builder<'a> {
     pub jobs: usize,
     /// Carry a reuse directory through the stages that compile: `cache/reuse/<stage>-<arch>-
     /// <builder image>.tar`, unpacked at `/reuse` before the script and replaced from it after a
-    /// success. It holds ccache's cache (`/reuse/ccache`) and the python stage's configure
-    /// results (`/reuse/configure`), and is outside every key: what a stage takes from it gives
-    /// the bytes the stage would have made without it.
+    /// success. It holds ccache's cache (`/reuse/ccache`), the python stage's configure results
+    /// (`/reuse/configure`) and its standard library bytecode parts (`/reuse/pyc`), and is
+    /// outside every key: what a stage takes from it gives the bytes it would have made without.
     pub reuse: bool,
     /// Run nothing: `run` returns each stage's key and whether it is cached (`--dry-run`).
     pub dry_run: bool,
