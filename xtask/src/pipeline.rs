@@ -419,15 +419,7 @@ impl Builder<'_> {
                 for (dest, text) in stage.carried_files() {
                     add_bytes(&mut tar, &format!("build/{dest}"), text.as_bytes(), 0o755)?;
                 }
-                for input in &stage.inputs {
-                    let dest = format!("build/{}", input.dest);
-                    if input.host.is_dir() {
-                        tar.append_dir_all(&dest, &input.host)
-                    } else {
-                        tar.append_path_with_name(&input.host, &dest)
-                    }
-                    .with_context(|| format!("cannot pack {}", input.host.display()))?;
-                }
+                append_inputs(&mut tar, stage)?;
             }
             tar.finish()?;
             Ok(())
@@ -521,15 +513,7 @@ impl Builder<'_> {
                 .map(|(k, v)| format!("export {k}='{v}'\n"))
                 .collect();
             add_bytes(&mut tar, "build/env", env.as_bytes(), 0o644)?;
-            for input in &stage.inputs {
-                let dest = format!("build/{}", input.dest);
-                if input.host.is_dir() {
-                    tar.append_dir_all(&dest, &input.host)
-                } else {
-                    tar.append_path_with_name(&input.host, &dest)
-                }
-                .with_context(|| format!("cannot pack {}", input.host.display()))?;
-            }
+            append_inputs(&mut tar, stage)?;
             tar.finish()?;
             Ok(())
         })?;
@@ -649,6 +633,20 @@ fn script_times(marks: &[(String, bool, f64)]) -> Vec<(String, f64)> {
         }
     }
     times
+}
+
+/// Appends `stage`'s inputs (files and directories) under `build/`.
+fn append_inputs<W: std::io::Write>(tar: &mut tar::Builder<W>, stage: &Stage) -> Result<()> {
+    for input in &stage.inputs {
+        let dest = format!("build/{}", input.dest);
+        if input.host.is_dir() {
+            tar.append_dir_all(&dest, &input.host)
+        } else {
+            tar.append_path_with_name(&input.host, &dest)
+        }
+        .with_context(|| format!("cannot pack {}", input.host.display()))?;
+    }
+    Ok(())
 }
 
 fn add_bytes<W: std::io::Write>(
