@@ -10,10 +10,11 @@ use anyhow::{Context as _, Result, bail};
 use serde::Serialize;
 use xshell::Shell;
 
+use crate::build::Build;
 use crate::flags::{self, BuildArgs};
 use crate::pipeline::{Done, Together};
 use crate::progress::{Reporter, Terminal};
-use crate::python::{Build, Outcome};
+use crate::python::{Outcome, build_and_prove};
 use crate::timings::Timeline;
 
 /// One timed command, as users run it: start, every stage, package, image and verify.
@@ -231,7 +232,7 @@ fn timed(sh: &Shell, name: String, args: &BuildArgs, ui: &Terminal) -> Result<Ru
         artifact,
         proof,
         timeline,
-    } = build.build_and_prove(ui)?;
+    } = build_and_prove(&build, ui)?;
     let seconds = started.elapsed().as_secs_f64();
     if let Some((_, verdict, json)) = &proof {
         verdict.ensure_passed(Some(json))?;
@@ -266,7 +267,7 @@ fn clean_build(sh: &Shell, args: &BuildArgs, root: &Path, ui: &Terminal) -> Resu
     args.no_verify = true;
     let started = Instant::now();
     let build = Build::start(sh, &args, ui)?;
-    let Outcome { artifact, .. } = build.build_and_prove(ui)?;
+    let Outcome { artifact, .. } = build_and_prove(&build, ui)?;
     let seconds = started.elapsed().as_secs_f64();
     drop(build);
     crate::cache::remove(&clean)?;

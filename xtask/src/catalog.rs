@@ -85,20 +85,6 @@ impl Source {
     }
 }
 
-/// `YYYY-MM-DD` of a Unix time, UTC.
-pub fn day_of(epoch: u64) -> String {
-    crate::sbom::rfc3339(epoch)[..10].to_string()
-}
-
-/// Today's `YYYY-MM-DD`, UTC.
-pub fn today() -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    day_of(now)
-}
-
 impl fmt::Display for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {}", self.name, self.version)
@@ -549,7 +535,6 @@ mod tests {
         let warning = catalog.provider_warning(unvalidated, "2026-11-30").unwrap();
         assert!(warning.contains("not a CMVP-validated module"), "{warning}");
         assert!(warning.contains("--fips-provider 3.1.2"), "{warning}");
-        assert_eq!(day_of(1_785_932_743), "2026-08-05");
     }
 
     #[test]

@@ -196,7 +196,7 @@ impl<'a> Fetcher<'a> {
         if self.rehash {
             let mut hasher = Sha256::new();
             hash_file(dest, &mut hasher).map_err(|e| e.to_string())?;
-            let actual = crate::prepare::hex(&hasher.finalize());
+            let actual = crate::digest::hex(&hasher.finalize());
             if actual != source.sha256 {
                 return Err(format!("its sha256 is now {actual}"));
             }
@@ -691,7 +691,7 @@ fn verify(
             seen: Seen::Received,
         });
     }
-    let actual = crate::prepare::hex(&hasher.finalize());
+    let actual = crate::digest::hex(&hasher.finalize());
     if actual != source.sha256 {
         discard(partial);
         return Err(Failure::Checksum(ChecksumMismatch {

@@ -14,13 +14,13 @@ use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 use xshell::Shell;
 
+use crate::build::{Artifact, Build};
 use crate::cache::{self, Cache};
+use crate::digest::hex;
 use crate::engine::{ContainerSpec, Engine};
 use crate::flags::Runtime;
 use crate::pipeline::{key_of, unix_now};
-use crate::prepare::hex;
 use crate::progress::{Reporter, Terminal};
-use crate::python::{Artifact, Build};
 use crate::{catalog, elf, flags};
 
 const DOCKERFILE: &str = include_str!("image/Dockerfile.in");
@@ -230,7 +230,7 @@ pub fn for_tarball(
     tarball: &Path,
     ui: &Terminal,
 ) -> Result<RuntimeImage> {
-    let sha256 = crate::python::sha256_file(tarball)?;
+    let sha256 = crate::digest::sha256_file(tarball)?;
     // The base runtime image: a distroless one of the same tarball carries the same label.
     let distroless = engine.images_with_label(sh, LABEL_RUNTIME, "distroless")?;
     if let Some(id) = engine

@@ -235,7 +235,7 @@ pub fn sha256_of_entries(
         if paths.iter().any(|p| p == rel) {
             let mut h = Sha256::new();
             std::io::copy(&mut entry, &mut h)?;
-            out.insert(rel.to_string(), crate::prepare::hex(&h.finalize()));
+            out.insert(rel.to_string(), crate::digest::hex(&h.finalize()));
         }
     }
     Ok(out)

@@ -14,8 +14,8 @@ use sha2::{Digest, Sha256};
 use xshell::Shell;
 
 use crate::cache::{self, Cache};
+use crate::digest::hex;
 use crate::engine::{ContainerSpec, Engine};
-use crate::prepare::hex;
 use crate::progress::{Reporter, Terminal};
 
 /// Where the tree is installed, inside every container and on the machines that run it.

@@ -8,6 +8,7 @@ use xshell::Shell;
 
 use crate::cache::{self, Cache};
 use crate::catalog::{self, Catalog, Recipe};
+use crate::digest::hex;
 use crate::download::{Fetcher, RetryPolicy};
 use crate::flags::{self, SourceArgs};
 use crate::progress::{Reporter, Terminal};
@@ -27,7 +28,7 @@ impl flags::Recipes {
             })
         };
         // Certificate status as of today: #4985 is active until 2030-03-10, #4282 historical.
-        let today = catalog::today();
+        let today = crate::date::today();
         println!(
             "{:<6} {:<22} {:<22} {:<66} builder",
             "minor", "cpython", "openssl", "fips provider (CMVP status today)"
@@ -296,10 +297,6 @@ pub fn file_name(p: &Path) -> String {
         .unwrap_or_default()
 }
 
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -399,31 +396,5 @@ mod tests {
         };
         assert!(err.contains(&typo.display().to_string()), "{err}");
         assert!(!typo.exists(), "{err}");
-    }
-
-    #[test]
-    fn a_build_looks_for_the_engine_before_fetching_anything() {
-        let tmp = TempDir::new("prep-engine");
-        let cache_dir = tmp.path().join("cache");
-        Cache::open(Some(&cache_dir)).unwrap();
-        let args = crate::flags::BuildArgs {
-            sources: SourceArgs {
-                version: Some("3.13".into()),
-                offline: true,
-                cache: Some(cache_dir.clone()),
-                ..SourceArgs::default()
-            },
-            engine: Some(tmp.path().join("no-docker-here").display().to_string()),
-            ..crate::flags::BuildArgs::default()
-        };
-        let sh = Shell::new().unwrap();
-        let err = match crate::python::Build::start(&sh, &args, &Terminal::new()) {
-            Ok(_) => panic!("a build started without an engine"),
-            Err(e) => format!("{e:#}"),
-        };
-        assert!(
-            err.contains("no container engine"),
-            "the engine was not checked first: {err}"
-        );
     }
 }

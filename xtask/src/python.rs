@@ -1,24 +1,21 @@
-//! `python`: the main job. Plans the stage DAG for a recipe, runs what is not cached, packages.
+//! `python`: the main job. Builds the stages, packages, then proves the result in its runtime
+//! image and checks reproducibility, in that order, and writes the report.
 
-use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use xshell::Shell;
 
-use crate::arch::{self, Arch};
-use crate::engine::Engine;
-use crate::flags::{self, BuildArgs};
+use crate::arch;
+use crate::build::{Artifact, Build, Stages};
+use crate::flags;
 use crate::image::RuntimeImage;
-use crate::pipeline::{self, Builder, Done, Input, Stage};
-use crate::prepare::{Context, Tree, file_name, hex};
+use crate::pipeline::Done;
 use crate::progress::{Reporter, Terminal};
+use crate::repro;
 use crate::timings::{Step, Timeline};
 use crate::verify::Verdict;
-use crate::{builder, package, repro, sbom};
 
 impl flags::Python {
     pub fn run(self, sh: &Shell) -> Result<()> {
@@ -53,7 +50,7 @@ impl flags::Python {
             artifact,
             proof,
             timeline,
-        } = build.build_and_prove(&ui)?;
+        } = build_and_prove(&build, &ui)?;
         println!("{}", artifact.tarball.display());
         if self.timings {
             let page = timings_path(self.build.report.as_deref(), &artifact.tarball);
@@ -125,32 +122,6 @@ struct ReportVerify {
     cached: bool,
 }
 
-/// A build in progress: the resolved recipe, its patched tree, the engine and the builder image.
-pub struct Build<'a> {
-    pub ctx: Context,
-    pub tree: Tree,
-    pub engine: Engine,
-    pub image_id: String,
-    /// The target architecture, in the kernel's spelling.
-    pub arch: String,
-    /// The engine's own architecture, which runs every build step.
-    pub build_arch: String,
-    /// The target, when it is not the engine's own: the tree is cross-compiled.
-    pub cross: Option<&'static Arch>,
-    /// The builder image of the engine's own architecture (the cross build's build interpreter
-    /// comes from it); `image_id` itself unless cross-compiling.
-    pub native_image_id: String,
-    pub args: BuildArgs,
-    pub sh: &'a Shell,
-    /// `--dry-run`: stages report their keys and run nothing.
-    pub dry_run: bool,
-    /// When the run began (before fetching): every step's start is measured from here.
-    pub started: Instant,
-    /// Seconds `start` took: resolving, fetching, preparing the tree and the builder image.
-    pub start_seconds: f64,
-    _lock: crate::cache::CacheLock,
-}
-
 /// What a build that users run ends with: its stages, the tarballs, the runtime image with its
 /// verdict (none under `--no-verify`) and when each step ran.
 pub struct Outcome {
@@ -160,659 +131,41 @@ pub struct Outcome {
     pub timeline: Timeline,
 }
 
-/// The stages that ran (or were cached), in order.
-pub struct Stages {
-    pub stages: Vec<Done>,
-}
-
-impl Stages {
-    pub fn get(&self, name: &str) -> Option<&Done> {
-        self.stages.iter().find(|d| d.name == name)
-    }
-}
-
-/// The shipped tarballs (the runtime tree and the development tree), their checksums and the SBOM.
-pub struct Artifact {
-    pub tarball: PathBuf,
-    pub sha256: String,
-    /// `<artifact>-dev.tar.gz`, unpacked over the runtime tree.
-    pub dev_tarball: PathBuf,
-    pub dev_sha256: String,
-    pub sbom: PathBuf,
-    /// Whether the package step found its output cached.
-    pub cached: bool,
-}
-
-impl<'a> Build<'a> {
-    /// Resolves the recipe, finds the engine, fetches and patches the sources and makes the
-    /// builder image.
-    pub fn start(sh: &'a Shell, args: &BuildArgs, ui: &Terminal) -> Result<Build<'a>> {
-        let started = Instant::now();
-        let target = args.arch.as_deref().map(arch::parse).transpose()?;
-        let ctx = Context::new(&args.sources)?;
-        // Before any download: without an engine, nothing fetched could be used.
-        let engine = Engine::detect(sh, args.engine.as_deref())?;
-        // A historical or unvalidated provider builds, with a warning naming the alternative.
-        let catalog = crate::catalog::Catalog::load(&crate::catalog::recipes_dir())?;
-        if let Some(warning) =
-            catalog.provider_warning(&ctx.recipe.fips_provider, &crate::catalog::today())
-        {
-            ui.message(&format!("warning: {warning}"));
+/// Everything `python` does after `start`: every stage, the package, then (unless
+/// `--no-verify`) the runtime image and its verification, each step timed from `started`.
+/// A failed check is in the verdict, not an error. `bench` times this same path.
+pub fn build_and_prove(build: &Build, ui: &Terminal) -> Result<Outcome> {
+    let done = build.run_all(ui)?;
+    let mut steps = vec![Step::new("start", false, 0.0, build.start_seconds)];
+    steps.extend(done.stages.iter().map(Step::of_stage));
+    let at = || build.started.elapsed().as_secs_f64();
+    let start = at();
+    let artifact = build.package(&done, ui)?;
+    steps.push(Step::new("package", artifact.cached, start, at() - start));
+    // Every build proves itself in its runtime image unless told not to.
+    let proof = match build.args.no_verify {
+        true => None,
+        false => {
+            let start = at();
+            let image = build.image(&artifact, &[], ui)?;
+            steps.push(Step::new("image", image.cached, start, at() - start));
+            let start = at();
+            let (verdict, json) = build.verify(&artifact, &image, ui)?;
+            steps.push(Step::new("verify", verdict.cached, start, at() - start));
+            Some((image, verdict, json))
         }
-        let lock = ctx.cache.lock(ui)?;
-        ctx.fetch(ui)?;
-        let tree = ctx.prepare(ui)?;
-        pipeline::prune_stale(sh, &engine, &ctx.cache)?;
-        let build_arch = engine.arch(sh)?;
-        let cross = target.filter(|t| t.name != build_arch);
-        let native_image_id = builder::ensure(sh, &engine, &ctx.cache, &ctx.recipe.builder, ui)?;
-        let image_id = match cross {
-            Some(target) => {
-                arch::parse(&build_arch).with_context(|| {
-                    format!("cannot cross-compile for {} on this engine", target.name)
-                })?;
-                builder::ensure_cross(sh, &engine, &ctx.cache, &ctx.recipe.builder, target, ui)?
-            }
-            None => native_image_id.clone(),
-        };
-        Ok(Build {
-            ctx,
-            tree,
-            engine,
-            image_id,
-            arch: target.map_or(build_arch.clone(), |t| t.name.to_string()),
-            build_arch,
-            cross,
-            native_image_id,
-            args: args.clone(),
-            sh,
-            dry_run: false,
-            started,
-            start_seconds: started.elapsed().as_secs_f64(),
-            _lock: lock,
-        })
-    }
-
-    pub fn builder(&self) -> Builder<'_> {
-        Builder {
-            sh: self.sh,
-            engine: &self.engine,
-            cache: &self.ctx.cache,
-            image_id: self.image_id.clone(),
-            arch: self.arch.clone(),
-            jobs: self.args.jobs.unwrap_or_else(|| {
-                std::thread::available_parallelism()
-                    .map(|n| n.get())
-                    .unwrap_or(2)
-            }),
-            reuse: true,
-            dry_run: self.dry_run,
-            origin: self.started,
-        }
-    }
-
-    /// Everything `python` does after `start`: every stage, the package, then (unless
-    /// `--no-verify`) the runtime image and its verification, each step timed from `started`.
-    /// A failed check is in the verdict, not an error. `bench` times this same path.
-    pub fn build_and_prove(&self, ui: &Terminal) -> Result<Outcome> {
-        let done = self.run_all(ui)?;
-        let mut steps = vec![Step::new("start", false, 0.0, self.start_seconds)];
-        steps.extend(done.stages.iter().map(Step::of_stage));
-        let at = || self.started.elapsed().as_secs_f64();
-        let start = at();
-        let artifact = self.package(&done, ui)?;
-        steps.push(Step::new("package", artifact.cached, start, at() - start));
-        // Every build proves itself in its runtime image unless told not to.
-        let proof = match self.args.no_verify {
-            true => None,
-            false => {
-                let start = at();
-                let image = self.image(&artifact, &[], ui)?;
-                steps.push(Step::new("image", image.cached, start, at() - start));
-                let start = at();
-                let (verdict, json) = self.verify(&artifact, &image, ui)?;
-                steps.push(Step::new("verify", verdict.cached, start, at() - start));
-                Some((image, verdict, json))
-            }
-        };
-        let timeline = Timeline {
-            title: self.artifact_name(),
-            steps,
-            seconds: at(),
-        };
-        Ok(Outcome {
-            done,
-            artifact,
-            proof,
-            timeline,
-        })
-    }
-
-    /// The builder of the engine's own architecture, which makes a cross build's interpreter.
-    fn native_builder(&self) -> Builder<'_> {
-        Builder {
-            image_id: self.native_image_id.clone(),
-            arch: self.build_arch.clone(),
-            ..self.builder()
-        }
-    }
-
-    /// What a cross build adds to a stage's environment (nothing for a native build, so that
-    /// native keys do not change): the target's triplet and OpenSSL's cross target.
-    fn cross_env(&self) -> Vec<(String, String)> {
-        let Some(target) = self.cross else {
-            return vec![];
-        };
-        let build = arch::parse(&self.build_arch).map_or("", |a| a.triplet);
-        vec![
-            env("CROSS_HOST", target.triplet),
-            env("CROSS_BUILD", build),
-            env(
-                "OPENSSL_TARGET",
-                &format!(
-                    "{} --cross-compile-prefix={}-",
-                    target.openssl, target.triplet
-                ),
-            ),
-        ]
-    }
-
-    /// The native openssl and python stages of the same recipe, run (or found cached: they are
-    /// exactly a native build's) for the interpreter a cross build runs its Python steps with.
-    /// Returns them as they ran, renamed `native-openssl` and `native-python`.
-    pub fn build_python(&self, ui: &Terminal) -> Result<Vec<Done>> {
-        let b = self.native_builder();
-        let mut openssl = b.run(&self.openssl_stage(false), ui)?;
-        let mut python = b.run(&self.python_stage(&openssl, None, false), ui)?;
-        openssl.name = "native-openssl".into();
-        python.name = "native-python".into();
-        Ok(vec![openssl, python])
-    }
-
-    /// The names of this build's container stages, in order.
-    pub fn stage_names(&self) -> Vec<&'static str> {
-        let mut names = vec!["openssl"];
-        if self.ctx.recipe.separate_provider() {
-            names.push("fips-provider");
-        }
-        names.extend(["python", "finalize"]);
-        names
-    }
-
-    /// Runs every container stage.
-    pub fn run_all(&self, ui: &Terminal) -> Result<Stages> {
-        let (stages, _) = self.run_until(None, ui)?;
-        Ok(stages)
-    }
-
-    /// Runs the stages before `until` and returns that stage's description unrun
-    /// (or runs everything when `until` is `None`).
-    pub fn run_until(&self, until: Option<&str>, ui: &Terminal) -> Result<(Stages, Option<Stage>)> {
-        let b = self.builder();
-        self.walk(ui, &mut |stage| {
-            if until == Some(stage.name) {
-                return Ok(ControlFlow::Break(stage));
-            }
-            Ok(ControlFlow::Continue(b.run(&stage, ui)?))
-        })
-    }
-
-    /// Every container stage of this build, described but not run (their deps are
-    /// placeholders): what `bench` runs in one container as the floor. Native builds only.
-    pub fn stage_plan(&self, ui: &Terminal) -> Result<Vec<Stage>> {
-        if self.cross.is_some() {
-            anyhow::bail!("the floor is measured for native builds only");
-        }
-        let mut plan = Vec::new();
-        self.walk(ui, &mut |stage| {
-            let placeholder = Done {
-                name: stage.name.into(),
-                key: format!("unrun-{}", stage.name),
-                cached: false,
-                start: 0.0,
-                seconds: 0.0,
-                script_seconds: 0.0,
-                output: PathBuf::new(),
-            };
-            plan.push(stage);
-            Ok(ControlFlow::Continue(placeholder))
-        })?;
-        Ok(plan)
-    }
-
-    /// Describes each stage in order and hands it to `visit`, which runs it (`Continue` with
-    /// its outcome) or stops there (`Break`, returned unrun).
-    fn walk(
-        &self,
-        ui: &Terminal,
-        visit: &mut dyn FnMut(Stage) -> Result<ControlFlow<Stage, Done>>,
-    ) -> Result<(Stages, Option<Stage>)> {
-        let mut done = Stages { stages: Vec::new() };
-        let r = &self.ctx.recipe;
-        let mut next = |stage: Stage, done: &mut Stages| -> Result<Option<Stage>> {
-            match visit(stage)? {
-                ControlFlow::Break(stage) => Ok(Some(stage)),
-                ControlFlow::Continue(d) => {
-                    done.stages.push(d);
-                    Ok(None)
-                }
-            }
-        };
-
-        let same = !r.separate_provider();
-        let openssl = self.openssl_stage(self.cross.is_some());
-        if let Some(s) = next(openssl, &mut done)? {
-            return Ok((done, Some(s)));
-        }
-        if !same {
-            let provider = Stage {
-                name: "fips-provider",
-                script: include_str!("pipeline/fips-provider.sh"),
-                files: vec![],
-                env: [
-                    vec![
-                        env("PROVIDER_VERSION", &r.fips_provider.version),
-                        env("PROVIDER_FILE", &r.fips_provider.file),
-                    ],
-                    self.cross_env(),
-                ]
-                .concat(),
-                inputs: vec![self.source_input(&r.fips_provider)],
-                deps: vec![],
-                output: "/out/python-fips",
-                source_date_epoch: r.source_date_epoch,
-                reuse: true,
-            };
-            if let Some(s) = next(provider, &mut done)? {
-                return Ok((done, Some(s)));
-            }
-        }
-        // A cross build's interpreter for its Python steps: the native openssl and python stages.
-        let native = match self.cross {
-            Some(_) => self.build_python(ui)?,
-            None => vec![],
-        };
-        done.stages.extend(native.iter().cloned());
-        let python = self.python_stage(
-            done.get("openssl").expect("openssl ran"),
-            native.last(),
-            self.cross.is_some(),
-        );
-        if let Some(s) = next(python, &mut done)? {
-            return Ok((done, Some(s)));
-        }
-        let mut deps = vec![done.get("python").expect("python ran").clone()];
-        deps.extend(done.get("fips-provider").cloned());
-        let mut finalize_env = self.cross_env();
-        if self.args.inject_nondeterminism {
-            finalize_env.push(env("INJECT_NONDETERMINISM", "build-time"));
-        }
-        let mut finalize = Stage {
-            name: "finalize",
-            script: include_str!("pipeline/finalize.sh"),
-            files: vec![(
-                "python-fips-setup",
-                include_str!("pipeline/python-fips-setup.sh"),
-            )],
-            env: finalize_env,
-            inputs: vec![],
-            deps,
-            output: pipeline::PREFIX,
-            source_date_epoch: Some(self.tree.source_date_epoch),
-            reuse: false,
-        };
-        // A cross build installs pip here, with the build interpreter (see cross-pip.sh).
-        if let Some(build_python) = native.last() {
-            finalize
-                .files
-                .push(("cross-pip.sh", include_str!("pipeline/cross-pip.sh")));
-            finalize.env.push(env("PYTHON_MINOR", &r.minor));
-            finalize.inputs.push(Input {
-                dest: "build-python.tar".into(),
-                host: build_python.output.clone(),
-                content: build_python.key.clone(),
-            });
-        }
-        if let Some(s) = next(finalize, &mut done)? {
-            return Ok((done, Some(s)));
-        }
-        Ok((done, None))
-    }
-
-    /// The openssl stage: libcrypto, libssl and the openssl command (cross-compiled if `cross`).
-    fn openssl_stage(&self, cross: bool) -> Stage {
-        let r = &self.ctx.recipe;
-        let same = !r.separate_provider();
-        let mut env_vars = vec![
-            env("OPENSSL_VERSION", &r.openssl.version),
-            env("OPENSSL_FILE", &r.openssl.file),
-            // The libraries' own fips.so is only built when it is the provider that ships.
-            env("OPENSSL_CONFIGURE", if same { "enable-fips" } else { "" }),
-            env(
-                "OPENSSL_INSTALL_EXTRA",
-                if same { "install_fips" } else { "" },
-            ),
-        ];
-        if cross {
-            env_vars.extend(self.cross_env());
-        }
-        Stage {
-            name: "openssl",
-            script: include_str!("pipeline/openssl.sh"),
-            files: vec![],
-            env: env_vars,
-            inputs: vec![self.source_input(&r.openssl)],
-            deps: vec![],
-            output: pipeline::PREFIX,
-            // Its own, from its tarball, unless the recipe pins one (see openssl.sh).
-            source_date_epoch: r.source_date_epoch,
-            reuse: true,
-        }
-    }
-
-    /// The python stage over `openssl`'s output; a cross build also gets the native python
-    /// stage's output (`build_python`) as its build interpreter.
-    fn python_stage(&self, openssl: &Done, build_python: Option<&Done>, cross: bool) -> Stage {
-        let r = &self.ctx.recipe;
-        let mut configure: Vec<&str> = r
-            .python_build
-            .configure
-            .iter()
-            .map(|c| c.flag.as_str())
-            .collect();
-        if r.python_build.pgo {
-            configure.push("--enable-optimizations");
-        }
-        let mut env_vars = vec![
-            env("PYTHON_VERSION", &r.python.version),
-            env("PYTHON_MINOR", &r.minor),
-            env(
-                "PYTHON_SHARED",
-                if r.python_build.enable_shared {
-                    "--enable-shared"
-                } else {
-                    ""
-                },
-            ),
-            env("PYTHON_CONFIGURE", &configure.join(" ")),
-        ];
-        let mut inputs = vec![Input {
-            dest: format!("src/Python-{}", r.python.version),
-            host: self.tree.root.clone(),
-            content: self.tree.key.clone(),
-        }];
-        if cross {
-            env_vars.extend(self.cross_env());
-            if let Some(done) = build_python {
-                inputs.push(Input {
-                    dest: "build-python.tar".into(),
-                    host: done.output.clone(),
-                    content: done.key.clone(),
-                });
-            }
-        }
-        Stage {
-            name: "python",
-            script: include_str!("pipeline/python.sh"),
-            files: vec![(
-                "compile-stdlib.py",
-                include_str!("pipeline/compile-stdlib.py"),
-            )],
-            env: env_vars,
-            inputs,
-            deps: vec![openssl.clone()],
-            output: pipeline::PREFIX,
-            source_date_epoch: Some(self.tree.source_date_epoch),
-            reuse: true,
-        }
-    }
-
-    fn source_input(&self, source: &crate::catalog::Source) -> Input {
-        Input {
-            dest: format!("src/{}", source.file),
-            host: self.ctx.cache.download_path(source),
-            content: source.sha256.clone(),
-        }
-    }
-
-    /// `python-fips-<python>-openssl-<lib>-fips-<provider>-linux-<arch>`.
-    pub fn artifact_name(&self) -> String {
-        let r = &self.ctx.recipe;
-        let mut name = format!(
-            "python-fips-{}-openssl-{}-fips-{}-linux-{}",
-            r.python.version, r.openssl.version, r.fips_provider.version, self.arch
-        );
-        if r.patches.is_empty() {
-            name.push_str("-unpatched");
-        }
-        name
-    }
-
-    pub fn out_dir(&self) -> PathBuf {
-        self.args
-            .out
-            .clone()
-            .unwrap_or_else(|| crate::project_root().join("dist"))
-    }
-
-    /// The package stage: BUILD-INFO.json, the SBOM and two deterministic tarballs (the runtime
-    /// tree and the development tree), cached by key, copied to the output directory with a
-    /// `.sha256` each and the SBOM (`.cdx.json`) beside them.
-    pub fn package(&self, done: &Stages, ui: &Terminal) -> Result<Artifact> {
-        let finalize = done.get("finalize").expect("finalize ran");
-        let info = serde_json::to_vec_pretty(&self.build_info(done)?)?;
-        let artifact = self.artifact_name();
-        let mut sbom_input = self.sbom(&artifact, ui)?;
-        let started = std::time::Instant::now();
-        let mut inputs = std::collections::BTreeMap::new();
-        inputs.insert("stage".to_string(), "package".to_string());
-        inputs.insert(
-            "code".to_string(),
-            hex(&Sha256::digest(include_str!("package.rs"))),
-        );
-        inputs.insert("dep:finalize".to_string(), finalize.key.clone());
-        inputs.insert("build-info".to_string(), hex(&Sha256::digest(&info)));
-        // The SBOM without the tarballs' hashes (outputs of this step) and without the shipped
-        // files' hashes: those come from the finalize output, which `dep:finalize` already keys,
-        // so a cached package never reads that output.
-        inputs.insert(
-            "sbom".to_string(),
-            hex(&Sha256::digest(serde_json::to_vec(&sbom::cyclonedx(
-                &sbom_input,
-            ))?)),
-        );
-        let key = pipeline::key_of(&inputs);
-        let name = format!("{artifact}.tar.gz");
-        let dev_name = format!("{artifact}-dev.tar.gz");
-        let sbom_name = format!("{artifact}.cdx.json");
-        let entry = self.builder().entry("package", &key);
-        let cached = entry.join(&sbom_name).is_file();
-        if !cached {
-            let wanted: Vec<String> = sbom::shipped_files(&self.ctx.recipe)
-                .into_iter()
-                .map(|(_, p)| p)
-                .collect();
-            sbom_input.files = package::sha256_of_entries(&finalize.output, &wanted)?;
-            let scratch = self.ctx.cache.scratch("package")?;
-            let tree = package::Tree::read(&finalize.output)?;
-            let epoch = self.tree.source_date_epoch;
-            tree.write(package::Part::Dev, &[], epoch, &scratch.join(&dev_name))?;
-            let dev_sha256 = sha256_file(&scratch.join(&dev_name))?;
-            sbom_input.tarballs = Some(sbom::Tarballs {
-                runtime: name.clone(),
-                dev: dev_name.clone(),
-                dev_sha256: dev_sha256.clone(),
-            });
-            let mut bom = sbom::cyclonedx(&sbom_input);
-            tree.write(
-                package::Part::Runtime,
-                &[
-                    ("BUILD-INFO.json", &info),
-                    (SBOM_IN_TREE, &serde_json::to_vec_pretty(&bom)?),
-                ],
-                epoch,
-                &scratch.join(&name),
-            )?;
-            let sha256 = sha256_file(&scratch.join(&name))?;
-            sbom::add_runtime_sha256(&mut bom, &sha256);
-            std::fs::write(scratch.join(&sbom_name), serde_json::to_vec_pretty(&bom)?)?;
-            std::fs::write(
-                scratch.join(SUMS),
-                format!("{sha256}  {name}\n{dev_sha256}  {dev_name}\n"),
-            )?;
-            crate::cache::publish(&scratch, &entry)?;
-        }
-        let out = self.out_dir();
-        std::fs::create_dir_all(&out)
-            .with_context(|| format!("cannot create {}", out.display()))?;
-        let sums = std::fs::read_to_string(entry.join(SUMS)).unwrap_or_default();
-        let mut shipped = Vec::new();
-        for file in [&name, &dev_name] {
-            // The entry's own record of its sha256, or (an entry made before it kept one) the hash.
-            let sha256 = match sums
-                .lines()
-                .find_map(|l| l.strip_suffix(&format!("  {file}")))
-            {
-                Some(sha256) => sha256.to_string(),
-                None => sha256_file(&entry.join(file))?,
-            };
-            ship(&entry.join(file), &out.join(file))?;
-            write_if_changed(
-                &out.join(format!("{file}.sha256")),
-                format!("{sha256}  {file}\n").as_bytes(),
-            )?;
-            shipped.push((out.join(file), sha256));
-        }
-        let sbom_path = out.join(&sbom_name);
-        let bom = std::fs::read(entry.join(&sbom_name))
-            .with_context(|| format!("cannot read {}", entry.join(&sbom_name).display()))?;
-        write_if_changed(&sbom_path, &bom)?;
-        let seconds = started.elapsed().as_secs_f64();
-        if cached {
-            ui.message(&format!("{:<14} cached", "package"));
-        } else {
-            ui.message(&format!("{:<14} ran    {seconds:>7.1} s", "package"));
-        }
-        let (dev, runtime) = (shipped.pop().unwrap(), shipped.pop().unwrap());
-        Ok(Artifact {
-            tarball: runtime.0,
-            sha256: runtime.1,
-            dev_tarball: dev.0,
-            dev_sha256: dev.1,
-            sbom: sbom_path,
-            cached,
-        })
-    }
-
-    /// The patches applied, as `<minor>/<file>` with the sha256 of their bytes.
-    fn patches(&self) -> Result<Vec<sbom::Patch>> {
-        let r = &self.ctx.recipe;
-        r.patches
-            .iter()
-            .map(|p| {
-                let bytes =
-                    std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
-                Ok(sbom::Patch {
-                    file: format!("{}/{}", r.minor, file_name(p)),
-                    sha256: hex(&Sha256::digest(&bytes)),
-                })
-            })
-            .collect()
-    }
-
-    /// The packages installed in the builder image, listed once per image by a small stage.
-    fn builder_packages(&self, ui: &Terminal) -> Result<Vec<sbom::Package>> {
-        let stage = Stage {
-            name: "packages",
-            script: include_str!("pipeline/packages.sh"),
-            env: vec![],
-            inputs: vec![],
-            deps: vec![],
-            files: vec![],
-            output: "/out/packages",
-            source_date_epoch: None,
-            reuse: false,
-        };
-        let done = self.builder().run(&stage, ui)?;
-        let file = std::fs::File::open(&done.output)
-            .with_context(|| format!("cannot open {}", done.output.display()))?;
-        for entry in tar::Archive::new(file).entries()? {
-            let mut entry = entry?;
-            if entry.path()?.ends_with("packages.tsv") {
-                let mut text = String::new();
-                std::io::Read::read_to_string(&mut entry, &mut text)?;
-                return Ok(sbom::parse_packages(&text));
-            }
-        }
-        anyhow::bail!(
-            "the packages stage wrote no packages.tsv; see its log under {}",
-            self.ctx.cache.dir("logs").display()
-        )
-    }
-
-    /// What the CycloneDX SBOM of the tree that `finalize` produced says, but the tarballs.
-    /// The shipped files' hashes are left empty: `package` fills them in when it writes.
-    fn sbom<'s>(&'s self, artifact: &'s str, ui: &Terminal) -> Result<sbom::Input<'s>> {
-        let r = &self.ctx.recipe;
-        let input = sbom::Input {
-            artifact,
-            recipe: r,
-            patches: self.patches()?,
-            builder: sbom::BuilderImage {
-                base_image: r.builder.base_image.clone(),
-                id: self.image_id.clone(),
-                packages: self.builder_packages(ui)?,
-            },
-            files: Default::default(),
-            arch: &self.arch,
-            source_date_epoch: self.tree.source_date_epoch,
-            reproducible: !r.python_build.pgo,
-            tarballs: None,
-        };
-        Ok(input)
-    }
-
-    fn build_info(&self, done: &Stages) -> Result<serde_json::Value> {
-        let r = &self.ctx.recipe;
-        let source = |s: &crate::catalog::Source| serde_json::json!({"version": s.version, "file": s.file, "sha256": s.sha256, "license": s.license});
-        let patches: Vec<serde_json::Value> = self
-            .patches()?
-            .iter()
-            .map(|p| serde_json::json!({"file": p.file, "sha256": p.sha256}))
-            .collect();
-        // The certificate's status on the build's date (SOURCE_DATE_EPOCH), as the SBOM gives it.
-        let day = crate::catalog::day_of(self.tree.source_date_epoch);
-        let provider = match &r.fips_provider.cmvp {
-            Some(c) => serde_json::json!({
-                "certificate": c.certificate,
-                "standard": c.standard,
-                "historical_from": c.historical_from,
-                "status": r.fips_provider.cmvp_status(&day).as_str(),
-                "status_as_of": day,
-            }),
-            None => serde_json::json!("not a validated module"),
-        };
-        Ok(serde_json::json!({
-            "python": source(&r.python),
-            "openssl": source(&r.openssl),
-            "fips_provider": {"source": source(&r.fips_provider), "cmvp": provider},
-            "patches": patches,
-            "configure": {
-                "python": r.python_build.configure,
-                "enable_shared": r.python_build.enable_shared,
-                "pgo": r.python_build.pgo,
-            },
-            "builder_image": {"base": r.builder.base_image, "id": self.image_id},
-            "arch": self.arch,
-            // Where the build steps ran: differs from `arch` for a cross-compiled tree.
-            "build_arch": self.build_arch,
-            "source_date_epoch": self.tree.source_date_epoch,
-            // Profile-guided optimization depends on timing: such a build is not reproducible.
-            "reproducible": !r.python_build.pgo,
-            "sbom": SBOM_IN_TREE,
-            "stages": done.stages.iter().map(|d| serde_json::json!({"name": d.name, "key": d.key})).collect::<Vec<_>>(),
-        }))
-    }
+    };
+    let timeline = Timeline {
+        title: build.artifact_name(),
+        steps,
+        seconds: at(),
+    };
+    Ok(Outcome {
+        done,
+        artifact,
+        proof,
+        timeline,
+    })
 }
 
 /// Where `--timings` writes its page: beside the report, else beside the tarball.
@@ -830,72 +183,6 @@ pub fn timings_path(report: Option<&Path>, tarball: &Path) -> PathBuf {
     beside.with_file_name(format!("{stem}.timings.html"))
 }
 
-/// The package entry's record of its tarballs' sha256s, in `sha256sum` format.
-const SUMS: &str = "SHA256SUMS";
-
-/// Copies the cached file `from` to `to` (through a synced temporary file and a rename), unless
-/// `to` already holds the same bytes: a no-op run rewrites nothing in the output directory.
-fn ship(from: &Path, to: &Path) -> Result<()> {
-    if same_bytes(from, to)? {
-        return Ok(());
-    }
-    let name = to.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = to.with_file_name(format!(".{name}.partial"));
-    std::fs::copy(from, &tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
-    crate::cache::sync(&tmp)?;
-    std::fs::rename(&tmp, to)
-        .with_context(|| format!("cannot rename {} to {}", tmp.display(), to.display()))?;
-    crate::cache::sync(to.parent().unwrap_or(to))
-}
-
-/// `write_atomic`, unless `path` already holds exactly `bytes`.
-fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<()> {
-    if std::fs::read(path).is_ok_and(|have| have == bytes) {
-        return Ok(());
-    }
-    crate::cache::write_atomic(path, bytes)
-}
-
-/// Whether the regular file `b` exists and has the same bytes as `a`.
-fn same_bytes(a: &Path, b: &Path) -> Result<bool> {
-    use std::io::Read;
-    let (Ok(meta_a), Ok(meta_b)) = (std::fs::metadata(a), std::fs::symlink_metadata(b)) else {
-        return Ok(false);
-    };
-    if !meta_b.is_file() || meta_a.len() != meta_b.len() {
-        return Ok(false);
-    }
-    let open =
-        |p: &Path| std::fs::File::open(p).with_context(|| format!("cannot open {}", p.display()));
-    let (mut fa, mut fb) = (open(a)?, open(b)?);
-    let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
-    loop {
-        let n = fa.read(&mut ba)?;
-        if n == 0 {
-            return Ok(fb.read(&mut bb[..1])? == 0);
-        }
-        // A file that shrank under us is simply not the same.
-        if fb.read_exact(&mut bb[..n]).is_err() || ba[..n] != bb[..n] {
-            return Ok(false);
-        }
-    }
-}
-
-/// Where the SBOM goes inside the tree, next to BUILD-INFO.json.
-pub const SBOM_IN_TREE: &str = "SBOM.cdx.json";
-
-fn env(k: &str, v: &str) -> (String, String) {
-    (k.to_string(), v.to_string())
-}
-
-pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut f =
-        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let mut h = Sha256::new();
-    std::io::copy(&mut f, &mut h)?;
-    Ok(hex(&h.finalize()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -911,38 +198,5 @@ mod tests {
             timings_path(None, tarball),
             Path::new("/d/python-fips-3.13.15-linux-x86_64.timings.html")
         );
-    }
-
-    use crate::testutil::TempDir;
-    use std::os::unix::fs::MetadataExt;
-
-    #[test]
-    fn shipping_an_unchanged_file_again_rewrites_nothing() {
-        let dir = TempDir::new("ship");
-        let from = dir.path().join("entry.tar.gz");
-        let to = dir.path().join("dist.tar.gz");
-        std::fs::write(&from, vec![7u8; 3 << 20]).unwrap();
-        ship(&from, &to).unwrap();
-        assert_eq!(std::fs::read(&to).unwrap(), std::fs::read(&from).unwrap());
-        let inode = std::fs::metadata(&to).unwrap().ino();
-        ship(&from, &to).unwrap();
-        assert_eq!(std::fs::metadata(&to).unwrap().ino(), inode, "rewritten");
-        // A changed byte at the end, or another length: replaced.
-        let mut bytes = std::fs::read(&from).unwrap();
-        *bytes.last_mut().unwrap() = 8;
-        std::fs::write(&to, &bytes).unwrap();
-        ship(&from, &to).unwrap();
-        assert_eq!(std::fs::read(&to).unwrap(), std::fs::read(&from).unwrap());
-        std::fs::write(&to, b"short").unwrap();
-        ship(&from, &to).unwrap();
-        assert_eq!(std::fs::read(&to).unwrap(), std::fs::read(&from).unwrap());
-
-        let sums = dir.path().join("x.sha256");
-        write_if_changed(&sums, b"a  x\n").unwrap();
-        let inode = std::fs::metadata(&sums).unwrap().ino();
-        write_if_changed(&sums, b"a  x\n").unwrap();
-        assert_eq!(std::fs::metadata(&sums).unwrap().ino(), inode);
-        write_if_changed(&sums, b"b  x\n").unwrap();
-        assert_eq!(std::fs::read(&sums).unwrap(), b"b  x\n");
     }
 }

@@ -14,12 +14,12 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use xshell::Shell;
 
+use crate::build::{Artifact, Build};
 use crate::cache::{self, Cache};
 use crate::catalog::{BuilderSpec, Recipe};
+use crate::digest::hex;
 use crate::pipeline::{Builder, Input, Stage};
-use crate::prepare::hex;
 use crate::progress::{Reporter, Terminal};
-use crate::python::{Artifact, Build};
 
 /// How many differing files diffoscope is run on.
 const DIFFOSCOPE_FILES: usize = 5;
@@ -270,7 +270,7 @@ fn summarize(tarball: &Path) -> Result<Vec<(String, Summary)>> {
 fn diff_pairs(pairs: &[(&Path, &Path)]) -> Result<Vec<Difference>> {
     let mut out = Vec::new();
     for (a, b) in pairs {
-        if crate::python::sha256_file(a)? != crate::python::sha256_file(b)? {
+        if crate::digest::sha256_file(a)? != crate::digest::sha256_file(b)? {
             out.extend(diff_tarballs(a, b)?);
         }
     }

@@ -11,7 +11,7 @@ use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
 use crate::catalog::{Recipe, Source};
-use crate::prepare::hex;
+use crate::digest::hex;
 
 /// A patch applied to CPython: `3.13/fips.patch` and the sha256 of its bytes.
 #[derive(Debug, Clone)]
@@ -147,7 +147,7 @@ pub fn cyclonedx(input: &Input) -> Value {
 
     let p = &r.fips_provider;
     // The certificate's status on the build's date (SOURCE_DATE_EPOCH, the date a build carries).
-    let day = crate::catalog::day_of(input.source_date_epoch);
+    let day = crate::date::day_of(input.source_date_epoch);
     let (description, cmvp) = match &p.cmvp {
         Some(c) => (
             format!(
@@ -266,7 +266,7 @@ pub fn cyclonedx(input: &Input) -> Value {
         "specVersion": "1.5",
         "version": 1,
         "metadata": {
-            "timestamp": rfc3339(input.source_date_epoch),
+            "timestamp": crate::date::rfc3339(input.source_date_epoch),
             "tools": {"components": [{
                 "type": "application",
                 "name": "python-fips xtask",
@@ -397,28 +397,6 @@ pub fn uuid_v5(namespace: [u8; 16], name: &[u8]) -> String {
         &x[12..16],
         &x[16..20],
         &x[20..]
-    )
-}
-
-/// `2026-08-05T12:25:43Z` for a Unix time.
-pub fn rfc3339(epoch: u64) -> String {
-    let days = (epoch / 86_400) as i64;
-    let secs = epoch % 86_400;
-    // Civil from days (Howard Hinnant's algorithm), proleptic Gregorian, UTC.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
     )
 }
 
@@ -615,13 +593,6 @@ mod tests {
             uuid_v5(dns, b"python.org"),
             "886313e1-3b8a-5372-9b90-0c9aee199e5d"
         );
-    }
-
-    #[test]
-    fn rfc3339_of_known_times() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339(1_785_932_743), "2026-08-05T12:25:43Z");
     }
 
     #[test]

@@ -3,11 +3,11 @@
 use anyhow::{Context as _, Result, bail};
 use xshell::Shell;
 
+use crate::build::Build;
 use crate::engine::Engine;
 use crate::flags;
 use crate::pipeline::{self, Failed};
 use crate::progress::Terminal;
-use crate::python::Build;
 
 impl flags::ShellCmd {
     pub fn run(self, sh: &Shell) -> Result<()> {

@@ -12,16 +12,16 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use xshell::Shell;
 
+use crate::build::{Artifact, Build};
 use crate::cache::Cache;
+use crate::digest::hex;
 use crate::engine::{ContainerSpec, Engine};
 use crate::flags;
 use crate::image::{
     self, LABEL_OPENSSL, LABEL_PROVIDER, LABEL_TARBALL, LABEL_VERSION, RuntimeImage,
 };
 use crate::pipeline::key_of;
-use crate::prepare::hex;
 use crate::progress::{Reporter, Terminal};
-use crate::python::{Artifact, Build};
 
 const CHECKS: &str = include_str!("verify/checks.py");
 /// Where the checks script lands in the container.

@@ -18,11 +18,12 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use xshell::Shell;
 
+use crate::build::{Build, Stages};
 use crate::catalog::BuilderSpec;
+use crate::digest::hex;
+use crate::digest::sha256_file;
 use crate::pipeline::{Done, Input, Stage, key_of, unix_now};
-use crate::prepare::hex;
 use crate::progress::{Reporter, Terminal};
-use crate::python::{Build, Stages, sha256_file};
 use crate::{audit, builder, cache, flags, image, verify};
 
 const SCRIPT: &str = include_str!("wheels/wheels.sh");

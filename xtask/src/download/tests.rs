@@ -70,7 +70,7 @@ fn source_for(file: &str, bytes: &[u8], urls: Vec<String>) -> Source {
         version: "3.99.0".into(),
         file: file.into(),
         urls,
-        sha256: crate::prepare::hex(&Sha256::digest(bytes)),
+        sha256: crate::digest::hex(&Sha256::digest(bytes)),
         size: Some(bytes.len() as u64),
         license: "PSF-2.0".into(),
         cmvp: None,
@@ -161,7 +161,7 @@ fn checksum_mismatch_names_url_and_both_hashes_and_caches_nothing() {
 
     let err = fetcher(&cache, &rec, vec![]).fetch(&source).unwrap_err();
     let text = format!("{err:#}");
-    let actual = crate::prepare::hex(&Sha256::digest(&bad));
+    let actual = crate::digest::hex(&Sha256::digest(&bad));
     assert!(text.contains(&url), "{text}");
     assert!(
         text.contains(&format!("expected sha256 {}", source.sha256)),
