@@ -72,7 +72,7 @@ impl flags::Audit {
                     "{} is neither a file, a directory nor an image known to {}; \
                      pass a tree, a venv, a .whl file, an ELF file or an image name",
                     self.target,
-                    engine.program
+                    engine
                 );
             }
             let cache = Cache::open(self.cache.as_deref())?;

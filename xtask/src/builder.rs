@@ -115,14 +115,14 @@ fn ensure_with(
                 spec.base_image
             ),
             None => format!(
-                "load it with `{} load` or point the recipe at an image you have",
-                engine.program
+                "load it with `{}` or point the recipe at an image you have",
+                engine.load_hint()
             ),
         };
         bail!(
             "the base image {} is not available to {} and cannot be pulled; {hint}",
             spec.base_image,
-            engine.program
+            engine
         );
     };
     let mut inputs = BTreeMap::new();

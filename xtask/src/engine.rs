@@ -16,7 +16,14 @@ use xshell::{Shell, cmd};
 #[derive(Debug, Clone)]
 pub struct Engine {
     /// `docker` or `podman` (or a path to one of them).
-    pub program: String,
+    program: String,
+}
+
+/// The engine's program, as messages name it.
+impl std::fmt::Display for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.program)
+    }
 }
 
 /// What a new container is made of.
@@ -484,13 +491,68 @@ impl Engine {
             .collect())
     }
 
-    /// Runs a command with the user's terminal attached (interactive shells).
-    pub fn interactive(&self, args: &[String]) -> Result<bool> {
+    /// Starts the created container `name` with the user's terminal attached to it.
+    pub fn attach(&self, name: &str) -> Result<bool> {
+        self.interactive(&["start", "--attach", "--interactive", name])
+    }
+
+    /// Runs `command` in a new container of `image`, in `workdir`, with the user's terminal,
+    /// and removes the container afterwards.
+    pub fn enter(&self, image: &str, workdir: &str, command: &[&str]) -> Result<bool> {
+        let mut args = vec![
+            "run",
+            "--rm",
+            "--interactive",
+            "--tty",
+            "--workdir",
+            workdir,
+            image,
+        ];
+        args.extend(command);
+        self.interactive(&args)
+    }
+
+    /// The command a user types to look around in a container of `image`.
+    pub fn shell_hint(&self, image: &str) -> String {
+        format!("{} run --rm -it {image} sh", self.program)
+    }
+
+    /// The commands a user types to enter a copy of the kept container of a failed stage.
+    pub fn failed_stage_hint(&self, container: &str, stage: &str) -> String {
+        let engine = &self.program;
+        format!(
+            "{engine} commit {container} python-fips-debug:{stage} && {engine} run --rm -it --workdir /build python-fips-debug:{stage} bash"
+        )
+    }
+
+    /// The command that loads an image from a file.
+    pub fn load_hint(&self) -> String {
+        format!("{} load", self.program)
+    }
+
+    /// Runs the engine with the user's terminal attached (interactive shells).
+    fn interactive(&self, args: &[&str]) -> Result<bool> {
         let status = Command::new(&self.program)
             .args(args)
             .status()
             .with_context(|| format!("cannot run `{}`", self.program))?;
         Ok(status.success())
+    }
+
+    /// An engine whose program is the shell script `script`, written to `dir` as `docker`: unit
+    /// tests use it for error paths, never in place of the real engine.
+    #[cfg(test)]
+    pub fn fake(dir: &Path, script: &str) -> Engine {
+        let program = dir.join("docker");
+        std::fs::write(&program, format!("#!/bin/sh\n{script}")).unwrap();
+        std::fs::set_permissions(
+            &program,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        Engine {
+            program: program.display().to_string(),
+        }
     }
 }
 

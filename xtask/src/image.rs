@@ -311,7 +311,7 @@ pub fn ensure(
             "the runtime base image {} is not available to {}; there is no registry here, so make \
              it with `cargo xtask base-image --debootstrap bookworm --tag {}{}`",
             plan.base_image,
-            engine.program,
+            engine,
             plan.base_image,
             match crate::arch::parse(plan.arch) {
                 Ok(a) if plan.base_image.starts_with(a.hub) => format!(" --arch {}", a.deb),
@@ -463,14 +463,13 @@ fn build_failure(engine: &Engine, plan: &Plan, packages: &[String], log: &Path) 
     anyhow::anyhow!(
         "cannot build the runtime image {}; the last 30 lines of its log:\n{}\n\nfull log: {}\n\
          does the base image {} reach its package mirror and have the packages `{}`? try \
-         `{} run --rm -it {} sh`",
+         `{}`",
         plan.tags.join(", "),
         crate::engine::last_lines(&text, 30),
         log.display(),
         plan.base_image,
         packages.join(" "),
-        engine.program,
-        plan.base_image,
+        engine.shell_hint(plan.base_image),
     )
 }
 
@@ -743,18 +742,11 @@ mod tests {
     #[test]
     fn a_failed_image_build_shows_its_log_and_a_hint() {
         let dir = crate::testutil::TempDir::new("fake-docker-build");
-        let fake = dir.path().join("docker");
-        std::fs::write(
-            &fake,
-            "#!/bin/sh\necho 'Step 2/9 : RUN apt-get install libffi8'\n\
+        let engine = Engine::fake(
+            dir.path(),
+            "echo 'Step 2/9 : RUN apt-get install libffi8'\n\
              echo 'E: Unable to locate package libffi8' >&2\nexit 100\n",
-        )
-        .unwrap();
-        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .unwrap();
-        let engine = Engine {
-            program: fake.display().to_string(),
-        };
+        );
         let log = dir.path().join("image.log");
         let mut seen = Vec::new();
         let ok = engine
@@ -779,7 +771,7 @@ mod tests {
         let err = build_failure(&engine, &plan, &["libffi8".into()], &log).to_string();
         assert!(err.contains("cannot build the runtime image t:1"), "{err}");
         assert!(err.contains("Unable to locate package libffi8"), "{err}");
-        assert!(err.contains("run --rm -it debian:bookworm sh"), "{err}");
+        assert!(err.contains(&engine.shell_hint("debian:bookworm")), "{err}");
     }
 
     /// A fake engine CLI whose containers map two sonames: the mapping is made once, then read
@@ -787,13 +779,11 @@ mod tests {
     #[test]
     fn the_package_mapping_is_made_once_per_builder_and_sonames() {
         let dir = crate::testutil::TempDir::new("fake-docker-deps");
-        let fake = dir.path().join("docker");
         let calls = dir.path().join("calls");
-        std::fs::write(
-            &fake,
-            format!(
-                "#!/bin/sh
-echo \"$1\" >> '{}'
+        let engine = Engine::fake(
+            dir.path(),
+            &format!(
+                "echo \"$1\" >> '{}'
 case \"$1\" in
                  start) echo 'package libz.so.1 zlib1g'; echo 'package libffi.so.8 libffi8' ;;
                  cp) cat > /dev/null ;;
@@ -802,13 +792,7 @@ exit 0
 ",
                 calls.display()
             ),
-        )
-        .unwrap();
-        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .unwrap();
-        let engine = Engine {
-            program: fake.display().to_string(),
-        };
+        );
         let sh = Shell::new().unwrap();
         let cache = Cache::open(Some(&dir.path().join("cache"))).unwrap();
         let info = TreeInfo::parse(BUILD_INFO).unwrap();

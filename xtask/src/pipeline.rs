@@ -546,16 +546,14 @@ impl Builder<'_> {
         let record = self.cache.dir("failed.json");
         let _ = serde_json::to_vec_pretty(&failed).map(|b| cache::write_atomic(&record, &b));
         let text = std::fs::read_to_string(log).unwrap_or_default();
-        let engine = &self.engine.program;
         anyhow::anyhow!(
             "stage {} failed after {seconds:.1} s; the last 30 lines of its log:\n{}\n\nfull log: {}\n\
              the failed container {container} is kept; enter it with:\n    cargo xtask shell --failed\n\
-             or by hand:\n    {engine} commit {container} python-fips-debug:{} && {engine} run --rm -it --workdir /build python-fips-debug:{} bash",
+             or by hand:\n    {}",
             stage.name,
             crate::engine::last_lines(&text, 30),
             log.display(),
-            stage.name,
-            stage.name,
+            self.engine.failed_stage_hint(container, stage.name),
         )
     }
 }
@@ -774,11 +772,11 @@ mod tests {
         f: impl FnOnce(&Builder) -> T,
     ) -> T {
         let sh = Shell::new().unwrap();
-        let engine = Engine {
-            program: "docker".into(),
-        };
         // A directory of its own: tests run in parallel, and opening a cache adopts its root.
         let tmp = crate::testutil::TempDir::new("pf-key-tests");
+        // Keys are computed without running the engine.
+        let engine_dir = crate::testutil::TempDir::new("pf-key-engine");
+        let engine = Engine::fake(engine_dir.path(), "exit 1");
         let cache = Cache::open(Some(tmp.path())).unwrap();
         let b = Builder {
             sh: &sh,

@@ -12,7 +12,15 @@ use crate::progress::Terminal;
 impl flags::ShellCmd {
     pub fn run(self, sh: &Shell) -> Result<()> {
         if self.failed {
-            return enter_failed(sh, &self.build);
+            let (engine, failed, image) = copy_failed(sh, &self.build)?;
+            eprintln!(
+                "stage {} failed here (log: {}); this is a copy of its container: the build tree is under /build and \
+                 /build/stage.sh is the script. exit to leave.",
+                failed.stage,
+                failed.log.display()
+            );
+            engine.enter(&image, "/build", &["bash"])?;
+            return Ok(());
         }
         let ui = Terminal::new();
         let stage_name = self
@@ -30,20 +38,16 @@ impl flags::ShellCmd {
             "stage {stage_name}: inputs are under /build, the script is /build/stage.sh and its environment is set \
              (also in /build/env).\nrun `sh -eux /build/stage.sh` to run the stage; exit to leave (the container is removed)."
         );
-        let result = build.engine.interactive(&[
-            "start".into(),
-            "--attach".into(),
-            "--interactive".into(),
-            name.clone(),
-        ]);
+        let result = build.engine.attach(&name);
         build.engine.remove(sh, &name);
         result?;
         Ok(())
     }
 }
 
-/// Commits the container a failed stage left and opens a shell in a copy of it.
-fn enter_failed(sh: &Shell, args: &flags::BuildArgs) -> Result<()> {
+/// Commits the container a failed stage left to an image: the engine, the failure's record and
+/// the image.
+fn copy_failed(sh: &Shell, args: &flags::BuildArgs) -> Result<(Engine, Failed, String)> {
     let cache = crate::cache::Cache::open(args.sources.cache.as_deref())?;
     let record = cache.dir("failed.json");
     let bytes = std::fs::read(&record).with_context(|| {
@@ -63,21 +67,5 @@ fn enter_failed(sh: &Shell, args: &flags::BuildArgs) -> Result<()> {
             failed.stage
         );
     }
-    eprintln!(
-        "stage {} failed here (log: {}); this is a copy of its container: the build tree is under /build and \
-         /build/stage.sh is the script. exit to leave.",
-        failed.stage,
-        failed.log.display()
-    );
-    engine.interactive(&[
-        "run".into(),
-        "--rm".into(),
-        "--interactive".into(),
-        "--tty".into(),
-        "--workdir".into(),
-        "/build".into(),
-        image,
-        "bash".into(),
-    ])?;
-    Ok(())
+    Ok((engine, failed, image))
 }

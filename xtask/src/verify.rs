@@ -635,18 +635,11 @@ mod tests {
     #[test]
     fn verify_of_a_missing_image_says_so() {
         let dir = TempDir::new("fake-docker");
-        let fake = dir.path().join("docker");
-        std::fs::write(
-            &fake,
-            "#!/bin/sh\necho \"Error: No such image: $5\" >&2\nexit 1\n",
-        )
-        .unwrap();
-        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .unwrap();
+        let engine = Engine::fake(
+            dir.path(),
+            "echo \"Error: No such image: $5\" >&2\nexit 1\n",
+        );
         let sh = Shell::new().unwrap();
-        let engine = Engine {
-            program: fake.display().to_string(),
-        };
         let cache = Cache::open(Some(&dir.path().join("cache"))).unwrap();
         let err = check(&sh, &engine, &cache, "python-fips:nope", &Terminal::new())
             .unwrap_err()
