@@ -1,8 +1,10 @@
 //! The house rules that ARCHITECTURE.md states, checked over the source: every Rust file says
-//! what it is in a `//!` line; no test is ignored; only `engine.rs` speaks the container
-//! engine's command line; only `main.rs`, the terminal reporter and the commands' `run`
-//! functions print. Each rule is also shown catching a planted violation.
+//! what it is in a `//!` line; no test is ignored; no module imports itself through others;
+//! only `engine.rs` speaks the container engine's command line; only `main.rs`, the terminal
+//! reporter and the commands' `run` functions print. Each rule is also shown catching a
+//! planted violation.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// Every `.rs` file under `dir`, sorted, as (path relative to the project root, text).
@@ -149,6 +151,109 @@ fn the_source_keeps_the_house_rules() {
     );
     let found = violations(&files);
     assert!(found.is_empty(), "{}", found.join("\n"));
+}
+
+/// The modules of xtask/src that each module names through `crate::` (in `use` lines and paths
+/// alike), a submodule counting as its parent.
+fn module_graph(files: &[(String, String)]) -> BTreeMap<String, BTreeSet<String>> {
+    let module = |path: &str| {
+        let rel = path.strip_prefix("xtask/src/")?;
+        Some(rel.split('/').next()?.trim_end_matches(".rs").to_string())
+    };
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (path, text) in files {
+        let Some(from) = module(path) else { continue };
+        let deps = graph.entry(from.clone()).or_default();
+        for (_, line) in code_lines(text) {
+            for (at, _) in line.match_indices("crate::") {
+                let rest = &line[at + "crate::".len()..];
+                // `crate::{a, b::c}` names a and b; `crate::a::x` names a.
+                let names: Vec<&str> = match rest.strip_prefix('{') {
+                    Some(group) => group
+                        .split('}')
+                        .next()
+                        .unwrap_or("")
+                        .split(',')
+                        .map(|n| n.trim().split("::").next().unwrap_or(""))
+                        .collect(),
+                    None => vec![rest],
+                };
+                for name in names {
+                    let name: String = name
+                        .chars()
+                        .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                        .collect();
+                    if !name.is_empty() && name != from {
+                        deps.insert(name);
+                    }
+                }
+            }
+        }
+    }
+    let modules: BTreeSet<String> = graph.keys().cloned().collect();
+    for deps in graph.values_mut() {
+        deps.retain(|d| modules.contains(d));
+    }
+    graph
+}
+
+/// A circle of imports in `graph`, as `a -> b -> a`, if there is one.
+fn import_circle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<String> {
+    fn visit(
+        graph: &BTreeMap<String, BTreeSet<String>>,
+        at: &str,
+        path: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) -> Option<String> {
+        if let Some(i) = path.iter().position(|m| m == at) {
+            let mut circle = path[i..].to_vec();
+            circle.push(at.to_string());
+            return Some(circle.join(" -> "));
+        }
+        if done.contains(at) {
+            return None;
+        }
+        path.push(at.to_string());
+        for next in &graph[at] {
+            if let Some(c) = visit(graph, next, path, done) {
+                return Some(c);
+            }
+        }
+        path.pop();
+        done.insert(at.to_string());
+        None
+    }
+    let mut done = BTreeSet::new();
+    graph
+        .keys()
+        .find_map(|m| visit(graph, m, &mut Vec::new(), &mut done))
+}
+
+#[test]
+fn no_module_imports_itself_through_others() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let mut files = Vec::new();
+    rust_files(root, "xtask/src", &mut files);
+    let graph = module_graph(&files);
+    assert!(
+        graph["python"].contains("build"),
+        "the graph missed imports"
+    );
+    if let Some(circle) = import_circle(&graph) {
+        panic!("an import circle: {circle}; move what both sides need below them");
+    }
+    // A planted circle is found.
+    let planted = [
+        ("xtask/src/a.rs", "//! A.\nuse crate::b::X;\n"),
+        ("xtask/src/b.rs", "//! B.\nuse crate::{c, d::Y};\n"),
+        ("xtask/src/c.rs", "//! C.\nfn f() { crate::a::g() }\n"),
+        ("xtask/src/d.rs", "//! D.\n"),
+    ]
+    .map(|(p, t)| (p.to_string(), t.to_string()));
+    assert_eq!(
+        import_circle(&module_graph(&planted)).as_deref(),
+        Some("a -> b -> c -> a")
+    );
 }
 
 #[test]
