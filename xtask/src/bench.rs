@@ -91,10 +91,15 @@ impl flags::Bench {
             let build = Build::start(sh, &self.build, &ui)?;
             drop(build);
         }
-        let root = main_cache.dir("bench");
+        // `bench/` is a cache of its own whose lock bench holds for the whole run: one bench at a
+        // time empties and fills the scratch caches inside it, while builds on the main cache
+        // (the floor's among them) take the main cache's lock as usual.
+        let bench = crate::cache::Cache::open(Some(&main_cache.dir("bench")))?;
+        let _bench_lock = bench.lock(&ui)?;
+        let root = bench.dir("scratch");
         scratch_cache(&root, &main_cache.dir("downloads"))?;
         // Beside the scratch cache, not in it: a cache holds only what the tool puts there.
-        let patches = main_cache.dir("bench-patches");
+        let patches = bench.dir("patches");
         crate::cache::remove(&patches)?;
         let original = self
             .build
@@ -252,7 +257,7 @@ fn timed(sh: &Shell, name: String, args: &BuildArgs, ui: &Terminal) -> Result<Ru
 /// Builds `args`' inputs in a new cache beside `root` that holds only `root`'s downloads and its
 /// OpenSSL stage entries; returns the seconds it took and the runtime tarball's sha256.
 fn clean_build(sh: &Shell, args: &BuildArgs, root: &Path, ui: &Terminal) -> Result<(f64, String)> {
-    let clean = root.with_file_name("bench-clean");
+    let clean = root.with_file_name("clean");
     scratch_cache(&clean, &root.join("downloads"))?;
     for entry in std::fs::read_dir(root.join("stages"))? {
         let entry = entry?;
