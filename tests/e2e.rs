@@ -3,9 +3,6 @@
 //! The container pipeline: the tarball, the stage cache, patch changes and killed runs.
 
 mod support;
-#[path = "../xtask/src/testutil.rs"]
-#[allow(dead_code, reason = "the unit tests use the rest")]
-mod testutil;
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -13,17 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use object::Object;
-use sha2::{Digest, Sha256};
 
 use support::*;
-use testutil::{Behaviour, Server, TempDir};
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
+use xtask::testutil::{Behaviour, Server, TempDir};
 
 /// The regular files of a `.tar.gz`, with their bytes.
 fn regular_files(tarball: &Path) -> BTreeMap<String, Vec<u8>> {

@@ -14,15 +14,7 @@ mod support;
 use std::path::PathBuf;
 use std::process::Command;
 
-use sha2::{Digest, Sha256};
 use support::*;
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 fn tarball_of(report: &serde_json::Value) -> PathBuf {
     PathBuf::from(report["artifact"].as_str().unwrap())

@@ -217,6 +217,12 @@ pub fn in_fresh_container_with(
     out
 }
 
+/// The sha256 of `bytes`, in hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    xtask::digest::hex(&sha2::Sha256::digest(bytes))
+}
+
 /// The regular files of a `.tar.gz` whose path satisfies `keep`, with their bytes.
 pub fn files_in(
     tarball: &Path,

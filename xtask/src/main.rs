@@ -1,38 +1,8 @@
 //! The python-fips build tool: `cargo xtask <command>`.
 
-mod arch;
-mod audit;
-mod base_image;
-mod bench;
-mod build;
-mod builder;
-mod cache;
-mod catalog;
-mod date;
-mod digest;
-mod download;
-mod elf;
-mod engine;
-mod extract;
-mod flags;
-mod image;
-mod package;
-mod patch;
-mod pipeline;
-mod prepare;
-mod progress;
-mod python;
-mod repro;
-mod sbom;
-mod shell;
-#[cfg(test)]
-mod testutil;
-mod timings;
-mod verify;
-mod wheels;
-
 use anyhow::Result;
 use clap::Parser;
+use xtask::{flags, project_root};
 
 fn main() {
     if let Err(err) = run() {
@@ -58,12 +28,4 @@ fn run() -> Result<()> {
         flags::Cmd::Wheels(cmd) => cmd.run(&sh),
         flags::Cmd::Audit(cmd) => cmd.run(&sh),
     }
-}
-
-/// The repository root: the parent of the xtask crate.
-pub fn project_root() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives one level below the project root")
-        .to_path_buf()
 }
