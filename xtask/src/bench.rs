@@ -217,7 +217,7 @@ fn floor(sh: &Shell, args: &BuildArgs, ui: &Terminal) -> Result<Option<Floor>> {
         ui.message("floor: not measured for a cross-compiled target");
         return Ok(None);
     }
-    let plan = build.stage_plan(ui)?;
+    let plan = build.stage_plan()?;
     let off = vec![("CCACHE_DISABLE".to_string(), "1".to_string())];
     let together = build.builder().run_together(&plan, &off, ui)?;
     let python_seconds = together

@@ -5,7 +5,7 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 use sha2::{Digest, Sha256};
 use xshell::Shell;
 
@@ -16,7 +16,7 @@ use crate::flags::BuildArgs;
 use crate::pipeline::{self, Builder, Done, Input, Stage};
 use crate::prepare::{Context, Tree, file_name};
 use crate::progress::{Reporter, Terminal};
-use crate::{builder, package, sbom};
+use crate::{builder, graph, package, sbom};
 
 /// A build in progress: the resolved recipe, its patched tree, the engine and the builder image.
 pub struct Build<'a> {
@@ -52,6 +52,13 @@ pub struct Stages {
 impl Stages {
     pub fn get(&self, name: &str) -> Option<&Done> {
         self.stages.iter().find(|d| d.name == name)
+    }
+
+    /// The outcome of `stage`, which the graph's order guarantees has run.
+    pub fn of(&self, stage: graph::Stage) -> Result<&Done> {
+        self.get(stage.name()).with_context(|| {
+            format!("the {stage} stage has not run before the stages that read it")
+        })
     }
 }
 
@@ -166,24 +173,32 @@ impl<'a> Build<'a> {
 
     /// The native openssl and python stages of the same recipe, run (or found cached: they are
     /// exactly a native build's) for the interpreter a cross build runs its Python steps with.
-    /// Returns them as they ran, renamed `native-openssl` and `native-python`.
+    /// Returns them as they ran, named `native-openssl` and `native-python`.
     pub fn build_python(&self, ui: &Terminal) -> Result<Vec<Done>> {
-        let b = self.native_builder();
-        let mut openssl = b.run(&self.openssl_stage(false), ui)?;
-        let mut python = b.run(&self.python_stage(&openssl, None, false), ui)?;
-        openssl.name = "native-openssl".into();
-        python.name = "native-python".into();
-        Ok(vec![openssl, python])
+        let mut done = Stages { stages: Vec::new() };
+        for stage in [graph::Stage::NativeOpenssl, graph::Stage::NativePython] {
+            let spec = self.describe(stage, &done)?;
+            let mut d = self.builder_for(stage).run(&spec, ui)?;
+            d.name = stage.name().into();
+            done.stages.push(d);
+        }
+        Ok(done.stages)
     }
 
-    /// The names of this build's container stages, in order.
-    pub fn stage_names(&self) -> Vec<&'static str> {
-        let mut names = vec!["openssl"];
-        if self.ctx.recipe.separate_provider() {
-            names.push("fips-provider");
+    /// The stages this build runs, in order (the graph's plan for its shape).
+    pub fn plan(&self) -> Vec<graph::Stage> {
+        graph::plan(graph::Shape {
+            separate_provider: self.ctx.recipe.separate_provider(),
+            cross: self.cross.is_some(),
+        })
+    }
+
+    /// The builder a stage runs with: a native tool stage's is the engine's own architecture's.
+    pub fn builder_for(&self, stage: graph::Stage) -> Builder<'_> {
+        match stage.is_native_tool() {
+            true => self.native_builder(),
+            false => self.builder(),
         }
-        names.extend(["python", "finalize"]);
-        names
     }
 
     /// Runs every container stage.
@@ -194,65 +209,84 @@ impl<'a> Build<'a> {
 
     /// Runs the stages before `until` and returns that stage's description unrun
     /// (or runs everything when `until` is `None`).
-    pub fn run_until(&self, until: Option<&str>, ui: &Terminal) -> Result<(Stages, Option<Stage>)> {
-        let b = self.builder();
-        self.walk(ui, &mut |stage| {
-            if until == Some(stage.name) {
-                return Ok(ControlFlow::Break(stage));
+    pub fn run_until(
+        &self,
+        until: Option<graph::Stage>,
+        ui: &Terminal,
+    ) -> Result<(Stages, Option<Stage>)> {
+        if let Some(until) = until
+            && !self.plan().contains(&until)
+        {
+            let names: Vec<&str> = self.plan().iter().map(|s| s.name()).collect();
+            bail!(
+                "this build has no {until} stage; its stages: {}",
+                names.join(", ")
+            );
+        }
+        self.walk(&mut |stage, spec| {
+            if until == Some(stage) {
+                return Ok(ControlFlow::Break(spec));
             }
-            Ok(ControlFlow::Continue(b.run(&stage, ui)?))
+            Ok(ControlFlow::Continue(
+                self.builder_for(stage).run(&spec, ui)?,
+            ))
         })
     }
 
     /// Every container stage of this build, described but not run (their deps are
     /// placeholders): what `bench` runs in one container as the floor. Native builds only.
-    pub fn stage_plan(&self, ui: &Terminal) -> Result<Vec<Stage>> {
+    pub fn stage_plan(&self) -> Result<Vec<Stage>> {
         if self.cross.is_some() {
-            anyhow::bail!("the floor is measured for native builds only");
+            bail!("the floor is measured for native builds only");
         }
         let mut plan = Vec::new();
-        self.walk(ui, &mut |stage| {
+        self.walk(&mut |stage, spec| {
             let placeholder = Done {
-                name: stage.name.into(),
-                key: format!("unrun-{}", stage.name),
+                name: stage.name().into(),
+                key: format!("unrun-{stage}"),
                 cached: false,
                 start: 0.0,
                 seconds: 0.0,
                 script_seconds: 0.0,
                 output: PathBuf::new(),
             };
-            plan.push(stage);
+            plan.push(spec);
             Ok(ControlFlow::Continue(placeholder))
         })?;
         Ok(plan)
     }
 
-    /// Describes each stage in order and hands it to `visit`, which runs it (`Continue` with
-    /// its outcome) or stops there (`Break`, returned unrun).
+    /// Describes each stage of the plan in order, from the outcomes of those it reads, and
+    /// hands it to `visit`, which runs it (`Continue` with its outcome) or stops there
+    /// (`Break`, returned unrun).
     fn walk(
         &self,
-        ui: &Terminal,
-        visit: &mut dyn FnMut(Stage) -> Result<ControlFlow<Stage, Done>>,
+        visit: &mut dyn FnMut(graph::Stage, Stage) -> Result<ControlFlow<Stage, Done>>,
     ) -> Result<(Stages, Option<Stage>)> {
         let mut done = Stages { stages: Vec::new() };
-        let r = &self.ctx.recipe;
-        let mut next = |stage: Stage, done: &mut Stages| -> Result<Option<Stage>> {
-            match visit(stage)? {
-                ControlFlow::Break(stage) => Ok(Some(stage)),
-                ControlFlow::Continue(d) => {
+        for stage in self.plan() {
+            let spec = self.describe(stage, &done)?;
+            match visit(stage, spec)? {
+                ControlFlow::Break(spec) => return Ok((done, Some(spec))),
+                ControlFlow::Continue(mut d) => {
+                    // A native tool stage is keyed and cached as a native build's own stage,
+                    // and named as the node it is here.
+                    d.name = stage.name().into();
                     done.stages.push(d);
-                    Ok(None)
                 }
             }
-        };
-
-        let same = !r.separate_provider();
-        let openssl = self.openssl_stage(self.cross.is_some());
-        if let Some(s) = next(openssl, &mut done)? {
-            return Ok((done, Some(s)));
         }
-        if !same {
-            let provider = Stage {
+        Ok((done, None))
+    }
+
+    /// What `stage` runs, given the outcomes of the stages before it.
+    fn describe(&self, stage: graph::Stage, done: &Stages) -> Result<Stage> {
+        let r = &self.ctx.recipe;
+        let cross = self.cross.is_some();
+        Ok(match stage {
+            graph::Stage::Openssl => self.openssl_stage(cross),
+            graph::Stage::NativeOpenssl => self.openssl_stage(false),
+            graph::Stage::FipsProvider => Stage {
                 name: "fips-provider",
                 script: include_str!("pipeline/fips-provider.sh"),
                 files: vec![],
@@ -269,27 +303,34 @@ impl<'a> Build<'a> {
                 output: "/out/python-fips",
                 source_date_epoch: r.source_date_epoch,
                 reuse: true,
-            };
-            if let Some(s) = next(provider, &mut done)? {
-                return Ok((done, Some(s)));
+            },
+            graph::Stage::NativePython => {
+                self.python_stage(done.of(graph::Stage::NativeOpenssl)?, None, false)
             }
-        }
-        // A cross build's interpreter for its Python steps: the native openssl and python stages.
-        let native = match self.cross {
-            Some(_) => self.build_python(ui)?,
-            None => vec![],
-        };
-        done.stages.extend(native.iter().cloned());
-        let python = self.python_stage(
-            done.get("openssl").expect("openssl ran"),
-            native.last(),
-            self.cross.is_some(),
-        );
-        if let Some(s) = next(python, &mut done)? {
-            return Ok((done, Some(s)));
-        }
-        let mut deps = vec![done.get("python").expect("python ran").clone()];
-        deps.extend(done.get("fips-provider").cloned());
+            graph::Stage::Python => self.python_stage(
+                done.of(graph::Stage::Openssl)?,
+                done.get(graph::Stage::NativePython.name()),
+                cross,
+            ),
+            graph::Stage::Finalize => self.finalize_stage(
+                done.of(graph::Stage::Python)?,
+                done.get(graph::Stage::FipsProvider.name()),
+                done.get(graph::Stage::NativePython.name()),
+            ),
+        })
+    }
+
+    /// The finalize stage over the python stage's output (and the provider's, when separate);
+    /// a cross build installs pip here with the native python stage's interpreter.
+    fn finalize_stage(
+        &self,
+        python: &Done,
+        provider: Option<&Done>,
+        build_python: Option<&Done>,
+    ) -> Stage {
+        let r = &self.ctx.recipe;
+        let mut deps = vec![python.clone()];
+        deps.extend(provider.cloned());
         let mut finalize_env = self.cross_env();
         if self.args.inject_nondeterminism {
             finalize_env.push(env("INJECT_NONDETERMINISM", "build-time"));
@@ -309,7 +350,7 @@ impl<'a> Build<'a> {
             reuse: false,
         };
         // A cross build installs pip here, with the build interpreter (see cross-pip.sh).
-        if let Some(build_python) = native.last() {
+        if let Some(build_python) = build_python {
             finalize
                 .files
                 .push(("cross-pip.sh", include_str!("pipeline/cross-pip.sh")));
@@ -320,10 +361,7 @@ impl<'a> Build<'a> {
                 content: build_python.key.clone(),
             });
         }
-        if let Some(s) = next(finalize, &mut done)? {
-            return Ok((done, Some(s)));
-        }
-        Ok((done, None))
+        finalize
     }
 
     /// The openssl stage: libcrypto, libssl and the openssl command (cross-compiled if `cross`).
@@ -446,7 +484,7 @@ impl<'a> Build<'a> {
     /// tree and the development tree), cached by key, copied to the output directory with a
     /// `.sha256` each and the SBOM (`.cdx.json`) beside them.
     pub fn package(&self, done: &Stages, ui: &Terminal) -> Result<Artifact> {
-        let finalize = done.get("finalize").expect("finalize ran");
+        let finalize = done.of(graph::Stage::Finalize)?;
         let info = serde_json::to_vec_pretty(&self.build_info(done)?)?;
         let artifact = self.artifact_name();
         let mut sbom_input = self.sbom(&artifact, ui)?;

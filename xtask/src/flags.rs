@@ -187,9 +187,9 @@ pub struct Verify {
 pub struct ShellCmd {
     #[command(flatten)]
     pub build: BuildArgs,
-    /// The stage whose inputs the container holds: openssl, fips-provider, python, finalize.
-    #[arg(long, required_unless_present = "failed")]
-    pub stage: Option<String>,
+    /// The stage whose inputs the container holds.
+    #[arg(long, value_enum, required_unless_present = "failed")]
+    pub stage: Option<crate::graph::Stage>,
     /// Enter the container of the most recent failed stage instead.
     #[arg(long, conflicts_with = "stage")]
     pub failed: bool,

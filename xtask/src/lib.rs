@@ -1,38 +1,40 @@
 //! The python-fips build tool as a library: every command's logic, used by the `xtask` binary
 //! (`main.rs`) and by the end-to-end tests, which drive the engine and the test servers through
-//! the same code.
+//! the same code. Only what those two use is public, so that the compiler still finds dead code
+//! in the rest.
 
-pub mod arch;
-pub mod audit;
-pub mod base_image;
-pub mod bench;
-pub mod build;
-pub mod builder;
-pub mod cache;
-pub mod catalog;
-pub mod date;
+mod arch;
+mod audit;
+mod base_image;
+mod bench;
+mod build;
+mod builder;
+mod cache;
+mod catalog;
+mod date;
 pub mod digest;
-pub mod download;
-pub mod elf;
+mod download;
+mod elf;
 pub mod engine;
-pub mod extract;
+mod extract;
 pub mod flags;
-pub mod image;
-pub mod package;
-pub mod patch;
-pub mod pipeline;
-pub mod prepare;
-pub mod progress;
-pub mod python;
-pub mod repro;
-pub mod sbom;
-pub mod shell;
+mod graph;
+mod image;
+mod package;
+mod patch;
+mod pipeline;
+mod prepare;
+mod progress;
+mod python;
+mod repro;
+mod sbom;
+mod shell;
 /// Test support (temporary directories, the loopback HTTP server), for the unit and the
 /// end-to-end tests alike.
 pub mod testutil;
-pub mod timings;
-pub mod verify;
-pub mod wheels;
+mod timings;
+mod verify;
+mod wheels;
 
 /// The repository root: the parent of the xtask crate.
 pub fn project_root() -> std::path::PathBuf {

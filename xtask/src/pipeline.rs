@@ -719,17 +719,6 @@ pub fn prune_stale(sh: &Shell, engine: &Engine, cache: &Cache) -> Result<()> {
     Ok(())
 }
 
-/// Checks that a name is one of the stages a build has.
-pub fn check_stage_name(name: &str, known: &[&str]) -> Result<()> {
-    if !known.contains(&name) {
-        bail!(
-            "unknown stage {name}; stages of this build: {}",
-            known.join(", ")
-        );
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,7 @@ use xshell::Shell;
 use crate::build::Build;
 use crate::engine::Engine;
 use crate::flags;
-use crate::pipeline::{self, Failed};
+use crate::pipeline::Failed;
 use crate::progress::Terminal;
 
 impl flags::ShellCmd {
@@ -23,15 +23,11 @@ impl flags::ShellCmd {
             return Ok(());
         }
         let ui = Terminal::new();
-        let stage_name = self
-            .stage
-            .as_deref()
-            .expect("clap requires --stage without --failed");
+        let stage_name = self.stage.expect("clap requires --stage without --failed");
         let build = Build::start(sh, &self.build, &ui)?;
-        pipeline::check_stage_name(stage_name, &build.stage_names())?;
         let (_, stage) = build.run_until(Some(stage_name), &ui)?;
         let stage = stage.expect("the stage name was checked");
-        let builder = build.builder();
+        let builder = build.builder_for(stage_name);
         let name = format!("python-fips-shell-{stage_name}-{}", std::process::id());
         builder.create_with_inputs(&stage, &name, &stage.env(&builder), true)?;
         eprintln!(

@@ -193,7 +193,7 @@ impl Build<'_> {
     /// Builds (or finds cached) the wheels of `request` with the interpreter of `done` and
     /// copies them to `<out>/wheels/<python>-<arch>/`.
     pub fn wheels(&self, done: &Stages, request: &Request, ui: &Terminal) -> Result<Built> {
-        let finalize = done.get("finalize").expect("finalize ran").clone();
+        let finalize = done.of(crate::graph::Stage::Finalize)?.clone();
         let r = &self.ctx.recipe;
         if r.wheels.apt.is_empty() && r.wheels.dnf.is_empty() {
             bail!(
