@@ -11,7 +11,8 @@ use serde::Serialize;
 use xshell::Shell;
 
 use crate::build::Build;
-use crate::flags::{self, BuildArgs};
+use crate::config::BuildConfig;
+use crate::flags;
 use crate::pipeline::{Done, Together};
 use crate::progress::{Reporter, Terminal};
 use crate::python::{Outcome, build_and_prove};
@@ -85,10 +86,11 @@ impl Change {
 impl flags::Bench {
     pub fn run(self, sh: &Shell) -> Result<()> {
         let ui = Terminal::new();
-        let main_cache = crate::cache::Cache::open(self.build.sources.cache.as_deref())?;
+        let config = BuildConfig::from_args(&self.build)?;
+        let main_cache = crate::cache::Cache::open(config.sources.cache.as_deref())?;
         // Downloads come from the main cache; every stage starts cold in a cache of its own.
         {
-            let build = Build::start(sh, &self.build, &ui)?;
+            let build = Build::start(sh, &config, &ui)?;
             drop(build);
         }
         // `bench/` is a cache of its own whose lock bench holds for the whole run: one bench at a
@@ -101,25 +103,19 @@ impl flags::Bench {
         // Beside the scratch cache, not in it: a cache holds only what the tool puts there.
         let patches = bench.dir("patches");
         crate::cache::remove(&patches)?;
-        let original = self
-            .build
-            .sources
-            .patches
-            .clone()
-            .unwrap_or_else(|| crate::project_root().join("patches"));
-        copy_tree(&original, &patches)?;
+        copy_tree(&config.sources.patches, &patches)?;
 
-        let mut args = self.build.clone();
-        args.sources.cache = Some(root.clone());
-        args.sources.patches = Some(patches.clone());
+        let mut scratch = config.clone();
+        scratch.sources.cache = Some(root.clone());
+        scratch.sources.patches = patches.clone();
         // Not --offline: an offline run writes no verify verdict, so the warm no-op would run
         // the checks again, which a user's does not. The downloads are linked, so nothing is
         // fetched.
         // With --arch, the engine's own architecture is measured first in the same run, so the
         // figures stand side by side (and a cross build's interpreter is the native build's).
         let mut targets = vec![None];
-        if let Some(arch) = &self.build.arch {
-            targets = vec![Some(String::new()), Some(arch.clone())];
+        if let Some(arch) = config.target {
+            targets = vec![Some(None), Some(Some(arch))];
         }
         let mut figures = Figures {
             floors: Vec::new(),
@@ -127,22 +123,22 @@ impl flags::Bench {
             clean: Vec::new(),
         };
         for target in targets {
-            let mut args = args.clone();
-            let suffix = match target.as_deref() {
+            let mut args = scratch.clone();
+            let suffix = match target {
                 None => String::new(),
-                Some("") => {
-                    args.arch = None;
+                Some(None) => {
+                    args.target = None;
                     " (native)".to_string()
                 }
-                Some(arch) => {
-                    args.arch = Some(arch.to_string());
-                    format!(" ({arch})")
+                Some(Some(arch)) => {
+                    args.target = Some(arch);
+                    format!(" ({})", arch.name)
                 }
             };
             // The floor runs on the main cache's sources (the same bytes as the cold run's) so
             // that it leaves nothing the cold run could find in the scratch cache.
-            let mut floor_args = self.build.clone();
-            floor_args.arch = args.arch.clone();
+            let mut floor_args = config.clone();
+            floor_args.target = args.target;
             let floor = floor(sh, &floor_args, &ui)?;
             let mut run = |name: String, to_python: bool| -> Result<()> {
                 let mut run = timed(sh, name, &args, &ui)?;
@@ -156,11 +152,8 @@ impl flags::Bench {
                 });
                 run.ratio = run.floor.and_then(|f| ratio_of(run.seconds, f));
                 if self.timings {
-                    let out = args
-                        .out
-                        .clone()
-                        .unwrap_or_else(|| crate::project_root().join("dist"));
-                    std::fs::create_dir_all(&out)?;
+                    let out = &args.out;
+                    std::fs::create_dir_all(out)?;
                     let slug: String = run
                         .name
                         .chars()
@@ -211,7 +204,7 @@ impl flags::Bench {
 
 /// The floor of `args`' build: its stage scripts one after the other in one container, with the
 /// compiler cache off. `None` for a cross build.
-fn floor(sh: &Shell, args: &BuildArgs, ui: &Terminal) -> Result<Option<Floor>> {
+fn floor(sh: &Shell, args: &BuildConfig, ui: &Terminal) -> Result<Option<Floor>> {
     let build = Build::start(sh, args, ui)?;
     if build.cross.is_some() {
         ui.message("floor: not measured for a cross-compiled target");
@@ -229,7 +222,7 @@ fn floor(sh: &Shell, args: &BuildArgs, ui: &Terminal) -> Result<Option<Floor>> {
     }))
 }
 
-fn timed(sh: &Shell, name: String, args: &BuildArgs, ui: &Terminal) -> Result<Run> {
+fn timed(sh: &Shell, name: String, args: &BuildConfig, ui: &Terminal) -> Result<Run> {
     let started = Instant::now();
     let build = Build::start(sh, args, ui)?;
     let Outcome {
@@ -256,7 +249,12 @@ fn timed(sh: &Shell, name: String, args: &BuildArgs, ui: &Terminal) -> Result<Ru
 
 /// Builds `args`' inputs in a new cache beside `root` that holds only `root`'s downloads and its
 /// OpenSSL stage entries; returns the seconds it took and the runtime tarball's sha256.
-fn clean_build(sh: &Shell, args: &BuildArgs, root: &Path, ui: &Terminal) -> Result<(f64, String)> {
+fn clean_build(
+    sh: &Shell,
+    args: &BuildConfig,
+    root: &Path,
+    ui: &Terminal,
+) -> Result<(f64, String)> {
     let clean = root.with_file_name("clean");
     scratch_cache(&clean, &root.join("downloads"))?;
     for entry in std::fs::read_dir(root.join("stages"))? {
@@ -266,10 +264,8 @@ fn clean_build(sh: &Shell, args: &BuildArgs, root: &Path, ui: &Terminal) -> Resu
             link_tree(&entry.path(), &clean.join("stages").join(&name))?;
         }
     }
-    let mut args = args.clone();
-    args.sources.cache = Some(clean.clone());
-    args.out = Some(clean.join("dist"));
-    args.no_verify = true;
+    let mut args = args.in_cache(clean.clone());
+    args.verify = false;
     let started = Instant::now();
     let build = Build::start(sh, &args, ui)?;
     let Outcome { artifact, .. } = build_and_prove(&build, ui)?;

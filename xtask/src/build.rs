@@ -10,9 +10,9 @@ use sha2::{Digest, Sha256};
 use xshell::Shell;
 
 use crate::arch::{self, Arch};
+use crate::config::BuildConfig;
 use crate::digest::{hex, sha256_file};
 use crate::engine::Engine;
-use crate::flags::BuildArgs;
 use crate::pipeline::{self, Builder, Done, Input, Stage};
 use crate::prepare::{Context, Tree, file_name};
 use crate::progress::{Reporter, Terminal};
@@ -33,7 +33,7 @@ pub struct Build<'a> {
     /// The builder image of the engine's own architecture (the cross build's build interpreter
     /// comes from it); `image_id` itself unless cross-compiling.
     pub native_image_id: String,
-    pub args: BuildArgs,
+    pub config: BuildConfig,
     pub sh: &'a Shell,
     /// `--dry-run`: stages report their keys and run nothing.
     pub dry_run: bool,
@@ -77,12 +77,12 @@ pub struct Artifact {
 impl<'a> Build<'a> {
     /// Resolves the recipe, finds the engine, fetches and patches the sources and makes the
     /// builder image.
-    pub fn start(sh: &'a Shell, args: &BuildArgs, ui: &Terminal) -> Result<Build<'a>> {
+    pub fn start(sh: &'a Shell, config: &BuildConfig, ui: &Terminal) -> Result<Build<'a>> {
         let started = Instant::now();
-        let target = args.arch.as_deref().map(arch::parse).transpose()?;
-        let ctx = Context::new(&args.sources)?;
+        let target = config.target;
+        let ctx = Context::new(&config.sources)?;
         // Before any download: without an engine, nothing fetched could be used.
-        let engine = Engine::detect(sh, args.engine.as_deref())?;
+        let engine = Engine::detect(sh, config.engine.as_deref())?;
         // A historical or unvalidated provider builds, with a warning naming the alternative.
         let catalog = crate::catalog::Catalog::load(&crate::catalog::recipes_dir())?;
         if let Some(warning) =
@@ -115,7 +115,7 @@ impl<'a> Build<'a> {
             build_arch,
             cross,
             native_image_id,
-            args: args.clone(),
+            config: config.clone(),
             sh,
             dry_run: false,
             started,
@@ -131,11 +131,7 @@ impl<'a> Build<'a> {
             cache: &self.ctx.cache,
             image_id: self.image_id.clone(),
             arch: self.arch.clone(),
-            jobs: self.args.jobs.unwrap_or_else(|| {
-                std::thread::available_parallelism()
-                    .map(|n| n.get())
-                    .unwrap_or(2)
-            }),
+            jobs: self.config.jobs,
             reuse: true,
             dry_run: self.dry_run,
             origin: self.started,
@@ -332,7 +328,7 @@ impl<'a> Build<'a> {
         let mut deps = vec![python.clone()];
         deps.extend(provider.cloned());
         let mut finalize_env = self.cross_env();
-        if self.args.inject_nondeterminism {
+        if self.config.inject_nondeterminism {
             finalize_env.push(env("INJECT_NONDETERMINISM", "build-time"));
         }
         let mut finalize = Stage {
@@ -474,10 +470,7 @@ impl<'a> Build<'a> {
     }
 
     pub fn out_dir(&self) -> PathBuf {
-        self.args
-            .out
-            .clone()
-            .unwrap_or_else(|| crate::project_root().join("dist"))
+        self.config.out.clone()
     }
 
     /// The package stage: BUILD-INFO.json, the SBOM and two deterministic tarballs (the runtime
@@ -811,7 +804,8 @@ mod tests {
             ..crate::flags::BuildArgs::default()
         };
         let sh = Shell::new().unwrap();
-        let err = match Build::start(&sh, &args, &Terminal::new()) {
+        let config = BuildConfig::from_args(&args).unwrap();
+        let err = match Build::start(&sh, &config, &Terminal::new()) {
             Ok(_) => panic!("a build started without an engine"),
             Err(e) => format!("{e:#}"),
         };

@@ -7,8 +7,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::flags::SourceArgs;
-
 /// One upstream tarball, pinned by checksum.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -336,12 +334,28 @@ pub fn load_recipe_file(recipes_dir: &Path, minor: &str) -> Result<RecipeFile> {
     toml::from_str(&text).with_context(|| format!("cannot parse recipe {}", path.display()))
 }
 
-/// Resolves the recipe the flags ask for: `--version` (minor or full), then the overrides.
+/// What a user asks to build: a CPython minor or release, and the releases that override the
+/// recipe's (each named by its flag in messages).
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    /// `--version`: a minor (`3.12`) or a full release (`3.12.15`).
+    pub version: Option<String>,
+    /// `--python`: the CPython release.
+    pub python: Option<String>,
+    /// `--openssl`: the release of libcrypto, libssl and the openssl command.
+    pub openssl: Option<String>,
+    /// `--fips-provider`: the release fips.so is built from.
+    pub fips_provider: Option<String>,
+    /// `--no-fips-patch`: build without the project's patches.
+    pub no_fips_patch: bool,
+}
+
+/// Resolves the recipe asked for: `--version` (minor or full), then the overrides.
 pub fn resolve(
     catalog: &Catalog,
     recipes_dir: &Path,
     patches_dir: &Path,
-    args: &SourceArgs,
+    args: &Request,
 ) -> Result<Recipe> {
     let minors = minors(recipes_dir)?;
     let requested = args.version.as_deref().or(args.python.as_deref());
@@ -458,10 +472,10 @@ mod tests {
         )
     }
 
-    fn args(version: &str) -> SourceArgs {
-        SourceArgs {
+    fn args(version: &str) -> Request {
+        Request {
             version: Some(version.into()),
-            ..SourceArgs::default()
+            ..Request::default()
         }
     }
 

@@ -16,6 +16,7 @@ use xshell::Shell;
 
 use crate::build::{Artifact, Build};
 use crate::cache::{self, Cache};
+use crate::config::BuildConfig;
 use crate::digest::hex;
 use crate::engine::{ContainerSpec, Engine};
 use crate::flags::Runtime;
@@ -53,7 +54,7 @@ impl flags::Image {
             return Ok(());
         }
         let ui = Terminal::new();
-        let build = Build::start(sh, &self.build, &ui)?;
+        let build = Build::start(sh, &BuildConfig::from_args(&self.build)?, &ui)?;
         let done = build.run_all(&ui)?;
         let artifact = build.package(&done, &ui)?;
         let image = build.image(&artifact, &self.tag, &ui)?;
@@ -190,12 +191,12 @@ impl Build<'_> {
         ui: &Terminal,
     ) -> Result<RuntimeImage> {
         let info = TreeInfo::read(&artifact.tarball)?;
-        let runtime = self.args.runtime;
+        let runtime = self.config.runtime;
         let tags = if tags.is_empty() {
             arch_tags(
                 info.default_tags(runtime),
                 &self.arch,
-                self.args.arch.is_some(),
+                self.config.target.is_some(),
                 self.cross.is_some(),
             )
         } else {

@@ -11,6 +11,7 @@ mod build;
 mod builder;
 mod cache;
 mod catalog;
+mod config;
 mod date;
 pub mod digest;
 mod download;

@@ -8,9 +8,10 @@ use xshell::Shell;
 
 use crate::cache::{self, Cache};
 use crate::catalog::{self, Catalog, Recipe};
+use crate::config::SourceConfig;
 use crate::digest::hex;
 use crate::download::{Fetcher, RetryPolicy};
-use crate::flags::{self, SourceArgs};
+use crate::flags;
 use crate::progress::{Reporter, Terminal};
 use crate::{extract, patch};
 
@@ -50,7 +51,7 @@ impl flags::Recipes {
 
 impl flags::Fetch {
     pub fn run(self, _sh: &Shell) -> Result<()> {
-        let ctx = Context::new(&self.sources)?;
+        let ctx = Context::new(&SourceConfig::from_args(&self.sources))?;
         let reporter = Terminal::new();
         let _lock = ctx.lock(&reporter)?;
         // The command that says "these files are good" re-hashes what it finds in the cache.
@@ -65,7 +66,7 @@ impl flags::Fetch {
 
 impl flags::Prepare {
     pub fn run(self, _sh: &Shell) -> Result<()> {
-        let ctx = Context::new(&self.sources)?;
+        let ctx = Context::new(&SourceConfig::from_args(&self.sources))?;
         let reporter = Terminal::new();
         let _lock = ctx.lock(&reporter)?;
         let tree = ctx.prepare(&reporter)?;
@@ -83,14 +84,10 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(args: &SourceArgs) -> Result<Context> {
+    pub fn new(args: &SourceConfig) -> Result<Context> {
         let recipes = catalog::recipes_dir();
         let catalog = Catalog::load(&recipes)?;
-        let patches = args
-            .patches
-            .clone()
-            .unwrap_or_else(|| crate::project_root().join("patches"));
-        let recipe = catalog::resolve(&catalog, &recipes, &patches, args)?;
+        let recipe = catalog::resolve(&catalog, &recipes, &args.patches, &args.request)?;
         let cache = Cache::open(args.cache.as_deref())?;
         if args.offline && cache.is_fresh() {
             // Only just made, so nothing of the user's is in it.
@@ -103,7 +100,7 @@ impl Context {
         Ok(Context {
             recipe,
             cache,
-            mirrors: args.mirror.clone(),
+            mirrors: args.mirrors.clone(),
             offline: args.offline,
         })
     }
@@ -301,6 +298,7 @@ pub fn file_name(p: &Path) -> String {
 mod tests {
     use super::*;
     use crate::extract::tests::{archive, dir, file, link};
+    use crate::flags::SourceArgs;
     use crate::testutil::TempDir;
     use tar::EntryType;
 
@@ -387,7 +385,7 @@ mod tests {
             cache: Some(typo.clone()),
             ..SourceArgs::default()
         };
-        let err = match Context::new(&args) {
+        let err = match Context::new(&SourceConfig::from_args(&args)) {
             Ok(_) => panic!(
                 "--offline silently used a new, empty cache at {}",
                 typo.display()

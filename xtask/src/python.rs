@@ -9,6 +9,7 @@ use xshell::Shell;
 
 use crate::arch;
 use crate::build::{Artifact, Build, Stages};
+use crate::config::BuildConfig;
 use crate::flags;
 use crate::image::RuntimeImage;
 use crate::pipeline::Done;
@@ -32,7 +33,7 @@ impl flags::Python {
             return Ok(());
         }
         let ui = Terminal::new();
-        let mut build = Build::start(sh, &self.build, &ui)?;
+        let mut build = Build::start(sh, &BuildConfig::from_args(&self.build)?, &ui)?;
         if self.check_reproducible {
             repro::refuse_unreproducible(&build.ctx.recipe)?;
         }
@@ -143,9 +144,9 @@ pub fn build_and_prove(build: &Build, ui: &Terminal) -> Result<Outcome> {
     let artifact = build.package(&done, ui)?;
     steps.push(Step::new("package", artifact.cached, start, at() - start));
     // Every build proves itself in its runtime image unless told not to.
-    let proof = match build.args.no_verify {
-        true => None,
-        false => {
+    let proof = match build.config.verify {
+        false => None,
+        true => {
             let start = at();
             let image = build.image(&artifact, &[], ui)?;
             steps.push(Step::new("image", image.cached, start, at() - start));

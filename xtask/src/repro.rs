@@ -96,18 +96,15 @@ pub fn check(sh: &Shell, first: &Build, artifact: &Artifact, ui: &Terminal) -> R
             cache::publish(&scratch, &fresh.dir("stages").join(name))?;
         }
     }
-    let mut args = first.args.clone();
-    args.sources.cache = Some(root.clone());
-    args.sources.offline = true;
-    args.out = Some(root.join("dist"));
-    args.report = None;
+    let mut config = first.config.in_cache(root.clone());
+    config.sources.offline = true;
     ui.message(&format!(
         "second build, in a fresh cache that shares only the downloads and the builder image \
          (and a cross build's build interpreter): {}",
         root.display()
     ));
     let (sha256, tarball, dev_tarball) = {
-        let second = Build::start(sh, &args, ui)?;
+        let second = Build::start(sh, &config, ui)?;
         if second.image_id != first.image_id {
             bail!(
                 "the second build got builder image {} where the first had {}; was the base image \
@@ -579,7 +576,7 @@ mod tests {
             &crate::catalog::Catalog::load(&crate::catalog::recipes_dir()).unwrap(),
             &crate::catalog::recipes_dir(),
             Path::new("/nonexistent"),
-            &crate::flags::SourceArgs {
+            &crate::catalog::Request {
                 version: Some("3.13".into()),
                 no_fips_patch: true,
                 ..Default::default()

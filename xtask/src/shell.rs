@@ -4,6 +4,7 @@ use anyhow::{Context as _, Result, bail};
 use xshell::Shell;
 
 use crate::build::Build;
+use crate::config::BuildConfig;
 use crate::engine::Engine;
 use crate::flags;
 use crate::pipeline::Failed;
@@ -24,7 +25,7 @@ impl flags::ShellCmd {
         }
         let ui = Terminal::new();
         let stage_name = self.stage.expect("clap requires --stage without --failed");
-        let build = Build::start(sh, &self.build, &ui)?;
+        let build = Build::start(sh, &BuildConfig::from_args(&self.build)?, &ui)?;
         let (_, stage) = build.run_until(Some(stage_name), &ui)?;
         let stage = stage.expect("the stage name was checked");
         let builder = build.builder_for(stage_name);

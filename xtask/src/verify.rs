@@ -164,7 +164,7 @@ impl Build<'_> {
             ui.message(line);
         }
         let mut json = json_beside(&artifact.tarball);
-        if self.args.runtime == crate::flags::Runtime::Distroless {
+        if self.config.runtime == crate::flags::Runtime::Distroless {
             // Beside the base image's record, not over it.
             let name = json.file_name().unwrap_or_default().to_string_lossy();
             json = json.with_file_name(name.replace(".verify.json", ".distroless.verify.json"));

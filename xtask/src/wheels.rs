@@ -20,6 +20,7 @@ use xshell::Shell;
 
 use crate::build::{Build, Stages};
 use crate::catalog::BuilderSpec;
+use crate::config::BuildConfig;
 use crate::digest::hex;
 use crate::digest::sha256_file;
 use crate::pipeline::{Done, Input, Stage, key_of, unix_now};
@@ -72,7 +73,7 @@ impl flags::Wheels {
     pub fn run(self, sh: &Shell) -> Result<()> {
         let ui = Terminal::new();
         let request = self.request()?;
-        let build = Build::start(sh, &self.build, &ui)?;
+        let build = Build::start(sh, &BuildConfig::from_args(&self.build)?, &ui)?;
         if build.cross.is_some() {
             // The wheels stage runs the recipe's interpreter in the builder, which a cross-built
             // tree cannot do.

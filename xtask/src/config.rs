@@ -1,0 +1,102 @@
+//! What a build is asked to do, typed, made from the command line once: the sources and where
+//! they come from, the cache, the engine, the target, the parallelism and the outputs. The
+//! second build of `--check-reproducible` and `bench`'s runs are derived from a first one.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+use crate::arch::{self, Arch};
+use crate::catalog::Request;
+use crate::flags::{BuildArgs, Runtime, SourceArgs};
+
+/// Where the sources come from and where the cache lives.
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    pub request: Request,
+    /// Tried before the upstream URLs, in order.
+    pub mirrors: Vec<String>,
+    /// Use the cache only; never touch the network.
+    pub offline: bool,
+    /// The cache root (`None`: `cache/` at the project root).
+    pub cache: Option<PathBuf>,
+    /// The directory of `<minor>/*.patch`.
+    pub patches: PathBuf,
+}
+
+impl SourceConfig {
+    pub fn from_args(args: &SourceArgs) -> SourceConfig {
+        SourceConfig {
+            request: Request {
+                version: args.version.clone(),
+                python: args.python.clone(),
+                openssl: args.openssl.clone(),
+                fips_provider: args.fips_provider.clone(),
+                no_fips_patch: args.no_fips_patch,
+            },
+            mirrors: args.mirror.clone(),
+            offline: args.offline,
+            cache: args.cache.clone(),
+            patches: args
+                .patches
+                .clone()
+                .unwrap_or_else(|| crate::project_root().join("patches")),
+        }
+    }
+}
+
+/// How a build runs and where its results go.
+#[derive(Debug, Clone)]
+pub struct BuildConfig {
+    pub sources: SourceConfig,
+    /// The engine's program (`None`: the first of docker and podman that answers).
+    pub engine: Option<String>,
+    /// The target, when one was named (`None`: the engine's own architecture).
+    pub target: Option<&'static Arch>,
+    /// Parallel jobs for make and the bytecode compiler.
+    pub jobs: usize,
+    /// Where the tarballs, SBOM and checksums go.
+    pub out: PathBuf,
+    /// Where `--report` goes, if asked for.
+    pub report: Option<PathBuf>,
+    /// Make the runtime image and verify it after the build.
+    pub verify: bool,
+    pub runtime: Runtime,
+    /// Tests only: the finalize stage writes the current time into the tree.
+    pub inject_nondeterminism: bool,
+}
+
+impl BuildConfig {
+    /// The configuration of one build (one architecture: `arch::per_arch` splits a list first).
+    pub fn from_args(args: &BuildArgs) -> Result<BuildConfig> {
+        Ok(BuildConfig {
+            sources: SourceConfig::from_args(&args.sources),
+            engine: args.engine.clone(),
+            target: args.arch.as_deref().map(arch::parse).transpose()?,
+            jobs: args.jobs.unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(2)
+            }),
+            out: args
+                .out
+                .clone()
+                .unwrap_or_else(|| crate::project_root().join("dist")),
+            report: args.report.clone(),
+            verify: !args.no_verify,
+            runtime: args.runtime,
+            inject_nondeterminism: args.inject_nondeterminism,
+        })
+    }
+
+    /// The same build in another cache, with its outputs inside that cache and no report:
+    /// for builds that must not touch the user's (the reproducibility check, bench's scratch
+    /// builds).
+    pub fn in_cache(&self, root: PathBuf) -> BuildConfig {
+        let mut config = self.clone();
+        config.out = root.join("dist");
+        config.report = None;
+        config.sources.cache = Some(root);
+        config
+    }
+}
