@@ -241,6 +241,7 @@ impl<'a> Build<'a> {
                 name: stage.name().into(),
                 key: format!("unrun-{stage}"),
                 cached: false,
+                origin: None,
                 start: 0.0,
                 seconds: 0.0,
                 script_seconds: 0.0,

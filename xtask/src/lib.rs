@@ -30,6 +30,7 @@ mod python;
 mod repro;
 mod sbom;
 mod shell;
+mod store;
 /// Test support (temporary directories, the loopback HTTP server), for the unit and the
 /// end-to-end tests alike.
 pub mod testutil;

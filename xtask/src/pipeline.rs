@@ -17,6 +17,7 @@ use crate::cache::{self, Cache};
 use crate::digest::hex;
 use crate::engine::{ContainerSpec, Engine};
 use crate::progress::{Reporter, Terminal};
+use crate::store::{Origin, StageCache};
 
 /// Where the tree is installed, inside every container and on the machines that run it.
 pub const PREFIX: &str = "/opt/python-fips";
@@ -62,6 +63,9 @@ pub struct Done {
     pub name: String,
     pub key: String,
     pub cached: bool,
+    /// Where its output came from (none under `--dry-run`, where nothing ran).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
     /// When the stage began, in seconds since the run began (`Builder::origin`).
     pub start: f64,
     /// Wall time of the whole stage: container creation, copies, the script, publishing.
@@ -201,7 +205,12 @@ pub fn key_of(inputs: &BTreeMap<String, String>) -> String {
 
 impl Builder<'_> {
     pub fn entry(&self, name: &str, key: &str) -> PathBuf {
-        self.cache.dir("stages").join(format!("{name}-{key}"))
+        self.stage_cache().entry(name, key)
+    }
+
+    /// The stage cache this builder reads and fills.
+    fn stage_cache(&self) -> StageCache<'_> {
+        StageCache::new(self.cache, &[])
     }
 
     /// Runs `stage` unless its output is cached.
@@ -209,12 +218,18 @@ impl Builder<'_> {
         let start = self.origin.elapsed().as_secs_f64();
         let key = stage.key(self);
         let entry = self.entry(stage.name, &key);
-        if entry.join("output.tar").is_file() {
+        let found = match self.dry_run {
+            // A dry run looks only at the local cache: it moves nothing.
+            true => entry.join("output.tar").is_file().then_some(Origin::Local),
+            false => self.stage_cache().lookup(stage.name, &key, ui)?,
+        };
+        if let Some(origin) = found {
             ui.message(&format!("{:<14} cached", stage.name));
             return Ok(Done {
                 name: stage.name.into(),
                 key,
                 cached: true,
+                origin: Some(origin),
                 start,
                 seconds: 0.0,
                 script_seconds: 0.0,
@@ -231,6 +246,7 @@ impl Builder<'_> {
                 name: stage.name.into(),
                 key,
                 cached: false,
+                origin: None,
                 start,
                 seconds: 0.0,
                 script_seconds: 0.0,
@@ -315,12 +331,13 @@ impl Builder<'_> {
             log,
         };
         std::fs::write(scratch.join("meta.json"), serde_json::to_vec_pretty(&meta)?)?;
-        cache::publish(&scratch, &entry)?;
+        let entry = self.stage_cache().publish(stage.name, &key, &scratch, ui)?;
         ui.message(&format!("{:<14} ran    {seconds:>7.1} s", stage.name));
         Ok(Done {
             name: stage.name.into(),
             key,
             cached: false,
+            origin: Some(Origin::Ran),
             start,
             seconds,
             script_seconds,
@@ -741,6 +758,7 @@ mod tests {
                 name: "openssl".into(),
                 key: "k-openssl".into(),
                 cached: true,
+                origin: Some(Origin::Local),
                 start: 0.0,
                 seconds: 0.0,
                 script_seconds: 0.0,

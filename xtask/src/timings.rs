@@ -51,7 +51,11 @@ impl Step {
     }
 
     pub fn of_stage(done: &Done) -> Step {
-        Step::new(&done.name, done.cached, done.start, done.seconds)
+        let mut step = Step::new(&done.name, done.cached, done.start, done.seconds);
+        if let Some(crate::store::Origin::Remote { .. }) = done.origin {
+            step.source = Source::Pulled;
+        }
+        step
     }
 }
 

@@ -1,0 +1,270 @@
+//! The stage cache behind one interface: `StageCache::lookup` before a stage runs and
+//! `StageCache::publish` after. The local cache directory always answers first and always
+//! keeps what runs here; further backends (`Remote`: a shared cache elsewhere) are asked on a
+//! local miss and given every new entry. A remote only ever accelerates: when it fails, the
+//! run says so in one line and goes on locally.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::cache::{self, Cache};
+use crate::progress::Reporter;
+
+/// Where a stage's output came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "from")]
+pub enum Origin {
+    /// It ran in this run.
+    Ran,
+    /// The local cache had it.
+    Local,
+    /// A remote had it: `remote` names the backend, `digest` the bytes that were checked.
+    Remote { remote: String, digest: String },
+}
+
+/// A shared stage cache somewhere else.
+pub trait Remote {
+    /// The backend as messages name it.
+    fn name(&self) -> String;
+    /// Writes the entry `stage`-`key` (its `output.tar` and `meta.json`) into the empty
+    /// directory `into` and returns the digest its bytes were checked against, or `None` when
+    /// the backend does not have it.
+    fn fetch(&self, stage: &str, key: &str, into: &Path) -> Result<Option<String>>;
+    /// Stores the local entry directory `entry` under `stage`-`key`. Storing a key that is
+    /// there already must be harmless.
+    fn push(&self, stage: &str, key: &str, entry: &Path) -> Result<()>;
+}
+
+/// The local stage entries and the remotes, asked in that order.
+pub struct StageCache<'a> {
+    cache: &'a Cache,
+    remotes: &'a [Box<dyn Remote + Sync>],
+}
+
+impl<'a> StageCache<'a> {
+    pub fn new(cache: &'a Cache, remotes: &'a [Box<dyn Remote + Sync>]) -> StageCache<'a> {
+        StageCache { cache, remotes }
+    }
+
+    /// `stages/<stage>-<key>`: where the entry lives locally.
+    pub fn entry(&self, stage: &str, key: &str) -> PathBuf {
+        self.cache.dir("stages").join(format!("{stage}-{key}"))
+    }
+
+    /// The local entry of `stage`-`key` and where it came from, if the local cache or a remote
+    /// has it. A remote's entry is published into the local cache first, like a local result.
+    pub fn lookup(&self, stage: &str, key: &str, ui: &dyn Reporter) -> Result<Option<Origin>> {
+        let entry = self.entry(stage, key);
+        if entry.join("output.tar").is_file() {
+            return Ok(Some(Origin::Local));
+        }
+        for remote in self.remotes {
+            let scratch = self.cache.scratch(stage)?;
+            let fetched = remote.fetch(stage, key, &scratch).and_then(|digest| {
+                if digest.is_some() && !scratch.join("output.tar").is_file() {
+                    anyhow::bail!("its entry has no output.tar");
+                }
+                Ok(digest)
+            });
+            match fetched {
+                Ok(Some(digest)) => {
+                    cache::publish(&scratch, &entry)?;
+                    return Ok(Some(Origin::Remote {
+                        remote: remote.name(),
+                        digest,
+                    }));
+                }
+                Ok(None) => cache::remove(&scratch)?,
+                Err(e) => {
+                    cache::remove(&scratch)?;
+                    ui.message(&format!(
+                        "warning: the stage cache {} did not give {stage}-{}: {e:#}; building here",
+                        remote.name(),
+                        &key[..key.len().min(12)]
+                    ));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Publishes the finished entry assembled in `scratch` (by rename, so it appears whole)
+    /// and gives it to every remote; returns the local entry.
+    pub fn publish(
+        &self,
+        stage: &str,
+        key: &str,
+        scratch: &Path,
+        ui: &dyn Reporter,
+    ) -> Result<PathBuf> {
+        let entry = self.entry(stage, key);
+        cache::publish(scratch, &entry)?;
+        for remote in self.remotes {
+            if let Err(e) = remote.push(stage, key, &entry) {
+                ui.message(&format!(
+                    "warning: the stage cache {} did not take {stage}-{}: {e:#}; the build goes on",
+                    remote.name(),
+                    &key[..key.len().min(12)]
+                ));
+            }
+        }
+        Ok(entry)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::TempDir;
+    use std::sync::Mutex;
+
+    /// A remote kept in a directory, which can be told to fail or to hand out broken entries.
+    struct Dir {
+        root: PathBuf,
+        broken: bool,
+        down: bool,
+        pushed: Mutex<Vec<String>>,
+    }
+
+    impl Remote for Dir {
+        fn name(&self) -> String {
+            format!("dir:{}", self.root.display())
+        }
+        fn fetch(&self, stage: &str, key: &str, into: &Path) -> Result<Option<String>> {
+            if self.down {
+                anyhow::bail!("connection refused");
+            }
+            let from = self.root.join(format!("{stage}-{key}"));
+            if !from.is_dir() {
+                return Ok(None);
+            }
+            if !self.broken {
+                std::fs::copy(from.join("output.tar"), into.join("output.tar"))?;
+            }
+            Ok(Some("sha256:ab".into()))
+        }
+        fn push(&self, stage: &str, key: &str, entry: &Path) -> Result<()> {
+            if self.down {
+                anyhow::bail!("connection refused");
+            }
+            let to = self.root.join(format!("{stage}-{key}"));
+            std::fs::create_dir_all(&to)?;
+            std::fs::copy(entry.join("output.tar"), to.join("output.tar"))?;
+            self.pushed.lock().unwrap().push(format!("{stage}-{key}"));
+            Ok(())
+        }
+    }
+
+    fn remote(dir: &TempDir, broken: bool, down: bool) -> Vec<Box<dyn Remote + Sync>> {
+        vec![Box::new(Dir {
+            root: dir.path().to_path_buf(),
+            broken,
+            down,
+            pushed: Mutex::new(Vec::new()),
+        })]
+    }
+
+    /// Collects messages.
+    struct Lines(Mutex<Vec<String>>);
+
+    impl Reporter for Lines {
+        fn download_started(
+            &self,
+            f: &str,
+            t: Option<u64>,
+            r: u64,
+        ) -> Box<dyn crate::progress::Transfer + '_> {
+            crate::progress::Silent.download_started(f, t, r)
+        }
+        fn message(&self, line: &str) {
+            self.0.lock().unwrap().push(line.to_string());
+        }
+    }
+
+    fn scratch_with_output(cache: &Cache) -> PathBuf {
+        let scratch = cache.scratch("openssl").unwrap();
+        std::fs::write(scratch.join("output.tar"), b"tar bytes").unwrap();
+        scratch
+    }
+
+    #[test]
+    fn a_result_published_on_one_machine_is_found_on_another_through_the_remote() {
+        let (a, b, shared) = (
+            TempDir::new("store-a"),
+            TempDir::new("store-b"),
+            TempDir::new("store-remote"),
+        );
+        let remotes = remote(&shared, false, false);
+        let lines = Lines(Mutex::new(Vec::new()));
+        let cache_a = Cache::open(Some(a.path())).unwrap();
+        let store_a = StageCache::new(&cache_a, &remotes);
+        assert_eq!(store_a.lookup("openssl", "k1", &lines).unwrap(), None);
+        let entry = store_a
+            .publish("openssl", "k1", &scratch_with_output(&cache_a), &lines)
+            .unwrap();
+        assert!(entry.join("output.tar").is_file());
+        assert_eq!(
+            store_a.lookup("openssl", "k1", &lines).unwrap(),
+            Some(Origin::Local)
+        );
+
+        let cache_b = Cache::open(Some(b.path())).unwrap();
+        let store_b = StageCache::new(&cache_b, &remotes);
+        let origin = store_b.lookup("openssl", "k1", &lines).unwrap();
+        assert!(
+            matches!(&origin, Some(Origin::Remote { digest, .. }) if digest == "sha256:ab"),
+            "{origin:?}"
+        );
+        assert_eq!(
+            std::fs::read(store_b.entry("openssl", "k1").join("output.tar")).unwrap(),
+            b"tar bytes"
+        );
+        // Once pulled, it is a local entry like any other.
+        assert_eq!(
+            store_b.lookup("openssl", "k1", &lines).unwrap(),
+            Some(Origin::Local)
+        );
+        assert!(lines.0.lock().unwrap().is_empty(), "{:?}", lines.0);
+    }
+
+    #[test]
+    fn a_failing_or_broken_remote_costs_a_warning_and_never_a_result() {
+        let (local, shared) = (TempDir::new("store-l"), TempDir::new("store-r"));
+        let cache = Cache::open(Some(local.path())).unwrap();
+        std::fs::create_dir_all(shared.path().join("openssl-k2")).unwrap();
+
+        // Broken: the entry it gives has no output; nothing is published locally.
+        let broken = remote(&shared, true, false);
+        let lines = Lines(Mutex::new(Vec::new()));
+        let store = StageCache::new(&cache, &broken);
+        assert_eq!(store.lookup("openssl", "k2", &lines).unwrap(), None);
+        assert!(!store.entry("openssl", "k2").exists());
+        assert!(lines.0.lock().unwrap()[0].contains("has no output.tar"));
+
+        // Down: a miss with a warning naming it, and publishing still succeeds locally.
+        let down = remote(&shared, false, true);
+        let lines = Lines(Mutex::new(Vec::new()));
+        let store = StageCache::new(&cache, &down);
+        assert_eq!(store.lookup("openssl", "k3", &lines).unwrap(), None);
+        let entry = store
+            .publish("openssl", "k3", &scratch_with_output(&cache), &lines)
+            .unwrap();
+        assert!(entry.join("output.tar").is_file());
+        let said = lines.0.lock().unwrap().clone();
+        assert_eq!(said.len(), 2, "{said:?}");
+        assert!(
+            said.iter()
+                .all(|l| l.starts_with("warning: the stage cache dir:")
+                    && l.contains("connection refused")),
+            "{said:?}"
+        );
+        // No scratch entry is left behind.
+        let tmp = cache.dir("python-fips-tmp");
+        let left: Vec<_> = std::fs::read_dir(&tmp)
+            .map(|d| d.collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "{left:?}");
+    }
+}
