@@ -16,6 +16,7 @@ use crate::flags::BuildArgs;
 use crate::pipeline::{self, Builder, Done, Input, Stage};
 use crate::prepare::{Context, Tree, file_name};
 use crate::progress::{Reporter, Terminal};
+use crate::tarwalk::{self, Compression};
 use crate::{builder, package, sbom};
 
 /// A build in progress: the resolved recipe, its patched tree, the engine and the builder image.
@@ -581,15 +582,16 @@ impl<'a> Build<'a> {
             reuse: false,
         };
         let done = self.builder().run(&stage, ui)?;
-        let file = std::fs::File::open(&done.output)
-            .with_context(|| format!("cannot open {}", done.output.display()))?;
-        for entry in tar::Archive::new(file).entries()? {
-            let mut entry = entry?;
-            if entry.path()?.ends_with("packages.tsv") {
-                let mut text = String::new();
-                std::io::Read::read_to_string(&mut entry, &mut text)?;
-                return Ok(sbom::parse_packages(&text));
+        let found = tarwalk::for_each_entry(&done.output, Compression::None, |path, entry| {
+            if !Path::new(path).ends_with("packages.tsv") {
+                return Ok(None);
             }
+            let mut text = String::new();
+            std::io::Read::read_to_string(entry, &mut text)?;
+            Ok(Some(text))
+        })?;
+        if let Some(text) = found {
+            return Ok(sbom::parse_packages(&text));
         }
         anyhow::bail!(
             "the packages stage wrote no packages.tsv; see its log under {}",

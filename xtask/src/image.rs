@@ -21,6 +21,7 @@ use crate::engine::{ContainerSpec, Engine};
 use crate::flags::Runtime;
 use crate::pipeline::{key_of, unix_now};
 use crate::progress::{Reporter, Terminal};
+use crate::tarwalk::{self, Compression};
 use crate::{catalog, elf, flags};
 
 const DOCKERFILE: &str = include_str!("image/Dockerfile.in");
@@ -101,17 +102,17 @@ pub struct TreeInfo {
 impl TreeInfo {
     /// Reads `opt/python-fips/BUILD-INFO.json` from the tarball.
     pub fn read(tarball: &Path) -> Result<TreeInfo> {
-        let file = std::fs::File::open(tarball)
-            .with_context(|| format!("cannot open {}", tarball.display()))?;
-        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
-        for entry in archive.entries()? {
-            let mut entry = entry.with_context(|| format!("cannot read {}", tarball.display()))?;
-            if entry.path()?.as_ref() == Path::new("opt/python-fips/BUILD-INFO.json") {
-                let mut text = String::new();
-                entry.read_to_string(&mut text)?;
-                return TreeInfo::parse(&text)
-                    .with_context(|| format!("the BUILD-INFO.json of {}", tarball.display()));
+        let found = tarwalk::for_each_entry(tarball, Compression::Gzip, |path, entry| {
+            if Path::new(path) != Path::new("opt/python-fips/BUILD-INFO.json") {
+                return Ok(None);
             }
+            let mut text = String::new();
+            entry.read_to_string(&mut text)?;
+            Ok(Some(text))
+        })?;
+        if let Some(text) = found {
+            return TreeInfo::parse(&text)
+                .with_context(|| format!("the BUILD-INFO.json of {}", tarball.display()));
         }
         bail!(
             "{} has no opt/python-fips/BUILD-INFO.json; is it a tarball made by `cargo xtask python`?",

@@ -25,6 +25,7 @@ mod python;
 mod repro;
 mod sbom;
 mod shell;
+mod tarwalk;
 #[cfg(test)]
 mod testutil;
 mod timings;

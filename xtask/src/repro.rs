@@ -20,6 +20,7 @@ use crate::catalog::{BuilderSpec, Recipe};
 use crate::digest::hex;
 use crate::pipeline::{Builder, Input, Stage};
 use crate::progress::{Reporter, Terminal};
+use crate::tarwalk::{self, Compression};
 
 /// How many differing files diffoscope is run on.
 const DIFFOSCOPE_FILES: usize = 5;
@@ -234,22 +235,14 @@ struct Summary {
 
 /// The entries of a `.tar.gz`, in archive order.
 fn summarize(tarball: &Path) -> Result<Vec<(String, Summary)>> {
-    let file = std::fs::File::open(tarball)
-        .with_context(|| format!("cannot open {}", tarball.display()))?;
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
     let mut out = Vec::new();
-    for entry in archive
-        .entries()
-        .with_context(|| format!("cannot read {}", tarball.display()))?
-    {
-        let mut entry = entry.with_context(|| format!("cannot read {}", tarball.display()))?;
+    tarwalk::for_each_entry(tarball, Compression::Gzip, |path, entry| {
         let h = entry.header().clone();
-        let path = entry.path()?.to_string_lossy().into_owned();
         let link = entry.link_name()?.map(|l| l.to_string_lossy().into_owned());
         let mut sha = Sha256::new();
-        std::io::copy(&mut entry, &mut sha)?;
+        std::io::copy(entry, &mut sha)?;
         out.push((
-            path,
+            path.to_string(),
             Summary {
                 kind: h.entry_type().as_byte(),
                 mode: h.mode()?,
@@ -260,7 +253,8 @@ fn summarize(tarball: &Path) -> Result<Vec<(String, Summary)>> {
                 sha256: hex(&sha.finalize()),
             },
         ));
-    }
+        Ok(None::<()>)
+    })?;
     Ok(out)
 }
 
@@ -342,19 +336,15 @@ fn describe(x: &Summary, y: &Summary) -> String {
 
 /// The bytes of the regular files `paths` in a `.tar.gz`.
 fn read_files(tarball: &Path, paths: &[&str]) -> Result<BTreeMap<String, Vec<u8>>> {
-    let file = std::fs::File::open(tarball)
-        .with_context(|| format!("cannot open {}", tarball.display()))?;
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
     let mut out = BTreeMap::new();
-    for entry in archive.entries()? {
-        let mut entry = entry?;
-        let path = entry.path()?.to_string_lossy().into_owned();
-        if entry.header().entry_type().is_file() && paths.contains(&path.as_str()) {
+    tarwalk::for_each_entry(tarball, Compression::Gzip, |path, entry| {
+        if entry.header().entry_type().is_file() && paths.contains(&path) {
             let mut data = Vec::new();
             entry.read_to_end(&mut data)?;
-            out.insert(path, data);
+            out.insert(path.to_string(), data);
         }
-    }
+        Ok(None::<()>)
+    })?;
     Ok(out)
 }
 
@@ -434,20 +424,20 @@ fn explain(
     let _ = cache::remove(reports);
     std::fs::create_dir_all(reports)
         .with_context(|| format!("cannot create {}", reports.display()))?;
-    let file = std::fs::File::open(&done.output)?;
-    for entry in tar::Archive::new(file).entries()? {
-        let mut entry = entry?;
-        if !entry.header().entry_type().is_file() {
-            continue;
-        }
-        let path = entry.path()?.into_owned();
-        let Some(name) = path.file_name() else {
-            continue;
+    tarwalk::for_each_entry(&done.output, Compression::None, |path, entry| {
+        let Some(name) = Path::new(path).file_name() else {
+            return Ok(None::<()>);
         };
+        if !entry.header().entry_type().is_file() {
+            return Ok(None);
+        }
         let mut data = Vec::new();
         entry.read_to_end(&mut data)?;
-        std::fs::write(reports.join(name), data)?;
-    }
+        let report = reports.join(name);
+        std::fs::write(&report, data)
+            .with_context(|| format!("cannot write {}", report.display()))?;
+        Ok(None)
+    })?;
     ui.message(&format!("diffoscope's reports: {}", reports.display()));
     Ok(Some(reports.to_path_buf()))
 }

@@ -24,6 +24,7 @@ use crate::digest::hex;
 use crate::digest::sha256_file;
 use crate::pipeline::{Done, Input, Stage, key_of, unix_now};
 use crate::progress::{Reporter, Terminal};
+use crate::tarwalk::{self, Compression};
 use crate::{audit, builder, cache, flags, image, verify};
 
 const SCRIPT: &str = include_str!("wheels/wheels.sh");
@@ -322,21 +323,18 @@ fn unpack(output: &Path, dir: &Path) -> Result<()> {
             std::fs::remove_file(&path)?;
         }
     }
-    let file =
-        std::fs::File::open(output).with_context(|| format!("cannot open {}", output.display()))?;
-    for entry in tar::Archive::new(file).entries()? {
-        let mut entry = entry?;
+    tarwalk::for_each_entry(output, Compression::None, |path, entry| {
         if !entry.header().entry_type().is_file() {
-            continue;
+            return Ok(None::<()>);
         }
-        let path = entry.path()?.into_owned();
-        let Some(name) = path.file_name() else {
-            continue;
+        let Some(name) = Path::new(path).file_name() else {
+            return Ok(None);
         };
         let mut bytes = Vec::new();
         entry.read_to_end(&mut bytes)?;
         cache::write_atomic(&dir.join(name), &bytes)?;
-    }
+        Ok(None)
+    })?;
     Ok(())
 }
 
