@@ -214,13 +214,17 @@ fn scan_dir(dir: &Path, report: &mut Report) -> Result<()> {
     let installed_root = installed_root(dir)?;
     let mut stack = vec![dir.to_path_buf()];
     while let Some(at) = stack.pop() {
+        let list = || format!("cannot list {}", at.display());
         let mut entries: Vec<_> = std::fs::read_dir(&at)
-            .with_context(|| format!("cannot list {}", at.display()))?
-            .collect::<std::io::Result<_>>()?;
+            .with_context(list)?
+            .collect::<std::io::Result<_>>()
+            .with_context(list)?;
         entries.sort_by_key(|e| e.file_name());
         for entry in entries {
             let path = entry.path();
-            let kind = entry.file_type()?;
+            let kind = entry
+                .file_type()
+                .with_context(|| format!("cannot read the type of {}", path.display()))?;
             if kind.is_dir() {
                 stack.push(path);
                 continue;
@@ -230,7 +234,8 @@ fn scan_dir(dir: &Path, report: &mut Report) -> Result<()> {
             }
             let shown = path.display().to_string();
             if is_wheel(&shown) {
-                let data = std::fs::read(&path)?;
+                let data = std::fs::read(&path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
                 scan_wheel(&shown, &data, report)?;
                 continue;
             }
@@ -240,7 +245,8 @@ fn scan_dir(dir: &Path, report: &mut Report) -> Result<()> {
             if file.read_exact(&mut magic).is_err() || &magic != b"\x7fELF" {
                 continue;
             }
-            let data = std::fs::read(&path)?;
+            let data =
+                std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
             let rel = path.strip_prefix(dir).expect("walked below dir");
             let installed = installed_root.join(rel).display().to_string();
             let package = package_of(&installed);

@@ -503,11 +503,15 @@ impl<'a> Build<'a> {
             )?;
             let sha256 = sha256_file(&scratch.join(&name))?;
             sbom::add_runtime_sha256(&mut bom, &sha256);
-            std::fs::write(scratch.join(&sbom_name), serde_json::to_vec_pretty(&bom)?)?;
+            let sbom_file = scratch.join(&sbom_name);
+            std::fs::write(&sbom_file, serde_json::to_vec_pretty(&bom)?)
+                .with_context(|| format!("cannot write {}", sbom_file.display()))?;
+            let sums_file = scratch.join(SUMS);
             std::fs::write(
-                scratch.join(SUMS),
+                &sums_file,
                 format!("{sha256}  {name}\n{dev_sha256}  {dev_name}\n"),
-            )?;
+            )
+            .with_context(|| format!("cannot write {}", sums_file.display()))?;
             crate::cache::publish(&scratch, &entry)?;
         }
         let out = self.out_dir();

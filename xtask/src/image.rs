@@ -376,11 +376,15 @@ pub fn ensure(
         let text = match plan.runtime {
             Runtime::Base => dockerfile(plan.base_image, &packages, &labels),
             Runtime::Distroless => {
-                std::fs::write(context.join("distroless-rootfs.sh"), DISTROLESS_ROOTFS)?;
+                let script = context.join("distroless-rootfs.sh");
+                std::fs::write(&script, DISTROLESS_ROOTFS)
+                    .with_context(|| format!("cannot write {}", script.display()))?;
                 fill(DISTROLESS_DOCKERFILE, plan.base_image, &packages, &labels)
             }
         };
-        std::fs::write(context.join("Dockerfile"), text)?;
+        let dockerfile = context.join("Dockerfile");
+        std::fs::write(&dockerfile, text)
+            .with_context(|| format!("cannot write {}", dockerfile.display()))?;
         let in_context = context.join(CONTEXT_TARBALL);
         if std::fs::hard_link(plan.tarball, &in_context).is_err() {
             std::fs::copy(plan.tarball, &in_context).with_context(|| {
@@ -603,7 +607,8 @@ fn packages_for(
         let stored = (|| -> Result<()> {
             let scratch = cache.scratch("image-deps")?;
             let file = scratch.join("packages.json");
-            std::fs::write(&file, serde_json::to_vec(&packages)?)?;
+            std::fs::write(&file, serde_json::to_vec(&packages)?)
+                .with_context(|| format!("cannot write {}", file.display()))?;
             let published = cache::publish(&file, &path);
             cache::remove(&scratch)?;
             published

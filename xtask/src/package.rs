@@ -196,12 +196,14 @@ impl Tree {
             .operating_system(255)
             .write(file, Compression::default());
         let mut tar = tar::Builder::new(gz);
+        let write = || format!("cannot write {}", tmp.display());
         for e in &entries {
-            append(&mut tar, e, epoch)?;
+            append(&mut tar, e, epoch).with_context(write)?;
         }
-        let gz = tar.into_inner()?;
-        let file = gz.finish()?;
-        file.sync_all()?;
+        let gz = tar.into_inner().with_context(write)?;
+        let file = gz.finish().with_context(write)?;
+        file.sync_all()
+            .with_context(|| format!("cannot sync {}", tmp.display()))?;
         std::fs::rename(&tmp, out)
             .with_context(|| format!("cannot rename {} to {}", tmp.display(), out.display()))?;
         Ok(())

@@ -70,7 +70,8 @@ pub fn check(sh: &Shell, first: &Build, artifact: &Artifact, ui: &Terminal) -> R
     for source in first.ctx.recipe.sources() {
         let from = first.ctx.cache.download_path(source);
         let to = fresh.download_path(source);
-        std::fs::create_dir_all(to.parent().expect("a download has a directory"))?;
+        let dir = to.parent().expect("a download has a directory");
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         if std::fs::hard_link(&from, &to).is_err() {
             std::fs::copy(&from, &to)
                 .with_context(|| format!("cannot copy {} to {}", from.display(), to.display()))?;
@@ -384,13 +385,18 @@ fn explain(
         for (side, files) in [("a", &files_a), ("b", &files_b)] {
             let bytes = files.get(*path).map(Vec::as_slice).unwrap_or_default();
             let at = dir.join(side).join(n.to_string());
-            std::fs::create_dir_all(&at)?;
-            std::fs::write(at.join(name), bytes)?;
+            std::fs::create_dir_all(&at)
+                .with_context(|| format!("cannot create {}", at.display()))?;
+            let file = at.join(name);
+            std::fs::write(&file, bytes)
+                .with_context(|| format!("cannot write {}", file.display()))?;
             content.update(Sha256::digest(bytes));
         }
         names.push_str(&format!("{n}\t{path}\n"));
     }
-    std::fs::write(dir.join("names.tsv"), &names)?;
+    let names_file = dir.join("names.tsv");
+    std::fs::write(&names_file, &names)
+        .with_context(|| format!("cannot write {}", names_file.display()))?;
     content.update(names.as_bytes());
 
     let spec = BuilderSpec {
