@@ -19,6 +19,7 @@ use crate::elf;
 use crate::engine::{ContainerSpec, Engine};
 use crate::flags;
 use crate::pipeline::PREFIX;
+use crate::tarwalk;
 
 mod zip;
 use zip::zip_members;
@@ -169,33 +170,31 @@ pub fn audit_image(sh: &Shell, engine: &Engine, cache: &Cache, image: &str) -> R
 
 /// Scans the Python environments in a tar of a root file system.
 fn scan_tar(reader: impl Read, report: &mut Report) -> Result<()> {
-    let mut archive = tar::Archive::new(reader);
-    for entry in archive.entries()? {
-        let mut entry = entry?;
+    tarwalk::walk(reader, "the image's file system", |path, entry| {
         if !entry.header().entry_type().is_file() {
-            continue;
+            return Ok(None::<()>);
         }
-        let path = entry.path()?.to_string_lossy().into_owned();
         // `docker cp container:/ -` names entries `./opt/…` or `/opt/…` depending on the engine.
         let installed = format!("/{}", path.trim_start_matches("./").trim_start_matches('/'));
         let python_env = installed.starts_with(&format!("{PREFIX}/"))
             || installed.contains("/site-packages/")
             || installed.contains("/dist-packages/");
         if !python_env {
-            continue;
+            return Ok(None);
         }
         let mut magic = [0u8; 4];
         if entry.header().size()? < 4 || entry.read_exact(&mut magic).is_err() {
-            continue;
+            return Ok(None);
         }
         if &magic != b"\x7fELF" {
-            continue;
+            return Ok(None);
         }
         let mut data = magic.to_vec();
         entry.read_to_end(&mut data)?;
         let package = package_of(&installed);
         scan_file(&installed, Some(&installed), &package, &data, report);
-    }
+        Ok(None)
+    })?;
     Ok(())
 }
 
@@ -215,13 +214,17 @@ fn scan_dir(dir: &Path, report: &mut Report) -> Result<()> {
     let installed_root = installed_root(dir)?;
     let mut stack = vec![dir.to_path_buf()];
     while let Some(at) = stack.pop() {
+        let list = || format!("cannot list {}", at.display());
         let mut entries: Vec<_> = std::fs::read_dir(&at)
-            .with_context(|| format!("cannot list {}", at.display()))?
-            .collect::<std::io::Result<_>>()?;
+            .with_context(list)?
+            .collect::<std::io::Result<_>>()
+            .with_context(list)?;
         entries.sort_by_key(|e| e.file_name());
         for entry in entries {
             let path = entry.path();
-            let kind = entry.file_type()?;
+            let kind = entry
+                .file_type()
+                .with_context(|| format!("cannot read the type of {}", path.display()))?;
             if kind.is_dir() {
                 stack.push(path);
                 continue;
@@ -231,7 +234,8 @@ fn scan_dir(dir: &Path, report: &mut Report) -> Result<()> {
             }
             let shown = path.display().to_string();
             if is_wheel(&shown) {
-                let data = std::fs::read(&path)?;
+                let data = std::fs::read(&path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
                 scan_wheel(&shown, &data, report)?;
                 continue;
             }
@@ -241,7 +245,8 @@ fn scan_dir(dir: &Path, report: &mut Report) -> Result<()> {
             if file.read_exact(&mut magic).is_err() || &magic != b"\x7fELF" {
                 continue;
             }
-            let data = std::fs::read(&path)?;
+            let data =
+                std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
             let rel = path.strip_prefix(dir).expect("walked below dir");
             let installed = installed_root.join(rel).display().to_string();
             let package = package_of(&installed);

@@ -63,7 +63,8 @@ impl flags::BaseImage {
         std::fs::write(
             &log,
             [out.stdout.as_slice(), out.stderr.as_slice()].concat(),
-        )?;
+        )
+        .with_context(|| format!("cannot write {}", log.display()))?;
         if !out.status.success() {
             let text = String::from_utf8_lossy(&out.stderr).into_owned()
                 + &String::from_utf8_lossy(&out.stdout);

@@ -153,7 +153,8 @@ impl flags::Bench {
                 run.ratio = run.floor.and_then(|f| ratio_of(run.seconds, f));
                 if self.timings {
                     let out = &args.out;
-                    std::fs::create_dir_all(out)?;
+                    std::fs::create_dir_all(out)
+                        .with_context(|| format!("cannot create {}", out.display()))?;
                     let slug: String = run
                         .name
                         .chars()
@@ -257,8 +258,10 @@ fn clean_build(
 ) -> Result<(f64, String)> {
     let clean = root.with_file_name("clean");
     scratch_cache(&clean, &root.join("downloads"))?;
-    for entry in std::fs::read_dir(root.join("stages"))? {
-        let entry = entry?;
+    let stages = root.join("stages");
+    let list = || format!("cannot list {}", stages.display());
+    for entry in std::fs::read_dir(&stages).with_context(list)? {
+        let entry = entry.with_context(list)?;
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.starts_with("openssl-") || name.starts_with("fips-provider-") {
             link_tree(&entry.path(), &clean.join("stages").join(&name))?;
@@ -354,9 +357,11 @@ fn render(figures: &Figures) -> String {
 /// fails unless at least one changed. Returns the changed files, for the log.
 fn change_patches(patches: &Path, change: Change) -> Result<String> {
     let mut files = Vec::new();
-    for minor in std::fs::read_dir(patches)? {
-        for p in std::fs::read_dir(minor?.path())? {
-            files.push(p?.path());
+    let list = |dir: &Path| format!("cannot list {}", dir.display());
+    for minor in std::fs::read_dir(patches).with_context(|| list(patches))? {
+        let minor = minor.with_context(|| list(patches))?.path();
+        for p in std::fs::read_dir(&minor).with_context(|| list(&minor))? {
+            files.push(p.with_context(|| list(&minor))?.path());
         }
     }
     files.sort();
@@ -365,7 +370,8 @@ fn change_patches(patches: &Path, change: Change) -> Result<String> {
         let text = std::fs::read_to_string(&file)
             .with_context(|| format!("cannot read {}", file.display()))?;
         if let Some(new) = change_patch(&text, change) {
-            std::fs::write(&file, new)?;
+            std::fs::write(&file, new)
+                .with_context(|| format!("cannot write {}", file.display()))?;
             changed.push(file.display().to_string());
         }
     }
@@ -468,13 +474,15 @@ fn copy_tree(from: &Path, to: &Path) -> Result<()> {
 }
 
 fn walk(from: &Path, to: &Path, file: &dyn Fn(&Path, &Path) -> std::io::Result<()>) -> Result<()> {
-    std::fs::create_dir_all(to)?;
-    for entry in
-        std::fs::read_dir(from).with_context(|| format!("cannot list {}", from.display()))?
-    {
-        let entry = entry?;
+    std::fs::create_dir_all(to).with_context(|| format!("cannot create {}", to.display()))?;
+    let list = || format!("cannot list {}", from.display());
+    for entry in std::fs::read_dir(from).with_context(list)? {
+        let entry = entry.with_context(list)?;
         let target: PathBuf = to.join(entry.file_name());
-        if entry.file_type()?.is_dir() {
+        let kind = entry
+            .file_type()
+            .with_context(|| format!("cannot read the type of {}", entry.path().display()))?;
+        if kind.is_dir() {
             walk(&entry.path(), &target, file)?;
         } else {
             file(&entry.path(), &target)
@@ -510,6 +518,26 @@ mod tests {
         let path = dir.path().join(name);
         std::fs::write(&path, text).unwrap();
         crate::patch::check_parses(&path).unwrap()
+    }
+
+    #[test]
+    fn copy_errors_name_the_path() {
+        let dir = TempDir::new("bench-copy");
+        let from = dir.path().join("from");
+        std::fs::create_dir_all(&from).unwrap();
+        std::fs::write(from.join("a"), b"a").unwrap();
+        // A directory cannot be made below a regular file.
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"").unwrap();
+        let to = file.join("to");
+        let err = copy_tree(&from, &to).unwrap_err();
+        assert_eq!(err.to_string(), format!("cannot create {}", to.display()));
+        let missing = dir.path().join("missing");
+        let err = copy_tree(&missing, &dir.path().join("out")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("cannot list {}", missing.display())
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ use crate::engine::Engine;
 use crate::pipeline::{self, Builder, Done, Input, Stage};
 use crate::prepare::{Context, Tree, file_name};
 use crate::progress::{Reporter, Terminal};
+use crate::tarwalk::{self, Compression};
 use crate::{builder, graph, package, sbom};
 
 /// A build in progress: the resolved recipe, its patched tree, the engine and the builder image.
@@ -534,11 +535,15 @@ impl<'a> Build<'a> {
             )?;
             let sha256 = sha256_file(&scratch.join(&name))?;
             sbom::add_runtime_sha256(&mut bom, &sha256);
-            std::fs::write(scratch.join(&sbom_name), serde_json::to_vec_pretty(&bom)?)?;
+            let sbom_file = scratch.join(&sbom_name);
+            std::fs::write(&sbom_file, serde_json::to_vec_pretty(&bom)?)
+                .with_context(|| format!("cannot write {}", sbom_file.display()))?;
+            let sums_file = scratch.join(SUMS);
             std::fs::write(
-                scratch.join(SUMS),
+                &sums_file,
                 format!("{sha256}  {name}\n{dev_sha256}  {dev_name}\n"),
-            )?;
+            )
+            .with_context(|| format!("cannot write {}", sums_file.display()))?;
             crate::cache::publish(&scratch, &entry)?;
         }
         let out = self.out_dir();
@@ -613,15 +618,16 @@ impl<'a> Build<'a> {
             reuse: false,
         };
         let done = self.builder().run(&stage, ui)?;
-        let file = std::fs::File::open(&done.output)
-            .with_context(|| format!("cannot open {}", done.output.display()))?;
-        for entry in tar::Archive::new(file).entries()? {
-            let mut entry = entry?;
-            if entry.path()?.ends_with("packages.tsv") {
-                let mut text = String::new();
-                std::io::Read::read_to_string(&mut entry, &mut text)?;
-                return Ok(sbom::parse_packages(&text));
+        let found = tarwalk::for_each_entry(&done.output, Compression::None, |path, entry| {
+            if !Path::new(path).ends_with("packages.tsv") {
+                return Ok(None);
             }
+            let mut text = String::new();
+            std::io::Read::read_to_string(entry, &mut text)?;
+            Ok(Some(text))
+        })?;
+        if let Some(text) = found {
+            return Ok(sbom::parse_packages(&text));
         }
         anyhow::bail!(
             "the packages stage wrote no packages.tsv; see its log under {}",

@@ -370,7 +370,11 @@ fn sync_tree(root: &Path) -> Result<()> {
         for entry in
             std::fs::read_dir(root).with_context(|| format!("cannot list {}", root.display()))?
         {
-            sync_tree(&entry?.path())?;
+            sync_tree(
+                &entry
+                    .with_context(|| format!("cannot list {}", root.display()))?
+                    .path(),
+            )?;
         }
     } else if !meta.is_file() {
         return Ok(());

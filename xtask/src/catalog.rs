@@ -311,7 +311,11 @@ pub fn minors(recipes_dir: &Path) -> Result<Vec<String>> {
     for entry in std::fs::read_dir(recipes_dir)
         .with_context(|| format!("cannot list {}", recipes_dir.display()))?
     {
-        let name = entry?.file_name().to_string_lossy().into_owned();
+        let name = entry
+            .with_context(|| format!("cannot list {}", recipes_dir.display()))?
+            .file_name()
+            .to_string_lossy()
+            .into_owned();
         if let Some(minor) = name.strip_suffix(".toml")
             && minor != "sources"
         {
@@ -438,7 +442,9 @@ pub fn patch_files(dir: &Path) -> Result<Vec<PathBuf>> {
     })?;
     let mut out = Vec::new();
     for entry in entries {
-        let path = entry?.path();
+        let path = entry
+            .with_context(|| format!("cannot list {}", dir.display()))?
+            .path();
         if path.extension().is_some_and(|e| e == "patch") {
             out.push(path);
         }

@@ -12,6 +12,8 @@ use object::elf;
 use object::read::elf::{Dyn, FileHeader};
 use object::{Endianness, FileKind};
 
+use crate::tarwalk::{self, Compression};
+
 /// What one ELF file asks of the dynamic linker, and the name it answers to.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Dynamic {
@@ -77,35 +79,26 @@ fn dynamic<H: FileHeader<Endian = Endianness>>(data: &[u8]) -> Result<Option<Dyn
 /// The libraries a tree needs from the system: every `NEEDED` soname of its ELF files that no
 /// file of the tree provides (by `SONAME` or by file name), with the first file that needs it.
 pub fn external_needs(tarball: &Path) -> Result<BTreeMap<String, String>> {
-    let file = std::fs::File::open(tarball)
-        .with_context(|| format!("cannot open {}", tarball.display()))?;
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
     let mut needed: BTreeMap<String, String> = BTreeMap::new();
     let mut provided = BTreeSet::new();
-    for entry in archive
-        .entries()
-        .with_context(|| format!("cannot read {}", tarball.display()))?
-    {
-        let mut entry = entry.with_context(|| format!("cannot read {}", tarball.display()))?;
-        let path = entry.path()?.to_string_lossy().into_owned();
-        if let Some(name) = Path::new(&path).file_name() {
+    tarwalk::for_each_entry(tarball, Compression::Gzip, |path, entry| {
+        if let Some(name) = Path::new(path).file_name() {
             provided.insert(name.to_string_lossy().into_owned());
         }
         if !entry.header().entry_type().is_file() {
-            continue;
+            return Ok(None::<()>);
         }
         let mut data = Vec::new();
-        entry
-            .read_to_end(&mut data)
-            .with_context(|| format!("cannot read {path} in {}", tarball.display()))?;
+        entry.read_to_end(&mut data)?;
         let Some(dynamic) = parse(&data).with_context(|| format!("cannot read {path}"))? else {
-            continue;
+            return Ok(None);
         };
         provided.extend(dynamic.soname);
         for soname in dynamic.needed {
-            needed.entry(soname).or_insert_with(|| path.clone());
+            needed.entry(soname).or_insert_with(|| path.to_string());
         }
-    }
+        Ok(None)
+    })?;
     needed.retain(|soname, _| !provided.contains(soname));
     Ok(needed)
 }

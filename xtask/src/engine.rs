@@ -169,10 +169,9 @@ impl Engine {
             .quiet()
             .run()
             .with_context(|| format!("cannot pack {}", dir.display()))?;
-        std::fs::write(
-            scratch.join("Dockerfile"),
-            "FROM scratch\nADD rootfs.tar /\n",
-        )?;
+        let dockerfile = scratch.join("Dockerfile");
+        std::fs::write(&dockerfile, "FROM scratch\nADD rootfs.tar /\n")
+            .with_context(|| format!("cannot write {}", dockerfile.display()))?;
         let log = scratch.join("build.log");
         let ok = self.build_for(
             Some(platform),
@@ -361,13 +360,17 @@ impl Engine {
             if reader.read_until(b'\n', &mut line)? == 0 {
                 break;
             }
-            log_file.write_all(&line)?;
+            log_file
+                .write_all(&line)
+                .with_context(|| format!("cannot write the log {}", log.display()))?;
             on_line(String::from_utf8_lossy(&line).trim_end());
         }
         let status = child.wait()?;
         let err = err_thread.join().unwrap_or_default();
         if !err.is_empty() {
-            log_file.write_all(err.as_bytes())?;
+            log_file
+                .write_all(err.as_bytes())
+                .with_context(|| format!("cannot write the log {}", log.display()))?;
         }
         Ok(status.success())
     }

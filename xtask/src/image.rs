@@ -22,6 +22,7 @@ use crate::engine::{ContainerSpec, Engine};
 use crate::flags::Runtime;
 use crate::pipeline::{key_of, unix_now};
 use crate::progress::{Reporter, Terminal};
+use crate::tarwalk::{self, Compression};
 use crate::{catalog, elf, flags};
 
 const DOCKERFILE: &str = include_str!("image/Dockerfile.in");
@@ -102,17 +103,17 @@ pub struct TreeInfo {
 impl TreeInfo {
     /// Reads `opt/python-fips/BUILD-INFO.json` from the tarball.
     pub fn read(tarball: &Path) -> Result<TreeInfo> {
-        let file = std::fs::File::open(tarball)
-            .with_context(|| format!("cannot open {}", tarball.display()))?;
-        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
-        for entry in archive.entries()? {
-            let mut entry = entry.with_context(|| format!("cannot read {}", tarball.display()))?;
-            if entry.path()?.as_ref() == Path::new("opt/python-fips/BUILD-INFO.json") {
-                let mut text = String::new();
-                entry.read_to_string(&mut text)?;
-                return TreeInfo::parse(&text)
-                    .with_context(|| format!("the BUILD-INFO.json of {}", tarball.display()));
+        let found = tarwalk::for_each_entry(tarball, Compression::Gzip, |path, entry| {
+            if Path::new(path) != Path::new("opt/python-fips/BUILD-INFO.json") {
+                return Ok(None);
             }
+            let mut text = String::new();
+            entry.read_to_string(&mut text)?;
+            Ok(Some(text))
+        })?;
+        if let Some(text) = found {
+            return TreeInfo::parse(&text)
+                .with_context(|| format!("the BUILD-INFO.json of {}", tarball.display()));
         }
         bail!(
             "{} has no opt/python-fips/BUILD-INFO.json; is it a tarball made by `cargo xtask python`?",
@@ -376,11 +377,15 @@ pub fn ensure(
         let text = match plan.runtime {
             Runtime::Base => dockerfile(plan.base_image, &packages, &labels),
             Runtime::Distroless => {
-                std::fs::write(context.join("distroless-rootfs.sh"), DISTROLESS_ROOTFS)?;
+                let script = context.join("distroless-rootfs.sh");
+                std::fs::write(&script, DISTROLESS_ROOTFS)
+                    .with_context(|| format!("cannot write {}", script.display()))?;
                 fill(DISTROLESS_DOCKERFILE, plan.base_image, &packages, &labels)
             }
         };
-        std::fs::write(context.join("Dockerfile"), text)?;
+        let dockerfile = context.join("Dockerfile");
+        std::fs::write(&dockerfile, text)
+            .with_context(|| format!("cannot write {}", dockerfile.display()))?;
         let in_context = context.join(CONTEXT_TARBALL);
         if std::fs::hard_link(plan.tarball, &in_context).is_err() {
             std::fs::copy(plan.tarball, &in_context).with_context(|| {
@@ -603,7 +608,8 @@ fn packages_for(
         let stored = (|| -> Result<()> {
             let scratch = cache.scratch("image-deps")?;
             let file = scratch.join("packages.json");
-            std::fs::write(&file, serde_json::to_vec(&packages)?)?;
+            std::fs::write(&file, serde_json::to_vec(&packages)?)
+                .with_context(|| format!("cannot write {}", file.display()))?;
             let published = cache::publish(&file, &path);
             cache::remove(&scratch)?;
             published

@@ -31,6 +31,7 @@ mod repro;
 mod sbom;
 mod shell;
 mod store;
+mod tarwalk;
 /// Test support (temporary directories, the loopback HTTP server), for the unit and the
 /// end-to-end tests alike.
 pub mod testutil;

@@ -12,6 +12,8 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use flate2::{Compression, GzBuilder};
 
+use crate::tarwalk;
+
 /// One entry of the tree, held in memory while the archive is sorted.
 struct Entry {
     path: String,
@@ -77,19 +79,11 @@ pub struct Tree {
 impl Tree {
     /// Reads a stage output tar (entries `python-fips/...`); every entry moves under `opt/`.
     pub fn read(stage_tar: &Path) -> Result<Tree> {
-        let file = std::fs::File::open(stage_tar)
-            .with_context(|| format!("cannot open {}", stage_tar.display()))?;
-        let mut archive = tar::Archive::new(file);
         let mut entries = Vec::new();
-        for entry in archive.entries()? {
-            let mut entry = entry?;
+        tarwalk::for_each_entry(stage_tar, tarwalk::Compression::None, |path, entry| {
             let header = entry.header();
             let kind = header.entry_type();
-            let path = entry
-                .path()?
-                .to_string_lossy()
-                .trim_end_matches('/')
-                .to_string();
+            let path = path.trim_end_matches('/').to_string();
             if !(path == "python-fips" || path.starts_with("python-fips/")) {
                 bail!(
                     "{} has an entry outside python-fips/: {path}",
@@ -118,7 +112,8 @@ impl Tree {
                 link,
                 data,
             });
-        }
+            Ok(None::<()>)
+        })?;
         Ok(Tree { entries })
     }
 
@@ -201,12 +196,14 @@ impl Tree {
             .operating_system(255)
             .write(file, Compression::default());
         let mut tar = tar::Builder::new(gz);
+        let write = || format!("cannot write {}", tmp.display());
         for e in &entries {
-            append(&mut tar, e, epoch)?;
+            append(&mut tar, e, epoch).with_context(write)?;
         }
-        let gz = tar.into_inner()?;
-        let file = gz.finish()?;
-        file.sync_all()?;
+        let gz = tar.into_inner().with_context(write)?;
+        let file = gz.finish().with_context(write)?;
+        file.sync_all()
+            .with_context(|| format!("cannot sync {}", tmp.display()))?;
         std::fs::rename(&tmp, out)
             .with_context(|| format!("cannot rename {} to {}", tmp.display(), out.display()))?;
         Ok(())
@@ -220,24 +217,21 @@ pub fn sha256_of_entries(
     paths: &[String],
 ) -> Result<std::collections::BTreeMap<String, String>> {
     use sha2::{Digest, Sha256};
-    let file = std::fs::File::open(stage_tar)
-        .with_context(|| format!("cannot open {}", stage_tar.display()))?;
     let mut out = std::collections::BTreeMap::new();
-    for entry in tar::Archive::new(file).entries()? {
-        let mut entry = entry?;
+    tarwalk::for_each_entry(stage_tar, tarwalk::Compression::None, |path, entry| {
         if !entry.header().entry_type().is_file() {
-            continue;
+            return Ok(None::<()>);
         }
-        let path = entry.path()?.to_string_lossy().into_owned();
         let Some(rel) = path.strip_prefix("python-fips/") else {
-            continue;
+            return Ok(None);
         };
         if paths.iter().any(|p| p == rel) {
             let mut h = Sha256::new();
-            std::io::copy(&mut entry, &mut h)?;
+            std::io::copy(entry, &mut h)?;
             out.insert(rel.to_string(), crate::digest::hex(&h.finalize()));
         }
-    }
+        Ok(None)
+    })?;
     Ok(out)
 }
 

@@ -313,9 +313,11 @@ impl Builder<'_> {
         let scratch = self.cache.scratch(stage.name)?;
         let out_tar = scratch.join("output.tar");
         {
-            let mut file = std::fs::File::create(&out_tar)?;
+            let mut file = std::fs::File::create(&out_tar)
+                .with_context(|| format!("cannot create {}", out_tar.display()))?;
             self.engine.copy_out(&container, stage.output, &mut file)?;
-            file.sync_all()?;
+            file.sync_all()
+                .with_context(|| format!("cannot sync {}", out_tar.display()))?;
         }
         if let Some(entry) = &reuse {
             self.keep_reuse(stage.name, &container, entry, ui);
@@ -330,7 +332,9 @@ impl Builder<'_> {
             script_seconds,
             log,
         };
-        std::fs::write(scratch.join("meta.json"), serde_json::to_vec_pretty(&meta)?)?;
+        let meta_file = scratch.join("meta.json");
+        std::fs::write(&meta_file, serde_json::to_vec_pretty(&meta)?)
+            .with_context(|| format!("cannot write {}", meta_file.display()))?;
         let entry = self.stage_cache().publish(stage.name, &key, &scratch, ui)?;
         ui.message(&format!("{:<14} ran    {seconds:>7.1} s", stage.name));
         Ok(Done {
@@ -536,9 +540,15 @@ impl Builder<'_> {
         })?;
         for dep in &stage.deps {
             self.engine.copy_in(container, "/opt", |w| {
-                let mut f = std::fs::File::open(&dep.output)
-                    .with_context(|| format!("cannot open the output of stage {}", dep.name))?;
-                std::io::copy(&mut f, w)?;
+                let mut f = std::fs::File::open(&dep.output).with_context(|| {
+                    format!(
+                        "cannot open the output of stage {}: {}",
+                        dep.name,
+                        dep.output.display()
+                    )
+                })?;
+                std::io::copy(&mut f, w)
+                    .with_context(|| format!("cannot read {}", dep.output.display()))?;
                 Ok(())
             })?;
         }

@@ -199,8 +199,13 @@ fn make_tree(
         anyhow::bail!("{} does not contain {top}/", archive.display());
     }
     // Anything beside the tree could collide with what the cache keeps there.
-    for entry in std::fs::read_dir(scratch)? {
-        let name = entry?.file_name().to_string_lossy().into_owned();
+    let list = || format!("cannot list {}", scratch.display());
+    for entry in std::fs::read_dir(scratch).with_context(list)? {
+        let name = entry
+            .with_context(list)?
+            .file_name()
+            .to_string_lossy()
+            .into_owned();
         if name != top {
             anyhow::bail!(
                 "{} has an unexpected entry {name:?} beside {top}/; a CPython release has nothing else",
@@ -259,8 +264,11 @@ fn newest_mtime(dir: &Path) -> Result<u64> {
         for entry in
             std::fs::read_dir(&d).with_context(|| format!("cannot list {}", d.display()))?
         {
-            let entry = entry?;
-            let meta = entry.path().symlink_metadata()?;
+            let entry = entry.with_context(|| format!("cannot list {}", d.display()))?;
+            let meta = entry
+                .path()
+                .symlink_metadata()
+                .with_context(|| format!("cannot read {}", entry.path().display()))?;
             if let Ok(t) = meta.modified() {
                 let secs = t
                     .duration_since(std::time::UNIX_EPOCH)

@@ -20,6 +20,7 @@ use crate::catalog::{BuilderSpec, Recipe};
 use crate::digest::hex;
 use crate::pipeline::{Builder, Input, Stage};
 use crate::progress::{Reporter, Terminal};
+use crate::tarwalk::{self, Compression};
 
 /// How many differing files diffoscope is run on.
 const DIFFOSCOPE_FILES: usize = 5;
@@ -69,7 +70,8 @@ pub fn check(sh: &Shell, first: &Build, artifact: &Artifact, ui: &Terminal) -> R
     for source in first.ctx.recipe.sources() {
         let from = first.ctx.cache.download_path(source);
         let to = fresh.download_path(source);
-        std::fs::create_dir_all(to.parent().expect("a download has a directory"))?;
+        let dir = to.parent().expect("a download has a directory");
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         if std::fs::hard_link(&from, &to).is_err() {
             std::fs::copy(&from, &to)
                 .with_context(|| format!("cannot copy {} to {}", from.display(), to.display()))?;
@@ -231,22 +233,14 @@ struct Summary {
 
 /// The entries of a `.tar.gz`, in archive order.
 fn summarize(tarball: &Path) -> Result<Vec<(String, Summary)>> {
-    let file = std::fs::File::open(tarball)
-        .with_context(|| format!("cannot open {}", tarball.display()))?;
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
     let mut out = Vec::new();
-    for entry in archive
-        .entries()
-        .with_context(|| format!("cannot read {}", tarball.display()))?
-    {
-        let mut entry = entry.with_context(|| format!("cannot read {}", tarball.display()))?;
+    tarwalk::for_each_entry(tarball, Compression::Gzip, |path, entry| {
         let h = entry.header().clone();
-        let path = entry.path()?.to_string_lossy().into_owned();
         let link = entry.link_name()?.map(|l| l.to_string_lossy().into_owned());
         let mut sha = Sha256::new();
-        std::io::copy(&mut entry, &mut sha)?;
+        std::io::copy(entry, &mut sha)?;
         out.push((
-            path,
+            path.to_string(),
             Summary {
                 kind: h.entry_type().as_byte(),
                 mode: h.mode()?,
@@ -257,7 +251,8 @@ fn summarize(tarball: &Path) -> Result<Vec<(String, Summary)>> {
                 sha256: hex(&sha.finalize()),
             },
         ));
-    }
+        Ok(None::<()>)
+    })?;
     Ok(out)
 }
 
@@ -339,19 +334,15 @@ fn describe(x: &Summary, y: &Summary) -> String {
 
 /// The bytes of the regular files `paths` in a `.tar.gz`.
 fn read_files(tarball: &Path, paths: &[&str]) -> Result<BTreeMap<String, Vec<u8>>> {
-    let file = std::fs::File::open(tarball)
-        .with_context(|| format!("cannot open {}", tarball.display()))?;
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
     let mut out = BTreeMap::new();
-    for entry in archive.entries()? {
-        let mut entry = entry?;
-        let path = entry.path()?.to_string_lossy().into_owned();
-        if entry.header().entry_type().is_file() && paths.contains(&path.as_str()) {
+    tarwalk::for_each_entry(tarball, Compression::Gzip, |path, entry| {
+        if entry.header().entry_type().is_file() && paths.contains(&path) {
             let mut data = Vec::new();
             entry.read_to_end(&mut data)?;
-            out.insert(path, data);
+            out.insert(path.to_string(), data);
         }
-    }
+        Ok(None::<()>)
+    })?;
     Ok(out)
 }
 
@@ -391,13 +382,18 @@ fn explain(
         for (side, files) in [("a", &files_a), ("b", &files_b)] {
             let bytes = files.get(*path).map(Vec::as_slice).unwrap_or_default();
             let at = dir.join(side).join(n.to_string());
-            std::fs::create_dir_all(&at)?;
-            std::fs::write(at.join(name), bytes)?;
+            std::fs::create_dir_all(&at)
+                .with_context(|| format!("cannot create {}", at.display()))?;
+            let file = at.join(name);
+            std::fs::write(&file, bytes)
+                .with_context(|| format!("cannot write {}", file.display()))?;
             content.update(Sha256::digest(bytes));
         }
         names.push_str(&format!("{n}\t{path}\n"));
     }
-    std::fs::write(dir.join("names.tsv"), &names)?;
+    let names_file = dir.join("names.tsv");
+    std::fs::write(&names_file, &names)
+        .with_context(|| format!("cannot write {}", names_file.display()))?;
     content.update(names.as_bytes());
 
     let spec = BuilderSpec {
@@ -431,20 +427,20 @@ fn explain(
     let _ = cache::remove(reports);
     std::fs::create_dir_all(reports)
         .with_context(|| format!("cannot create {}", reports.display()))?;
-    let file = std::fs::File::open(&done.output)?;
-    for entry in tar::Archive::new(file).entries()? {
-        let mut entry = entry?;
-        if !entry.header().entry_type().is_file() {
-            continue;
-        }
-        let path = entry.path()?.into_owned();
-        let Some(name) = path.file_name() else {
-            continue;
+    tarwalk::for_each_entry(&done.output, Compression::None, |path, entry| {
+        let Some(name) = Path::new(path).file_name() else {
+            return Ok(None::<()>);
         };
+        if !entry.header().entry_type().is_file() {
+            return Ok(None);
+        }
         let mut data = Vec::new();
         entry.read_to_end(&mut data)?;
-        std::fs::write(reports.join(name), data)?;
-    }
+        let report = reports.join(name);
+        std::fs::write(&report, data)
+            .with_context(|| format!("cannot write {}", report.display()))?;
+        Ok(None)
+    })?;
     ui.message(&format!("diffoscope's reports: {}", reports.display()));
     Ok(Some(reports.to_path_buf()))
 }

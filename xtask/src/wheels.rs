@@ -25,6 +25,7 @@ use crate::digest::hex;
 use crate::digest::sha256_file;
 use crate::pipeline::{Done, Input, Stage, key_of, unix_now};
 use crate::progress::{Reporter, Terminal};
+use crate::tarwalk::{self, Compression};
 use crate::{audit, builder, cache, flags, image, verify};
 
 const SCRIPT: &str = include_str!("wheels/wheels.sh");
@@ -215,7 +216,8 @@ impl Build<'_> {
 
         let scratch = self.ctx.cache.scratch("wheels-request")?;
         let requirements = scratch.join("requirements.in");
-        std::fs::write(&requirements, &request.requirements)?;
+        std::fs::write(&requirements, &request.requirements)
+            .with_context(|| format!("cannot write {}", requirements.display()))?;
         let mut inputs = vec![Input {
             dest: "requirements.in".into(),
             host: requirements,
@@ -278,14 +280,17 @@ impl Build<'_> {
             .join("wheels")
             .join(format!("{}-{}", r.python.version, self.arch));
         unpack(&stage_done.output, &dir)?;
-        let lock: Vec<Locked> = serde_json::from_slice(
-            &std::fs::read(dir.join("lock.json")).context("the wheels stage wrote no lock.json")?,
-        )?;
+        let lock: Vec<Locked> =
+            serde_json::from_slice(&std::fs::read(dir.join("lock.json")).with_context(|| {
+                format!("the wheels stage wrote no lock.json in {}", dir.display())
+            })?)?;
         let mut wheels = Vec::new();
         for locked in lock {
             let path = dir.join(&locked.wheel);
             let sha256 = sha256_file(&path)?;
-            let size = std::fs::metadata(&path)?.len();
+            let size = std::fs::metadata(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?
+                .len();
             wheels.push((locked, sha256, size));
         }
         let sbom = sbom(&wheels, &stage_done, &r.python.version, &self.arch);
@@ -304,8 +309,9 @@ impl Build<'_> {
 /// A content key of a `--find-links` directory: its file names and their sha256.
 fn dir_key(dir: &Path) -> Result<String> {
     let mut files = BTreeMap::new();
-    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
-        let path = entry?.path();
+    let list = || format!("cannot list {}", dir.display());
+    for entry in std::fs::read_dir(dir).with_context(list)? {
+        let path = entry.with_context(list)?.path();
         if path.is_file() {
             let name = path.file_name().unwrap_or_default().to_string_lossy();
             files.insert(name.into_owned(), sha256_file(&path)?);
@@ -317,27 +323,26 @@ fn dir_key(dir: &Path) -> Result<String> {
 /// Replaces the wheels in `dir` with those of the stage output (`out/wheels/*`, `out/lock.json`).
 fn unpack(output: &Path, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
+    let list = || format!("cannot list {}", dir.display());
+    for entry in std::fs::read_dir(dir).with_context(list)? {
+        let path = entry.with_context(list)?.path();
         if path.extension().is_some_and(|e| e == "whl") {
-            std::fs::remove_file(&path)?;
+            std::fs::remove_file(&path)
+                .with_context(|| format!("cannot remove {}", path.display()))?;
         }
     }
-    let file =
-        std::fs::File::open(output).with_context(|| format!("cannot open {}", output.display()))?;
-    for entry in tar::Archive::new(file).entries()? {
-        let mut entry = entry?;
+    tarwalk::for_each_entry(output, Compression::None, |path, entry| {
         if !entry.header().entry_type().is_file() {
-            continue;
+            return Ok(None::<()>);
         }
-        let path = entry.path()?.into_owned();
-        let Some(name) = path.file_name() else {
-            continue;
+        let Some(name) = Path::new(path).file_name() else {
+            return Ok(None);
         };
         let mut bytes = Vec::new();
         entry.read_to_end(&mut bytes)?;
         cache::write_atomic(&dir.join(name), &bytes)?;
-    }
+        Ok(None)
+    })?;
     Ok(())
 }
 
@@ -503,16 +508,16 @@ fn install(
     let started = Instant::now();
     let context = cache.scratch("wheels-image")?;
     let result = (|| -> Result<String> {
-        std::fs::write(
-            context.join("Dockerfile"),
-            DOCKERFILE.replace("@RUNTIME_IMAGE@", runtime),
-        )?;
-        std::fs::create_dir(context.join("wheels"))?;
+        let dockerfile = context.join("Dockerfile");
+        std::fs::write(&dockerfile, DOCKERFILE.replace("@RUNTIME_IMAGE@", runtime))
+            .with_context(|| format!("cannot write {}", dockerfile.display()))?;
+        let wheels = context.join("wheels");
+        std::fs::create_dir(&wheels)
+            .with_context(|| format!("cannot create {}", wheels.display()))?;
         for (l, ..) in &built.wheels {
-            std::fs::copy(
-                built.dir.join(&l.wheel),
-                context.join("wheels").join(&l.wheel),
-            )?;
+            let (from, to) = (built.dir.join(&l.wheel), wheels.join(&l.wheel));
+            std::fs::copy(&from, &to)
+                .with_context(|| format!("cannot copy {} to {}", from.display(), to.display()))?;
         }
         let log = cache
             .dir("logs")
