@@ -10,8 +10,9 @@ use sha2::{Digest, Sha256};
 use xshell::Shell;
 
 use crate::arch::{self, Arch};
+use crate::build_info::{self, BuildInfo, Cmvp};
 use crate::config::BuildConfig;
-use crate::digest::{hex, sha256_file};
+use crate::digest::{Key, hex, sha256_file};
 use crate::engine::Engine;
 use crate::pipeline::{self, Builder, Done, Input, Stage};
 use crate::prepare::{Context, Tree, file_name};
@@ -480,28 +481,20 @@ impl<'a> Build<'a> {
     /// `.sha256` each and the SBOM (`.cdx.json`) beside them.
     pub fn package(&self, done: &Stages, ui: &Terminal) -> Result<Artifact> {
         let finalize = done.of(graph::Stage::Finalize)?;
-        let info = serde_json::to_vec_pretty(&self.build_info(done)?)?;
+        let info = self.build_info(done)?.to_json()?;
         let artifact = self.artifact_name();
         let mut sbom_input = self.sbom(&artifact, ui)?;
         let started = std::time::Instant::now();
-        let mut inputs = std::collections::BTreeMap::new();
-        inputs.insert("stage".to_string(), "package".to_string());
-        inputs.insert(
-            "code".to_string(),
-            hex(&Sha256::digest(include_str!("package.rs"))),
-        );
-        inputs.insert("dep:finalize".to_string(), finalize.key.clone());
-        inputs.insert("build-info".to_string(), hex(&Sha256::digest(&info)));
-        // The SBOM without the tarballs' hashes (outputs of this step) and without the shipped
-        // files' hashes: those come from the finalize output, which `dep:finalize` already keys,
-        // so a cached package never reads that output.
-        inputs.insert(
-            "sbom".to_string(),
-            hex(&Sha256::digest(serde_json::to_vec(&sbom::cyclonedx(
-                &sbom_input,
-            ))?)),
-        );
-        let key = pipeline::key_of(&inputs);
+        let key = Key::new()
+            .set("stage", "package")
+            .set_sha256("code", include_str!("package.rs"))
+            .set("dep:finalize", finalize.key.clone())
+            .set_sha256("build-info", &info)
+            // The SBOM without the tarballs' hashes (outputs of this step) and without the
+            // shipped files' hashes: those come from the finalize output, which `dep:finalize`
+            // already keys, so a cached package never reads that output.
+            .set_sha256("sbom", serde_json::to_vec(&sbom::cyclonedx(&sbom_input))?)
+            .hex();
         let name = format!("{artifact}.tar.gz");
         let dev_name = format!("{artifact}-dev.tar.gz");
         let sbom_name = format!("{artifact}.cdx.json");
@@ -657,46 +650,68 @@ impl<'a> Build<'a> {
         Ok(input)
     }
 
-    fn build_info(&self, done: &Stages) -> Result<serde_json::Value> {
+    fn build_info(&self, done: &Stages) -> Result<BuildInfo> {
         let r = &self.ctx.recipe;
-        let source = |s: &crate::catalog::Source| serde_json::json!({"version": s.version, "file": s.file, "sha256": s.sha256, "license": s.license});
-        let patches: Vec<serde_json::Value> = self
+        let source = |s: &crate::catalog::Source| build_info::Source {
+            version: s.version.clone(),
+            file: s.file.clone(),
+            sha256: s.sha256.clone(),
+            license: s.license.clone(),
+        };
+        let patches = self
             .patches()?
-            .iter()
-            .map(|p| serde_json::json!({"file": p.file, "sha256": p.sha256}))
+            .into_iter()
+            .map(|p| build_info::Patch {
+                file: p.file,
+                sha256: p.sha256,
+            })
             .collect();
         // The certificate's status on the build's date (SOURCE_DATE_EPOCH), as the SBOM gives it.
         let day = crate::date::day_of(self.tree.source_date_epoch);
-        let provider = match &r.fips_provider.cmvp {
-            Some(c) => serde_json::json!({
-                "certificate": c.certificate,
-                "standard": c.standard,
-                "historical_from": c.historical_from,
-                "status": r.fips_provider.cmvp_status(&day).as_str(),
-                "status_as_of": day,
+        let cmvp = match &r.fips_provider.cmvp {
+            Some(c) => Cmvp::Validated(build_info::Certificate {
+                certificate: c.certificate.clone(),
+                standard: c.standard.clone(),
+                historical_from: c.historical_from.clone(),
+                status: r.fips_provider.cmvp_status(&day).as_str().to_string(),
+                status_as_of: day,
             }),
-            None => serde_json::json!("not a validated module"),
+            None => Cmvp::NotValidated,
         };
-        Ok(serde_json::json!({
-            "python": source(&r.python),
-            "openssl": source(&r.openssl),
-            "fips_provider": {"source": source(&r.fips_provider), "cmvp": provider},
-            "patches": patches,
-            "configure": {
-                "python": r.python_build.configure,
-                "enable_shared": r.python_build.enable_shared,
-                "pgo": r.python_build.pgo,
+        Ok(BuildInfo {
+            python: source(&r.python),
+            openssl: source(&r.openssl),
+            fips_provider: build_info::FipsProvider {
+                source: source(&r.fips_provider),
+                cmvp,
             },
-            "builder_image": {"base": r.builder.base_image, "id": self.image_id},
-            "arch": self.arch,
-            // Where the build steps ran: differs from `arch` for a cross-compiled tree.
-            "build_arch": self.build_arch,
-            "source_date_epoch": self.tree.source_date_epoch,
-            // Profile-guided optimization depends on timing: such a build is not reproducible.
-            "reproducible": !r.python_build.pgo,
-            "sbom": SBOM_IN_TREE,
-            "stages": done.stages.iter().map(|d| serde_json::json!({"name": d.name, "key": d.key})).collect::<Vec<_>>(),
-        }))
+            patches,
+            configure: build_info::Configure {
+                python: (r.python_build.configure.iter())
+                    .map(|f| build_info::ConfigureFlag {
+                        flag: f.flag.clone(),
+                        why: f.why.clone(),
+                    })
+                    .collect(),
+                enable_shared: r.python_build.enable_shared,
+                pgo: r.python_build.pgo,
+            },
+            builder_image: build_info::BuilderImage {
+                base: r.builder.base_image.clone(),
+                id: self.image_id.clone(),
+            },
+            arch: self.arch.clone(),
+            build_arch: self.build_arch.clone(),
+            source_date_epoch: self.tree.source_date_epoch,
+            reproducible: !r.python_build.pgo,
+            sbom: SBOM_IN_TREE.to_string(),
+            stages: (done.stages.iter())
+                .map(|d| build_info::StageKey {
+                    name: d.name.clone(),
+                    key: d.key.clone(),
+                })
+                .collect(),
+        })
     }
 }
 

@@ -3,16 +3,14 @@
 //! The same recipe (a base image plus packages, keyed and tagged by content) also makes the
 //! helper images, such as the one `--check-reproducible` runs diffoscope in.
 
-use std::collections::BTreeMap;
-
 use anyhow::{Context, Result, bail};
 use xshell::Shell;
 
 use crate::arch::Arch;
 use crate::cache::Cache;
 use crate::catalog::BuilderSpec;
+use crate::digest::Key;
 use crate::engine::{ContainerSpec, Engine};
-use crate::pipeline::key_of;
 use crate::progress::{Reporter, Terminal};
 
 const SCRIPT: &str = include_str!("pipeline/builder.sh");
@@ -125,12 +123,12 @@ fn ensure_with(
             engine
         );
     };
-    let mut inputs = BTreeMap::new();
-    inputs.insert("base-image".to_string(), base_id);
-    inputs.insert("script".to_string(), script.to_string());
-    inputs.insert("apt".to_string(), spec.apt.join(" "));
-    inputs.insert("dnf".to_string(), spec.dnf.join(" "));
-    let key = key_of(&inputs);
+    let key = Key::new()
+        .set("base-image", base_id)
+        .set("script", script)
+        .set("apt", spec.apt.join(" "))
+        .set("dnf", spec.dnf.join(" "))
+        .hex();
     let tag = format!("python-fips-{name}:{}", &key[..16]);
     if let Some(id) = engine.image_id(sh, &tag)? {
         ui.message(&format!("{name:<14} cached ({tag})"));

@@ -1,5 +1,7 @@
-//! Content digests: lowercase hex and the sha256 of a file.
+//! Content digests: lowercase hex, the sha256 of a file, and `Key`, the content key of anything
+//! cached (stages, the package, images, verdicts).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context as _, Result};
@@ -17,4 +19,81 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     let mut h = Sha256::new();
     std::io::copy(&mut f, &mut h).with_context(|| format!("cannot read {}", path.display()))?;
     Ok(hex(&h.finalize()))
+}
+
+/// A content key: named inputs, each with the content that identifies it, hashed in name order.
+/// Any change to any input changes the key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Key {
+    inputs: BTreeMap<String, String>,
+}
+
+impl Key {
+    pub fn new() -> Key {
+        Key::default()
+    }
+
+    /// Sets input `name` to `value` (replacing an earlier value of that name).
+    pub fn set(&mut self, name: impl Into<String>, value: impl Into<String>) -> &mut Key {
+        self.inputs.insert(name.into(), value.into());
+        self
+    }
+
+    /// Sets input `name` to the sha256 (hex) of `content`: a script, a template, source text.
+    pub fn set_sha256(&mut self, name: impl Into<String>, content: impl AsRef<[u8]>) -> &mut Key {
+        self.set(name, hex(&Sha256::digest(content.as_ref())))
+    }
+
+    /// The inputs by name, as a stage's `meta.json` records them.
+    pub fn into_inputs(self) -> BTreeMap<String, String> {
+        self.inputs
+    }
+
+    /// The key, in hex.
+    pub fn hex(&self) -> String {
+        key_of(&self.inputs)
+    }
+}
+
+impl From<BTreeMap<String, String>> for Key {
+    fn from(inputs: BTreeMap<String, String>) -> Key {
+        Key { inputs }
+    }
+}
+
+/// The sha256 of a map of inputs, each entry length-prefixed so that no two maps share an
+/// encoding; `Key::hex`.
+pub fn key_of(inputs: &BTreeMap<String, String>) -> String {
+    let mut h = Sha256::new();
+    h.update(b"python-fips stage key v1\n");
+    for (k, v) in inputs {
+        h.update(format!("{}:{k}={}:{v}\n", k.len(), v.len()).as_bytes());
+    }
+    hex(&h.finalize())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The encoding every cache entry so far was keyed with, computed independently.
+    #[test]
+    fn a_key_hashes_its_inputs_in_the_v1_encoding() {
+        let mut key = Key::new();
+        key.set("stage", "python")
+            .set_sha256("script", "echo hi\n")
+            .set("dep:openssl", "ab".repeat(32));
+        assert_eq!(
+            key.hex(),
+            "7da3721fde89eba816d4fc725939dafa9a3e16fa79d168391f4dc74195eb274a"
+        );
+        let inputs = key.clone().into_inputs();
+        assert_eq!(inputs["script"], hex(&Sha256::digest(b"echo hi\n")));
+        assert_eq!(Key::from(inputs).hex(), key.hex());
+        key.set("stage", "openssl");
+        assert_ne!(
+            key.hex(),
+            "7da3721fde89eba816d4fc725939dafa9a3e16fa79d168391f4dc74195eb274a"
+        );
+    }
 }

@@ -11,16 +11,16 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use sha2::{Digest, Sha256};
 use xshell::Shell;
 
 use crate::build::{Artifact, Build};
+use crate::build_info::BuildInfo;
 use crate::cache::{self, Cache};
 use crate::config::BuildConfig;
-use crate::digest::hex;
+use crate::digest::Key;
 use crate::engine::{ContainerSpec, Engine};
 use crate::flags::Runtime;
-use crate::pipeline::{key_of, unix_now};
+use crate::pipeline::unix_now;
 use crate::progress::{Reporter, Terminal};
 use crate::tarwalk::{self, Compression};
 use crate::{catalog, elf, flags};
@@ -122,36 +122,36 @@ impl TreeInfo {
     }
 
     fn parse(text: &str) -> Result<TreeInfo> {
-        let v: serde_json::Value = serde_json::from_str(text)?;
-        let field = |path: &[&str]| -> Result<String> {
-            let mut at = &v;
-            for p in path {
-                at = &at[p];
+        let info = BuildInfo::parse(text)?;
+        let field = |name: &str, value: &str| -> Result<String> {
+            if value.is_empty() {
+                bail!("no string at {name}");
             }
-            at.as_str()
-                .map(str::to_string)
-                .with_context(|| format!("no string at {}", path.join(".")))
+            Ok(value.to_string())
         };
         let mut licenses = Vec::new();
-        for path in [
-            &["python", "license"][..],
-            &["openssl", "license"],
-            &["fips_provider", "source", "license"],
+        for (name, source) in [
+            ("python", &info.python),
+            ("openssl", &info.openssl),
+            ("fips_provider.source", &info.fips_provider.source),
         ] {
-            let license = field(path)?;
+            let license = field(&format!("{name}.license"), &source.license)?;
             if !licenses.contains(&license) {
                 licenses.push(license);
             }
         }
         Ok(TreeInfo {
-            python: field(&["python", "version"])?,
-            openssl: field(&["openssl", "version"])?,
-            provider: field(&["fips_provider", "source", "version"])?,
-            cmvp: field(&["fips_provider", "cmvp", "certificate"]).ok(),
+            python: field("python.version", &info.python.version)?,
+            openssl: field("openssl.version", &info.openssl.version)?,
+            provider: field(
+                "fips_provider.source.version",
+                &info.fips_provider.source.version,
+            )?,
+            cmvp: info.fips_provider.cmvp.certificate().map(str::to_string),
             licenses,
-            patched: v["patches"].as_array().is_some_and(|p| !p.is_empty()),
-            builder_image: field(&["builder_image", "id"])?,
-            arch: field(&["arch"]).ok(),
+            patched: !info.patches.is_empty(),
+            builder_image: field("builder_image.id", &info.builder_image.id)?,
+            arch: Some(info.arch).filter(|a| !a.is_empty()),
         })
     }
 
@@ -324,27 +324,22 @@ pub fn ensure(
     // An image of another architecture is built (its RUN steps run the finished tree) under
     // QEMU user emulation, on a base image of that architecture.
     let platform = foreign_platform(sh, engine, plan)?;
-    let mut inputs = BTreeMap::new();
-    inputs.insert("tarball".to_string(), plan.sha256.to_string());
-    inputs.insert("base-image".to_string(), base_id.clone());
-    inputs.insert("builder-image".to_string(), plan.builder_image.to_string());
-    inputs.insert("arch".to_string(), plan.arch.to_string());
-    inputs.insert("dockerfile".to_string(), hex(&Sha256::digest(DOCKERFILE)));
+    let mut key = Key::new();
+    key.set("tarball", plan.sha256)
+        .set("base-image", base_id.clone())
+        .set("builder-image", plan.builder_image)
+        .set("arch", plan.arch)
+        .set_sha256("dockerfile", DOCKERFILE);
     if plan.runtime == Runtime::Distroless {
-        inputs.insert("runtime".to_string(), "distroless".to_string());
-        inputs.insert(
-            "distroless".to_string(),
-            hex(&Sha256::digest(format!(
-                "{DISTROLESS_DOCKERFILE}\0{DISTROLESS_ROOTFS}"
-            ))),
+        key.set("runtime", "distroless").set_sha256(
+            "distroless",
+            format!("{DISTROLESS_DOCKERFILE}\0{DISTROLESS_ROOTFS}"),
         );
     }
-    inputs.insert("deps-script".to_string(), hex(&Sha256::digest(DEPS_SCRIPT)));
-    inputs.insert(
-        "code".to_string(),
-        hex(&Sha256::digest(include_str!("image.rs"))),
-    );
-    let key = key_of(&inputs);
+    let key = key
+        .set_sha256("deps-script", DEPS_SCRIPT)
+        .set_sha256("code", include_str!("image.rs"))
+        .hex();
 
     if let Some(id) = engine
         .images_with_label(sh, LABEL_KEY, &key)?
@@ -573,13 +568,13 @@ fn ldconfig_tag(arch: &str) -> &'static str {
 /// The key of a package mapping: everything that decides it (the builder image it is read in,
 /// the ldconfig tag, the sonames and the script).
 fn mapping_key(plan: &Plan, needs: &BTreeMap<String, String>) -> String {
-    let mut inputs = BTreeMap::new();
-    inputs.insert("builder-image".to_string(), plan.builder_image.to_string());
-    inputs.insert("ldconfig".to_string(), ldconfig_tag(plan.arch).to_string());
     let sonames: Vec<&str> = needs.keys().map(String::as_str).collect();
-    inputs.insert("needs".to_string(), sonames.join(" "));
-    inputs.insert("deps-script".to_string(), hex(&Sha256::digest(DEPS_SCRIPT)));
-    key_of(&inputs)
+    Key::new()
+        .set("builder-image", plan.builder_image)
+        .set("ldconfig", ldconfig_tag(plan.arch))
+        .set("needs", sonames.join(" "))
+        .set_sha256("deps-script", DEPS_SCRIPT)
+        .hex()
 }
 
 /// `runtime_packages`, cached in `image-deps/<mapping key>.json`: a new tree that links the same

@@ -8,6 +8,7 @@ mod audit;
 mod base_image;
 mod bench;
 mod build;
+mod build_info;
 mod builder;
 mod cache;
 mod catalog;

@@ -10,11 +10,13 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use xshell::Shell;
 
 use crate::cache::{self, Cache};
-use crate::digest::hex;
+use crate::digest::Key;
+// The encoding under `Key::hex`, which the key tests call on maps of their own.
+#[cfg(test)]
+use crate::digest::key_of;
 use crate::engine::{ContainerSpec, Engine};
 use crate::progress::{Reporter, Terminal};
 use crate::store::{Origin, StageCache};
@@ -122,33 +124,38 @@ pub struct Builder<'a> {
 const REUSE_DIR: &str = "/reuse";
 
 impl Stage {
-    /// Every input of the stage with the content that identifies it, in a stable order.
-    pub fn key_inputs(&self, builder: &Builder) -> BTreeMap<String, String> {
-        let mut m = BTreeMap::new();
-        m.insert("stage".into(), self.name.into());
-        m.insert("script".into(), hex(&Sha256::digest(self.script)));
-        m.insert("builder-image".into(), builder.image_id.clone());
-        m.insert("arch".into(), builder.arch.clone());
-        m.insert("output".into(), self.output.into());
+    /// Every input of the stage with the content that identifies it: its content key.
+    pub fn content_key(&self, builder: &Builder) -> Key {
+        let mut key = Key::new();
+        key.set("stage", self.name)
+            .set_sha256("script", self.script)
+            .set("builder-image", builder.image_id.clone())
+            .set("arch", builder.arch.clone())
+            .set("output", self.output);
         for (k, v) in self.env(builder) {
             if !outside_key(&k) {
-                m.insert(format!("env:{k}"), v);
+                key.set(format!("env:{k}"), v);
             }
         }
         for (dest, text) in self.carried_files() {
-            m.insert(format!("file:{dest}"), hex(&Sha256::digest(text)));
+            key.set_sha256(format!("file:{dest}"), text);
         }
         for i in &self.inputs {
-            m.insert(format!("input:{}", i.dest), i.content.clone());
+            key.set(format!("input:{}", i.dest), i.content.clone());
         }
         for d in &self.deps {
-            m.insert(format!("dep:{}", d.name), d.key.clone());
+            key.set(format!("dep:{}", d.name), d.key.clone());
         }
-        m
+        key
+    }
+
+    /// The inputs of `content_key` by name, in a stable order.
+    pub fn key_inputs(&self, builder: &Builder) -> BTreeMap<String, String> {
+        self.content_key(builder).into_inputs()
     }
 
     pub fn key(&self, builder: &Builder) -> String {
-        key_of(&self.key_inputs(builder))
+        self.content_key(builder).hex()
     }
 
     /// The environment the script runs with (the recipe's fields plus the build's fixed facts).
@@ -191,16 +198,6 @@ impl Stage {
 /// Environment variables that cannot change a stage's output and so stay out of its key.
 fn outside_key(name: &str) -> bool {
     name == "JOBS" || name == "REUSE_DIR" || name.starts_with("CCACHE_")
-}
-
-/// The sha256 of a key map; any change to any entry changes it.
-pub fn key_of(inputs: &BTreeMap<String, String>) -> String {
-    let mut h = Sha256::new();
-    h.update(b"python-fips stage key v1\n");
-    for (k, v) in inputs {
-        h.update(format!("{}:{k}={}:{v}\n", k.len(), v.len()).as_bytes());
-    }
-    hex(&h.finalize())
 }
 
 impl Builder<'_> {

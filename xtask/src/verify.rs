@@ -4,23 +4,20 @@
 //! the image's own user and `PATH`; it prints one JSON row per check. This side renders the rows
 //! as a table, writes them as JSON, and fails if any row failed.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use xshell::Shell;
 
 use crate::build::{Artifact, Build};
 use crate::cache::Cache;
-use crate::digest::hex;
+use crate::digest::Key;
 use crate::engine::{ContainerSpec, Engine};
 use crate::flags;
 use crate::image::{
     self, LABEL_OPENSSL, LABEL_PROVIDER, LABEL_TARBALL, LABEL_VERSION, RuntimeImage,
 };
-use crate::pipeline::key_of;
 use crate::progress::{Reporter, Terminal};
 
 const CHECKS: &str = include_str!("verify/checks.py");
@@ -177,15 +174,12 @@ impl Build<'_> {
 /// The key of an image's verdict: the image (its content key and its id, as a rebuild with the
 /// same key may install other package versions) and what checks it.
 pub fn verdict_key(image_key: &str, image_id: &str) -> String {
-    let mut inputs = BTreeMap::new();
-    inputs.insert("image-key".to_string(), image_key.to_string());
-    inputs.insert("image-id".to_string(), image_id.to_string());
-    inputs.insert("checks".to_string(), hex(&Sha256::digest(CHECKS)));
-    inputs.insert(
-        "code".to_string(),
-        hex(&Sha256::digest(include_str!("verify.rs"))),
-    );
-    key_of(&inputs)
+    Key::new()
+        .set("image-key", image_key)
+        .set("image-id", image_id)
+        .set_sha256("checks", CHECKS)
+        .set_sha256("code", include_str!("verify.rs"))
+        .hex()
 }
 
 /// Where an image's verdict is cached: `verdicts/<verdict key>.json`.

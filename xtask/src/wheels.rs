@@ -8,7 +8,6 @@
 //! land in `dist/wheels/<python>-<arch>/` with `lock.json` and a CycloneDX SBOM, and the audit
 //! must find nothing in them; `--image` installs them into the runtime image and verifies it.
 
-use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -21,9 +20,8 @@ use xshell::Shell;
 use crate::build::{Build, Stages};
 use crate::catalog::BuilderSpec;
 use crate::config::BuildConfig;
-use crate::digest::hex;
-use crate::digest::sha256_file;
-use crate::pipeline::{Done, Input, Stage, key_of, unix_now};
+use crate::digest::{Key, hex, sha256_file};
+use crate::pipeline::{Done, Input, Stage, unix_now};
 use crate::progress::{Reporter, Terminal};
 use crate::tarwalk::{self, Compression};
 use crate::{audit, builder, cache, flags, image, verify};
@@ -308,16 +306,16 @@ impl Build<'_> {
 
 /// A content key of a `--find-links` directory: its file names and their sha256.
 fn dir_key(dir: &Path) -> Result<String> {
-    let mut files = BTreeMap::new();
+    let mut key = Key::new();
     let list = || format!("cannot list {}", dir.display());
     for entry in std::fs::read_dir(dir).with_context(list)? {
         let path = entry.with_context(list)?.path();
         if path.is_file() {
             let name = path.file_name().unwrap_or_default().to_string_lossy();
-            files.insert(name.into_owned(), sha256_file(&path)?);
+            key.set(name.into_owned(), sha256_file(&path)?);
         }
     }
-    Ok(key_of(&files))
+    Ok(key.hex())
 }
 
 /// Replaces the wheels in `dir` with those of the stage output (`out/wheels/*`, `out/lock.json`).
@@ -483,13 +481,13 @@ fn install(
     ui: &Terminal,
 ) -> Result<String> {
     let (sh, engine, cache) = (build.sh, &build.engine, &build.ctx.cache);
-    let mut inputs = BTreeMap::new();
-    inputs.insert("runtime-image".to_string(), runtime.to_string());
-    inputs.insert("dockerfile".to_string(), hex(&Sha256::digest(DOCKERFILE)));
+    let mut key = Key::new();
+    key.set("runtime-image", runtime)
+        .set_sha256("dockerfile", DOCKERFILE);
     for (l, sha256, _) in &built.wheels {
-        inputs.insert(format!("wheel:{}", l.wheel), sha256.clone());
+        key.set(format!("wheel:{}", l.wheel), sha256.clone());
     }
-    let key = key_of(&inputs);
+    let key = key.hex();
     if let Some(id) = engine
         .images_with_label(sh, LABEL_WHEELS_KEY, &key)?
         .into_iter()
