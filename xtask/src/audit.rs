@@ -139,11 +139,10 @@ pub fn audit_path(path: &Path) -> Result<Report> {
 /// Audits the Python environments of an image: the tree and every `site-packages` or
 /// `dist-packages` directory, read from a stopped container of it as a tar stream.
 pub fn audit_image(sh: &Shell, engine: &Engine, cache: &Cache, image: &str) -> Result<Report> {
-    let container = format!("python-fips-audit-{}", std::process::id());
-    engine.create(
+    let container = engine.container(
         sh,
         &ContainerSpec {
-            name: container.clone(),
+            name: format!("python-fips-audit-{}", std::process::id()),
             image: image.to_string(),
             labels: crate::pipeline::labels(cache),
             command: vec!["true".into()],
@@ -155,16 +154,11 @@ pub fn audit_image(sh: &Shell, engine: &Engine, cache: &Cache, image: &str) -> R
             target: image.to_string(),
             ..Report::default()
         };
-        let (reader, mut writer) = std::io::pipe()?;
-        std::thread::scope(|s| -> Result<()> {
-            let copy = s.spawn(|| engine.copy_out(&container, "/", &mut writer));
-            let scanned = scan_tar(reader, &mut report);
-            copy.join().expect("the copy thread does not panic")?;
-            scanned
-        })?;
+        // A failed copy is the error even when the scan of its truncated stream failed too.
+        container.read_out("/", |stream| scan_tar(stream, &mut report))?;
         Ok(report)
     })();
-    engine.remove(sh, &container);
+    drop(container);
     result.with_context(|| format!("cannot audit the image {image}"))
 }
 

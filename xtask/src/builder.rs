@@ -139,10 +139,10 @@ fn ensure_with(
     let container = format!("python-fips-{name}-{}-{}", &key[..12], std::process::id());
     let log = cache.dir("logs").join(format!("{name}-{}.log", &key[..12]));
     let _ = std::fs::remove_file(&log);
-    engine.create(
+    let container = engine.container(
         sh,
         &ContainerSpec {
-            name: container.clone(),
+            name: container,
             image: spec.base_image.clone(),
             env: vec![
                 ("APT_PACKAGES".into(), spec.apt.join(" ")),
@@ -157,34 +157,31 @@ fn ensure_with(
             ..ContainerSpec::default()
         },
     )?;
-    let result = (|| -> Result<String> {
-        engine.put_file(&container, "/", "builder.sh", script.as_bytes(), 0o755)?;
-        let spinner = ui.spinner(name);
-        let ok = engine.start_logged(&container, &log, |line| {
-            if let Some(s) = &spinner {
-                s.set_message(line.to_string());
-            }
-        })?;
+    container.put_file("/", "builder.sh", script.as_bytes(), 0o755)?;
+    let spinner = ui.spinner(name);
+    let ok = container.run_logged(&log, |line| {
         if let Some(s) = &spinner {
-            s.finish_and_clear();
+            s.set_message(line.to_string());
         }
-        if !ok {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            bail!(
-                "cannot install the build dependencies into {}; the last 30 lines of {}:\n{}\n\
-                 check the package names in the recipe's [builder] section and that the base image reaches its mirror",
-                spec.base_image,
-                log.display(),
-                crate::engine::last_lines(&text, 30)
-            );
-        }
-        engine.commit(sh, &container, &tag)?;
-        engine
-            .image_id(sh, &tag)?
-            .with_context(|| format!("{tag} vanished right after it was committed"))
-    })();
-    engine.remove(sh, &container);
-    let id = result?;
+    })?;
+    if let Some(s) = &spinner {
+        s.finish_and_clear();
+    }
+    if !ok {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        bail!(
+            "cannot install the build dependencies into {}; the last 30 lines of {}:\n{}\n\
+             check the package names in the recipe's [builder] section and that the base image reaches its mirror",
+            spec.base_image,
+            log.display(),
+            crate::engine::last_lines(&text, 30)
+        );
+    }
+    container.commit(&tag)?;
+    let id = engine
+        .image_id(sh, &tag)?
+        .with_context(|| format!("{tag} vanished right after it was committed"))?;
+    drop(container);
     ui.message(&format!(
         "{name:<14} ran    {:>7.1} s ({tag})",
         started.elapsed().as_secs_f64()

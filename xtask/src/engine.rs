@@ -1,5 +1,9 @@
 //! The container engine: the docker or podman CLI. Nothing but this module starts a container.
 //!
+//! A container this tool creates is owned by a `Container` guard (`Engine::container`): files
+//! and tar streams go in, its command runs attached and logged, files come out, and it is
+//! removed when the guard is dropped, on every return path, unless `keep` was called.
+//!
 //! Control commands go through xshell. Tar streams in and out of containers, and attached
 //! runs whose output is logged line by line, use `std::process` because xshell buffers
 //! stdin and stdout in memory and cannot hand stdio to the user.
@@ -192,7 +196,20 @@ impl Engine {
         Ok(())
     }
 
-    pub fn create(&self, sh: &Shell, spec: &ContainerSpec) -> Result<()> {
+    /// Creates a container from `spec`, owned by the returned guard: it is removed when the
+    /// guard is dropped unless `Container::keep` was called. A container that could not be
+    /// created leaves nothing to remove.
+    pub fn container<'a>(&'a self, sh: &'a Shell, spec: &ContainerSpec) -> Result<Container<'a>> {
+        self.create(sh, spec)?;
+        Ok(Container {
+            engine: self,
+            sh,
+            name: spec.name.clone(),
+            kept: false,
+        })
+    }
+
+    fn create(&self, sh: &Shell, spec: &ContainerSpec) -> Result<()> {
         let program = &self.program;
         let mut args = vec![
             "create".to_string(),
@@ -236,7 +253,7 @@ impl Engine {
     }
 
     /// Streams a tar archive into `container` and unpacks it at `dest` (an existing directory).
-    pub fn copy_in(
+    fn copy_in(
         &self,
         container: &str,
         dest: &str,
@@ -264,7 +281,7 @@ impl Engine {
     }
 
     /// Puts one file, `dir/name` with `bytes` and `mode`, into `container` (`dir` must exist).
-    pub fn put_file(
+    fn put_file(
         &self,
         container: &str,
         dir: &str,
@@ -284,7 +301,7 @@ impl Engine {
     }
 
     /// Copies `path` out of `container` as a tar stream into `out`.
-    pub fn copy_out(&self, container: &str, path: &str, out: &mut dyn Write) -> Result<()> {
+    fn copy_out(&self, container: &str, path: &str, out: &mut dyn Write) -> Result<()> {
         let mut child = Command::new(&self.program)
             .args(["cp", &format!("{container}:{path}"), "-"])
             .stdout(Stdio::piped())
@@ -305,14 +322,41 @@ impl Engine {
         Ok(())
     }
 
-    /// Starts `container` attached, appends its output to `log`, and passes each line to
-    /// `on_line`. Returns whether the container's command succeeded.
-    pub fn start_logged(
+    /// Copies `path` out of `container` as a tar stream and hands the stream to `read`. A
+    /// failure of the copy itself comes before whatever `read` returns, as it explains it.
+    fn read_out<T>(
         &self,
         container: &str,
-        log: &Path,
-        on_line: impl FnMut(&str),
-    ) -> Result<bool> {
+        path: &str,
+        read: impl FnOnce(&mut dyn Read) -> Result<T>,
+    ) -> Result<T> {
+        let mut child = Command::new(&self.program)
+            .args(["cp", &format!("{container}:{path}"), "-"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot run `{} cp`", self.program))?;
+        let mut stdout = child.stdout.take().expect("stdout is piped");
+        let read = read(&mut stdout);
+        if read.is_err() {
+            // Let the copy finish, so that its status says whether the stream was whole.
+            let _ = std::io::copy(&mut stdout, &mut std::io::sink());
+        }
+        drop(stdout);
+        let res = child.wait_with_output()?;
+        if !res.status.success() {
+            bail!(
+                "`{} cp {container}:{path} -` failed: {}",
+                self.program,
+                String::from_utf8_lossy(&res.stderr).trim()
+            );
+        }
+        read
+    }
+
+    /// Starts `container` attached, appends its output to `log`, and passes each line to
+    /// `on_line`. Returns whether the container's command succeeded.
+    fn start_logged(&self, container: &str, log: &Path, on_line: impl FnMut(&str)) -> Result<bool> {
         // stderr is merged into stdout by the shell inside the container (`exec 2>&1`), so one
         // pipe carries the script's output; the engine's own complaints come on stderr.
         let args = ["start", "--attach", container].map(String::from);
@@ -495,7 +539,7 @@ impl Engine {
     }
 
     /// Starts the created container `name` with the user's terminal attached to it.
-    pub fn attach(&self, name: &str) -> Result<bool> {
+    fn attach(&self, name: &str) -> Result<bool> {
         self.interactive(&["start", "--attach", "--interactive", name])
     }
 
@@ -559,6 +603,79 @@ impl Engine {
     }
 }
 
+/// A container this tool created, removed (with its volumes) when dropped unless `keep` was
+/// called: a `?` between creating a container and removing it cannot leak it.
+#[derive(Debug)]
+pub struct Container<'a> {
+    engine: &'a Engine,
+    sh: &'a Shell,
+    name: String,
+    kept: bool,
+}
+
+impl Container<'_> {
+    /// Streams the tar archive `write_tar` writes into the container, unpacked at `dest` (an
+    /// existing directory).
+    pub fn copy_in(
+        &self,
+        dest: &str,
+        write_tar: impl FnOnce(&mut dyn Write) -> Result<()>,
+    ) -> Result<()> {
+        self.engine.copy_in(&self.name, dest, write_tar)
+    }
+
+    /// Puts one file, `dir/name` with `bytes` and `mode`, into the container (`dir` must exist).
+    pub fn put_file(&self, dir: &str, name: &str, bytes: &[u8], mode: u32) -> Result<()> {
+        self.engine.put_file(&self.name, dir, name, bytes, mode)
+    }
+
+    /// Copies `path` out of the container as a tar stream into `out`.
+    pub fn copy_out(&self, path: &str, out: &mut dyn Write) -> Result<()> {
+        self.engine.copy_out(&self.name, path, out)
+    }
+
+    /// Copies `path` out of the container as a tar stream and hands the stream to `read`; a
+    /// failed copy is the error even when `read` failed too, as it explains that failure.
+    pub fn read_out<T>(
+        &self,
+        path: &str,
+        read: impl FnOnce(&mut dyn Read) -> Result<T>,
+    ) -> Result<T> {
+        self.engine.read_out(&self.name, path, read)
+    }
+
+    /// Starts the container attached, appends its output to `log`, and passes each line to
+    /// `on_line`. Returns whether its command succeeded.
+    pub fn run_logged(&self, log: &Path, on_line: impl FnMut(&str)) -> Result<bool> {
+        self.engine.start_logged(&self.name, log, on_line)
+    }
+
+    /// Starts the container with the user's terminal attached to it (an interactive shell).
+    pub fn attach(&self) -> Result<bool> {
+        self.engine.attach(&self.name)
+    }
+
+    /// Commits the container as the image `tag`.
+    pub fn commit(&self, tag: &str) -> Result<()> {
+        self.engine.commit(self.sh, &self.name, tag)
+    }
+
+    /// Leaves the container in place (a failed stage's, for `shell --failed`) and returns its
+    /// name.
+    pub fn keep(mut self) -> String {
+        self.kept = true;
+        std::mem::take(&mut self.name)
+    }
+}
+
+impl Drop for Container<'_> {
+    fn drop(&mut self) {
+        if !self.kept {
+            self.engine.remove(self.sh, &self.name);
+        }
+    }
+}
+
 /// The last `n` lines of `text`.
 pub fn last_lines(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
@@ -603,5 +720,149 @@ mod tests {
             "{err}"
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A fake engine that records each call's arguments, one line per call, and answers `start`
+    /// with two lines and `exit_start`, and `cp` (into a container) with `exit_cp`.
+    fn recording(dir: &Path, exit_start: u8, exit_cp: u8) -> (Engine, std::path::PathBuf) {
+        let calls = dir.join("calls");
+        let engine = Engine::fake(
+            dir,
+            &format!(
+                "echo \"$*\" >> '{}'
+case \"$1\" in
+    start) echo one; echo two; exit {exit_start} ;;
+    cp) cat > /dev/null; exit {exit_cp} ;;
+esac
+exit 0
+",
+                calls.display()
+            ),
+        );
+        (engine, calls)
+    }
+
+    fn calls(file: &Path) -> Vec<String> {
+        std::fs::read_to_string(file)
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect()
+    }
+
+    fn spec(name: &str) -> ContainerSpec {
+        ContainerSpec {
+            name: name.into(),
+            image: "img".into(),
+            command: vec!["true".into()],
+            ..ContainerSpec::default()
+        }
+    }
+
+    #[test]
+    fn a_dropped_container_is_removed() {
+        let dir = crate::testutil::TempDir::new("fake-docker-drop");
+        let (engine, file) = recording(dir.path(), 0, 0);
+        let sh = Shell::new().unwrap();
+        let container = engine.container(&sh, &spec("c1")).unwrap();
+        container.put_file("/", "f", b"x", 0o644).unwrap();
+        drop(container);
+        let calls = calls(&file);
+        assert_eq!(calls.len(), 3, "{calls:?}");
+        assert!(calls[0].starts_with("create --name c1 "), "{calls:?}");
+        assert_eq!(calls[1], "cp - c1:/");
+        assert_eq!(calls[2], "rm --force --volumes c1");
+    }
+
+    #[test]
+    fn a_kept_container_stays() {
+        let dir = crate::testutil::TempDir::new("fake-docker-keep");
+        let (engine, file) = recording(dir.path(), 0, 0);
+        let sh = Shell::new().unwrap();
+        let container = engine.container(&sh, &spec("c2")).unwrap();
+        assert_eq!(container.keep(), "c2");
+        let calls = calls(&file);
+        assert_eq!(calls.len(), 1, "{calls:?}");
+        assert!(!calls.iter().any(|c| c.starts_with("rm")), "{calls:?}");
+    }
+
+    #[test]
+    fn an_error_through_the_question_mark_still_removes_the_container() {
+        let dir = crate::testutil::TempDir::new("fake-docker-error");
+        let (engine, file) = recording(dir.path(), 0, 1);
+        let sh = Shell::new().unwrap();
+        let stage = || -> Result<bool> {
+            let container = engine.container(&sh, &spec("c3"))?;
+            container.put_file("/", "f", b"x", 0o644)?;
+            container.run_logged(&dir.path().join("log"), |_| {})
+        };
+        let err = stage().unwrap_err().to_string();
+        assert!(err.contains("cp - c3:/` failed"), "{err}");
+        let calls = calls(&file);
+        assert!(!calls.iter().any(|c| c.starts_with("start")), "{calls:?}");
+        assert_eq!(calls.last().unwrap(), "rm --force --volumes c3");
+    }
+
+    #[test]
+    fn a_container_that_was_not_created_is_not_removed() {
+        let dir = crate::testutil::TempDir::new("fake-docker-nocreate");
+        let calls_file = dir.path().join("calls");
+        let engine = Engine::fake(
+            dir.path(),
+            &format!(
+                "echo \"$*\" >> '{}'\necho 'no such image' >&2\nexit 1\n",
+                calls_file.display()
+            ),
+        );
+        let sh = Shell::new().unwrap();
+        let err = engine.container(&sh, &spec("c4")).unwrap_err().to_string();
+        assert!(
+            err.contains("create` of c4 from img failed: no such image"),
+            "{err}"
+        );
+        assert_eq!(calls(&calls_file).len(), 1);
+    }
+
+    #[test]
+    fn a_logged_run_passes_lines_on_writes_the_log_and_says_whether_it_succeeded() {
+        for (exit, ok) in [(0, true), (3, false)] {
+            let dir = crate::testutil::TempDir::new("fake-docker-run");
+            let (engine, file) = recording(dir.path(), exit, 0);
+            let sh = Shell::new().unwrap();
+            let log = dir.path().join("run.log");
+            let mut lines = Vec::new();
+            let container = engine.container(&sh, &spec("c5")).unwrap();
+            let ran = container
+                .run_logged(&log, |l| lines.push(l.to_string()))
+                .unwrap();
+            drop(container);
+            assert_eq!(ran, ok);
+            assert_eq!(lines, ["one", "two"]);
+            assert_eq!(std::fs::read_to_string(&log).unwrap(), "one\ntwo\n");
+            let calls = calls(&file);
+            assert_eq!(calls[1], "start --attach c5");
+            assert_eq!(calls[2], "rm --force --volumes c5");
+        }
+    }
+
+    #[test]
+    fn a_failed_copy_out_is_the_error_before_what_the_reader_made_of_it() {
+        let dir = crate::testutil::TempDir::new("fake-docker-read");
+        let engine = Engine::fake(
+            dir.path(),
+            "case \"$1\" in cp) printf 'abc'; echo 'no such path' >&2; exit 1 ;; esac\n",
+        );
+        let sh = Shell::new().unwrap();
+        let container = engine.container(&sh, &spec("c6")).unwrap();
+        let mut seen = String::new();
+        let err = container
+            .read_out("/x", |r| -> Result<()> {
+                r.read_to_string(&mut seen)?;
+                bail!("truncated")
+            })
+            .unwrap_err()
+            .to_string();
+        assert_eq!(seen, "abc");
+        assert!(err.contains("cp c6:/x -` failed: no such path"), "{err}");
     }
 }

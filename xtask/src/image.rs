@@ -641,10 +641,10 @@ fn runtime_packages(
         ldconfig_tag(plan.arch).to_string(),
     ];
     command.extend(needs.keys().cloned());
-    engine.create(
+    let container = engine.container(
         sh,
         &ContainerSpec {
-            name: container.clone(),
+            name: container,
             image: plan.builder_image.to_string(),
             labels: crate::pipeline::labels(cache),
             command,
@@ -654,14 +654,8 @@ fn runtime_packages(
     let mut found = BTreeMap::new();
     let mut missing = Vec::new();
     let result = (|| -> Result<bool> {
-        engine.put_file(
-            &container,
-            "/",
-            "runtime-deps.sh",
-            DEPS_SCRIPT.as_bytes(),
-            0o644,
-        )?;
-        engine.start_logged(&container, &log, |line| {
+        container.put_file("/", "runtime-deps.sh", DEPS_SCRIPT.as_bytes(), 0o644)?;
+        container.run_logged(&log, |line| {
             let mut words = line.split_whitespace();
             match (words.next(), words.next(), words.next()) {
                 (Some("package"), Some(soname), Some(package)) => {
@@ -672,7 +666,7 @@ fn runtime_packages(
             }
         })
     })();
-    engine.remove(sh, &container);
+    drop(container);
     let ok = result?;
     if !missing.is_empty() {
         let list: Vec<String> = missing

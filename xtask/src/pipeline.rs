@@ -17,7 +17,7 @@ use crate::digest::Key;
 // The encoding under `Key::hex`, which the key tests call on maps of their own.
 #[cfg(test)]
 use crate::digest::key_of;
-use crate::engine::{ContainerSpec, Engine};
+use crate::engine::{Container, ContainerSpec, Engine};
 use crate::progress::{Reporter, Terminal};
 use crate::store::{Origin, StageCache};
 
@@ -256,12 +256,12 @@ impl Builder<'_> {
             .cache
             .dir("logs")
             .join(format!("{}-{short}-{}.log", stage.name, unix_now()));
-        let container = format!("python-fips-{}-{short}-{}", stage.name, std::process::id());
+        let name = format!("python-fips-{}-{short}-{}", stage.name, std::process::id());
         let env = stage.env(self);
-        self.create_with_inputs(stage, &container, &env, false)?;
+        let container = self.create_with_inputs(stage, &name, &env, false)?;
         let reuse = stage.reuses(self).then(|| self.reuse_entry(stage.name));
         if let Some(entry) = reuse.as_deref().filter(|e| e.is_file()) {
-            let carried = self.engine.copy_in(&container, "/", |w| {
+            let carried = container.copy_in("/", |w| {
                 let mut f = std::fs::File::open(entry)
                     .with_context(|| format!("cannot open {}", entry.display()))?;
                 std::io::copy(&mut f, w)
@@ -269,7 +269,6 @@ impl Builder<'_> {
                 Ok(())
             });
             if let Err(e) = carried {
-                self.engine.remove(self.sh, &container);
                 return Err(e.context(format!(
                     "cannot put the reuse directory {} into the container of stage {}\n\
                      hint: it holds nothing a build needs; delete it and run again",
@@ -288,7 +287,7 @@ impl Builder<'_> {
             ));
         }
         let script_started = Instant::now();
-        let ok = self.engine.start_logged(&container, &log, |line| {
+        let ok = container.run_logged(&log, |line| {
             if let Some(s) = &spinner {
                 s.set_message(line.to_string());
             }
@@ -298,9 +297,10 @@ impl Builder<'_> {
             s.finish_and_clear();
         }
         if !ok.with_context(|| format!("cannot run stage {}", stage.name))? {
+            // The failed stage's container stays for `shell --failed`.
             return Err(self.failure(
                 stage,
-                &container,
+                &container.keep(),
                 &env,
                 &log,
                 started.elapsed().as_secs_f64(),
@@ -312,14 +312,14 @@ impl Builder<'_> {
         {
             let mut file = std::fs::File::create(&out_tar)
                 .with_context(|| format!("cannot create {}", out_tar.display()))?;
-            self.engine.copy_out(&container, stage.output, &mut file)?;
+            container.copy_out(stage.output, &mut file)?;
             file.sync_all()
                 .with_context(|| format!("cannot sync {}", out_tar.display()))?;
         }
         if let Some(entry) = &reuse {
             self.keep_reuse(stage.name, &container, entry, ui);
         }
-        self.engine.remove(self.sh, &container);
+        drop(container);
         let seconds = started.elapsed().as_secs_f64();
         let meta = Meta {
             stage: stage.name.into(),
@@ -358,13 +358,13 @@ impl Builder<'_> {
 
     /// Replaces `entry` with the container's reuse directory, by rename. A failure costs the
     /// next run its reuse, not its result, so it is reported and the stage goes on.
-    fn keep_reuse(&self, stage: &str, container: &str, entry: &Path, ui: &Terminal) {
+    fn keep_reuse(&self, stage: &str, container: &Container, entry: &Path, ui: &Terminal) {
         let kept = (|| -> Result<()> {
             let scratch = self.cache.scratch("reuse")?;
             let tar = scratch.join("reuse.tar");
             let mut file = std::fs::File::create(&tar)
                 .with_context(|| format!("cannot create {}", tar.display()))?;
-            self.engine.copy_out(container, REUSE_DIR, &mut file)?;
+            container.copy_out(REUSE_DIR, &mut file)?;
             file.sync_all()
                 .with_context(|| format!("cannot sync {}", tar.display()))?;
             let parent = entry.parent().unwrap_or(entry);
@@ -400,9 +400,8 @@ impl Builder<'_> {
             .cache
             .dir("logs")
             .join(format!("floor-{}.log", unix_now()));
-        let container = format!("python-fips-floor-{}", std::process::id());
         let spec = ContainerSpec {
-            name: container.clone(),
+            name: format!("python-fips-floor-{}", std::process::id()),
             image: self.image_id.clone(),
             env: vec![],
             labels: [
@@ -418,8 +417,8 @@ impl Builder<'_> {
                 "exec sh -eu /build/floor/run.sh 2>&1".into(),
             ],
         };
-        self.engine.create(self.sh, &spec)?;
-        let sent = self.engine.copy_in(&container, "/", |w| {
+        let container = self.engine.container(self.sh, &spec)?;
+        container.copy_in("/", |w| {
             let mut tar = tar::Builder::new(w);
             tar.follow_symlinks(false);
             // The floor compiles without a reuse directory: nothing from earlier runs.
@@ -441,11 +440,7 @@ impl Builder<'_> {
             }
             tar.finish()?;
             Ok(())
-        });
-        if let Err(e) = sent {
-            self.engine.remove(self.sh, &container);
-            return Err(e);
-        }
+        })?;
         ui.message(&format!(
             "{:<14} running all stages in one container (log: {})",
             "floor",
@@ -453,7 +448,7 @@ impl Builder<'_> {
         ));
         let spinner = ui.spinner("floor");
         let mut marks = Vec::new();
-        let ok = self.engine.start_logged(&container, &log, |line| {
+        let ok = container.run_logged(&log, |line| {
             if let Some(mark) = parse_mark(line) {
                 marks.push(mark);
             }
@@ -464,7 +459,7 @@ impl Builder<'_> {
         if let Some(s) = &spinner {
             s.finish_and_clear();
         }
-        self.engine.remove(self.sh, &container);
+        drop(container);
         if !ok.context("cannot run the floor")? {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
             bail!(
@@ -479,14 +474,15 @@ impl Builder<'_> {
         Ok(Together { scripts, seconds })
     }
 
-    /// Creates a container from the builder image holding exactly the stage's inputs.
+    /// Creates a container from the builder image holding exactly the stage's inputs; it is
+    /// removed when the returned guard is dropped.
     pub fn create_with_inputs(
         &self,
         stage: &Stage,
         name: &str,
         env: &[(String, String)],
         interactive: bool,
-    ) -> Result<()> {
+    ) -> Result<Container<'_>> {
         let command: Vec<String> = if interactive {
             vec!["bash".into()]
         } else {
@@ -509,16 +505,13 @@ impl Builder<'_> {
             interactive,
             command,
         };
-        self.engine.create(self.sh, &spec)?;
-        let result = self.send_inputs(stage, name);
-        if result.is_err() {
-            self.engine.remove(self.sh, name);
-        }
-        result
+        let container = self.engine.container(self.sh, &spec)?;
+        self.send_inputs(stage, &container)?;
+        Ok(container)
     }
 
-    fn send_inputs(&self, stage: &Stage, container: &str) -> Result<()> {
-        self.engine.copy_in(container, "/", |w| {
+    fn send_inputs(&self, stage: &Stage, container: &Container) -> Result<()> {
+        container.copy_in("/", |w| {
             let mut tar = tar::Builder::new(w);
             tar.follow_symlinks(false);
             add_bytes(&mut tar, "build/stage.sh", stage.script.as_bytes(), 0o755)?;
@@ -536,7 +529,7 @@ impl Builder<'_> {
             Ok(())
         })?;
         for dep in &stage.deps {
-            self.engine.copy_in(container, "/opt", |w| {
+            container.copy_in("/opt", |w| {
                 let mut f = std::fs::File::open(&dep.output).with_context(|| {
                     format!(
                         "cannot open the output of stage {}: {}",

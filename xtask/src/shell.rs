@@ -30,13 +30,13 @@ impl flags::ShellCmd {
         let stage = stage.expect("the stage name was checked");
         let builder = build.builder_for(stage_name);
         let name = format!("python-fips-shell-{stage_name}-{}", std::process::id());
-        builder.create_with_inputs(&stage, &name, &stage.env(&builder), true)?;
+        let container = builder.create_with_inputs(&stage, &name, &stage.env(&builder), true)?;
         eprintln!(
             "stage {stage_name}: inputs are under /build, the script is /build/stage.sh and its environment is set \
              (also in /build/env).\nrun `sh -eux /build/stage.sh` to run the stage; exit to leave (the container is removed)."
         );
-        let result = build.engine.attach(&name);
-        build.engine.remove(sh, &name);
+        let result = container.attach();
+        drop(container);
         result?;
         Ok(())
     }

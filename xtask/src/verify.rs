@@ -292,10 +292,10 @@ pub fn check(
     let container = format!("python-fips-verify-{short}-{}", std::process::id());
     let log = cache.dir("logs").join(format!("verify-{short}.log"));
     let _ = std::fs::remove_file(&log);
-    engine.create(
+    let container = engine.container(
         sh,
         &ContainerSpec {
-            name: container.clone(),
+            name: container,
             image: id.clone(),
             env,
             labels: crate::pipeline::labels(cache),
@@ -316,8 +316,8 @@ pub fn check(
     let mut lines = Vec::new();
     let result = (|| -> Result<bool> {
         let (dir, file) = CHECKS_PATH.rsplit_once('/').expect("an absolute path");
-        engine.put_file(&container, dir, file, CHECKS.as_bytes(), 0o644)?;
-        engine.start_logged(&container, &log, |line| {
+        container.put_file(dir, file, CHECKS.as_bytes(), 0o644)?;
+        container.run_logged(&log, |line| {
             if let Some(s) = &spinner {
                 s.set_message(line.to_string());
             }
@@ -327,7 +327,7 @@ pub fn check(
     if let Some(s) = &spinner {
         s.finish_and_clear();
     }
-    engine.remove(sh, &container);
+    drop(container);
     let ok = result.with_context(|| format!("cannot run the checks in {image}"))?;
     ui.message(&format!(
         "{:<14} ran    {:>7.1} s",
