@@ -205,7 +205,7 @@ impl flags::Bench {
 
 /// The floor of `args`' build: its stage scripts one after the other in one container, with the
 /// compiler cache off. `None` for a cross build.
-fn floor(sh: &Shell, args: &BuildConfig, ui: &Terminal) -> Result<Option<Floor>> {
+fn floor(sh: &Shell, args: &BuildConfig, ui: &dyn Reporter) -> Result<Option<Floor>> {
     let build = Build::start(sh, args, ui)?;
     if build.cross.is_some() {
         ui.message("floor: not measured for a cross-compiled target");
@@ -223,7 +223,7 @@ fn floor(sh: &Shell, args: &BuildConfig, ui: &Terminal) -> Result<Option<Floor>>
     }))
 }
 
-fn timed(sh: &Shell, name: String, args: &BuildConfig, ui: &Terminal) -> Result<Run> {
+fn timed(sh: &Shell, name: String, args: &BuildConfig, ui: &dyn Reporter) -> Result<Run> {
     let started = Instant::now();
     let build = Build::start(sh, args, ui)?;
     let Outcome {
@@ -254,7 +254,7 @@ fn clean_build(
     sh: &Shell,
     args: &BuildConfig,
     root: &Path,
-    ui: &Terminal,
+    ui: &dyn Reporter,
 ) -> Result<(f64, String)> {
     let clean = root.with_file_name("clean");
     scratch_cache(&clean, &root.join("downloads"))?;

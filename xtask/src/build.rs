@@ -16,7 +16,7 @@ use crate::digest::{Key, hex, sha256_file};
 use crate::engine::Engine;
 use crate::pipeline::{self, Builder, Done, Input, Stage};
 use crate::prepare::{Context, Tree, file_name};
-use crate::progress::{Reporter, Terminal};
+use crate::progress::{Reporter, StepEvent};
 use crate::tarwalk::{self, Compression};
 use crate::{builder, graph, package, sbom};
 
@@ -79,7 +79,7 @@ pub struct Artifact {
 impl<'a> Build<'a> {
     /// Resolves the recipe, finds the engine, fetches and patches the sources and makes the
     /// builder image.
-    pub fn start(sh: &'a Shell, config: &BuildConfig, ui: &Terminal) -> Result<Build<'a>> {
+    pub fn start(sh: &'a Shell, config: &BuildConfig, ui: &dyn Reporter) -> Result<Build<'a>> {
         let started = Instant::now();
         let target = config.target;
         let ctx = Context::new(&config.sources)?;
@@ -172,7 +172,7 @@ impl<'a> Build<'a> {
     /// The native openssl and python stages of the same recipe, run (or found cached: they are
     /// exactly a native build's) for the interpreter a cross build runs its Python steps with.
     /// Returns them as they ran, named `native-openssl` and `native-python`.
-    pub fn build_python(&self, ui: &Terminal) -> Result<Vec<Done>> {
+    pub fn build_python(&self, ui: &dyn Reporter) -> Result<Vec<Done>> {
         let mut done = Stages { stages: Vec::new() };
         for stage in [graph::Stage::NativeOpenssl, graph::Stage::NativePython] {
             let spec = self.describe(stage, &done)?;
@@ -200,7 +200,7 @@ impl<'a> Build<'a> {
     }
 
     /// Runs every container stage.
-    pub fn run_all(&self, ui: &Terminal) -> Result<Stages> {
+    pub fn run_all(&self, ui: &dyn Reporter) -> Result<Stages> {
         let (stages, _) = self.run_until(None, ui)?;
         Ok(stages)
     }
@@ -210,7 +210,7 @@ impl<'a> Build<'a> {
     pub fn run_until(
         &self,
         until: Option<graph::Stage>,
-        ui: &Terminal,
+        ui: &dyn Reporter,
     ) -> Result<(Stages, Option<Stage>)> {
         if let Some(until) = until
             && !self.plan().contains(&until)
@@ -479,7 +479,7 @@ impl<'a> Build<'a> {
     /// The package stage: BUILD-INFO.json, the SBOM and two deterministic tarballs (the runtime
     /// tree and the development tree), cached by key, copied to the output directory with a
     /// `.sha256` each and the SBOM (`.cdx.json`) beside them.
-    pub fn package(&self, done: &Stages, ui: &Terminal) -> Result<Artifact> {
+    pub fn package(&self, done: &Stages, ui: &dyn Reporter) -> Result<Artifact> {
         let finalize = done.of(graph::Stage::Finalize)?;
         let info = self.build_info(done)?.to_json()?;
         let artifact = self.artifact_name();
@@ -566,9 +566,15 @@ impl<'a> Build<'a> {
         write_if_changed(&sbom_path, &bom)?;
         let seconds = started.elapsed().as_secs_f64();
         if cached {
-            ui.message(&format!("{:<14} cached", "package"));
+            ui.step("package", StepEvent::Skipped { what: "cached" });
         } else {
-            ui.message(&format!("{:<14} ran    {seconds:>7.1} s", "package"));
+            ui.step(
+                "package",
+                StepEvent::Ran {
+                    seconds,
+                    note: None,
+                },
+            );
         }
         let (dev, runtime) = (shipped.pop().unwrap(), shipped.pop().unwrap());
         Ok(Artifact {
@@ -598,7 +604,7 @@ impl<'a> Build<'a> {
     }
 
     /// The packages installed in the builder image, listed once per image by a small stage.
-    fn builder_packages(&self, ui: &Terminal) -> Result<Vec<sbom::Package>> {
+    fn builder_packages(&self, ui: &dyn Reporter) -> Result<Vec<sbom::Package>> {
         let stage = Stage {
             name: "packages",
             script: include_str!("pipeline/packages.sh"),
@@ -630,7 +636,7 @@ impl<'a> Build<'a> {
 
     /// What the CycloneDX SBOM of the tree that `finalize` produced says, but the tarballs.
     /// The shipped files' hashes are left empty: `package` fills them in when it writes.
-    fn sbom<'s>(&'s self, artifact: &'s str, ui: &Terminal) -> Result<sbom::Input<'s>> {
+    fn sbom<'s>(&'s self, artifact: &'s str, ui: &dyn Reporter) -> Result<sbom::Input<'s>> {
         let r = &self.ctx.recipe;
         let input = sbom::Input {
             artifact,
@@ -827,7 +833,7 @@ mod tests {
         };
         let sh = Shell::new().unwrap();
         let config = BuildConfig::from_args(&args).unwrap();
-        let err = match Build::start(&sh, &config, &Terminal::new()) {
+        let err = match Build::start(&sh, &config, &crate::progress::Silent) {
             Ok(_) => panic!("a build started without an engine"),
             Err(e) => format!("{e:#}"),
         };

@@ -11,7 +11,7 @@ use crate::cache::Cache;
 use crate::catalog::BuilderSpec;
 use crate::digest::Key;
 use crate::engine::{ContainerSpec, Engine};
-use crate::progress::{Reporter, Terminal};
+use crate::progress::{Reporter, StepEvent};
 
 const SCRIPT: &str = include_str!("pipeline/builder.sh");
 
@@ -21,7 +21,7 @@ pub fn ensure(
     engine: &Engine,
     cache: &Cache,
     spec: &BuilderSpec,
-    ui: &Terminal,
+    ui: &dyn Reporter,
 ) -> Result<String> {
     ensure_image(sh, engine, cache, spec, "builder", ui)
 }
@@ -35,7 +35,7 @@ pub fn ensure_cross(
     cache: &Cache,
     spec: &BuilderSpec,
     target: &Arch,
-    ui: &Terminal,
+    ui: &dyn Reporter,
 ) -> Result<String> {
     if spec.apt.is_empty() {
         bail!(
@@ -88,7 +88,7 @@ pub fn ensure_image(
     cache: &Cache,
     spec: &BuilderSpec,
     name: &str,
-    ui: &Terminal,
+    ui: &dyn Reporter,
 ) -> Result<String> {
     ensure_with(sh, engine, cache, spec, name, SCRIPT, ui)
 }
@@ -100,7 +100,7 @@ fn ensure_with(
     spec: &BuilderSpec,
     name: &str,
     script: &str,
-    ui: &Terminal,
+    ui: &dyn Reporter,
 ) -> Result<String> {
     let mut base_id = engine.image_id(sh, &spec.base_image)?;
     if base_id.is_none() && engine.pull(sh, &spec.base_image) {
@@ -131,7 +131,12 @@ fn ensure_with(
         .hex();
     let tag = format!("python-fips-{name}:{}", &key[..16]);
     if let Some(id) = engine.image_id(sh, &tag)? {
-        ui.message(&format!("{name:<14} cached ({tag})"));
+        ui.step(
+            name,
+            StepEvent::Skipped {
+                what: &format!("cached ({tag})"),
+            },
+        );
         return Ok(id);
     }
 
@@ -158,16 +163,18 @@ fn ensure_with(
         },
     )?;
     container.put_file("/", "builder.sh", script.as_bytes(), 0o755)?;
-    let spinner = ui.spinner(name);
-    let ok = container.run_logged(&log, |line| {
-        if let Some(s) = &spinner {
-            s.set_message(line.to_string());
-        }
-    })?;
-    if let Some(s) = &spinner {
-        s.finish_and_clear();
+    ui.step(
+        name,
+        StepEvent::Started {
+            doing: "running",
+            log: &log,
+        },
+    );
+    let ok = container.run_logged(&log, |line| ui.step(name, StepEvent::Output { line }));
+    if !matches!(ok, Ok(true)) {
+        ui.step(name, StepEvent::Failed { log: &log });
     }
-    if !ok {
+    if !ok? {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         bail!(
             "cannot install the build dependencies into {}; the last 30 lines of {}:\n{}\n\
@@ -182,10 +189,13 @@ fn ensure_with(
         .image_id(sh, &tag)?
         .with_context(|| format!("{tag} vanished right after it was committed"))?;
     drop(container);
-    ui.message(&format!(
-        "{name:<14} ran    {:>7.1} s ({tag})",
-        started.elapsed().as_secs_f64()
-    ));
+    ui.step(
+        name,
+        StepEvent::Ran {
+            seconds: started.elapsed().as_secs_f64(),
+            note: Some(&tag),
+        },
+    );
     Ok(id)
 }
 

@@ -21,7 +21,7 @@ use crate::digest::Key;
 use crate::engine::{ContainerSpec, Engine};
 use crate::flags::Runtime;
 use crate::pipeline::unix_now;
-use crate::progress::{Reporter, Terminal};
+use crate::progress::{Reporter, StepEvent, Terminal};
 use crate::tarwalk::{self, Compression};
 use crate::{catalog, elf, flags};
 
@@ -189,7 +189,7 @@ impl Build<'_> {
         &self,
         artifact: &Artifact,
         tags: &[String],
-        ui: &Terminal,
+        ui: &dyn Reporter,
     ) -> Result<RuntimeImage> {
         let info = TreeInfo::read(&artifact.tarball)?;
         let runtime = self.config.runtime;
@@ -230,7 +230,7 @@ pub fn for_tarball(
     engine: &Engine,
     cache: &Cache,
     tarball: &Path,
-    ui: &Terminal,
+    ui: &dyn Reporter,
 ) -> Result<RuntimeImage> {
     let sha256 = crate::digest::sha256_file(tarball)?;
     // The base runtime image: a distroless one of the same tarball carries the same label.
@@ -240,7 +240,12 @@ pub fn for_tarball(
         .into_iter()
         .find(|id| !distroless.contains(id))
     {
-        ui.message(&format!("{:<14} found {id}", "image"));
+        ui.step(
+            "image",
+            StepEvent::Skipped {
+                what: &format!("found {id}"),
+            },
+        );
         return Ok(RuntimeImage {
             id,
             tags: vec![],
@@ -306,7 +311,7 @@ pub fn ensure(
     engine: &Engine,
     cache: &Cache,
     plan: &Plan,
-    ui: &Terminal,
+    ui: &dyn Reporter,
 ) -> Result<RuntimeImage> {
     let Some(base_id) = engine.image_id(sh, plan.base_image)? else {
         bail!(
@@ -349,11 +354,12 @@ pub fn ensure(
         for tag in &plan.tags {
             engine.tag(sh, &id, tag)?;
         }
-        ui.message(&format!(
-            "{:<14} cached ({})",
+        ui.step(
             "image",
-            plan.tags.join(", ")
-        ));
+            StepEvent::Skipped {
+                what: &format!("cached ({})", plan.tags.join(", ")),
+            },
+        );
         return Ok(RuntimeImage {
             id,
             tags: plan.tags.clone(),
@@ -393,21 +399,18 @@ pub fn ensure(
         let log = cache
             .dir("logs")
             .join(format!("image-{}-{}.log", &key[..12], unix_now()));
-        let spinner = ui.spinner("image");
-        if spinner.is_none() {
-            ui.message(&format!(
-                "{:<14} building (log: {})",
-                "image",
-                log.display()
-            ));
-        }
+        ui.step(
+            "image",
+            StepEvent::Started {
+                doing: "building",
+                log: &log,
+            },
+        );
         let ok = engine.build_for(platform, &context, &plan.tags, &[], &log, |line| {
-            if let Some(s) = &spinner {
-                s.set_message(line.to_string());
-            }
+            ui.step("image", StepEvent::Output { line })
         });
-        if let Some(s) = &spinner {
-            s.finish_and_clear();
+        if !matches!(ok, Ok(true)) {
+            ui.step("image", StepEvent::Failed { log: &log });
         }
         if !ok? {
             return Err(build_failure(engine, plan, &packages, &log));
@@ -419,13 +422,17 @@ pub fn ensure(
     })();
     cache::remove(&context)?;
     let id = result?;
-    ui.message(&format!(
-        "{:<14} ran    {:>7.1} s ({}; system packages: {})",
+    ui.step(
         "image",
-        started.elapsed().as_secs_f64(),
-        plan.tags.join(", "),
-        packages.join(" ")
-    ));
+        StepEvent::Ran {
+            seconds: started.elapsed().as_secs_f64(),
+            note: Some(&format!(
+                "{}; system packages: {}",
+                plan.tags.join(", "),
+                packages.join(" ")
+            )),
+        },
+    );
     Ok(RuntimeImage {
         id,
         tags: plan.tags.clone(),

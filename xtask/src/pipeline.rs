@@ -18,7 +18,7 @@ use crate::digest::Key;
 #[cfg(test)]
 use crate::digest::key_of;
 use crate::engine::{Container, ContainerSpec, Engine};
-use crate::progress::{Reporter, Terminal};
+use crate::progress::{Reporter, StepEvent};
 use crate::store::{Origin, StageCache};
 
 /// Where the tree is installed, inside every container and on the machines that run it.
@@ -211,7 +211,7 @@ impl Builder<'_> {
     }
 
     /// Runs `stage` unless its output is cached.
-    pub fn run(&self, stage: &Stage, ui: &Terminal) -> Result<Done> {
+    pub fn run(&self, stage: &Stage, ui: &dyn Reporter) -> Result<Done> {
         let start = self.origin.elapsed().as_secs_f64();
         let key = stage.key(self);
         let entry = self.entry(stage.name, &key);
@@ -221,7 +221,11 @@ impl Builder<'_> {
             false => self.stage_cache().lookup(stage.name, &key, ui)?,
         };
         if let Some(origin) = found {
-            ui.message(&format!("{:<14} cached", stage.name));
+            let what = match &origin {
+                Origin::Remote { remote, .. } => format!("pulled from {remote}"),
+                _ => "cached".to_string(),
+            };
+            ui.step(stage.name, StepEvent::Skipped { what: &what });
             return Ok(Done {
                 name: stage.name.into(),
                 key,
@@ -234,11 +238,12 @@ impl Builder<'_> {
             });
         }
         if self.dry_run {
-            ui.message(&format!(
-                "{:<14} would run (key {})",
+            ui.step(
                 stage.name,
-                &key[..12]
-            ));
+                StepEvent::Skipped {
+                    what: &format!("would run (key {})", &key[..12]),
+                },
+            );
             return Ok(Done {
                 name: stage.name.into(),
                 key,
@@ -278,23 +283,18 @@ impl Builder<'_> {
             }
         }
 
-        let spinner = ui.spinner(stage.name);
-        if spinner.is_none() {
-            ui.message(&format!(
-                "{:<14} running (log: {})",
-                stage.name,
-                log.display()
-            ));
-        }
+        ui.step(
+            stage.name,
+            StepEvent::Started {
+                doing: "running",
+                log: &log,
+            },
+        );
         let script_started = Instant::now();
-        let ok = container.run_logged(&log, |line| {
-            if let Some(s) = &spinner {
-                s.set_message(line.to_string());
-            }
-        });
+        let ok = container.run_logged(&log, |line| ui.step(stage.name, StepEvent::Output { line }));
         let script_seconds = script_started.elapsed().as_secs_f64();
-        if let Some(s) = &spinner {
-            s.finish_and_clear();
+        if !matches!(ok, Ok(true)) {
+            ui.step(stage.name, StepEvent::Failed { log: &log });
         }
         if !ok.with_context(|| format!("cannot run stage {}", stage.name))? {
             // The failed stage's container stays for `shell --failed`.
@@ -333,7 +333,13 @@ impl Builder<'_> {
         std::fs::write(&meta_file, serde_json::to_vec_pretty(&meta)?)
             .with_context(|| format!("cannot write {}", meta_file.display()))?;
         let entry = self.stage_cache().publish(stage.name, &key, &scratch, ui)?;
-        ui.message(&format!("{:<14} ran    {seconds:>7.1} s", stage.name));
+        ui.step(
+            stage.name,
+            StepEvent::Ran {
+                seconds,
+                note: None,
+            },
+        );
         Ok(Done {
             name: stage.name.into(),
             key,
@@ -358,7 +364,7 @@ impl Builder<'_> {
 
     /// Replaces `entry` with the container's reuse directory, by rename. A failure costs the
     /// next run its reuse, not its result, so it is reported and the stage goes on.
-    fn keep_reuse(&self, stage: &str, container: &Container, entry: &Path, ui: &Terminal) {
+    fn keep_reuse(&self, stage: &str, container: &Container, entry: &Path, ui: &dyn Reporter) {
         let kept = (|| -> Result<()> {
             let scratch = self.cache.scratch("reuse")?;
             let tar = scratch.join("reuse.tar");
@@ -393,7 +399,7 @@ impl Builder<'_> {
         &self,
         stages: &[Stage],
         extra_env: &[(String, String)],
-        ui: &Terminal,
+        ui: &dyn Reporter,
     ) -> Result<Together> {
         let started = Instant::now();
         let log = self
@@ -441,23 +447,22 @@ impl Builder<'_> {
             tar.finish()?;
             Ok(())
         })?;
-        ui.message(&format!(
-            "{:<14} running all stages in one container (log: {})",
+        ui.step(
             "floor",
-            log.display()
-        ));
-        let spinner = ui.spinner("floor");
+            StepEvent::Started {
+                doing: "running all stages in one container",
+                log: &log,
+            },
+        );
         let mut marks = Vec::new();
         let ok = container.run_logged(&log, |line| {
             if let Some(mark) = parse_mark(line) {
                 marks.push(mark);
             }
-            if let Some(s) = &spinner {
-                s.set_message(line.to_string());
-            }
+            ui.step("floor", StepEvent::Output { line });
         });
-        if let Some(s) = &spinner {
-            s.finish_and_clear();
+        if !matches!(ok, Ok(true)) {
+            ui.step("floor", StepEvent::Failed { log: &log });
         }
         drop(container);
         if !ok.context("cannot run the floor")? {
@@ -470,7 +475,13 @@ impl Builder<'_> {
         }
         let scripts = script_times(&marks);
         let seconds = started.elapsed().as_secs_f64();
-        ui.message(&format!("{:<14} ran    {seconds:>7.1} s", "floor"));
+        ui.step(
+            "floor",
+            StepEvent::Ran {
+                seconds,
+                note: None,
+            },
+        );
         Ok(Together { scripts, seconds })
     }
 

@@ -3,7 +3,10 @@
 //! The logic never prints; it tells a `Reporter`. On a terminal, indicatif bars and spinners;
 //! elsewhere (CI logs), plain one-line messages.
 
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
+use std::path::Path;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -19,6 +22,28 @@ pub trait Reporter: Sync {
     ) -> Box<dyn Transfer + '_>;
     /// A free-form line worth showing the user.
     fn message(&self, line: &str);
+    /// Something happened to the step `name` (a stage, the builder image, the package, the
+    /// runtime image, verify, the floor). By default, its line is a message.
+    fn step(&self, name: &str, event: StepEvent<'_>) {
+        if let Some(line) = step_line(name, event) {
+            self.message(&line);
+        }
+    }
+}
+
+/// The vocabulary of a step's progress.
+#[derive(Debug, Clone, Copy)]
+pub enum StepEvent<'a> {
+    /// Nothing had to run: `what` says why (`cached`, `found <id>`, `would run (key ...)`).
+    Skipped { what: &'a str },
+    /// It starts `doing` something (`running`, `building`), logging to `log`.
+    Started { doing: &'a str, log: &'a Path },
+    /// A line of its output while it runs.
+    Output { line: &'a str },
+    /// It ran, in `seconds`; `note` adds what it made.
+    Ran { seconds: f64, note: Option<&'a str> },
+    /// It failed: the error that follows says why, `log` has the whole story.
+    Failed { log: &'a Path },
 }
 
 /// One transfer in progress.
@@ -31,6 +56,8 @@ pub trait Transfer {
 /// The reporter of the command line.
 pub struct Terminal {
     multi: Option<MultiProgress>,
+    /// The spinner of each running step, on a terminal.
+    spinners: Mutex<BTreeMap<String, ProgressBar>>,
 }
 
 impl Terminal {
@@ -38,11 +65,14 @@ impl Terminal {
         let multi = std::io::stderr()
             .is_terminal()
             .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
-        Terminal { multi }
+        Terminal {
+            multi,
+            spinners: Mutex::new(BTreeMap::new()),
+        }
     }
 
     /// A spinner for a long step, or `None` when stderr is not a terminal.
-    pub fn spinner(&self, prefix: &str) -> Option<ProgressBar> {
+    fn spinner(&self, prefix: &str) -> Option<ProgressBar> {
         let multi = self.multi.as_ref()?;
         let bar = multi.add(ProgressBar::new_spinner());
         bar.set_style(
@@ -113,6 +143,89 @@ impl Reporter for Terminal {
             }
             None => eprintln!("{line}"),
         }
+    }
+
+    fn step(&self, name: &str, event: StepEvent<'_>) {
+        let mut spinners = self.spinners.lock().unwrap_or_else(|e| e.into_inner());
+        match event {
+            StepEvent::Started { .. } => match self.spinner(name) {
+                Some(bar) => {
+                    spinners.insert(name.to_string(), bar);
+                }
+                None => self.message(&step_line(name, event).expect("a start has a line")),
+            },
+            StepEvent::Output { line } => {
+                if let Some(bar) = spinners.get(name) {
+                    bar.set_message(line.to_string());
+                }
+            }
+            StepEvent::Skipped { .. } | StepEvent::Ran { .. } | StepEvent::Failed { .. } => {
+                if let Some(bar) = spinners.remove(name) {
+                    bar.finish_and_clear();
+                }
+                if let Some(line) = step_line(name, event) {
+                    self.message(&line);
+                }
+            }
+        }
+    }
+}
+
+/// The line a step's event prints, in the columns every step shares; none for its output
+/// lines, which only a spinner shows.
+pub fn step_line(name: &str, event: StepEvent<'_>) -> Option<String> {
+    match event {
+        StepEvent::Skipped { what } => Some(format!("{name:<14} {what}")),
+        StepEvent::Started { doing, log } => {
+            Some(format!("{name:<14} {doing} (log: {})", log.display()))
+        }
+        StepEvent::Ran { seconds, note } => Some(format!(
+            "{name:<14} ran    {seconds:>7.1} s{}",
+            note.map(|n| format!(" ({n})")).unwrap_or_default()
+        )),
+        StepEvent::Failed { log } => Some(format!("{name:<14} failed (log: {})", log.display())),
+        StepEvent::Output { .. } => None,
+    }
+}
+
+/// A reporter that keeps what it is told, as (step, line) pairs in the terminal's words (the
+/// step is empty for plain messages): for tests that check what a run said.
+#[cfg(test)]
+#[derive(Default)]
+pub struct Recorder {
+    pub events: Mutex<Vec<(String, String)>>,
+}
+
+#[cfg(test)]
+impl Recorder {
+    /// Everything recorded so far.
+    pub fn lines(&self) -> Vec<(String, String)> {
+        self.events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+#[cfg(test)]
+impl Reporter for Recorder {
+    fn download_started(&self, file: &str, _: Option<u64>, _: u64) -> Box<dyn Transfer + '_> {
+        self.message(&format!("downloading {file}"));
+        Box::new(SilentTransfer)
+    }
+
+    fn message(&self, line: &str) {
+        let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        events.push((String::new(), line.to_string()));
+    }
+
+    fn step(&self, name: &str, event: StepEvent<'_>) {
+        let line = match event {
+            StepEvent::Output { line } => format!("{name:<14} | {line}"),
+            _ => step_line(name, event).expect("every other event has a line"),
+        };
+        let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        events.push((name.to_string(), line));
     }
 }
 
@@ -230,6 +343,67 @@ impl Transfer for SilentTransfer {
 mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};
+
+    #[test]
+    fn every_step_speaks_in_the_same_columns() {
+        let rec = Recorder::default();
+        let log = Path::new("/c/logs/python-1.log");
+        rec.step("python", StepEvent::Skipped { what: "cached" });
+        rec.step(
+            "python",
+            StepEvent::Started {
+                doing: "running",
+                log,
+            },
+        );
+        rec.step("python", StepEvent::Output { line: "make all" });
+        rec.step(
+            "python",
+            StepEvent::Ran {
+                seconds: 61.25,
+                note: Some("python-fips:3.13"),
+            },
+        );
+        rec.step("verify", StepEvent::Failed { log });
+        rec.message("plain");
+        let lines: Vec<String> = rec.lines().into_iter().map(|(_, l)| l).collect();
+        assert_eq!(
+            lines,
+            [
+                "python         cached",
+                "python         running (log: /c/logs/python-1.log)",
+                "python         | make all",
+                "python         ran       61.2 s (python-fips:3.13)",
+                "verify         failed (log: /c/logs/python-1.log)",
+                "plain",
+            ]
+        );
+        assert_eq!(rec.lines()[0].0, "python");
+        assert_eq!(rec.lines()[5].0, "");
+        // A plain reporter (one without spinners) prints the same lines as messages.
+        struct Plain(Mutex<Vec<String>>);
+        impl Reporter for Plain {
+            fn download_started(&self, _: &str, _: Option<u64>, _: u64) -> Box<dyn Transfer + '_> {
+                Box::new(SilentTransfer)
+            }
+            fn message(&self, line: &str) {
+                self.0.lock().unwrap().push(line.to_string());
+            }
+        }
+        let plain = Plain(Mutex::new(Vec::new()));
+        plain.step("python", StepEvent::Output { line: "make all" });
+        plain.step(
+            "package",
+            StepEvent::Ran {
+                seconds: 8.0,
+                note: None,
+            },
+        );
+        assert_eq!(
+            plain.0.lock().unwrap().clone(),
+            ["package        ran        8.0 s"]
+        );
+    }
 
     #[test]
     fn without_a_terminal_a_download_prints_plain_progress_lines() {

@@ -135,7 +135,7 @@ pub struct Outcome {
 /// Everything `python` does after `start`: every stage, the package, then (unless
 /// `--no-verify`) the runtime image and its verification, each step timed from `started`.
 /// A failed check is in the verdict, not an error. `bench` times this same path.
-pub fn build_and_prove(build: &Build, ui: &Terminal) -> Result<Outcome> {
+pub fn build_and_prove(build: &Build, ui: &dyn Reporter) -> Result<Outcome> {
     let done = build.run_all(ui)?;
     let mut steps = vec![Step::new("start", false, 0.0, build.start_seconds)];
     steps.extend(done.stages.iter().map(Step::of_stage));

@@ -19,7 +19,7 @@ use crate::cache::{self, Cache};
 use crate::catalog::{BuilderSpec, Recipe};
 use crate::digest::hex;
 use crate::pipeline::{Builder, Input, Stage};
-use crate::progress::{Reporter, Terminal};
+use crate::progress::Reporter;
 use crate::tarwalk::{self, Compression};
 
 /// How many differing files diffoscope is run on.
@@ -64,7 +64,7 @@ pub fn refuse_unreproducible(recipe: &Recipe) -> Result<()> {
 }
 
 /// Builds again in a fresh cache and compares the result with `artifact`.
-pub fn check(sh: &Shell, first: &Build, artifact: &Artifact, ui: &Terminal) -> Result<Check> {
+pub fn check(sh: &Shell, first: &Build, artifact: &Artifact, ui: &dyn Reporter) -> Result<Check> {
     let root = first.ctx.cache.scratch("reproducible")?;
     let fresh = Cache::open(Some(&root))?;
     for source in first.ctx.recipe.sources() {
@@ -355,7 +355,7 @@ fn explain(
     b: &[&Path],
     differences: &[Difference],
     reports: &Path,
-    ui: &Terminal,
+    ui: &dyn Reporter,
 ) -> Result<Option<PathBuf>> {
     let paths: Vec<&str> = differences
         .iter()

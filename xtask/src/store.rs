@@ -117,6 +117,7 @@ impl<'a> StageCache<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::progress::Recorder;
     use crate::testutil::TempDir;
     use std::sync::Mutex;
 
@@ -166,23 +167,6 @@ mod tests {
         })]
     }
 
-    /// Collects messages.
-    struct Lines(Mutex<Vec<String>>);
-
-    impl Reporter for Lines {
-        fn download_started(
-            &self,
-            f: &str,
-            t: Option<u64>,
-            r: u64,
-        ) -> Box<dyn crate::progress::Transfer + '_> {
-            crate::progress::Silent.download_started(f, t, r)
-        }
-        fn message(&self, line: &str) {
-            self.0.lock().unwrap().push(line.to_string());
-        }
-    }
-
     fn scratch_with_output(cache: &Cache) -> PathBuf {
         let scratch = cache.scratch("openssl").unwrap();
         std::fs::write(scratch.join("output.tar"), b"tar bytes").unwrap();
@@ -197,7 +181,7 @@ mod tests {
             TempDir::new("store-remote"),
         );
         let remotes = remote(&shared, false, false);
-        let lines = Lines(Mutex::new(Vec::new()));
+        let lines = Recorder::default();
         let cache_a = Cache::open(Some(a.path())).unwrap();
         let store_a = StageCache::new(&cache_a, &remotes);
         assert_eq!(store_a.lookup("openssl", "k1", &lines).unwrap(), None);
@@ -226,7 +210,7 @@ mod tests {
             store_b.lookup("openssl", "k1", &lines).unwrap(),
             Some(Origin::Local)
         );
-        assert!(lines.0.lock().unwrap().is_empty(), "{:?}", lines.0);
+        assert!(lines.lines().is_empty(), "{:?}", lines.lines());
     }
 
     #[test]
@@ -237,22 +221,22 @@ mod tests {
 
         // Broken: the entry it gives has no output; nothing is published locally.
         let broken = remote(&shared, true, false);
-        let lines = Lines(Mutex::new(Vec::new()));
+        let lines = Recorder::default();
         let store = StageCache::new(&cache, &broken);
         assert_eq!(store.lookup("openssl", "k2", &lines).unwrap(), None);
         assert!(!store.entry("openssl", "k2").exists());
-        assert!(lines.0.lock().unwrap()[0].contains("has no output.tar"));
+        assert!(lines.lines()[0].1.contains("has no output.tar"));
 
         // Down: a miss with a warning naming it, and publishing still succeeds locally.
         let down = remote(&shared, false, true);
-        let lines = Lines(Mutex::new(Vec::new()));
+        let lines = Recorder::default();
         let store = StageCache::new(&cache, &down);
         assert_eq!(store.lookup("openssl", "k3", &lines).unwrap(), None);
         let entry = store
             .publish("openssl", "k3", &scratch_with_output(&cache), &lines)
             .unwrap();
         assert!(entry.join("output.tar").is_file());
-        let said = lines.0.lock().unwrap().clone();
+        let said: Vec<String> = lines.lines().into_iter().map(|(_, l)| l).collect();
         assert_eq!(said.len(), 2, "{said:?}");
         assert!(
             said.iter()

@@ -18,7 +18,7 @@ use crate::flags;
 use crate::image::{
     self, LABEL_OPENSSL, LABEL_PROVIDER, LABEL_TARBALL, LABEL_VERSION, RuntimeImage,
 };
-use crate::progress::{Reporter, Terminal};
+use crate::progress::{Reporter, StepEvent, Terminal};
 
 const CHECKS: &str = include_str!("verify/checks.py");
 /// Where the checks script lands in the container.
@@ -148,7 +148,7 @@ impl Build<'_> {
         &self,
         artifact: &Artifact,
         image: &RuntimeImage,
-        ui: &Terminal,
+        ui: &dyn Reporter,
     ) -> Result<(Verdict, PathBuf)> {
         let cache = &self.ctx.cache;
         let mut verdict = verdict_for(cache, image, !self.ctx.offline, ui, || {
@@ -212,11 +212,11 @@ pub fn verdict_for(
         .filter(|v| v.image_id == image.id)
     {
         verdict.cached = true;
-        ui.message(&format!(
-            "{:<14} cached ({})",
-            "verify",
-            if verdict.passed { "passed" } else { "failed" }
-        ));
+        let what = match verdict.passed {
+            true => "cached (passed)",
+            false => "cached (failed)",
+        };
+        ui.step("verify", StepEvent::Skipped { what });
         return Ok(verdict);
     }
     let verdict = run()?;
@@ -253,7 +253,7 @@ pub fn check(
     engine: &Engine,
     cache: &Cache,
     image: &str,
-    ui: &Terminal,
+    ui: &dyn Reporter,
 ) -> Result<Verdict> {
     let labels = engine.image_labels(sh, image)?;
     let id = engine
@@ -305,35 +305,34 @@ pub fn check(
         },
     )?;
     let started = std::time::Instant::now();
-    let spinner = ui.spinner("verify");
-    if spinner.is_none() {
-        ui.message(&format!(
-            "{:<14} running (log: {})",
-            "verify",
-            log.display()
-        ));
-    }
+    ui.step(
+        "verify",
+        StepEvent::Started {
+            doing: "running",
+            log: &log,
+        },
+    );
     let mut lines = Vec::new();
     let result = (|| -> Result<bool> {
         let (dir, file) = CHECKS_PATH.rsplit_once('/').expect("an absolute path");
         container.put_file(dir, file, CHECKS.as_bytes(), 0o644)?;
         container.run_logged(&log, |line| {
-            if let Some(s) = &spinner {
-                s.set_message(line.to_string());
-            }
+            ui.step("verify", StepEvent::Output { line });
             lines.push(line.to_string());
         })
     })();
-    if let Some(s) = &spinner {
-        s.finish_and_clear();
+    if result.is_err() {
+        ui.step("verify", StepEvent::Failed { log: &log });
     }
     drop(container);
     let ok = result.with_context(|| format!("cannot run the checks in {image}"))?;
-    ui.message(&format!(
-        "{:<14} ran    {:>7.1} s",
+    ui.step(
         "verify",
-        started.elapsed().as_secs_f64()
-    ));
+        StepEvent::Ran {
+            seconds: started.elapsed().as_secs_f64(),
+            note: None,
+        },
+    );
     let checks = parse_rows(&lines, ok, &log);
     Ok(Verdict {
         image: image.to_string(),

@@ -22,7 +22,7 @@ use crate::catalog::BuilderSpec;
 use crate::config::BuildConfig;
 use crate::digest::{Key, hex, sha256_file};
 use crate::pipeline::{Done, Input, Stage, unix_now};
-use crate::progress::{Reporter, Terminal};
+use crate::progress::{Reporter, StepEvent, Terminal};
 use crate::tarwalk::{self, Compression};
 use crate::{audit, builder, cache, flags, image, verify};
 
@@ -192,7 +192,7 @@ impl flags::Wheels {
 impl Build<'_> {
     /// Builds (or finds cached) the wheels of `request` with the interpreter of `done` and
     /// copies them to `<out>/wheels/<python>-<arch>/`.
-    pub fn wheels(&self, done: &Stages, request: &Request, ui: &Terminal) -> Result<Built> {
+    pub fn wheels(&self, done: &Stages, request: &Request, ui: &dyn Reporter) -> Result<Built> {
         let finalize = done.of(crate::graph::Stage::Finalize)?.clone();
         let r = &self.ctx.recipe;
         if r.wheels.apt.is_empty() && r.wheels.dnf.is_empty() {
@@ -478,7 +478,7 @@ fn install(
     runtime: &str,
     built: &Built,
     tags: &[String],
-    ui: &Terminal,
+    ui: &dyn Reporter,
 ) -> Result<String> {
     let (sh, engine, cache) = (build.sh, &build.engine, &build.ctx.cache);
     let mut key = Key::new();
@@ -496,11 +496,12 @@ fn install(
         for tag in tags {
             engine.tag(sh, &id, tag)?;
         }
-        ui.message(&format!(
-            "{:<14} cached ({})",
+        ui.step(
             "wheels image",
-            tags.join(", ")
-        ));
+            StepEvent::Skipped {
+                what: &format!("cached ({})", tags.join(", ")),
+            },
+        );
         return Ok(id);
     }
     let started = Instant::now();
@@ -548,11 +549,12 @@ fn install(
     })();
     cache::remove(&context)?;
     let id = result?;
-    ui.message(&format!(
-        "{:<14} ran    {:>7.1} s ({})",
+    ui.step(
         "wheels image",
-        started.elapsed().as_secs_f64(),
-        tags.join(", ")
-    ));
+        StepEvent::Ran {
+            seconds: started.elapsed().as_secs_f64(),
+            note: Some(&tags.join(", ")),
+        },
+    );
     Ok(id)
 }
