@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
+use xtask::engine::{ContainerSpec, Engine};
+
 pub const VERSION: [&str; 8] = [
     "--version",
     "3.13",
@@ -150,19 +152,6 @@ pub fn docker(args: &[&str]) -> Output {
         .unwrap()
 }
 
-/// Streams a tar into `container` at `dest`.
-fn copy_in(container: &str, dest: &str, write: impl FnOnce(&mut dyn std::io::Write)) -> bool {
-    let mut child = Command::new("docker")
-        .args(["cp", "-", &format!("{container}:{dest}")])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    write(&mut stdin);
-    drop(stdin);
-    child.wait().unwrap().success()
-}
-
 /// Unpacks `tarball` at / in a new debian:bookworm container, puts `files` in /tmp, and runs
 /// `cmd` there.
 pub fn in_fresh_container(tarball: &Path, files: &[(&str, &[u8])], cmd: &[&str]) -> Output {
@@ -182,39 +171,58 @@ pub fn in_fresh_container_with(
     files: &[(&str, &[u8])],
     cmd: &[&str],
 ) -> Output {
-    let container = format!("python-fips-e2e-{}", std::process::id());
-    let create = docker(&[
-        "create",
-        "--name",
-        &container,
-        "debian:bookworm",
-        "sleep",
-        "3600",
-    ]);
-    assert!(create.status.success(), "{}", text(&create));
-    let unpacked = tarballs.iter().all(|tarball| {
-        copy_in(&container, "/", |w| {
-            let mut gz = flate2::read::GzDecoder::new(std::fs::File::open(tarball).unwrap());
-            std::io::copy(&mut gz, w).unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    let sh = xshell::Shell::new().unwrap();
+    let engine = Engine::detect(&sh, Some("docker")).unwrap();
+    let container = engine
+        .container(
+            &sh,
+            &ContainerSpec {
+                name: format!("python-fips-e2e-{}", std::process::id()),
+                image: "debian:bookworm".into(),
+                // stderr joins stdout inside, as the engine hands only stdout to `run_logged`.
+                command: ["sh", "-c", "exec \"$@\" 2>&1", "sh"]
+                    .iter()
+                    .chain(cmd)
+                    .map(|c| c.to_string())
+                    .collect(),
+                ..ContainerSpec::default()
+            },
+        )
+        .unwrap();
+    for tarball in tarballs {
+        container
+            .copy_in("/", |w| {
+                let mut gz = flate2::read::GzDecoder::new(std::fs::File::open(tarball)?);
+                std::io::copy(&mut gz, w)?;
+                Ok(())
+            })
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot unpack {} into a container: {e:#}",
+                    tarball.display()
+                )
+            });
+    }
+    for (name, bytes) in files {
+        container.put_file("/tmp", name, bytes, 0o644).unwrap();
+    }
+    // The command's output, stdout and stderr together.
+    let log = work().join(format!("container-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&log);
+    let mut said = String::new();
+    let ok = container
+        .run_logged(&log, |line| {
+            said.push_str(line);
+            said.push('\n');
         })
-    });
-    let placed = copy_in(&container, "/tmp", |w| {
-        let mut tar = tar::Builder::new(w);
-        for (name, bytes) in files {
-            let mut header = tar::Header::new_gnu();
-            header.set_size(bytes.len() as u64);
-            header.set_mode(0o644);
-            tar.append_data(&mut header, name, *bytes).unwrap();
-        }
-        tar.finish().unwrap();
-    });
-    let started = unpacked && placed && docker(&["start", &container]).status.success();
-    let mut args = vec!["exec", container.as_str()];
-    args.extend(cmd);
-    let out = docker(&args);
-    docker(&["rm", "--force", &container]);
-    assert!(started, "cannot unpack {tarballs:?} into a container");
-    out
+        .unwrap();
+    let _ = std::fs::remove_file(&log);
+    Output {
+        status: std::process::ExitStatus::from_raw(if ok { 0 } else { 1 << 8 }),
+        stdout: said.into_bytes(),
+        stderr: Vec::new(),
+    }
 }
 
 /// The sha256 of `bytes`, in hex.
