@@ -16,14 +16,13 @@ use xshell::Shell;
 use crate::build::{Artifact, Build};
 use crate::build_info::BuildInfo;
 use crate::cache::{self, Cache};
-use crate::config::BuildConfig;
 use crate::digest::Key;
 use crate::engine::{ContainerSpec, Engine};
 use crate::flags::Runtime;
 use crate::pipeline::unix_now;
-use crate::progress::{Reporter, StepEvent, Terminal};
+use crate::progress::{Reporter, StepEvent};
 use crate::tarwalk::{self, Compression};
-use crate::{catalog, elf, flags};
+use crate::{catalog, elf};
 
 const DOCKERFILE: &str = include_str!("image/Dockerfile.in");
 /// The distroless image: the base image's build as its first stage, then FROM scratch.
@@ -42,36 +41,6 @@ pub const LABEL_TARBALL: &str = "org.python-fips.tarball.sha256";
 pub const LABEL_KEY: &str = "org.python-fips.image.key";
 /// `base` or `distroless`.
 pub const LABEL_RUNTIME: &str = "org.python-fips.runtime";
-
-impl flags::Image {
-    pub fn run(self, sh: &Shell) -> Result<()> {
-        if let Some(each) = crate::arch::per_arch(&self.build)? {
-            for build in each {
-                // Tags given by hand name one image per architecture.
-                let arch = build.arch.clone().unwrap_or_default();
-                let tag = self.tag.iter().map(|t| format!("{t}-{arch}")).collect();
-                flags::Image { build, tag }.run(sh)?;
-            }
-            return Ok(());
-        }
-        let ui = Terminal::new();
-        let build = Build::start(sh, &BuildConfig::from_args(&self.build)?, &ui)?;
-        let done = build.run_all(&ui)?;
-        let artifact = build.package(&done, &ui)?;
-        let image = build.image(&artifact, &self.tag, &ui)?;
-        let verdict = match self.build.no_verify {
-            true => None,
-            false => Some(build.verify(&artifact, &image, &ui)?),
-        };
-        for tag in &image.tags {
-            println!("{tag}");
-        }
-        match verdict {
-            Some((verdict, json)) => verdict.ensure_passed(Some(&json)),
-            None => Ok(()),
-        }
-    }
-}
 
 /// A built (or found) runtime image.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -183,44 +152,79 @@ pub struct Plan<'a> {
     pub store: bool,
 }
 
-impl Build<'_> {
-    /// The runtime image of this build's tarball, tagged `tags` (or the default tags).
-    pub fn image(
-        &self,
-        artifact: &Artifact,
-        tags: &[String],
-        ui: &dyn Reporter,
-    ) -> Result<RuntimeImage> {
-        let info = TreeInfo::read(&artifact.tarball)?;
-        let runtime = self.config.runtime;
-        let tags = if tags.is_empty() {
-            arch_tags(
-                info.default_tags(runtime),
-                &self.arch,
-                self.config.target.is_some(),
-                self.cross.is_some(),
-            )
-        } else {
-            tags.to_vec()
-        };
-        // A cross-compiled tree runs on the target's image of the recipe's runtime base.
-        let base_image = match self.cross {
-            Some(target) => target.foreign_image(&self.ctx.recipe.runtime.base_image),
-            None => self.ctx.recipe.runtime.base_image.clone(),
-        };
-        let plan = Plan {
-            tarball: &artifact.tarball,
-            sha256: &artifact.sha256,
-            info: &info,
-            base_image: &base_image,
-            builder_image: &self.image_id,
-            arch: &self.arch,
-            tags,
-            runtime,
-            store: !self.ctx.offline,
-        };
-        ensure(self.sh, &self.engine, &self.ctx.cache, &plan, ui)
+/// What a build's runtime image and its verification need besides the tarball: where they are
+/// made (engine, cache) and the facts of the build they come from.
+pub struct ImageInputs<'a> {
+    pub sh: &'a Shell,
+    pub engine: &'a Engine,
+    pub cache: &'a Cache,
+    /// The runtime base image: the recipe's, or the target's variant of it for a cross build.
+    pub base_image: String,
+    /// The builder image the tree was built in (the package mapping runs in it).
+    pub builder_image: &'a str,
+    /// The tree's architecture.
+    pub arch: &'a str,
+    pub runtime: Runtime,
+    /// `--arch` named an architecture.
+    pub arch_named: bool,
+    /// The tree was cross-compiled.
+    pub cross: bool,
+    /// The run may write in the cache (not under `--offline`).
+    pub store: bool,
+}
+
+impl<'a> ImageInputs<'a> {
+    /// The inputs of `build`'s runtime image.
+    pub fn of(build: &'a Build) -> ImageInputs<'a> {
+        let recipe_base = &build.ctx.recipe.runtime.base_image;
+        ImageInputs {
+            sh: build.sh,
+            engine: &build.engine,
+            cache: &build.ctx.cache,
+            base_image: match build.cross {
+                Some(target) => target.foreign_image(recipe_base),
+                None => recipe_base.clone(),
+            },
+            builder_image: &build.image_id,
+            arch: &build.arch,
+            runtime: build.config.runtime,
+            arch_named: build.config.target.is_some(),
+            cross: build.cross.is_some(),
+            store: !build.ctx.offline,
+        }
     }
+}
+
+/// The runtime image of `artifact`, tagged `tags` (or the default tags).
+pub fn runtime_image(
+    inputs: &ImageInputs,
+    artifact: &Artifact,
+    tags: &[String],
+    ui: &dyn Reporter,
+) -> Result<RuntimeImage> {
+    let info = TreeInfo::read(&artifact.tarball)?;
+    let tags = if tags.is_empty() {
+        arch_tags(
+            info.default_tags(inputs.runtime),
+            inputs.arch,
+            inputs.arch_named,
+            inputs.cross,
+        )
+    } else {
+        tags.to_vec()
+    };
+    let plan = Plan {
+        tarball: &artifact.tarball,
+        sha256: &artifact.sha256,
+        info: &info,
+        base_image: &inputs.base_image,
+        builder_image: inputs.builder_image,
+        arch: inputs.arch,
+        tags,
+        runtime: inputs.runtime,
+        store: inputs.store,
+    };
+    ensure(inputs.sh, inputs.engine, inputs.cache, &plan, ui)
 }
 
 /// The runtime image of a tarball made earlier: one labelled with its sha256 if there is one,

@@ -11,12 +11,12 @@ use crate::arch;
 use crate::build::{Artifact, Build, Stages};
 use crate::config::BuildConfig;
 use crate::flags;
-use crate::image::RuntimeImage;
+use crate::image::{ImageInputs, RuntimeImage, runtime_image};
 use crate::pipeline::Done;
 use crate::progress::{Reporter, Terminal};
 use crate::repro;
 use crate::timings::{Step, Timeline};
-use crate::verify::Verdict;
+use crate::verify::{Verdict, verify_image};
 
 impl flags::Python {
     pub fn run(self, sh: &Shell) -> Result<()> {
@@ -92,6 +92,39 @@ impl flags::Python {
     }
 }
 
+/// `image`: the same build and package as `python`, then the runtime image under the tags asked
+/// for, verified unless `--no-verify`.
+impl flags::Image {
+    pub fn run(self, sh: &Shell) -> Result<()> {
+        if let Some(each) = crate::arch::per_arch(&self.build)? {
+            for build in each {
+                // Tags given by hand name one image per architecture.
+                let arch = build.arch.clone().unwrap_or_default();
+                let tag = self.tag.iter().map(|t| format!("{t}-{arch}")).collect();
+                flags::Image { build, tag }.run(sh)?;
+            }
+            return Ok(());
+        }
+        let ui = Terminal::new();
+        let build = Build::start(sh, &BuildConfig::from_args(&self.build)?, &ui)?;
+        let done = build.run_all(&ui)?;
+        let artifact = build.package(&done, &ui)?;
+        let inputs = ImageInputs::of(&build);
+        let image = runtime_image(&inputs, &artifact, &self.tag, &ui)?;
+        let verdict = match self.build.no_verify {
+            true => None,
+            false => Some(verify_image(&inputs, &artifact, &image, &ui)?),
+        };
+        for tag in &image.tags {
+            println!("{tag}");
+        }
+        match verdict {
+            Some((verdict, json)) => verdict.ensure_passed(Some(&json)),
+            None => Ok(()),
+        }
+    }
+}
+
 /// What `--report` writes.
 #[derive(Serialize)]
 struct Report<'a> {
@@ -148,10 +181,11 @@ pub fn build_and_prove(build: &Build, ui: &dyn Reporter) -> Result<Outcome> {
         false => None,
         true => {
             let start = at();
-            let image = build.image(&artifact, &[], ui)?;
+            let inputs = ImageInputs::of(build);
+            let image = runtime_image(&inputs, &artifact, &[], ui)?;
             steps.push(Step::new("image", image.cached, start, at() - start));
             let start = at();
-            let (verdict, json) = build.verify(&artifact, &image, ui)?;
+            let (verdict, json) = verify_image(&inputs, &artifact, &image, ui)?;
             steps.push(Step::new("verify", verdict.cached, start, at() - start));
             Some((image, verdict, json))
         }

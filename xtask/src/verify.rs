@@ -10,13 +10,13 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use xshell::Shell;
 
-use crate::build::{Artifact, Build};
+use crate::build::Artifact;
 use crate::cache::Cache;
 use crate::digest::Key;
 use crate::engine::{ContainerSpec, Engine};
 use crate::flags;
 use crate::image::{
-    self, LABEL_OPENSSL, LABEL_PROVIDER, LABEL_TARBALL, LABEL_VERSION, RuntimeImage,
+    self, ImageInputs, LABEL_OPENSSL, LABEL_PROVIDER, LABEL_TARBALL, LABEL_VERSION, RuntimeImage,
 };
 use crate::progress::{Reporter, StepEvent, Terminal};
 
@@ -140,35 +140,33 @@ pub fn json_beside(tarball: &Path) -> PathBuf {
     tarball.with_file_name(name)
 }
 
-impl Build<'_> {
-    /// Verifies this build's runtime image (or reads the verdict cached for it), shows the table
-    /// and writes `<tarball>.verify.json`. A failed check is in the verdict, not an error: the
-    /// caller decides when to fail.
-    pub fn verify(
-        &self,
-        artifact: &Artifact,
-        image: &RuntimeImage,
-        ui: &dyn Reporter,
-    ) -> Result<(Verdict, PathBuf)> {
-        let cache = &self.ctx.cache;
-        let mut verdict = verdict_for(cache, image, !self.ctx.offline, ui, || {
-            check(self.sh, &self.engine, cache, &image.id, ui)
-        })?;
-        if let Some(tag) = image.tags.first() {
-            verdict.image = tag.clone();
-        }
-        for line in render(&verdict.checks).lines() {
-            ui.message(line);
-        }
-        let mut json = json_beside(&artifact.tarball);
-        if self.config.runtime == crate::flags::Runtime::Distroless {
-            // Beside the base image's record, not over it.
-            let name = json.file_name().unwrap_or_default().to_string_lossy();
-            json = json.with_file_name(name.replace(".verify.json", ".distroless.verify.json"));
-        }
-        verdict.write(&json)?;
-        Ok((verdict, json))
+/// Verifies the runtime image of `artifact` (or reads the verdict cached for it), shows the
+/// table and writes `<tarball>.verify.json`. A failed check is in the verdict, not an error:
+/// the caller decides when to fail.
+pub fn verify_image(
+    inputs: &ImageInputs,
+    artifact: &Artifact,
+    image: &RuntimeImage,
+    ui: &dyn Reporter,
+) -> Result<(Verdict, PathBuf)> {
+    let cache = inputs.cache;
+    let mut verdict = verdict_for(cache, image, inputs.store, ui, || {
+        check(inputs.sh, inputs.engine, cache, &image.id, ui)
+    })?;
+    if let Some(tag) = image.tags.first() {
+        verdict.image = tag.clone();
     }
+    for line in render(&verdict.checks).lines() {
+        ui.message(line);
+    }
+    let mut json = json_beside(&artifact.tarball);
+    if inputs.runtime == crate::flags::Runtime::Distroless {
+        // Beside the base image's record, not over it.
+        let name = json.file_name().unwrap_or_default().to_string_lossy();
+        json = json.with_file_name(name.replace(".verify.json", ".distroless.verify.json"));
+    }
+    verdict.write(&json)?;
+    Ok((verdict, json))
 }
 
 /// The key of an image's verdict: the image (its content key and its id, as a rebuild with the

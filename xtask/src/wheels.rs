@@ -107,7 +107,8 @@ impl flags::Wheels {
         audit.ensure_clean()?;
         if self.image {
             let artifact = build.package(&done, &ui)?;
-            let runtime = build.image(&artifact, &[], &ui)?;
+            let runtime =
+                image::runtime_image(&image::ImageInputs::of(&build), &artifact, &[], &ui)?;
             let info = image::TreeInfo::read(&artifact.tarball)?;
             let tags = match self.tag.is_empty() {
                 true => vec![format!("python-fips:{}-wheels", info.python)],
