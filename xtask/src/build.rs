@@ -14,7 +14,7 @@ use crate::build_info::{self, BuildInfo, Cmvp};
 use crate::config::BuildConfig;
 use crate::digest::{Key, hex, sha256_file};
 use crate::engine::Engine;
-use crate::pipeline::{self, Builder, Done, Input, Stage};
+use crate::pipeline::{self, Builder, Done, Input, StageSpec};
 use crate::prepare::{Context, Tree, file_name};
 use crate::progress::{Reporter, StepEvent};
 use crate::tarwalk::{self, Compression};
@@ -211,7 +211,7 @@ impl<'a> Build<'a> {
         &self,
         until: Option<graph::Stage>,
         ui: &dyn Reporter,
-    ) -> Result<(Stages, Option<Stage>)> {
+    ) -> Result<(Stages, Option<StageSpec>)> {
         if let Some(until) = until
             && !self.plan().contains(&until)
         {
@@ -233,7 +233,7 @@ impl<'a> Build<'a> {
 
     /// Every container stage of this build, described but not run (their deps are
     /// placeholders): what `bench` runs in one container as the floor. Native builds only.
-    pub fn stage_plan(&self) -> Result<Vec<Stage>> {
+    pub fn stage_plan(&self) -> Result<Vec<StageSpec>> {
         if self.cross.is_some() {
             bail!("the floor is measured for native builds only");
         }
@@ -260,8 +260,8 @@ impl<'a> Build<'a> {
     /// (`Break`, returned unrun).
     fn walk(
         &self,
-        visit: &mut dyn FnMut(graph::Stage, Stage) -> Result<ControlFlow<Stage, Done>>,
-    ) -> Result<(Stages, Option<Stage>)> {
+        visit: &mut dyn FnMut(graph::Stage, StageSpec) -> Result<ControlFlow<StageSpec, Done>>,
+    ) -> Result<(Stages, Option<StageSpec>)> {
         let mut done = Stages { stages: Vec::new() };
         for stage in self.plan() {
             let spec = self.describe(stage, &done)?;
@@ -279,13 +279,13 @@ impl<'a> Build<'a> {
     }
 
     /// What `stage` runs, given the outcomes of the stages before it.
-    fn describe(&self, stage: graph::Stage, done: &Stages) -> Result<Stage> {
+    fn describe(&self, stage: graph::Stage, done: &Stages) -> Result<StageSpec> {
         let r = &self.ctx.recipe;
         let cross = self.cross.is_some();
         Ok(match stage {
             graph::Stage::Openssl => self.openssl_stage(cross),
             graph::Stage::NativeOpenssl => self.openssl_stage(false),
-            graph::Stage::FipsProvider => Stage {
+            graph::Stage::FipsProvider => StageSpec {
                 name: "fips-provider",
                 script: include_str!("pipeline/fips-provider.sh"),
                 files: vec![],
@@ -326,7 +326,7 @@ impl<'a> Build<'a> {
         python: &Done,
         provider: Option<&Done>,
         build_python: Option<&Done>,
-    ) -> Stage {
+    ) -> StageSpec {
         let r = &self.ctx.recipe;
         let mut deps = vec![python.clone()];
         deps.extend(provider.cloned());
@@ -334,7 +334,7 @@ impl<'a> Build<'a> {
         if self.config.inject_nondeterminism {
             finalize_env.push(env("INJECT_NONDETERMINISM", "build-time"));
         }
-        let mut finalize = Stage {
+        let mut finalize = StageSpec {
             name: "finalize",
             script: include_str!("pipeline/finalize.sh"),
             files: vec![(
@@ -364,7 +364,7 @@ impl<'a> Build<'a> {
     }
 
     /// The openssl stage: libcrypto, libssl and the openssl command (cross-compiled if `cross`).
-    fn openssl_stage(&self, cross: bool) -> Stage {
+    fn openssl_stage(&self, cross: bool) -> StageSpec {
         let r = &self.ctx.recipe;
         let same = !r.separate_provider();
         let mut env_vars = vec![
@@ -380,7 +380,7 @@ impl<'a> Build<'a> {
         if cross {
             env_vars.extend(self.cross_env());
         }
-        Stage {
+        StageSpec {
             name: "openssl",
             script: include_str!("pipeline/openssl.sh"),
             files: vec![],
@@ -396,7 +396,7 @@ impl<'a> Build<'a> {
 
     /// The python stage over `openssl`'s output; a cross build also gets the native python
     /// stage's output (`build_python`) as its build interpreter.
-    fn python_stage(&self, openssl: &Done, build_python: Option<&Done>, cross: bool) -> Stage {
+    fn python_stage(&self, openssl: &Done, build_python: Option<&Done>, cross: bool) -> StageSpec {
         let r = &self.ctx.recipe;
         let mut configure: Vec<&str> = r
             .python_build
@@ -435,7 +435,7 @@ impl<'a> Build<'a> {
                 });
             }
         }
-        Stage {
+        StageSpec {
             name: "python",
             script: include_str!("pipeline/python.sh"),
             files: vec![(
@@ -605,7 +605,7 @@ impl<'a> Build<'a> {
 
     /// The packages installed in the builder image, listed once per image by a small stage.
     fn builder_packages(&self, ui: &dyn Reporter) -> Result<Vec<sbom::Package>> {
-        let stage = Stage {
+        let stage = StageSpec {
             name: "packages",
             script: include_str!("pipeline/packages.sh"),
             env: vec![],

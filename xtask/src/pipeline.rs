@@ -40,7 +40,7 @@ pub struct Input {
 
 /// A stage, fully described: nothing outside this struct can change its output.
 #[derive(Debug, Clone)]
-pub struct Stage {
+pub struct StageSpec {
     pub name: &'static str,
     pub script: &'static str,
     /// Further files the tool carries (path below `/build`, text); part of the key.
@@ -123,7 +123,7 @@ pub struct Builder<'a> {
 /// Where the reuse directory lives in a stage's container.
 const REUSE_DIR: &str = "/reuse";
 
-impl Stage {
+impl StageSpec {
     /// Every input of the stage with the content that identifies it: its content key.
     pub fn content_key(&self, builder: &Builder) -> Key {
         let mut key = Key::new();
@@ -211,7 +211,7 @@ impl Builder<'_> {
     }
 
     /// Runs `stage` unless its output is cached.
-    pub fn run(&self, stage: &Stage, ui: &dyn Reporter) -> Result<Done> {
+    pub fn run(&self, stage: &StageSpec, ui: &dyn Reporter) -> Result<Done> {
         let start = self.origin.elapsed().as_secs_f64();
         let key = stage.key(self);
         let entry = self.entry(stage.name, &key);
@@ -397,7 +397,7 @@ impl Builder<'_> {
     /// compares the orchestrated build with; returns each script's time and the total.
     pub fn run_together(
         &self,
-        stages: &[Stage],
+        stages: &[StageSpec],
         extra_env: &[(String, String)],
         ui: &dyn Reporter,
     ) -> Result<Together> {
@@ -489,7 +489,7 @@ impl Builder<'_> {
     /// removed when the returned guard is dropped.
     pub fn create_with_inputs(
         &self,
-        stage: &Stage,
+        stage: &StageSpec,
         name: &str,
         env: &[(String, String)],
         interactive: bool,
@@ -521,7 +521,7 @@ impl Builder<'_> {
         Ok(container)
     }
 
-    fn send_inputs(&self, stage: &Stage, container: &Container) -> Result<()> {
+    fn send_inputs(&self, stage: &StageSpec, container: &Container) -> Result<()> {
         container.copy_in("/", |w| {
             let mut tar = tar::Builder::new(w);
             tar.follow_symlinks(false);
@@ -558,7 +558,7 @@ impl Builder<'_> {
 
     fn failure(
         &self,
-        stage: &Stage,
+        stage: &StageSpec,
         container: &str,
         env: &[(String, String)],
         log: &Path,
@@ -609,7 +609,10 @@ const MARK: &str = "python-fips-floor";
 
 /// The floor's driver: each stage script in a subshell with that stage's environment, between
 /// two marker lines holding the container's clock, then its output merged into `PREFIX`.
-fn together_script(stages: &[Stage], env_of: impl Fn(&Stage) -> Vec<(String, String)>) -> String {
+fn together_script(
+    stages: &[StageSpec],
+    env_of: impl Fn(&StageSpec) -> Vec<(String, String)>,
+) -> String {
     let mut out = String::from("# The floor: every stage script in this one container.\n");
     for stage in stages {
         let name = stage.name;
@@ -662,7 +665,7 @@ fn script_times(marks: &[(String, bool, f64)]) -> Vec<(String, f64)> {
 }
 
 /// Appends `stage`'s inputs (files and directories) under `build/`.
-fn append_inputs<W: std::io::Write>(tar: &mut tar::Builder<W>, stage: &Stage) -> Result<()> {
+fn append_inputs<W: std::io::Write>(tar: &mut tar::Builder<W>, stage: &StageSpec) -> Result<()> {
     for input in &stage.inputs {
         let dest = format!("build/{}", input.dest);
         if input.host.is_dir() {
@@ -751,8 +754,8 @@ pub fn prune_stale(sh: &Shell, engine: &Engine, cache: &Cache) -> Result<()> {
 mod tests {
     use super::*;
 
-    fn stage() -> Stage {
-        Stage {
+    fn stage() -> StageSpec {
+        StageSpec {
             name: "python",
             script: "make\n",
             files: vec![("helper", "true\n")],
@@ -810,7 +813,7 @@ mod tests {
         f(&b)
     }
 
-    fn key(image: &str, arch: &str, jobs: usize, s: &Stage) -> String {
+    fn key(image: &str, arch: &str, jobs: usize, s: &StageSpec) -> String {
         with_builder(image, arch, jobs, true, |b| s.key(b))
     }
 
@@ -825,7 +828,7 @@ mod tests {
 
     #[test]
     fn the_reuse_directory_reaches_only_stages_that_compile_in_runs_that_carry_one() {
-        let has = |s: &Stage, reuse: bool| {
+        let has = |s: &StageSpec, reuse: bool| {
             with_builder("sha256:img", "x86_64", 2, reuse, |b| {
                 let env = s.env(b);
                 let dir = ["REUSE_DIR", "CCACHE_DIR"]
@@ -868,7 +871,7 @@ mod tests {
     #[test]
     fn key_changes_with_every_input() {
         let base = key("sha256:img", "x86_64", 2, &stage());
-        let mut variants: Vec<(&str, Stage)> = Vec::new();
+        let mut variants: Vec<(&str, StageSpec)> = Vec::new();
         let mut s = stage();
         s.script = "make -k\n";
         variants.push(("script", s));

@@ -18,7 +18,7 @@ use crate::build::{Artifact, Build};
 use crate::cache::{self, Cache};
 use crate::catalog::{BuilderSpec, Recipe};
 use crate::digest::hex;
-use crate::pipeline::{Builder, Input, Stage};
+use crate::pipeline::{Builder, Input, StageSpec};
 use crate::progress::Reporter;
 use crate::tarwalk::{self, Compression};
 
@@ -408,7 +408,7 @@ fn explain(
         image_id: image,
         ..first.builder()
     };
-    let stage = Stage {
+    let stage = StageSpec {
         name: "diffoscope",
         script: include_str!("pipeline/diffoscope.sh"),
         env: vec![],

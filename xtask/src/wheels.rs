@@ -21,7 +21,7 @@ use crate::build::{Build, Stages};
 use crate::catalog::BuilderSpec;
 use crate::config::BuildConfig;
 use crate::digest::{Key, hex, sha256_file};
-use crate::pipeline::{Done, Input, Stage, unix_now};
+use crate::pipeline::{Done, Input, StageSpec, unix_now};
 use crate::progress::{Reporter, StepEvent, Terminal};
 use crate::tarwalk::{self, Compression};
 use crate::{audit, builder, cache, flags, image, verify};
@@ -255,7 +255,7 @@ impl Build<'_> {
                 request.find_link_urls.join(" "),
             ));
         }
-        let stage = Stage {
+        let stage = StageSpec {
             name: "wheels",
             script: SCRIPT,
             files: vec![("wheels.py", BUILD_PY)],
