@@ -15,14 +15,14 @@ use crate::config::BuildConfig;
 use crate::digest::{Key, hex, sha256_file};
 use crate::engine::Engine;
 use crate::pipeline::{self, Builder, Done, Input, StageSpec};
-use crate::prepare::{Context, Tree, file_name};
+use crate::prepare::{Resolved, Tree, file_name};
 use crate::progress::{Reporter, StepEvent};
 use crate::tarwalk::{self, Compression};
 use crate::{builder, graph, package, sbom};
 
 /// A build in progress: the resolved recipe, its patched tree, the engine and the builder image.
 pub struct Build<'a> {
-    pub ctx: Context,
+    pub ctx: Resolved,
     pub tree: Tree,
     pub engine: Engine,
     pub image_id: String,
@@ -82,7 +82,7 @@ impl<'a> Build<'a> {
     pub fn start(sh: &'a Shell, config: &BuildConfig, ui: &dyn Reporter) -> Result<Build<'a>> {
         let started = Instant::now();
         let target = config.target;
-        let ctx = Context::new(&config.sources)?;
+        let ctx = Resolved::new(&config.sources)?;
         // Before any download: without an engine, nothing fetched could be used.
         let engine = Engine::detect(sh, config.engine.as_deref())?;
         // A historical or unvalidated provider builds, with a warning naming the alternative.

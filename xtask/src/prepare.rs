@@ -51,7 +51,7 @@ impl flags::Recipes {
 
 impl flags::Fetch {
     pub fn run(self, _sh: &Shell) -> Result<()> {
-        let ctx = Context::new(&SourceConfig::from_args(&self.sources))?;
+        let ctx = Resolved::new(&SourceConfig::from_args(&self.sources))?;
         let reporter = Terminal::new();
         let _lock = ctx.lock(&reporter)?;
         // The command that says "these files are good" re-hashes what it finds in the cache.
@@ -66,7 +66,7 @@ impl flags::Fetch {
 
 impl flags::Prepare {
     pub fn run(self, _sh: &Shell) -> Result<()> {
-        let ctx = Context::new(&SourceConfig::from_args(&self.sources))?;
+        let ctx = Resolved::new(&SourceConfig::from_args(&self.sources))?;
         let reporter = Terminal::new();
         let _lock = ctx.lock(&reporter)?;
         let tree = ctx.prepare(&reporter)?;
@@ -76,15 +76,15 @@ impl flags::Prepare {
 }
 
 /// A resolved recipe together with the cache and the fetch settings.
-pub struct Context {
+pub struct Resolved {
     pub recipe: Recipe,
     pub cache: Cache,
     pub mirrors: Vec<String>,
     pub offline: bool,
 }
 
-impl Context {
-    pub fn new(args: &SourceConfig) -> Result<Context> {
+impl Resolved {
+    pub fn new(args: &SourceConfig) -> Result<Resolved> {
         let recipes = catalog::recipes_dir();
         let catalog = Catalog::load(&recipes)?;
         let recipe = catalog::resolve(&catalog, &recipes, &args.patches, &args.request)?;
@@ -97,7 +97,7 @@ impl Context {
                 cache.root().display()
             );
         }
-        Ok(Context {
+        Ok(Resolved {
             recipe,
             cache,
             mirrors: args.mirrors.clone(),
@@ -393,7 +393,7 @@ mod tests {
             cache: Some(typo.clone()),
             ..SourceArgs::default()
         };
-        let err = match Context::new(&SourceConfig::from_args(&args)) {
+        let err = match Resolved::new(&SourceConfig::from_args(&args)) {
             Ok(_) => panic!(
                 "--offline silently used a new, empty cache at {}",
                 typo.display()
