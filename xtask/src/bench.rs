@@ -213,7 +213,7 @@ fn floor(sh: &Shell, args: &BuildConfig, ui: &dyn Reporter) -> Result<Option<Flo
     }
     let plan = build.stage_plan()?;
     let off = vec![("CCACHE_DISABLE".to_string(), "1".to_string())];
-    let together = build.builder().run_together(&plan, &off, ui)?;
+    let together = build.runner().run_together(&plan, &off, ui)?;
     let python_seconds = together
         .script("python")
         .context("the floor did not time the python stage's script")?;

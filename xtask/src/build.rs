@@ -14,8 +14,8 @@ use crate::build_info::{self, BuildInfo, Cmvp};
 use crate::config::BuildConfig;
 use crate::digest::{Key, hex, sha256_file};
 use crate::engine::Engine;
-use crate::pipeline::{self, Builder, Done, Input, StageSpec};
-use crate::prepare::{Resolved, Tree, file_name};
+use crate::pipeline::{self, Done, Input, Runner, StageSpec};
+use crate::prepare::{Resolved, SourceTree, file_name};
 use crate::progress::{Reporter, StepEvent};
 use crate::tarwalk::{self, Compression};
 use crate::{builder, graph, package, sbom};
@@ -23,7 +23,7 @@ use crate::{builder, graph, package, sbom};
 /// A build in progress: the resolved recipe, its patched tree, the engine and the builder image.
 pub struct Build<'a> {
     pub ctx: Resolved,
-    pub tree: Tree,
+    pub tree: SourceTree,
     pub engine: Engine,
     pub image_id: String,
     /// The target architecture, in the kernel's spelling.
@@ -126,8 +126,8 @@ impl<'a> Build<'a> {
         })
     }
 
-    pub fn builder(&self) -> Builder<'_> {
-        Builder {
+    pub fn runner(&self) -> Runner<'_> {
+        Runner {
             sh: self.sh,
             engine: &self.engine,
             cache: &self.ctx.cache,
@@ -141,11 +141,11 @@ impl<'a> Build<'a> {
     }
 
     /// The builder of the engine's own architecture, which makes a cross build's interpreter.
-    fn native_builder(&self) -> Builder<'_> {
-        Builder {
+    fn native_runner(&self) -> Runner<'_> {
+        Runner {
             image_id: self.native_image_id.clone(),
             arch: self.build_arch.clone(),
-            ..self.builder()
+            ..self.runner()
         }
     }
 
@@ -176,7 +176,7 @@ impl<'a> Build<'a> {
         let mut done = Stages { stages: Vec::new() };
         for stage in [graph::Stage::NativeOpenssl, graph::Stage::NativePython] {
             let spec = self.describe(stage, &done)?;
-            let mut d = self.builder_for(stage).run(&spec, ui)?;
+            let mut d = self.runner_for(stage).run(&spec, ui)?;
             d.name = stage.name().into();
             done.stages.push(d);
         }
@@ -192,10 +192,10 @@ impl<'a> Build<'a> {
     }
 
     /// The builder a stage runs with: a native tool stage's is the engine's own architecture's.
-    pub fn builder_for(&self, stage: graph::Stage) -> Builder<'_> {
+    pub fn runner_for(&self, stage: graph::Stage) -> Runner<'_> {
         match stage.is_native_tool() {
-            true => self.native_builder(),
-            false => self.builder(),
+            true => self.native_runner(),
+            false => self.runner(),
         }
     }
 
@@ -226,7 +226,7 @@ impl<'a> Build<'a> {
                 return Ok(ControlFlow::Break(spec));
             }
             Ok(ControlFlow::Continue(
-                self.builder_for(stage).run(&spec, ui)?,
+                self.runner_for(stage).run(&spec, ui)?,
             ))
         })
     }
@@ -498,7 +498,7 @@ impl<'a> Build<'a> {
         let name = format!("{artifact}.tar.gz");
         let dev_name = format!("{artifact}-dev.tar.gz");
         let sbom_name = format!("{artifact}.cdx.json");
-        let entry = self.builder().entry("package", &key);
+        let entry = self.runner().entry("package", &key);
         let cached = entry.join(&sbom_name).is_file();
         if !cached {
             let wanted: Vec<String> = sbom::shipped_files(&self.ctx.recipe)
@@ -616,7 +616,7 @@ impl<'a> Build<'a> {
             source_date_epoch: None,
             reuse: false,
         };
-        let done = self.builder().run(&stage, ui)?;
+        let done = self.runner().run(&stage, ui)?;
         let found = tarwalk::for_each_entry(&done.output, Compression::None, |path, entry| {
             if !Path::new(path).ends_with("packages.tsv") {
                 return Ok(None);

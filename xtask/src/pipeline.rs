@@ -55,7 +55,7 @@ pub struct StageSpec {
     /// `SOURCE_DATE_EPOCH` for the script, part of the key. `None`: the script derives its own
     /// from the sources it unpacks (the OpenSSL stages), so its key holds no other source's date.
     pub source_date_epoch: Option<u64>,
-    /// The stage may reuse what its earlier runs left (see `Builder::reuse`): it compiles C.
+    /// The stage may reuse what its earlier runs left (see `Runner::reuse`): it compiles C.
     pub reuse: bool,
 }
 
@@ -68,7 +68,7 @@ pub struct Done {
     /// Where its output came from (none under `--dry-run`, where nothing ran).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub origin: Option<Origin>,
-    /// When the stage began, in seconds since the run began (`Builder::origin`).
+    /// When the stage began, in seconds since the run began (`Runner::origin`).
     pub start: f64,
     /// Wall time of the whole stage: container creation, copies, the script, publishing.
     pub seconds: f64,
@@ -100,7 +100,7 @@ pub struct Failed {
 }
 
 /// The fixed facts every stage of one build shares.
-pub struct Builder<'a> {
+pub struct Runner<'a> {
     pub sh: &'a Shell,
     pub engine: &'a Engine,
     pub cache: &'a Cache,
@@ -125,7 +125,7 @@ const REUSE_DIR: &str = "/reuse";
 
 impl StageSpec {
     /// Every input of the stage with the content that identifies it: its content key.
-    pub fn content_key(&self, builder: &Builder) -> Key {
+    pub fn content_key(&self, builder: &Runner) -> Key {
         let mut key = Key::new();
         key.set("stage", self.name)
             .set_sha256("script", self.script)
@@ -150,18 +150,18 @@ impl StageSpec {
     }
 
     /// The inputs of `content_key` by name, in a stable order.
-    pub fn key_inputs(&self, builder: &Builder) -> BTreeMap<String, String> {
+    pub fn key_inputs(&self, builder: &Runner) -> BTreeMap<String, String> {
         self.content_key(builder).into_inputs()
     }
 
-    pub fn key(&self, builder: &Builder) -> String {
+    pub fn key(&self, builder: &Runner) -> String {
         self.content_key(builder).hex()
     }
 
     /// The environment the script runs with (the recipe's fields plus the build's fixed facts).
     /// `JOBS` and the compiler cache's variables are left out of the key (`outside_key`):
     /// neither changes the output.
-    pub fn env(&self, builder: &Builder) -> Vec<(String, String)> {
+    pub fn env(&self, builder: &Runner) -> Vec<(String, String)> {
         let mut env = vec![
             ("PREFIX".to_string(), PREFIX.to_string()),
             ("JOBS".to_string(), builder.jobs.to_string()),
@@ -180,7 +180,7 @@ impl StageSpec {
         env
     }
 
-    fn reuses(&self, builder: &Builder) -> bool {
+    fn reuses(&self, builder: &Runner) -> bool {
         self.reuse && builder.reuse
     }
 
@@ -200,7 +200,7 @@ fn outside_key(name: &str) -> bool {
     name == "JOBS" || name == "REUSE_DIR" || name.starts_with("CCACHE_")
 }
 
-impl Builder<'_> {
+impl Runner<'_> {
     pub fn entry(&self, name: &str, key: &str) -> PathBuf {
         self.stage_cache().entry(name, key)
     }
@@ -790,7 +790,7 @@ mod tests {
         arch: &str,
         jobs: usize,
         reuse: bool,
-        f: impl FnOnce(&Builder) -> T,
+        f: impl FnOnce(&Runner) -> T,
     ) -> T {
         let sh = Shell::new().unwrap();
         // A directory of its own: tests run in parallel, and opening a cache adopts its root.
@@ -799,7 +799,7 @@ mod tests {
         let engine_dir = crate::testutil::TempDir::new("pf-key-engine");
         let engine = Engine::fake(engine_dir.path(), "exit 1");
         let cache = Cache::open(Some(tmp.path())).unwrap();
-        let b = Builder {
+        let b = Runner {
             sh: &sh,
             engine: &engine,
             cache: &cache,

@@ -133,11 +133,11 @@ impl Resolved {
 
     /// The patched CPython tree, made once per (source, patches) content and reused after.
     /// Only the CPython tarball is fetched for it.
-    pub fn prepare(&self, reporter: &dyn Reporter) -> Result<Tree> {
+    pub fn prepare(&self, reporter: &dyn Reporter) -> Result<SourceTree> {
         self.fetcher(reporter).fetch(&self.recipe.python)?;
         let key = tree_key(&self.recipe)?;
         let dir = self.cache.dir("trees").join(&key);
-        let tree = Tree {
+        let tree = SourceTree {
             root: dir.join(format!("Python-{}", self.recipe.python.version)),
             source_date_epoch: self.recipe.source_date_epoch.unwrap_or(0),
             key,
@@ -233,7 +233,7 @@ fn make_tree(
 
 /// A patched CPython source tree in the cache.
 #[derive(Debug, Clone)]
-pub struct Tree {
+pub struct SourceTree {
     pub root: PathBuf,
     /// Content key: the tarball's sha256 and the patches' bytes.
     pub key: String,
@@ -241,8 +241,8 @@ pub struct Tree {
     pub source_date_epoch: u64,
 }
 
-impl Tree {
-    fn with_derived_epoch(mut self, dir: &Path) -> Result<Tree> {
+impl SourceTree {
+    fn with_derived_epoch(mut self, dir: &Path) -> Result<SourceTree> {
         if self.source_date_epoch == 0 {
             let path = dir.join("SOURCE_DATE_EPOCH");
             let text = std::fs::read_to_string(&path)

@@ -18,7 +18,7 @@ use crate::build::{Artifact, Build};
 use crate::cache::{self, Cache};
 use crate::catalog::{BuilderSpec, Recipe};
 use crate::digest::hex;
-use crate::pipeline::{Builder, Input, StageSpec};
+use crate::pipeline::{Input, Runner, StageSpec};
 use crate::progress::Reporter;
 use crate::tarwalk::{self, Compression};
 
@@ -404,9 +404,9 @@ fn explain(
     let image =
         crate::builder::ensure_image(sh, &first.engine, &first.ctx.cache, &spec, "diffoscope", ui)
             .context("cannot make an image with diffoscope (apt-get install diffoscope-minimal)")?;
-    let builder = Builder {
+    let builder = Runner {
         image_id: image,
-        ..first.builder()
+        ..first.runner()
     };
     let stage = StageSpec {
         name: "diffoscope",

@@ -28,7 +28,7 @@ impl flags::ShellCmd {
         let build = Build::start(sh, &BuildConfig::from_args(&self.build)?, &ui)?;
         let (_, stage) = build.run_until(Some(stage_name), &ui)?;
         let stage = stage.expect("the stage name was checked");
-        let builder = build.builder_for(stage_name);
+        let builder = build.runner_for(stage_name);
         let name = format!("python-fips-shell-{stage_name}-{}", std::process::id());
         let container = builder.create_with_inputs(&stage, &name, &stage.env(&builder), true)?;
         eprintln!(

@@ -210,7 +210,7 @@ impl Build<'_> {
         };
         let toolchain =
             builder::ensure_image(self.sh, &self.engine, &self.ctx.cache, &spec, "wheels", ui)?;
-        let mut b = self.builder();
+        let mut b = self.runner();
         b.image_id = toolchain;
 
         let scratch = self.ctx.cache.scratch("wheels-request")?;
