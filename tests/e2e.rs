@@ -260,6 +260,18 @@ fn one_openssl_build_serves_every_cpython_release_that_pins_it() {
     for name in ["openssl", "fips-provider"] {
         assert_eq!(key(&plan, name), key(cold, name), "{name}");
     }
+    // The report says where each output came from; a stage that would run has no origin yet.
+    let origin = |name: &str| {
+        plan["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .map(|s| s["origin"].clone())
+            .unwrap()
+    };
+    assert_eq!(origin("openssl"), serde_json::json!({"from": "local"}));
+    assert_eq!(origin("python"), serde_json::Value::Null);
     assert!(
         text(&out).contains("python         would run"),
         "{}",
