@@ -302,24 +302,11 @@ impl Engine {
 
     /// Copies `path` out of `container` as a tar stream into `out`.
     fn copy_out(&self, container: &str, path: &str, out: &mut dyn Write) -> Result<()> {
-        let mut child = Command::new(&self.program)
-            .args(["cp", &format!("{container}:{path}"), "-"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("cannot run `{} cp`", self.program))?;
-        let mut stdout = child.stdout.take().expect("stdout is piped");
-        std::io::copy(&mut stdout, out)
-            .with_context(|| format!("cannot read {container}:{path}"))?;
-        let res = child.wait_with_output()?;
-        if !res.status.success() {
-            bail!(
-                "`{} cp {container}:{path} -` failed: {}",
-                self.program,
-                String::from_utf8_lossy(&res.stderr).trim()
-            );
-        }
-        Ok(())
+        self.read_out(container, path, |stdout| {
+            std::io::copy(stdout, out)
+                .with_context(|| format!("cannot read {container}:{path}"))?;
+            Ok(())
+        })
     }
 
     /// Copies `path` out of `container` as a tar stream and hands the stream to `read`. A
