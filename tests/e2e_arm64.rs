@@ -82,6 +82,20 @@ fn cross_build_gives_an_aarch64_tree_with_its_self_test_pending() {
         ]
     );
 
+    // The build interpreter's stages are the native build's own, under the same keys.
+    let native = cold_build();
+    let key = |report: &serde_json::Value, name: &str| {
+        report["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .map(|s| s["key"].clone())
+            .unwrap()
+    };
+    assert_eq!(key(report, "native-openssl"), key(native, "openssl"));
+    assert_eq!(key(report, "native-python"), key(native, "python"));
+
     let prefix = "opt/python-fips/";
     let files = files_in(tarball, |p| {
         p.ends_with("/bin/python3.13")

@@ -304,7 +304,11 @@ impl<'a> Build<'a> {
                 reuse: true,
             },
             graph::Stage::NativePython => {
-                self.python_stage(done.of(graph::Stage::NativeOpenssl)?, None, false)
+                // Keyed exactly as a native build's python stage, so it is that stage: its
+                // dependency goes by the name it has there (a dependency's name is in the key).
+                let mut openssl = done.of(graph::Stage::NativeOpenssl)?.clone();
+                openssl.name = graph::Stage::Openssl.name().into();
+                self.python_stage(&openssl, None, false)
             }
             graph::Stage::Python => self.python_stage(
                 done.of(graph::Stage::Openssl)?,
