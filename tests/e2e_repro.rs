@@ -365,7 +365,8 @@ fn tree_holds_no_host_path_hostname_user_kernel_or_build_date() {
     let openssl_epoch = newest_time_in(
         &work()
             .join("cache/downloads")
-            .join(info["openssl"]["sha256"].as_str().unwrap()),
+            .join(info["openssl"]["sha256"].as_str().unwrap())
+            .join(info["openssl"]["file"].as_str().unwrap()),
     );
     let unpacked = work().join(format!("leaks-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&unpacked);
