@@ -237,15 +237,7 @@ fn one_openssl_build_serves_every_cpython_release_that_pins_it() {
     ]);
     assert!(out.status.success(), "{}", text(&out));
     let plan: serde_json::Value = serde_json::from_slice(&std::fs::read(&plan).unwrap()).unwrap();
-    let key = |report: &serde_json::Value, name: &str| {
-        report["stages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["name"] == name)
-            .map(|s| s["key"].as_str().unwrap().to_string())
-            .unwrap()
-    };
+    let key = |report: &serde_json::Value, name: &str| stage(report, name)["key"].clone();
     assert_eq!(
         stages(&plan),
         [
@@ -261,15 +253,7 @@ fn one_openssl_build_serves_every_cpython_release_that_pins_it() {
         assert_eq!(key(&plan, name), key(cold, name), "{name}");
     }
     // The report says where each output came from; a stage that would run has no origin yet.
-    let origin = |name: &str| {
-        plan["stages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["name"] == name)
-            .map(|s| s["origin"].clone())
-            .unwrap()
-    };
+    let origin = |name: &str| stage(&plan, name)["origin"].clone();
     assert_eq!(origin("openssl"), serde_json::json!({"from": "local"}));
     assert_eq!(origin("python"), serde_json::Value::Null);
     assert!(

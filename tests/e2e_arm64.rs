@@ -84,15 +84,7 @@ fn cross_build_gives_an_aarch64_tree_with_its_self_test_pending() {
 
     // The build interpreter's stages are the native build's own, under the same keys.
     let native = cold_build();
-    let key = |report: &serde_json::Value, name: &str| {
-        report["stages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["name"] == name)
-            .map(|s| s["key"].clone())
-            .unwrap()
-    };
+    let key = |report: &serde_json::Value, name: &str| stage(report, name)["key"].clone();
     assert_eq!(key(report, "native-openssl"), key(native, "openssl"));
     assert_eq!(key(report, "native-python"), key(native, "python"));
 

@@ -138,6 +138,16 @@ pub fn stages(report: &serde_json::Value) -> Vec<(String, bool)> {
         .collect()
 }
 
+/// The stage `name` of a report (or a `--dry-run` plan); panics naming it when it is missing.
+pub fn stage<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    report["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no stage {name} in {report}"))
+}
+
 /// The cold build of the test configuration, shared by the tests that need a tarball.
 pub fn cold_build() -> &'static serde_json::Value {
     static REPORT: OnceLock<serde_json::Value> = OnceLock::new();
