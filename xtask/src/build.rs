@@ -17,6 +17,8 @@ use crate::engine::Engine;
 use crate::pipeline::{self, Done, Input, Runner, StageSpec};
 use crate::prepare::{Resolved, SourceTree, file_name};
 use crate::progress::{Reporter, StepEvent};
+use crate::registry::Registry;
+use crate::store::Remote;
 use crate::tarwalk::{self, Compression};
 use crate::{builder, graph, package, sbom};
 
@@ -35,6 +37,8 @@ pub struct Build<'a> {
     /// The builder image of the engine's own architecture (the cross build's build interpreter
     /// comes from it); `image_id` itself unless cross-compiling.
     pub native_image_id: String,
+    /// The shared stage caches (`--cache-registry`), asked after the local cache.
+    pub remotes: Vec<Box<dyn Remote + Sync>>,
     pub config: BuildConfig,
     pub sh: &'a Shell,
     /// `--dry-run`: stages report their keys and run nothing.
@@ -98,13 +102,26 @@ impl<'a> Build<'a> {
         pipeline::prune_stale(sh, &engine, &ctx.cache)?;
         let build_arch = engine.arch(sh)?;
         let cross = target.filter(|t| t.name != build_arch);
-        let native_image_id = builder::ensure(sh, &engine, &ctx.cache, &ctx.recipe.builder, ui)?;
+        let remotes: Vec<Box<dyn Remote + Sync>> = match &config.cache_registry {
+            Some(reference) => vec![Box::new(Registry::open(reference)?)],
+            None => vec![],
+        };
+        let native_image_id =
+            builder::ensure(sh, &engine, &ctx.cache, &ctx.recipe.builder, &remotes, ui)?;
         let image_id = match cross {
             Some(target) => {
                 arch::parse(&build_arch).with_context(|| {
                     format!("cannot cross-compile for {} on this engine", target.name)
                 })?;
-                builder::ensure_cross(sh, &engine, &ctx.cache, &ctx.recipe.builder, target, ui)?
+                builder::ensure_cross(
+                    sh,
+                    &engine,
+                    &ctx.cache,
+                    &ctx.recipe.builder,
+                    target,
+                    &remotes,
+                    ui,
+                )?
             }
             None => native_image_id.clone(),
         };
@@ -117,6 +134,7 @@ impl<'a> Build<'a> {
             build_arch,
             cross,
             native_image_id,
+            remotes,
             config: config.clone(),
             sh,
             dry_run: false,
@@ -137,6 +155,7 @@ impl<'a> Build<'a> {
             reuse: true,
             dry_run: self.dry_run,
             origin: self.started,
+            remotes: &self.remotes,
         }
     }
 

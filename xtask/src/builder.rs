@@ -12,18 +12,21 @@ use crate::catalog::BuilderSpec;
 use crate::digest::Key;
 use crate::engine::{ContainerSpec, Engine};
 use crate::progress::{Reporter, StepEvent};
+use crate::store::Remote;
 
 const SCRIPT: &str = include_str!("pipeline/builder.sh");
 
-/// Returns the id of the builder image for `spec`, building and tagging it if it is missing.
+/// Returns the id of the builder image for `spec`: the engine's, else one of `shared`'s, else
+/// built here (and given to `shared`), and tagged.
 pub fn ensure(
     sh: &Shell,
     engine: &Engine,
     cache: &Cache,
     spec: &BuilderSpec,
+    shared: &[Box<dyn Remote + Sync>],
     ui: &dyn Reporter,
 ) -> Result<String> {
-    ensure_image(sh, engine, cache, spec, "builder", ui)
+    ensure_image(sh, engine, cache, spec, "builder", shared, ui)
 }
 
 /// Returns the id of the builder image that cross-compiles for `target`: the recipe's base
@@ -35,6 +38,7 @@ pub fn ensure_cross(
     cache: &Cache,
     spec: &BuilderSpec,
     target: &Arch,
+    shared: &[Box<dyn Remote + Sync>],
     ui: &dyn Reporter,
 ) -> Result<String> {
     if spec.apt.is_empty() {
@@ -62,6 +66,7 @@ pub fn ensure_cross(
         &cross,
         &format!("builder-{}", target.name),
         &script,
+        shared,
         ui,
     )
 }
@@ -88,9 +93,10 @@ pub fn ensure_image(
     cache: &Cache,
     spec: &BuilderSpec,
     name: &str,
+    shared: &[Box<dyn Remote + Sync>],
     ui: &dyn Reporter,
 ) -> Result<String> {
-    ensure_with(sh, engine, cache, spec, name, SCRIPT, ui)
+    ensure_with(sh, engine, cache, spec, name, SCRIPT, shared, ui)
 }
 
 fn ensure_with(
@@ -100,6 +106,7 @@ fn ensure_with(
     spec: &BuilderSpec,
     name: &str,
     script: &str,
+    shared: &[Box<dyn Remote + Sync>],
     ui: &dyn Reporter,
 ) -> Result<String> {
     let mut base_id = engine.image_id(sh, &spec.base_image)?;
@@ -137,6 +144,9 @@ fn ensure_with(
                 what: &format!("cached ({tag})"),
             },
         );
+        return Ok(id);
+    }
+    if let Some(id) = pull(sh, engine, cache, name, &key, &tag, shared, ui)? {
         return Ok(id);
     }
 
@@ -196,8 +206,92 @@ fn ensure_with(
             note: Some(&tag),
         },
     );
+    push(sh, engine, cache, name, &key, &tag, shared, ui)?;
     Ok(id)
 }
+
+/// Loads the image `name`-`key` from the first of `shared` that has it and returns its id.
+/// A shared cache that fails costs a warning: the image is then built here.
+#[allow(clippy::too_many_arguments)]
+fn pull(
+    sh: &Shell,
+    engine: &Engine,
+    cache: &Cache,
+    name: &str,
+    key: &str,
+    tag: &str,
+    shared: &[Box<dyn Remote + Sync>],
+    ui: &dyn Reporter,
+) -> Result<Option<String>> {
+    for remote in shared {
+        let scratch = cache.scratch(name)?;
+        let loaded = remote.fetch(name, key, &scratch).and_then(|digest| {
+            let Some(digest) = digest else {
+                return Ok(None);
+            };
+            engine.load(sh, &scratch.join(IMAGE_FILE))?;
+            let id = engine
+                .image_id(sh, tag)?
+                .with_context(|| format!("the image it gave is not tagged {tag}"))?;
+            Ok(Some((digest, id)))
+        });
+        crate::cache::remove(&scratch)?;
+        match loaded {
+            Ok(Some((digest, id))) => {
+                ui.step(
+                    name,
+                    StepEvent::Skipped {
+                        what: &format!("pulled from {} ({tag}, {digest})", remote.name()),
+                    },
+                );
+                return Ok(Some(id));
+            }
+            Ok(None) => {}
+            Err(e) => ui.message(&format!(
+                "warning: the stage cache {} did not give {name}-{}: {e:#}; building it here",
+                remote.name(),
+                &key[..12]
+            )),
+        }
+    }
+    Ok(None)
+}
+
+/// Gives the image `tag` to every one of `shared`, as `name`-`key`.
+#[allow(clippy::too_many_arguments)]
+fn push(
+    sh: &Shell,
+    engine: &Engine,
+    cache: &Cache,
+    name: &str,
+    key: &str,
+    tag: &str,
+    shared: &[Box<dyn Remote + Sync>],
+    ui: &dyn Reporter,
+) -> Result<()> {
+    if shared.is_empty() {
+        return Ok(());
+    }
+    let scratch = cache.scratch(name)?;
+    let saved = engine.save(sh, tag, &scratch.join(IMAGE_FILE));
+    for remote in shared {
+        if let Err(e) = saved
+            .as_ref()
+            .map_err(|e| anyhow::anyhow!("{e:#}"))
+            .and_then(|_| remote.push(name, key, &scratch))
+        {
+            ui.message(&format!(
+                "warning: the stage cache {} did not take {name}-{}: {e:#}; the build goes on",
+                remote.name(),
+                &key[..12]
+            ));
+        }
+    }
+    crate::cache::remove(&scratch)
+}
+
+/// The file a shared builder image entry holds: the engine's image archive.
+const IMAGE_FILE: &str = "image.tar";
 
 #[cfg(test)]
 mod tests {

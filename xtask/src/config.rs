@@ -55,6 +55,8 @@ pub struct BuildConfig {
     pub target: Option<&'static Arch>,
     /// Parallel jobs for make and the bytecode compiler.
     pub jobs: usize,
+    /// The OCI repository that shares stage entries and builder images (`--cache-registry`).
+    pub cache_registry: Option<String>,
     /// Where the tarballs, SBOM and checksums go.
     pub out: PathBuf,
     /// Where `--report` goes, if asked for.
@@ -73,6 +75,7 @@ impl BuildConfig {
             sources: SourceConfig::from_args(&args.sources),
             engine: args.engine.clone(),
             target: args.arch.as_deref().map(arch::parse).transpose()?,
+            cache_registry: args.cache_registry.clone().filter(|r| !r.is_empty()),
             jobs: args.jobs.unwrap_or_else(|| {
                 std::thread::available_parallelism()
                     .map(|n| n.get())
@@ -89,11 +92,12 @@ impl BuildConfig {
         })
     }
 
-    /// The same build in another cache, with its outputs inside that cache and no report:
-    /// for builds that must not touch the user's (the reproducibility check, bench's scratch
-    /// builds).
+    /// The same build in another cache, with its outputs inside that cache, no report and no
+    /// shared cache: for builds that must not touch the user's and must run every stage (the
+    /// reproducibility check, bench's scratch builds).
     pub fn in_cache(&self, root: PathBuf) -> BuildConfig {
         let mut config = self.clone();
+        config.cache_registry = None;
         config.out = root.join("dist");
         config.report = None;
         config.sources.cache = Some(root);

@@ -451,6 +451,26 @@ impl Engine {
         self.logged_env(&args, env, log, on_line)
     }
 
+    /// Writes the image `image` (with its tag) to the archive `to`, on this machine.
+    pub fn save(&self, sh: &Shell, image: &str, to: &Path) -> Result<()> {
+        let program = &self.program;
+        cmd!(sh, "{program} save --output {to} {image}")
+            .quiet()
+            .ignore_stdout()
+            .run()
+            .with_context(|| format!("cannot save the image {image} to {}", to.display()))
+    }
+
+    /// Loads the image archive `from` (made by `save`) into the engine, tags and all.
+    pub fn load(&self, sh: &Shell, from: &Path) -> Result<()> {
+        let program = &self.program;
+        cmd!(sh, "{program} load --quiet --input {from}")
+            .quiet()
+            .ignore_stdout()
+            .run()
+            .with_context(|| format!("cannot load the image archive {}", from.display()))
+    }
+
     /// Adds the tag `tag` to the local image `image`.
     pub fn tag(&self, sh: &Shell, image: &str, tag: &str) -> Result<()> {
         let program = &self.program;

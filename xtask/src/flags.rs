@@ -107,6 +107,12 @@ pub struct BuildArgs {
     /// Parallel make jobs (default: all cores).
     #[arg(long)]
     pub jobs: Option<usize>,
+    /// A stage cache shared through an OCI registry, as `host[:port]/repository`: each stage's
+    /// key is looked up there before it runs and its output pushed after, and the builder image
+    /// likewise. Credentials are those of `docker login`/`podman login`; plain HTTP is used for
+    /// a loopback host only. A registry that fails costs a warning, never the build.
+    #[arg(long, value_name = "REF", env = "PYTHON_FIPS_CACHE_REGISTRY")]
+    pub cache_registry: Option<String>,
     /// Where artifacts go (default: `dist/`).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,

@@ -28,6 +28,7 @@ mod pipeline;
 mod prepare;
 mod progress;
 mod python;
+mod registry;
 mod repro;
 mod sbom;
 mod shell;

@@ -19,7 +19,7 @@ use crate::digest::Key;
 use crate::digest::key_of;
 use crate::engine::{Container, ContainerSpec, Engine};
 use crate::progress::{Reporter, StepEvent};
-use crate::store::{Origin, StageCache};
+use crate::store::{Origin, Remote, StageCache};
 
 /// Where the tree is installed, inside every container and on the machines that run it.
 pub const PREFIX: &str = "/opt/python-fips";
@@ -118,6 +118,8 @@ pub struct Runner<'a> {
     pub dry_run: bool,
     /// When the run began: each `Done::start` is measured from here.
     pub origin: Instant,
+    /// The shared stage caches asked after the local one (`--cache-registry`).
+    pub remotes: &'a [Box<dyn Remote + Sync>],
 }
 
 /// Where the reuse directory lives in a stage's container.
@@ -207,7 +209,7 @@ impl Runner<'_> {
 
     /// The stage cache this builder reads and fills.
     fn stage_cache(&self) -> StageCache<'_> {
-        StageCache::new(self.cache, &[])
+        StageCache::new(self.cache, self.remotes)
     }
 
     /// Runs `stage` unless its output is cached.
@@ -809,6 +811,7 @@ mod tests {
             reuse,
             dry_run: false,
             origin: Instant::now(),
+            remotes: &[],
         };
         f(&b)
     }

@@ -401,11 +401,20 @@ fn explain(
         apt: vec!["diffoscope-minimal".into()],
         dnf: vec!["diffoscope".into()],
     };
-    let image =
-        crate::builder::ensure_image(sh, &first.engine, &first.ctx.cache, &spec, "diffoscope", ui)
-            .context("cannot make an image with diffoscope (apt-get install diffoscope-minimal)")?;
+    let image = crate::builder::ensure_image(
+        sh,
+        &first.engine,
+        &first.ctx.cache,
+        &spec,
+        "diffoscope",
+        &[],
+        ui,
+    )
+    .context("cannot make an image with diffoscope (apt-get install diffoscope-minimal)")?;
+    // Its output explains one comparison: nothing to share.
     let builder = Runner {
         image_id: image,
+        remotes: &[],
         ..first.runner()
     };
     let stage = StageSpec {

@@ -32,8 +32,8 @@ pub trait Remote {
     /// directory `into` and returns the digest its bytes were checked against, or `None` when
     /// the backend does not have it.
     fn fetch(&self, stage: &str, key: &str, into: &Path) -> Result<Option<String>>;
-    /// Stores the local entry directory `entry` under `stage`-`key`. Storing a key that is
-    /// there already must be harmless.
+    /// Stores the local entry directory `entry` (every file in it) under `stage`-`key`. Storing
+    /// a key that is there already must be harmless.
     fn push(&self, stage: &str, key: &str, entry: &Path) -> Result<()>;
 }
 
@@ -58,6 +58,8 @@ impl<'a> StageCache<'a> {
     pub fn lookup(&self, stage: &str, key: &str, ui: &dyn Reporter) -> Result<Option<Origin>> {
         let entry = self.entry(stage, key);
         if entry.join("output.tar").is_file() {
+            // A remote that lacks it gets it: a warm machine fills an empty shared cache.
+            self.give(stage, key, &entry, ui);
             return Ok(Some(Origin::Local));
         }
         for remote in self.remotes {
@@ -101,8 +103,14 @@ impl<'a> StageCache<'a> {
     ) -> Result<PathBuf> {
         let entry = self.entry(stage, key);
         cache::publish(scratch, &entry)?;
+        self.give(stage, key, &entry, ui);
+        Ok(entry)
+    }
+
+    /// Gives the local entry `entry` to every remote (a remote that has the key keeps its own).
+    fn give(&self, stage: &str, key: &str, entry: &Path, ui: &dyn Reporter) {
         for remote in self.remotes {
-            if let Err(e) = remote.push(stage, key, &entry) {
+            if let Err(e) = remote.push(stage, key, entry) {
                 ui.message(&format!(
                     "warning: the stage cache {} did not take {stage}-{}: {e:#}; the build goes on",
                     remote.name(),
@@ -110,7 +118,6 @@ impl<'a> StageCache<'a> {
                 ));
             }
         }
-        Ok(entry)
     }
 }
 

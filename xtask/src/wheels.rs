@@ -208,8 +208,15 @@ impl Build<'_> {
             apt: r.wheels.apt.clone(),
             dnf: r.wheels.dnf.clone(),
         };
-        let toolchain =
-            builder::ensure_image(self.sh, &self.engine, &self.ctx.cache, &spec, "wheels", ui)?;
+        let toolchain = builder::ensure_image(
+            self.sh,
+            &self.engine,
+            &self.ctx.cache,
+            &spec,
+            "wheels",
+            &[],
+            ui,
+        )?;
         let mut b = self.runner();
         b.image_id = toolchain;
 

@@ -1,0 +1,576 @@
+//! `--cache-registry`: the stage cache shared through an OCI registry.
+//!
+//! An entry is an OCI artifact: a manifest tagged `<stage>-<key>` whose layers are the entry's
+//! files (`output.tar` and `meta.json` for a stage, `image.tar` for a builder image), each named
+//! by its title annotation. This module speaks the registry's HTTP API (the OCI distribution
+//! specification) itself, from the machine that drives the build, rather than through the
+//! engine: the registry then needs to be reachable from here only, a remote engine needs neither
+//! a route to it nor credentials for it, and docker and podman behave the same.
+//!
+//! Credentials are the user's existing logins (`docker login`, `podman login`), read from the
+//! files and credential helpers those commands write; nothing here takes a secret on the command
+//! line. Plain HTTP is used for loopback registries only.
+//!
+//! The registry accelerates and is never needed: the first failure to reach it, or to be let in,
+//! turns it off for the rest of the run, and the caller says so in one line.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use reqwest::StatusCode;
+use reqwest::blocking::{Client, RequestBuilder, Response};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::digest::hex;
+use crate::store::Remote;
+
+const MANIFEST_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
+const CONFIG_TYPE: &str = "application/vnd.python-fips.entry.v1+json";
+const FILE_TYPE: &str = "application/vnd.python-fips.file.v1";
+const TITLE: &str = "org.opencontainers.image.title";
+
+/// A repository in an OCI registry that holds stage entries.
+pub struct Registry {
+    /// `host[:port]/path`, as the user gave it.
+    reference: String,
+    /// `https://host[:port]` (`http://` for a loopback host).
+    base: String,
+    host: String,
+    repository: String,
+    client: Client,
+    /// Basic-auth credentials from the user's logins, if any match the host.
+    login: Option<(String, String)>,
+    /// The bearer token of the registry's token service, once one was needed and given.
+    token: Mutex<Option<String>>,
+    /// Why the registry is off for the rest of this run, once it failed.
+    off: Mutex<Option<String>>,
+}
+
+/// The parts of an OCI image manifest this module writes and reads.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Manifest {
+    schema_version: u32,
+    #[serde(default)]
+    media_type: String,
+    config: Descriptor,
+    layers: Vec<Descriptor>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Descriptor {
+    media_type: String,
+    digest: String,
+    size: u64,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    annotations: std::collections::BTreeMap<String, String>,
+}
+
+impl Registry {
+    /// The registry repository `reference` (`registry.example.com/team/python-fips-cache`), with
+    /// the user's credentials for its host. Nothing is sent yet.
+    pub fn open(reference: &str) -> Result<Registry> {
+        let (host, repository) = parse_reference(reference)?;
+        let scheme = match is_loopback(&host) {
+            true => "http",
+            false => "https",
+        };
+        let client = Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            // Entries are up to a few hundred megabytes and builder images about a gigabyte,
+            // on a local network; a registry that stops answering must not hold a build.
+            .timeout(Duration::from_secs(30 * 60))
+            .build()
+            .context("cannot make an HTTP client")?;
+        Ok(Registry {
+            reference: reference.to_string(),
+            base: format!("{scheme}://{host}"),
+            login: login_for(&host),
+            host,
+            repository,
+            client,
+            token: Mutex::new(None),
+            off: Mutex::new(None),
+        })
+    }
+
+    /// Runs `op` unless the registry is off; the first failure turns it off for the run.
+    fn guarded<T>(&self, quiet: T, op: impl FnOnce() -> Result<T>) -> Result<T> {
+        if self.off.lock().unwrap().is_some() {
+            return Ok(quiet);
+        }
+        op().map_err(|e| match e.downcast_ref::<Unusable>() {
+            Some(_) => {
+                *self.off.lock().unwrap() = Some(format!("{e:#}"));
+                e.context("not asked again in this run")
+            }
+            None => e,
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/v2/{}/{path}", self.base, self.repository)
+    }
+
+    /// Sends the request `make` builds, answering the registry's authentication challenge once.
+    fn send(&self, what: &str, make: &dyn Fn() -> Result<RequestBuilder>) -> Result<Response> {
+        let authorised = |req: RequestBuilder| match (&*self.token.lock().unwrap(), &self.login) {
+            (Some(token), _) => req.bearer_auth(token),
+            (None, Some((user, password))) => req.basic_auth(user, Some(password)),
+            (None, None) => req,
+        };
+        let resp = authorised(make()?)
+            .send()
+            .map_err(|e| Unusable(format!("{what}: {}", one_line(&e))))?;
+        if resp.status() != StatusCode::UNAUTHORIZED {
+            return Ok(resp);
+        }
+        let challenge = resp
+            .headers()
+            .get(reqwest::header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        if let Some(params) = challenge.strip_prefix("Bearer ") {
+            let token = self.fetch_token(&parse_challenge(params))?;
+            *self.token.lock().unwrap() = Some(token);
+            return authorised(make()?)
+                .send()
+                .map_err(|e| Unusable(format!("{what}: {}", one_line(&e))).into());
+        }
+        Err(self.unauthorised(what).into())
+    }
+
+    fn unauthorised(&self, what: &str) -> Unusable {
+        let advice = match self.login {
+            Some(_) => "the login for it was refused; log in again with `docker login",
+            None => "no login for it was found; log in with `docker login",
+        };
+        Unusable(format!("{what}: unauthorised ({advice} {}`)", self.host))
+    }
+
+    /// A bearer token from the registry's token service, for pulling and pushing the repository.
+    fn fetch_token(
+        &self,
+        challenge: &std::collections::BTreeMap<String, String>,
+    ) -> Result<String> {
+        let realm = challenge
+            .get("realm")
+            .ok_or_else(|| Unusable("its authentication challenge names no realm".into()))?;
+        let scope = format!("repository:{}:pull,push", self.repository);
+        let mut query = vec![("scope", scope.as_str())];
+        if let Some(service) = challenge.get("service") {
+            query.push(("service", service));
+        }
+        let mut req = self.client.get(realm).query(&query);
+        if let Some((user, password)) = &self.login {
+            req = req.basic_auth(user, Some(password));
+        }
+        let resp = req
+            .send()
+            .map_err(|e| Unusable(format!("token service {realm}: {}", one_line(&e))))?;
+        if !resp.status().is_success() {
+            return Err(self.unauthorised(&format!("token service {realm}")).into());
+        }
+        #[derive(Deserialize)]
+        struct Token {
+            token: Option<String>,
+            access_token: Option<String>,
+        }
+        let body = resp
+            .bytes()
+            .map_err(|e| Unusable(format!("token service {realm}: {}", one_line(&e))))?;
+        let token: Token = serde_json::from_slice(&body)
+            .map_err(|e| Unusable(format!("token service {realm}: {e}")))?;
+        token
+            .token
+            .or(token.access_token)
+            .ok_or_else(|| Unusable(format!("token service {realm} gave no token")).into())
+    }
+
+    /// The manifest tagged `tag` and its digest, or `None` if there is no such tag.
+    fn manifest(&self, tag: &str) -> Result<Option<(String, Manifest)>> {
+        let url = self.url(&format!("manifests/{tag}"));
+        let resp = self.send(&format!("GET manifest {tag}"), &|| {
+            Ok(self.client.get(&url).header("Accept", MANIFEST_TYPE))
+        })?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let resp = checked(resp, &format!("GET manifest {tag}"))?;
+        let said = header(&resp, "Docker-Content-Digest");
+        let bytes = resp.bytes().context("cannot read the manifest")?;
+        let digest = format!("sha256:{}", hex(&Sha256::digest(&bytes)));
+        if let Some(said) = said.filter(|s| s.starts_with("sha256:") && *s != digest) {
+            bail!("the manifest of {tag} hashes to {digest}, not the {said} the registry gave");
+        }
+        let manifest: Manifest = serde_json::from_slice(&bytes)
+            .with_context(|| format!("the manifest of {tag} is not an OCI image manifest"))?;
+        Ok(Some((digest, manifest)))
+    }
+
+    /// Whether the tag `tag` exists.
+    fn has_manifest(&self, tag: &str) -> Result<bool> {
+        let url = self.url(&format!("manifests/{tag}"));
+        let resp = self.send(&format!("HEAD manifest {tag}"), &|| {
+            Ok(self.client.head(&url).header("Accept", MANIFEST_TYPE))
+        })?;
+        match resp.status() {
+            StatusCode::NOT_FOUND => Ok(false),
+            _ => checked(resp, &format!("HEAD manifest {tag}")).map(|_| true),
+        }
+    }
+
+    /// Writes the blob `d` to `to`, refusing bytes that do not hash to its digest.
+    fn pull_blob(&self, d: &Descriptor, to: &Path) -> Result<()> {
+        let url = self.url(&format!("blobs/{}", d.digest));
+        let what = format!("GET blob {}", d.digest);
+        let mut resp = checked(self.send(&what, &|| Ok(self.client.get(&url)))?, &what)?;
+        let mut file =
+            std::fs::File::create(to).with_context(|| format!("cannot create {}", to.display()))?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut size = 0u64;
+        loop {
+            let n = resp
+                .read(&mut buf)
+                .map_err(|e| Unusable(format!("{what}: {e}")))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            file.write_all(&buf[..n])
+                .with_context(|| format!("cannot write {}", to.display()))?;
+            size += n as u64;
+        }
+        let got = format!("sha256:{}", hex(&hasher.finalize()));
+        if got != d.digest || size != d.size {
+            bail!(
+                "the bytes of {} do not match the manifest (they hash to {got}, {size} bytes; \
+                 it says {}, {} bytes); refused",
+                d.annotations.get(TITLE).map_or(d.digest.as_str(), |t| t),
+                d.digest,
+                d.size
+            );
+        }
+        file.sync_all()
+            .with_context(|| format!("cannot sync {}", to.display()))
+    }
+
+    /// Uploads `bytes` (or the file `path`) as a blob unless the registry has it; returns its
+    /// descriptor.
+    fn push_blob(&self, source: BlobSource, media_type: &str) -> Result<Descriptor> {
+        let (digest, size) = match &source {
+            BlobSource::Bytes(b) => (
+                format!("sha256:{}", hex(&Sha256::digest(b))),
+                b.len() as u64,
+            ),
+            BlobSource::File(p) => {
+                let size = std::fs::metadata(p)
+                    .with_context(|| format!("cannot read {}", p.display()))?
+                    .len();
+                (format!("sha256:{}", crate::digest::sha256_file(p)?), size)
+            }
+        };
+        let descriptor = Descriptor {
+            media_type: media_type.to_string(),
+            digest: digest.clone(),
+            size,
+            annotations: Default::default(),
+        };
+        let url = self.url(&format!("blobs/{digest}"));
+        let what = format!("HEAD blob {digest}");
+        if self.send(&what, &|| Ok(self.client.head(&url)))?.status() == StatusCode::OK {
+            return Ok(descriptor);
+        }
+        let what = "POST blob upload";
+        let uploads = self.url("blobs/uploads/");
+        let resp = checked(self.send(what, &|| Ok(self.client.post(&uploads)))?, what)?;
+        let location = header(&resp, "Location")
+            .context("the registry started an upload without saying where it goes")?;
+        let location = match location.starts_with('/') {
+            true => format!("{}{location}", self.base),
+            false => location,
+        };
+        let sep = if location.contains('?') { '&' } else { '?' };
+        let put = format!("{location}{sep}digest={digest}");
+        let what = format!("PUT blob {digest}");
+        let resp = self.send(&what, &|| {
+            let body = match &source {
+                BlobSource::Bytes(b) => reqwest::blocking::Body::from(b.clone()),
+                BlobSource::File(p) => {
+                    let file = std::fs::File::open(p)
+                        .with_context(|| format!("cannot open {}", p.display()))?;
+                    reqwest::blocking::Body::sized(file, size)
+                }
+            };
+            Ok(self
+                .client
+                .put(&put)
+                .header("Content-Type", "application/octet-stream")
+                .body(body))
+        })?;
+        checked(resp, &what)?;
+        Ok(descriptor)
+    }
+}
+
+/// What a blob is made from.
+enum BlobSource {
+    Bytes(Vec<u8>),
+    File(PathBuf),
+}
+
+impl Remote for Registry {
+    fn name(&self) -> String {
+        self.reference.clone()
+    }
+
+    fn fetch(&self, stage: &str, key: &str, into: &Path) -> Result<Option<String>> {
+        self.guarded(None, || {
+            let tag = format!("{stage}-{key}");
+            let Some((digest, manifest)) = self.manifest(&tag)? else {
+                return Ok(None);
+            };
+            for layer in &manifest.layers {
+                let title = layer
+                    .annotations
+                    .get(TITLE)
+                    .filter(|t| !t.is_empty() && !t.contains('/') && !t.starts_with('.'))
+                    .with_context(|| format!("a layer of {tag} names no file"))?;
+                self.pull_blob(layer, &into.join(title))?;
+            }
+            Ok(Some(digest))
+        })
+    }
+
+    fn push(&self, stage: &str, key: &str, entry: &Path) -> Result<()> {
+        self.guarded((), || {
+            let tag = format!("{stage}-{key}");
+            // Keys name content: a tag that exists holds an equivalent entry already.
+            if self.has_manifest(&tag)? {
+                return Ok(());
+            }
+            let mut files: Vec<PathBuf> = std::fs::read_dir(entry)
+                .with_context(|| format!("cannot read {}", entry.display()))?
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_file())
+                .collect();
+            files.sort();
+            let mut layers = Vec::new();
+            for file in files {
+                let mut d = self.push_blob(BlobSource::File(file.clone()), FILE_TYPE)?;
+                let title = file.file_name().unwrap().to_string_lossy().into_owned();
+                d.annotations.insert(TITLE.to_string(), title);
+                layers.push(d);
+            }
+            let config = serde_json::to_vec(&serde_json::json!({ "stage": stage, "key": key }))?;
+            let manifest = Manifest {
+                schema_version: 2,
+                media_type: MANIFEST_TYPE.to_string(),
+                config: self.push_blob(BlobSource::Bytes(config), CONFIG_TYPE)?,
+                layers,
+            };
+            let body = serde_json::to_vec(&manifest)?;
+            let url = self.url(&format!("manifests/{tag}"));
+            let what = format!("PUT manifest {tag}");
+            let resp = self.send(&what, &|| {
+                Ok(self
+                    .client
+                    .put(&url)
+                    .header("Content-Type", MANIFEST_TYPE)
+                    .body(body.clone()))
+            })?;
+            checked(resp, &what).map(|_| ())
+        })
+    }
+}
+
+/// A failure that makes the registry unusable for the rest of the run (it cannot be reached,
+/// will not let us in, or cannot take more), as opposed to one bad entry.
+#[derive(Debug)]
+struct Unusable(String);
+
+impl std::fmt::Display for Unusable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Unusable {}
+
+/// `resp` if it succeeded; otherwise an error naming `what`, the status and the registry's words.
+fn checked(resp: Response, what: &str) -> Result<Response> {
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(resp);
+    }
+    let body = resp.text().unwrap_or_default();
+    let said = body.lines().next().unwrap_or_default();
+    let said = &said[..said.len().min(200)];
+    let error = Unusable(format!("{what}: HTTP {status} {said}"));
+    match status {
+        // The registry refuses us or cannot store more: no later call will fare better.
+        StatusCode::UNAUTHORIZED
+        | StatusCode::FORBIDDEN
+        | StatusCode::PAYLOAD_TOO_LARGE
+        | StatusCode::INSUFFICIENT_STORAGE
+        | StatusCode::TOO_MANY_REQUESTS => Err(error.into()),
+        s if s.is_server_error() => Err(error.into()),
+        _ => bail!("{error}"),
+    }
+}
+
+fn header(resp: &Response, name: &str) -> Option<String> {
+    resp.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// An HTTP client error on one line, with its causes.
+fn one_line(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// Splits `host[:port]/repository`, checking both parts.
+fn parse_reference(reference: &str) -> Result<(String, String)> {
+    let example = "registry.example.com/team/python-fips-cache";
+    let Some((host, repository)) = reference.split_once('/') else {
+        bail!(
+            "--cache-registry {reference:?} names no repository; give host/repository, e.g. {example}"
+        );
+    };
+    if !(host.contains('.') || host.contains(':') || host == "localhost") {
+        bail!(
+            "--cache-registry {reference:?} does not start with a registry host (a name with a \
+             dot or a port, or localhost); give host/repository, e.g. {example}"
+        );
+    }
+    let valid = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-/".contains(c);
+    if repository.is_empty()
+        || !repository.chars().all(valid)
+        || repository.split('/').any(str::is_empty)
+    {
+        bail!(
+            "--cache-registry {reference:?}: the repository {repository:?} must be lowercase \
+             letters, digits, `.`, `_`, `-` and `/` (no tag or digest), e.g. {example}"
+        );
+    }
+    Ok((host.to_string(), repository.to_string()))
+}
+
+/// Whether `host` (`name[:port]`) is this machine's loopback, the only place plain HTTP is used.
+fn is_loopback(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(n, _)| n),
+    };
+    name == "localhost"
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The `key="value"` pairs of an authentication challenge's parameters.
+fn parse_challenge(params: &str) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut rest = params.trim();
+    while let Some((key, after)) = rest.split_once('=') {
+        let key = key.trim().trim_start_matches(',').trim().to_string();
+        let (value, after) = match after.strip_prefix('"') {
+            Some(quoted) => quoted.split_once('"').unwrap_or((quoted, "")),
+            None => after.split_once(',').unwrap_or((after, "")),
+        };
+        out.insert(key, value.to_string());
+        rest = after.trim_start_matches(',').trim();
+    }
+    out
+}
+
+/// The user's login for `host`: podman's auth file, then docker's config and its credential
+/// helpers, as `docker login` and `podman login` leave them.
+fn login_for(host: &str) -> Option<(String, String)> {
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let mut files = Vec::new();
+    if let Some(f) = std::env::var_os("REGISTRY_AUTH_FILE") {
+        files.push(PathBuf::from(f));
+    }
+    if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR") {
+        files.push(PathBuf::from(dir).join("containers/auth.json"));
+    }
+    match std::env::var_os("DOCKER_CONFIG") {
+        Some(dir) => files.push(PathBuf::from(dir).join("config.json")),
+        None => files.extend(home.map(|h| h.join(".docker/config.json"))),
+    }
+    files.iter().find_map(|f| {
+        let config: serde_json::Value = serde_json::from_slice(&std::fs::read(f).ok()?).ok()?;
+        login_in(&config, host, &helper_login)
+    })
+}
+
+/// The login for `host` in one config file: its `auths` entry, or what its credential helper
+/// (`credHelpers` for the host, else `credsStore`) answers through `ask`.
+fn login_in(
+    config: &serde_json::Value,
+    host: &str,
+    ask: &dyn Fn(&str, &str) -> Option<(String, String)>,
+) -> Option<(String, String)> {
+    let helper = config["credHelpers"][host]
+        .as_str()
+        .or_else(|| config["credsStore"].as_str());
+    if let Some(found) = helper.and_then(|h| ask(h, host)) {
+        return Some(found);
+    }
+    let auths = config["auths"].as_object()?;
+    let (_, entry) = auths.iter().find(|(server, _)| {
+        let server = server
+            .trim_start_matches("https://")
+            .trim_start_matches("http://");
+        server.split('/').next() == Some(host)
+    })?;
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(entry["auth"].as_str()?)
+        .ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    let (user, password) = text.split_once(':')?;
+    Some((user.to_string(), password.to_string()))
+}
+
+/// Asks the credential helper `docker-credential-<helper>` for `host`'s login.
+fn helper_login(helper: &str, host: &str) -> Option<(String, String)> {
+    let mut child = std::process::Command::new(format!("docker-credential-{helper}"))
+        .arg("get")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    child.stdin.take()?.write_all(host.as_bytes()).ok()?;
+    let out = child.wait_with_output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    Some((
+        answer["Username"].as_str()?.to_string(),
+        answer["Secret"].as_str()?.to_string(),
+    ))
+}
+
+#[cfg(test)]
+mod tests;
