@@ -130,6 +130,26 @@ fn sbom_is_cyclonedx_and_its_hashes_match_the_files() {
     let in_tree: serde_json::Value =
         serde_json::from_slice(&tree["opt/python-fips/SBOM.cdx.json"]).unwrap();
     let mut beside: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    // It also says where each stage came from in the run that wrote it; the tree's cannot.
+    let props = beside["metadata"]["properties"].as_array_mut().unwrap();
+    for stage in report["stages"].as_array().unwrap() {
+        let name = format!("python-fips:stage:{}", stage["name"].as_str().unwrap());
+        let from = props
+            .iter()
+            .find(|p| p["name"] == name.as_str())
+            .unwrap_or_else(|| panic!("no {name} in the SBOM beside the tarball"));
+        let from = from["value"].as_str().unwrap();
+        assert!(
+            ["ran", "local-cache"].contains(&from) || from.starts_with("registry "),
+            "{name}: {from}"
+        );
+    }
+    props.retain(|p| {
+        !p["name"]
+            .as_str()
+            .unwrap()
+            .starts_with("python-fips:stage:")
+    });
     let tarball_component = |bom: &mut serde_json::Value, r: &str| -> serde_json::Value {
         let c = bom["components"]
             .as_array_mut()

@@ -6,9 +6,11 @@
 #   - rootful podman, with a containers.conf that works here and BASE_IMAGE loaded.
 # Idempotent: what already runs is reused. Must run as root (it installs Debian packages).
 #
-# usage: tests/services.sh WORKDIR BASE_IMAGE    start whatever is not running yet
-#        tests/services.sh stop-registry WORKDIR  stop the registry (its storage stays)
-#        tests/services.sh stop-dind              remove the dind container and its volumes
+# usage: tests/services.sh registry WORKDIR          the registry, storage in WORKDIR/registry
+#        tests/services.sh dind BASE_IMAGE           the second daemon, holding BASE_IMAGE
+#        tests/services.sh podman WORKDIR BASE_IMAGE podman's configuration, BASE_IMAGE loaded
+#        tests/services.sh stop-registry WORKDIR     stop the registry (its storage stays)
+#        tests/services.sh stop-dind                 remove the dind container and its volumes
 #
 # stdout holds only KEY=VALUE lines: REGISTRY, REGISTRY_PID, DIND, CONTAINERS_CONF.
 # Everything else goes to stderr.
@@ -20,7 +22,7 @@ DIND_NAME=python-fips-test-dind
 
 log() { echo "services: $*" >&2; }
 die() { echo "services: error: $*" >&2; exit 1; }
-usage() { die "usage: $0 WORKDIR BASE_IMAGE | $0 stop-registry WORKDIR | $0 stop-dind"; }
+usage() { die "usage: $0 registry WORKDIR | dind BASE_IMAGE | podman WORKDIR BASE_IMAGE | stop-registry WORKDIR | stop-dind"; }
 
 # True when something accepts TCP connections on 127.0.0.1:$1.
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -73,6 +75,13 @@ EOF
     if pid=$(registry_pid "$dir") && curl -fsS -o /dev/null "http://127.0.0.1:$REGISTRY_PORT/v2/" 2>/dev/null; then
         log "registry already runs (pid $pid)"
     else
+        # A registry another checkout's tests left running: ours replaces it.
+        local stale
+        for stale in $(pgrep -f "^docker-registry serve .*/registry/config.yml" || true); do
+            log "stopping the registry another work directory left (pid $stale)"
+            kill "$stale" 2>/dev/null || true
+        done
+        for _ in $(seq 50); do port_open "$REGISTRY_PORT" || break; sleep 0.2; done
         if port_open "$REGISTRY_PORT"; then
             die "port 127.0.0.1:$REGISTRY_PORT is taken by something that is not the registry of $dir:
 $(ss -ltnp "sport = :$REGISTRY_PORT" 2>/dev/null || true)"
@@ -116,6 +125,32 @@ stop_registry() {
 
 # --- second Docker daemon (Docker-in-Docker) -------------------------------------------------
 
+# Linux capability names by number, to name the ones this machine withholds.
+CAPS=(CHOWN DAC_OVERRIDE DAC_READ_SEARCH FOWNER FSETID KILL SETGID SETUID SETPCAP LINUX_IMMUTABLE
+      NET_BIND_SERVICE NET_BROADCAST NET_ADMIN NET_RAW IPC_LOCK IPC_OWNER SYS_MODULE SYS_RAWIO
+      SYS_CHROOT SYS_PTRACE SYS_PACCT SYS_ADMIN SYS_BOOT SYS_NICE SYS_RESOURCE SYS_TIME
+      SYS_TTY_CONFIG MKNOD LEASE AUDIT_WRITE AUDIT_CONTROL SETFCAP MAC_OVERRIDE MAC_ADMIN SYSLOG
+      WAKE_ALARM BLOCK_SUSPEND AUDIT_READ PERFMON BPF CHECKPOINT_RESTORE)
+
+# Sets privileged_flags to what makes the dind container privileged. `docker run --privileged`
+# asks for every capability and fails ("unable to apply caps") where the capability bounding
+# set lacks some (SYS_RESOURCE on some sandboxes); there the same privileges are granted one by
+# one, less the missing capabilities, and the entry point makes /sys and the cgroups writable.
+set_privileged_flags() {
+    local bnd last i missing=()
+    bnd=$((16#$(awk '/^CapBnd:/ {print $2}' /proc/self/status)))
+    last=$(cat /proc/sys/kernel/cap_last_cap)
+    for i in "${!CAPS[@]}"; do
+        (( i > last || bnd >> i & 1 )) || missing+=("${CAPS[$i]}")
+    done
+    privileged_flags=(--privileged)
+    [ ${#missing[@]} = 0 ] && return
+    log "the capability bounding set lacks ${missing[*]}: granting the privileges of --privileged one by one instead"
+    privileged_flags=(--cap-add ALL --security-opt seccomp=unconfined --security-opt apparmor=unconfined
+                      --security-opt systempaths=unconfined --device-cgroup-rule "a *:* rwm")
+    for i in "${missing[@]}"; do privileged_flags+=(--cap-drop "$i"); done
+}
+
 start_dind() {
     local base=$1 base_id ctx tag current
     base_id=$(docker image inspect --format '{{.Id}}' "$base" 2>/dev/null) \
@@ -128,13 +163,24 @@ RUN apt-get update \\
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \\
       docker.io ca-certificates iptables tini \\
  && rm -rf /var/lib/apt/lists/*
+COPY entrypoint.sh /usr/local/bin/dind-entrypoint
 # The daemon's storage is the container's own volume, not the outer engine's overlay.
 VOLUME /var/lib/docker
-# Nested containers get the MTU of this container's link (the outer engine may use < 1500).
-# --tls=false states the intent to listen without TLS (needed by newer dockerd).
-ENTRYPOINT ["tini", "--", "sh", "-c", "exec dockerd --host tcp://0.0.0.0:2375 --tls=false --storage-driver vfs --mtu \$(cat /sys/class/net/eth0/mtu)"]
+ENTRYPOINT ["tini", "--", "sh", "/usr/local/bin/dind-entrypoint"]
 EOF
-    tag=python-fips-test-dind:$( { cat "$ctx/Dockerfile"; echo "$base_id"; } | sha256sum | cut -c1-12)
+    cat >"$ctx/entrypoint.sh" <<'EOF'
+set -e
+# Writable /sys and cgroup hierarchies (already so under a real --privileged).
+mount -o remount,rw /sys
+for d in /sys/fs/cgroup /sys/fs/cgroup/*/; do
+    if mountpoint -q "$d"; then mount -o remount,bind,rw "$d"; fi
+done
+# --tls=false states the intent to listen without TLS (newer dockerd refuse it otherwise).
+# Nested containers get this container's MTU (the outer engine may use less than 1500).
+exec dockerd --host tcp://0.0.0.0:2375 --tls=false --storage-driver vfs \
+    --mtu "$(cat /sys/class/net/eth0/mtu)"
+EOF
+    tag=python-fips-test-dind:$(cat "$ctx/Dockerfile" "$ctx/entrypoint.sh" - <<<"$base_id" | sha256sum | cut -c1-12)
     if ! docker image inspect "$tag" >/dev/null 2>&1; then
         log "building $tag"
         docker build -q -t "$tag" "$ctx" >&2 || { rm -rf "$ctx"; die "cannot build $tag"; }
@@ -142,17 +188,20 @@ EOF
     rm -rf "$ctx"
     current=$(docker inspect --format '{{.State.Running}} {{.Config.Image}}' "$DIND_NAME" 2>/dev/null || true)
     if [ "$current" != "true $tag" ]; then
-        [ -n "$current" ] && docker rm --force --volumes "$DIND_NAME" >/dev/null
-        port_open "$DIND_PORT" && die "port 127.0.0.1:$DIND_PORT is taken by something else:
+        if [ -n "$current" ]; then docker rm --force --volumes "$DIND_NAME" >/dev/null; fi
+        if port_open "$DIND_PORT"; then
+            die "port 127.0.0.1:$DIND_PORT is taken by something else:
 $(ss -ltnp "sport = :$DIND_PORT" 2>/dev/null || true)"
+        fi
+        set_privileged_flags
         log "starting container $DIND_NAME"
-        docker run -d --name "$DIND_NAME" --privileged -p "127.0.0.1:$DIND_PORT:2375" "$tag" >/dev/null
+        docker run -d --name "$DIND_NAME" "${privileged_flags[@]}" -p "127.0.0.1:$DIND_PORT:2375" "$tag" >/dev/null
     else
         log "container $DIND_NAME already runs"
     fi
     local i
     for i in $(seq 120); do
-        DOCKER_HOST=tcp://127.0.0.1:$DIND_PORT docker version >/dev/null 2>&1 && break
+        if DOCKER_HOST=tcp://127.0.0.1:$DIND_PORT docker version >/dev/null 2>&1; then break; fi
         if [ "$(docker inspect --format '{{.State.Running}}' "$DIND_NAME" 2>/dev/null)" != true ] \
             || [ "$i" = 120 ]; then
             die "the dind daemon does not run here ($DIND_NAME); its log:
@@ -160,6 +209,12 @@ $(docker logs --tail 30 "$DIND_NAME" 2>&1)"
         fi
         sleep 0.5
     done
+    # The base image, as this machine has it: the same id gives the same builder key here and
+    # there. Saved and loaded through the client, as nothing of this filesystem is there.
+    if [ "$(DOCKER_HOST=tcp://127.0.0.1:$DIND_PORT docker image inspect --format '{{.Id}}' "$base" 2>/dev/null)" != "$base_id" ]; then
+        log "loading $base into $DIND_NAME"
+        docker save "$base" | DOCKER_HOST=tcp://127.0.0.1:$DIND_PORT docker load >&2
+    fi
     echo "DIND=tcp://127.0.0.1:$DIND_PORT"
 }
 
@@ -175,13 +230,17 @@ stop_dind() {
 # --- podman ----------------------------------------------------------------------------------
 
 start_podman() {
-    local dir=$1/podman base=$2
+    local dir=$1/podman base=$2 docker_id podman_id
     command -v podman >/dev/null 2>&1 || apt_install podman
     mkdir -p "$dir"
     # Rootful podman here fails with "error setting rlimit type 6/7" on its default ulimits.
     printf '[containers]\ndefault_ulimits = []\n' >"$dir/containers.conf"
     export CONTAINERS_CONF=$dir/containers.conf
-    if ! podman image exists "$base"; then
+    # The same image as docker's (podman shows its id without "sha256:"); podman stores a short
+    # name loaded from a docker archive as localhost/NAME, which still answers to NAME.
+    docker_id=$(docker image inspect --format '{{.Id}}' "$base")
+    podman_id=$(podman image inspect --format '{{.Id}}' "$base" 2>/dev/null || true)
+    if [ "sha256:$podman_id" != "$docker_id" ]; then
         log "loading $base into podman"
         docker save "$base" | podman load >&2
     fi
@@ -201,14 +260,24 @@ case ${1:-} in
         lock
         stop_dind
         ;;
-    "" | -*) usage ;;
-    *)
+    registry)
         [ $# = 2 ] || usage
-        mkdir -p "$1"
-        workdir=$(cd "$1" && pwd)
+        mkdir -p "$2"
+        workdir=$(cd "$2" && pwd)
         lock
         start_registry "$workdir"
-        start_dind "$2"
-        start_podman "$workdir" "$2"
         ;;
+    dind)
+        [ $# = 2 ] || usage
+        lock
+        start_dind "$2"
+        ;;
+    podman)
+        [ $# = 3 ] || usage
+        mkdir -p "$2"
+        workdir=$(cd "$2" && pwd)
+        lock
+        start_podman "$workdir" "$3"
+        ;;
+    *) usage ;;
 esac

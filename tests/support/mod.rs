@@ -100,27 +100,43 @@ pub fn build_to(out_dir: &Path, extra: &[&str]) -> serde_json::Value {
 /// `python` with the test configuration and `extra` flags, successful or not: its output and
 /// the parsed `--report` if it wrote one.
 pub fn run_python(out_dir: &Path, extra: &[&str]) -> (Output, Option<serde_json::Value>) {
+    let args = python_args(out_dir, extra);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = xtask(&args);
+    (out, read_report(out_dir))
+}
+
+/// The arguments of `python` with the test configuration, its report and outputs in `out_dir`,
+/// and `extra` flags.
+pub fn python_args(out_dir: &Path, extra: &[&str]) -> Vec<String> {
     let mirror = setup();
-    let report = work().join(format!("report-{}.json", std::process::id()));
+    let report = report_path(out_dir);
     let _ = std::fs::remove_file(&report);
     let mut args: Vec<&str> = vec!["python"];
     args.extend(VERSION);
-    let mirror = mirror.to_str().unwrap();
-    let report_s = report.to_str().unwrap();
     args.extend([
         "--mirror",
-        mirror,
+        mirror.to_str().unwrap(),
         "--out",
         out_dir.to_str().unwrap(),
         "--report",
-        report_s,
+        report.to_str().unwrap(),
     ]);
     args.extend(extra);
-    let out = xtask(&args);
-    let report = std::fs::read(&report)
+    args.into_iter().map(String::from).collect()
+}
+
+/// Where `python_args` puts the report of a run whose outputs go to `out_dir`.
+fn report_path(out_dir: &Path) -> PathBuf {
+    let name = out_dir.file_name().unwrap().to_string_lossy();
+    work().join(format!("report-{name}-{}.json", std::process::id()))
+}
+
+/// The report of the last run with its outputs in `out_dir`, if it wrote one.
+pub fn read_report(out_dir: &Path) -> Option<serde_json::Value> {
+    std::fs::read(report_path(out_dir))
         .ok()
-        .map(|bytes| serde_json::from_slice(&bytes).unwrap());
-    (out, report)
+        .map(|bytes| serde_json::from_slice(&bytes).unwrap())
 }
 
 /// (stage name, cached) for each stage of a report.
@@ -148,10 +164,41 @@ pub fn stage<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::V
         .unwrap_or_else(|| panic!("no stage {name} in {report}"))
 }
 
-/// The cold build of the test configuration, shared by the tests that need a tarball.
+/// The cold build of the test configuration, shared by the tests that need a tarball. It gives
+/// what it builds (or finds in its cache) to the test registry: it is machine A of
+/// `e2e_remote.rs`.
 pub fn cold_build() -> &'static serde_json::Value {
     static REPORT: OnceLock<serde_json::Value> = OnceLock::new();
-    REPORT.get_or_init(|| build(&[]))
+    REPORT.get_or_init(|| build(&["--cache-registry", &cache_registry()]))
+}
+
+/// The test registry's repository for stage entries: `127.0.0.1:<port>/python-fips-cache`.
+pub fn cache_registry() -> String {
+    format!("{}/python-fips-cache", registry())
+}
+
+/// The test registry (`host:port`), started by `tests/services.sh` once per process. It keeps
+/// running after the tests, on loopback, with its storage under `work()`.
+pub fn registry() -> &'static str {
+    static REGISTRY: OnceLock<String> = OnceLock::new();
+    REGISTRY.get_or_init(|| services(&["registry", work().to_str().unwrap()])["REGISTRY"].clone())
+}
+
+/// Runs `tests/services.sh` with `args` and returns the `KEY=VALUE` lines it prints.
+pub fn services(args: &[&str]) -> std::collections::BTreeMap<String, String> {
+    let out = Command::new("bash")
+        .arg(root().join("tests/services.sh"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "tests/services.sh {args:?} failed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 pub fn docker(args: &[&str]) -> Output {

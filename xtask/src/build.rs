@@ -76,6 +76,9 @@ pub struct Artifact {
     pub dev_tarball: PathBuf,
     pub dev_sha256: String,
     pub sbom: PathBuf,
+    /// `<artifact>.build-info.json`: the tree's BUILD-INFO.json with each stage's origin in
+    /// this run (`store::Origin`), which the tree's own copy cannot hold and stay reproducible.
+    pub build_info: PathBuf,
     /// Whether the package step found its output cached.
     pub cached: bool,
 }
@@ -106,22 +109,19 @@ impl<'a> Build<'a> {
             Some(reference) => vec![Box::new(Registry::open(reference)?)],
             None => vec![],
         };
-        let native_image_id =
-            builder::ensure(sh, &engine, &ctx.cache, &ctx.recipe.builder, &remotes, ui)?;
+        let images = builder::Images {
+            sh,
+            engine: &engine,
+            cache: &ctx.cache,
+            shared: &remotes,
+        };
+        let native_image_id = images.ensure(&ctx.recipe.builder, ui)?;
         let image_id = match cross {
             Some(target) => {
                 arch::parse(&build_arch).with_context(|| {
                     format!("cannot cross-compile for {} on this engine", target.name)
                 })?;
-                builder::ensure_cross(
-                    sh,
-                    &engine,
-                    &ctx.cache,
-                    &ctx.recipe.builder,
-                    target,
-                    &remotes,
-                    ui,
-                )?
+                images.ensure_cross(&ctx.recipe.builder, target, ui)?
             }
             None => native_image_id.clone(),
         };
@@ -583,10 +583,26 @@ impl<'a> Build<'a> {
             )?;
             shipped.push((out.join(file), sha256));
         }
+        // Beside the tarball, unlike in it: where each stage came from in this run.
+        let provenance: Vec<(String, String)> = (done.stages.iter())
+            .filter_map(|d| Some((d.name.clone(), d.origin.as_ref()?.describe())))
+            .collect();
         let sbom_path = out.join(&sbom_name);
         let bom = std::fs::read(entry.join(&sbom_name))
             .with_context(|| format!("cannot read {}", entry.join(&sbom_name).display()))?;
-        write_if_changed(&sbom_path, &bom)?;
+        let mut bom: serde_json::Value = serde_json::from_slice(&bom)
+            .with_context(|| format!("{} is not JSON", entry.join(&sbom_name).display()))?;
+        sbom::add_provenance(&mut bom, &provenance);
+        write_if_changed(&sbom_path, &serde_json::to_vec_pretty(&bom)?)?;
+        let build_info_path = out.join(format!("{artifact}.build-info.json"));
+        let mut beside: serde_json::Value = serde_json::from_slice(&info)?;
+        for stage in beside["stages"].as_array_mut().into_iter().flatten() {
+            let origin = done.get(stage["name"].as_str().unwrap_or_default());
+            if let Some(origin) = origin.and_then(|d| d.origin.as_ref()) {
+                stage["origin"] = serde_json::to_value(origin)?;
+            }
+        }
+        write_if_changed(&build_info_path, &serde_json::to_vec_pretty(&beside)?)?;
         let seconds = started.elapsed().as_secs_f64();
         if cached {
             ui.step("package", StepEvent::Skipped { what: "cached" });
@@ -606,6 +622,7 @@ impl<'a> Build<'a> {
             dev_tarball: dev.0,
             dev_sha256: dev.1,
             sbom: sbom_path,
+            build_info: build_info_path,
             cached,
         })
     }

@@ -16,59 +16,264 @@ use crate::store::Remote;
 
 const SCRIPT: &str = include_str!("pipeline/builder.sh");
 
-/// Returns the id of the builder image for `spec`: the engine's, else one of `shared`'s, else
-/// built here (and given to `shared`), and tagged.
-pub fn ensure(
-    sh: &Shell,
-    engine: &Engine,
-    cache: &Cache,
-    spec: &BuilderSpec,
-    shared: &[Box<dyn Remote + Sync>],
-    ui: &dyn Reporter,
-) -> Result<String> {
-    ensure_image(sh, engine, cache, spec, "builder", shared, ui)
+/// Where images are made and found: the engine, the cache (for logs and scratch files) and the
+/// shared caches (`--cache-registry`) an image may come from and is given to.
+pub struct Images<'a> {
+    pub sh: &'a Shell,
+    pub engine: &'a Engine,
+    pub cache: &'a Cache,
+    pub shared: &'a [Box<dyn Remote + Sync>],
 }
 
-/// Returns the id of the builder image that cross-compiles for `target`: the recipe's base
-/// image with the distribution's cross toolchain, and the recipe's `-dev` packages installed
-/// for the target (Debian multiarch: `dpkg --add-architecture`, `libffi-dev:arm64`).
-pub fn ensure_cross(
-    sh: &Shell,
-    engine: &Engine,
-    cache: &Cache,
-    spec: &BuilderSpec,
-    target: &Arch,
-    shared: &[Box<dyn Remote + Sync>],
-    ui: &dyn Reporter,
-) -> Result<String> {
-    if spec.apt.is_empty() {
-        bail!(
-            "cross-compiling for {} needs a Debian-family builder (its cross toolchain and \
-             multiarch -dev packages); the recipe's builder {} lists no apt packages",
-            target.name,
-            spec.base_image
-        );
+impl Images<'_> {
+    /// Returns the id of the builder image for `spec`: the engine's, else one of `shared`'s,
+    /// else built here (and given to `shared`), and tagged.
+    pub fn ensure(&self, spec: &BuilderSpec, ui: &dyn Reporter) -> Result<String> {
+        self.ensure_image(spec, "builder", ui)
     }
-    let cross = BuilderSpec {
-        base_image: spec.base_image.clone(),
-        apt: cross_packages(&spec.apt, target),
-        dnf: vec![],
-    };
-    let script = format!(
-        "# A cross builder: the target's libraries are the distribution's multiarch packages.\n\
+
+    /// Returns the id of the builder image that cross-compiles for `target`: the recipe's base
+    /// image with the distribution's cross toolchain, and the recipe's `-dev` packages installed
+    /// for the target (Debian multiarch: `dpkg --add-architecture`, `libffi-dev:arm64`).
+    pub fn ensure_cross(
+        &self,
+        spec: &BuilderSpec,
+        target: &Arch,
+        ui: &dyn Reporter,
+    ) -> Result<String> {
+        if spec.apt.is_empty() {
+            bail!(
+                "cross-compiling for {} needs a Debian-family builder (its cross toolchain and \
+             multiarch -dev packages); the recipe's builder {} lists no apt packages",
+                target.name,
+                spec.base_image
+            );
+        }
+        let cross = BuilderSpec {
+            base_image: spec.base_image.clone(),
+            apt: cross_packages(&spec.apt, target),
+            dnf: vec![],
+        };
+        let script = format!(
+            "# A cross builder: the target's libraries are the distribution's multiarch packages.\n\
          dpkg --add-architecture {}\n{SCRIPT}",
-        target.deb
-    );
-    ensure_with(
-        sh,
-        engine,
-        cache,
-        &cross,
-        &format!("builder-{}", target.name),
-        &script,
-        shared,
-        ui,
-    )
+            target.deb
+        );
+        self.ensure_with(&cross, &format!("builder-{}", target.name), &script, ui)
+    }
+
+    /// Returns the id of the image `python-fips-<name>:<key>`: `spec.base_image` (a name or an
+    /// id) plus `spec`'s packages, building and tagging it if it is missing.
+    pub fn ensure_image(
+        &self,
+        spec: &BuilderSpec,
+        name: &str,
+        ui: &dyn Reporter,
+    ) -> Result<String> {
+        self.ensure_with(spec, name, SCRIPT, ui)
+    }
+
+    fn ensure_with(
+        &self,
+        spec: &BuilderSpec,
+        name: &str,
+        script: &str,
+        ui: &dyn Reporter,
+    ) -> Result<String> {
+        let Images {
+            sh,
+            engine,
+            cache,
+            shared,
+        } = *self;
+        let mut base_id = engine.image_id(sh, &spec.base_image)?;
+        if base_id.is_none() && engine.pull(sh, &spec.base_image) {
+            base_id = engine.image_id(sh, &spec.base_image)?;
+        }
+        let Some(base_id) = base_id else {
+            let hint = match spec.base_image.strip_prefix("debian:") {
+                Some(suite) => format!(
+                    "without a registry, make it with `cargo xtask base-image --debootstrap {suite} --tag {}`",
+                    spec.base_image
+                ),
+                None => format!(
+                    "load it with `{}` or point the recipe at an image you have",
+                    engine.load_hint()
+                ),
+            };
+            bail!(
+                "the base image {} is not available to {} and cannot be pulled; {hint}\n\
+                 (on a remote engine, or to share builds with another machine, load that \
+                 machine's image instead, e.g. `docker save {} | {}`: the same base image gives \
+                 the same builder and the same stage keys)",
+                spec.base_image,
+                engine,
+                spec.base_image,
+                engine.load_hint()
+            );
+        };
+        let key = Key::new()
+            .set("base-image", base_id)
+            .set("script", script)
+            .set("apt", spec.apt.join(" "))
+            .set("dnf", spec.dnf.join(" "))
+            .hex();
+        let tag = format!("python-fips-{name}:{}", &key[..16]);
+        if let Some(id) = engine.image_id(sh, &tag)? {
+            ui.step(
+                name,
+                StepEvent::Skipped {
+                    what: &format!("cached ({tag})"),
+                },
+            );
+            // A shared cache that lacks it gets it, so that other machines find this builder.
+            let lacking: Vec<&(dyn Remote + Sync)> = (shared.iter())
+                .map(|r| r.as_ref())
+                .filter(|r| !r.has(name, &key).unwrap_or(true))
+                .collect();
+            self.push(name, &key, &tag, &lacking, ui)?;
+            return Ok(id);
+        }
+        if let Some(id) = self.pull(name, &key, &tag, ui)? {
+            return Ok(id);
+        }
+
+        let started = std::time::Instant::now();
+        let container = format!("python-fips-{name}-{}-{}", &key[..12], std::process::id());
+        let log = cache.dir("logs").join(format!("{name}-{}.log", &key[..12]));
+        let _ = std::fs::remove_file(&log);
+        let container = engine.container(
+            sh,
+            &ContainerSpec {
+                name: container,
+                image: spec.base_image.clone(),
+                env: vec![
+                    ("APT_PACKAGES".into(), spec.apt.join(" ")),
+                    ("DNF_PACKAGES".into(), spec.dnf.join(" ")),
+                ],
+                labels: crate::pipeline::labels(cache),
+                command: vec![
+                    "sh".into(),
+                    "-c".into(),
+                    "exec sh -eux /builder.sh 2>&1".into(),
+                ],
+                ..ContainerSpec::default()
+            },
+        )?;
+        container.put_file("/", "builder.sh", script.as_bytes(), 0o755)?;
+        ui.step(
+            name,
+            StepEvent::Started {
+                doing: "running",
+                log: &log,
+            },
+        );
+        let ok = container.run_logged(&log, |line| ui.step(name, StepEvent::Output { line }));
+        if !matches!(ok, Ok(true)) {
+            ui.step(name, StepEvent::Failed { log: &log });
+        }
+        if !ok? {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            bail!(
+                "cannot install the build dependencies into {}; the last 30 lines of {}:\n{}\n\
+             check the package names in the recipe's [builder] section and that the base image reaches its mirror",
+                spec.base_image,
+                log.display(),
+                crate::engine::last_lines(&text, 30)
+            );
+        }
+        container.commit(&tag)?;
+        let id = engine
+            .image_id(sh, &tag)?
+            .with_context(|| format!("{tag} vanished right after it was committed"))?;
+        drop(container);
+        ui.step(
+            name,
+            StepEvent::Ran {
+                seconds: started.elapsed().as_secs_f64(),
+                note: Some(&tag),
+            },
+        );
+        let all: Vec<&(dyn Remote + Sync)> = shared.iter().map(|r| r.as_ref()).collect();
+        self.push(name, &key, &tag, &all, ui)?;
+        Ok(id)
+    }
+
+    /// Loads the image `name`-`key` from the first shared cache that has it and returns its id.
+    /// A shared cache that fails costs a warning: the image is then built here.
+    fn pull(&self, name: &str, key: &str, tag: &str, ui: &dyn Reporter) -> Result<Option<String>> {
+        let Images {
+            sh,
+            engine,
+            cache,
+            shared,
+        } = *self;
+        for remote in shared {
+            let scratch = cache.scratch(name)?;
+            let loaded = remote.fetch(name, key, &scratch).and_then(|digest| {
+                let Some(digest) = digest else {
+                    return Ok(None);
+                };
+                engine.load(sh, &scratch.join(IMAGE_FILE))?;
+                let id = engine
+                    .image_id(sh, tag)?
+                    .with_context(|| format!("the image it gave is not tagged {tag}"))?;
+                Ok(Some((digest, id)))
+            });
+            crate::cache::remove(&scratch)?;
+            match loaded {
+                Ok(Some((digest, id))) => {
+                    ui.step(
+                        name,
+                        StepEvent::Skipped {
+                            what: &format!("pulled from {} ({tag}, {digest})", remote.name()),
+                        },
+                    );
+                    return Ok(Some(id));
+                }
+                Ok(None) => {}
+                Err(e) => ui.message(&format!(
+                    "warning: the stage cache {} did not give {name}-{}: {e:#}; building it here",
+                    remote.name(),
+                    &key[..12]
+                )),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Gives the image `tag` to each of `to`, as `name`-`key`.
+    fn push(
+        &self,
+        name: &str,
+        key: &str,
+        tag: &str,
+        to: &[&(dyn Remote + Sync)],
+        ui: &dyn Reporter,
+    ) -> Result<()> {
+        let Images {
+            sh, engine, cache, ..
+        } = *self;
+        if to.is_empty() {
+            return Ok(());
+        }
+        let scratch = cache.scratch(name)?;
+        let saved = engine.save(sh, tag, &scratch.join(IMAGE_FILE));
+        for remote in to {
+            if let Err(e) = saved
+                .as_ref()
+                .map_err(|e| anyhow::anyhow!("{e:#}"))
+                .and_then(|_| remote.push(name, key, &scratch))
+            {
+                ui.message(&format!(
+                    "warning: the stage cache {} did not take {name}-{}: {e:#}; the build goes on",
+                    remote.name(),
+                    &key[..12]
+                ));
+            }
+        }
+        crate::cache::remove(&scratch)
+    }
 }
 
 /// The recipe's apt list for a cross builder: `crossbuild-essential-<arch>` added, and each
@@ -83,211 +288,6 @@ pub fn cross_packages(apt: &[String], target: &Arch) -> Vec<String> {
         .collect();
     out.push(format!("crossbuild-essential-{}", target.deb));
     out
-}
-
-/// Returns the id of the image `python-fips-<name>:<key>`: `spec.base_image` (a name or an id)
-/// plus `spec`'s packages, building and tagging it if it is missing.
-pub fn ensure_image(
-    sh: &Shell,
-    engine: &Engine,
-    cache: &Cache,
-    spec: &BuilderSpec,
-    name: &str,
-    shared: &[Box<dyn Remote + Sync>],
-    ui: &dyn Reporter,
-) -> Result<String> {
-    ensure_with(sh, engine, cache, spec, name, SCRIPT, shared, ui)
-}
-
-fn ensure_with(
-    sh: &Shell,
-    engine: &Engine,
-    cache: &Cache,
-    spec: &BuilderSpec,
-    name: &str,
-    script: &str,
-    shared: &[Box<dyn Remote + Sync>],
-    ui: &dyn Reporter,
-) -> Result<String> {
-    let mut base_id = engine.image_id(sh, &spec.base_image)?;
-    if base_id.is_none() && engine.pull(sh, &spec.base_image) {
-        base_id = engine.image_id(sh, &spec.base_image)?;
-    }
-    let Some(base_id) = base_id else {
-        let hint = match spec.base_image.strip_prefix("debian:") {
-            Some(suite) => format!(
-                "without a registry, make it with `cargo xtask base-image --debootstrap {suite} --tag {}`",
-                spec.base_image
-            ),
-            None => format!(
-                "load it with `{}` or point the recipe at an image you have",
-                engine.load_hint()
-            ),
-        };
-        bail!(
-            "the base image {} is not available to {} and cannot be pulled; {hint}",
-            spec.base_image,
-            engine
-        );
-    };
-    let key = Key::new()
-        .set("base-image", base_id)
-        .set("script", script)
-        .set("apt", spec.apt.join(" "))
-        .set("dnf", spec.dnf.join(" "))
-        .hex();
-    let tag = format!("python-fips-{name}:{}", &key[..16]);
-    if let Some(id) = engine.image_id(sh, &tag)? {
-        ui.step(
-            name,
-            StepEvent::Skipped {
-                what: &format!("cached ({tag})"),
-            },
-        );
-        return Ok(id);
-    }
-    if let Some(id) = pull(sh, engine, cache, name, &key, &tag, shared, ui)? {
-        return Ok(id);
-    }
-
-    let started = std::time::Instant::now();
-    let container = format!("python-fips-{name}-{}-{}", &key[..12], std::process::id());
-    let log = cache.dir("logs").join(format!("{name}-{}.log", &key[..12]));
-    let _ = std::fs::remove_file(&log);
-    let container = engine.container(
-        sh,
-        &ContainerSpec {
-            name: container,
-            image: spec.base_image.clone(),
-            env: vec![
-                ("APT_PACKAGES".into(), spec.apt.join(" ")),
-                ("DNF_PACKAGES".into(), spec.dnf.join(" ")),
-            ],
-            labels: crate::pipeline::labels(cache),
-            command: vec![
-                "sh".into(),
-                "-c".into(),
-                "exec sh -eux /builder.sh 2>&1".into(),
-            ],
-            ..ContainerSpec::default()
-        },
-    )?;
-    container.put_file("/", "builder.sh", script.as_bytes(), 0o755)?;
-    ui.step(
-        name,
-        StepEvent::Started {
-            doing: "running",
-            log: &log,
-        },
-    );
-    let ok = container.run_logged(&log, |line| ui.step(name, StepEvent::Output { line }));
-    if !matches!(ok, Ok(true)) {
-        ui.step(name, StepEvent::Failed { log: &log });
-    }
-    if !ok? {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        bail!(
-            "cannot install the build dependencies into {}; the last 30 lines of {}:\n{}\n\
-             check the package names in the recipe's [builder] section and that the base image reaches its mirror",
-            spec.base_image,
-            log.display(),
-            crate::engine::last_lines(&text, 30)
-        );
-    }
-    container.commit(&tag)?;
-    let id = engine
-        .image_id(sh, &tag)?
-        .with_context(|| format!("{tag} vanished right after it was committed"))?;
-    drop(container);
-    ui.step(
-        name,
-        StepEvent::Ran {
-            seconds: started.elapsed().as_secs_f64(),
-            note: Some(&tag),
-        },
-    );
-    push(sh, engine, cache, name, &key, &tag, shared, ui)?;
-    Ok(id)
-}
-
-/// Loads the image `name`-`key` from the first of `shared` that has it and returns its id.
-/// A shared cache that fails costs a warning: the image is then built here.
-#[allow(clippy::too_many_arguments)]
-fn pull(
-    sh: &Shell,
-    engine: &Engine,
-    cache: &Cache,
-    name: &str,
-    key: &str,
-    tag: &str,
-    shared: &[Box<dyn Remote + Sync>],
-    ui: &dyn Reporter,
-) -> Result<Option<String>> {
-    for remote in shared {
-        let scratch = cache.scratch(name)?;
-        let loaded = remote.fetch(name, key, &scratch).and_then(|digest| {
-            let Some(digest) = digest else {
-                return Ok(None);
-            };
-            engine.load(sh, &scratch.join(IMAGE_FILE))?;
-            let id = engine
-                .image_id(sh, tag)?
-                .with_context(|| format!("the image it gave is not tagged {tag}"))?;
-            Ok(Some((digest, id)))
-        });
-        crate::cache::remove(&scratch)?;
-        match loaded {
-            Ok(Some((digest, id))) => {
-                ui.step(
-                    name,
-                    StepEvent::Skipped {
-                        what: &format!("pulled from {} ({tag}, {digest})", remote.name()),
-                    },
-                );
-                return Ok(Some(id));
-            }
-            Ok(None) => {}
-            Err(e) => ui.message(&format!(
-                "warning: the stage cache {} did not give {name}-{}: {e:#}; building it here",
-                remote.name(),
-                &key[..12]
-            )),
-        }
-    }
-    Ok(None)
-}
-
-/// Gives the image `tag` to every one of `shared`, as `name`-`key`.
-#[allow(clippy::too_many_arguments)]
-fn push(
-    sh: &Shell,
-    engine: &Engine,
-    cache: &Cache,
-    name: &str,
-    key: &str,
-    tag: &str,
-    shared: &[Box<dyn Remote + Sync>],
-    ui: &dyn Reporter,
-) -> Result<()> {
-    if shared.is_empty() {
-        return Ok(());
-    }
-    let scratch = cache.scratch(name)?;
-    let saved = engine.save(sh, tag, &scratch.join(IMAGE_FILE));
-    for remote in shared {
-        if let Err(e) = saved
-            .as_ref()
-            .map_err(|e| anyhow::anyhow!("{e:#}"))
-            .and_then(|_| remote.push(name, key, &scratch))
-        {
-            ui.message(&format!(
-                "warning: the stage cache {} did not take {name}-{}: {e:#}; the build goes on",
-                remote.name(),
-                &key[..12]
-            ));
-        }
-    }
-    crate::cache::remove(&scratch)
 }
 
 /// The file a shared builder image entry holds: the engine's image archive.

@@ -79,7 +79,10 @@ impl Engine {
     /// The engine host's architecture in the kernel's spelling (`x86_64`, `aarch64`).
     pub fn arch(&self, sh: &Shell) -> Result<String> {
         let program = &self.program;
-        let format = "{{.Architecture}}";
+        let format = match self.is_podman() {
+            true => "{{.Host.Arch}}",
+            false => "{{.Architecture}}",
+        };
         let arch = cmd!(sh, "{program} info --format {format}")
             .quiet()
             .read()
@@ -93,7 +96,16 @@ impl Engine {
         })
     }
 
-    /// The id of a local image, or `None` if the engine has no such image.
+    /// Whether the program is podman, whose `info` and image ids are spelled differently.
+    fn is_podman(&self) -> bool {
+        Path::new(&self.program)
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("podman"))
+    }
+
+    /// The id of a local image, or `None` if the engine has no such image. Always
+    /// `sha256:<hex>`, as docker gives it (podman gives the same hex bare), so that a builder
+    /// image loaded into either engine keys the stages alike.
     pub fn image_id(&self, sh: &Shell, image: &str) -> Result<Option<String>> {
         let program = &self.program;
         let format = "{{.Id}}";
@@ -102,9 +114,11 @@ impl Engine {
             .ignore_status()
             .output()?;
         if out.status.success() {
-            Ok(Some(
-                String::from_utf8_lossy(&out.stdout).trim().to_string(),
-            ))
+            let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            Ok(Some(match id.len() == 64 && !id.contains(':') {
+                true => format!("sha256:{id}"),
+                false => id,
+            }))
         } else {
             Ok(None)
         }
@@ -528,19 +542,23 @@ impl Engine {
             .run();
     }
 
-    /// Containers carrying `label=value`, as (name, labels) pairs.
-    pub fn containers_with_label(&self, sh: &Shell, label: &str) -> Result<Vec<(String, String)>> {
+    /// Containers carrying the label `label`, as (name, labels) pairs.
+    pub fn containers_with_label(
+        &self,
+        sh: &Shell,
+        label: &str,
+    ) -> Result<Vec<(String, BTreeMap<String, String>)>> {
         let program = &self.program;
         let filter = format!("label={label}");
-        let format = "{{.Names}}\t{{.Labels}}";
+        let format = "{{.Names}}\t{{json .Labels}}";
         let out = cmd!(sh, "{program} ps --all --filter {filter} --format {format}")
             .quiet()
             .read()?;
         Ok(out
             .lines()
             .filter_map(|l| {
-                l.split_once('\t')
-                    .map(|(n, lab)| (n.to_string(), lab.to_string()))
+                let (name, labels) = l.split_once('\t')?;
+                Some((name.to_string(), parse_labels(labels)))
             })
             .collect())
     }
@@ -683,6 +701,23 @@ impl Drop for Container<'_> {
     }
 }
 
+/// A container's labels as `ps --format '{{json .Labels}}'` gives them: docker's is a JSON
+/// string of `k=v` pairs joined by commas, podman's a JSON object.
+fn parse_labels(json: &str) -> BTreeMap<String, String> {
+    match serde_json::from_str::<serde_json::Value>(json) {
+        Ok(serde_json::Value::Object(map)) => map
+            .into_iter()
+            .map(|(k, v)| (k, v.as_str().unwrap_or_default().to_string()))
+            .collect(),
+        Ok(serde_json::Value::String(pairs)) => pairs
+            .split(',')
+            .filter_map(|p| p.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        _ => BTreeMap::new(),
+    }
+}
+
 /// The last `n` lines of `text`.
 pub fn last_lines(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
@@ -764,6 +799,15 @@ exit 0
             command: vec!["true".into()],
             ..ContainerSpec::default()
         }
+    }
+
+    #[test]
+    fn container_labels_read_the_same_from_docker_and_podman() {
+        let docker = parse_labels(r#""org.python-fips.owner=host:12,org.python-fips.cache=/c""#);
+        let podman =
+            parse_labels(r#"{"org.python-fips.owner":"host:12","org.python-fips.cache":"/c"}"#);
+        assert_eq!(docker, podman);
+        assert_eq!(docker["org.python-fips.owner"], "host:12");
     }
 
     #[test]

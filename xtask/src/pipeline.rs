@@ -731,12 +731,7 @@ pub fn prune_stale(sh: &Shell, engine: &Engine, cache: &Cache) -> Result<()> {
     let me = hostname();
     let root = cache.root().display().to_string();
     for (name, labels) in engine.containers_with_label(sh, OWNER_LABEL)? {
-        let label = |key: &str| {
-            labels
-                .split(',')
-                .find_map(|l| l.strip_prefix(&format!("{key}=")))
-                .unwrap_or("")
-        };
+        let label = |key: &str| labels.get(key).map_or("", String::as_str);
         if label(CACHE_LABEL) != root {
             continue;
         }

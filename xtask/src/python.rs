@@ -77,6 +77,7 @@ impl flags::Python {
                     cached: verdict.cached,
                 }),
                 sbom: artifact.sbom.clone(),
+                build_info: artifact.build_info.clone(),
                 timings: &timeline,
                 reproducible: check.as_ref(),
             };
@@ -138,6 +139,8 @@ struct Report<'a> {
     image: Option<RuntimeImage>,
     verify: Option<ReportVerify>,
     sbom: PathBuf,
+    /// `<artifact>.build-info.json`, with each stage's origin.
+    build_info: PathBuf,
     /// Every step on one time axis: the stages, package, image and verify.
     timings: &'a Timeline,
     /// The outcome of `--check-reproducible`, when it was asked for.

@@ -349,6 +349,10 @@ impl Remote for Registry {
         })
     }
 
+    fn has(&self, stage: &str, key: &str) -> Result<bool> {
+        self.guarded(true, || self.has_manifest(&format!("{stage}-{key}")))
+    }
+
     fn push(&self, stage: &str, key: &str, entry: &Path) -> Result<()> {
         self.guarded((), || {
             let tag = format!("{stage}-{key}");
@@ -391,6 +395,9 @@ impl Remote for Registry {
         })
     }
 }
+
+/// A user name and password.
+type Login = (String, String);
 
 /// A failure that makes the registry unusable for the rest of the run (it cannot be reached,
 /// will not let us in, or cannot take more), as opposed to one bad entry.
@@ -527,7 +534,7 @@ fn login_for(host: &str) -> Option<(String, String)> {
 fn login_in(
     config: &serde_json::Value,
     host: &str,
-    ask: &dyn Fn(&str, &str) -> Option<(String, String)>,
+    ask: &dyn Fn(&str, &str) -> Option<Login>,
 ) -> Option<(String, String)> {
     let helper = config["credHelpers"][host]
         .as_str()

@@ -401,16 +401,15 @@ fn explain(
         apt: vec!["diffoscope-minimal".into()],
         dnf: vec!["diffoscope".into()],
     };
-    let image = crate::builder::ensure_image(
+    let images = crate::builder::Images {
         sh,
-        &first.engine,
-        &first.ctx.cache,
-        &spec,
-        "diffoscope",
-        &[],
-        ui,
-    )
-    .context("cannot make an image with diffoscope (apt-get install diffoscope-minimal)")?;
+        engine: &first.engine,
+        cache: &first.ctx.cache,
+        shared: &[],
+    };
+    let image = images
+        .ensure_image(&spec, "diffoscope", ui)
+        .context("cannot make an image with diffoscope (apt-get install diffoscope-minimal)")?;
     // Its output explains one comparison: nothing to share.
     let builder = Runner {
         image_id: image,

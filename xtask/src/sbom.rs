@@ -78,6 +78,28 @@ pub fn add_runtime_sha256(bom: &mut Value, sha: &str) {
     }
 }
 
+/// Records in the SBOM shipped beside the tarball where each stage's output came from this
+/// run (`python-fips:stage:<name>` properties of its metadata). The SBOM in the tree cannot say
+/// it: two machines, one building and one pulling, must ship the same bytes.
+pub fn add_provenance(bom: &mut Value, stages: &[(String, String)]) {
+    if let Some(props) = bom["metadata"]["properties"].as_array_mut() {
+        props.retain(|p| {
+            !p["name"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with(STAGE_PROPERTY)
+        });
+        props.extend(
+            stages
+                .iter()
+                .map(|(name, from)| property(&format!("{STAGE_PROPERTY}{name}"), from)),
+        );
+    }
+}
+
+/// The prefix of the properties `add_provenance` writes.
+pub const STAGE_PROPERTY: &str = "python-fips:stage:";
+
 /// The shipped files the SBOM hashes, with the component each belongs to.
 pub fn shipped_files(recipe: &Recipe) -> Vec<(&'static str, String)> {
     vec![

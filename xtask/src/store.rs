@@ -24,6 +24,17 @@ pub enum Origin {
     Remote { remote: String, digest: String },
 }
 
+impl Origin {
+    /// One line for the SBOM: `ran`, `local-cache`, or `registry <name>@<digest>`.
+    pub fn describe(&self) -> String {
+        match self {
+            Origin::Ran => "ran".to_string(),
+            Origin::Local => "local-cache".to_string(),
+            Origin::Remote { remote, digest } => format!("registry {remote}@{digest}"),
+        }
+    }
+}
+
 /// A shared stage cache somewhere else.
 pub trait Remote {
     /// The backend as messages name it.
@@ -32,6 +43,9 @@ pub trait Remote {
     /// directory `into` and returns the digest its bytes were checked against, or `None` when
     /// the backend does not have it.
     fn fetch(&self, stage: &str, key: &str, into: &Path) -> Result<Option<String>>;
+    /// Whether the backend has the entry `stage`-`key` (a backend that cannot tell says yes,
+    /// so that nothing is sent to it).
+    fn has(&self, stage: &str, key: &str) -> Result<bool>;
     /// Stores the local entry directory `entry` (every file in it) under `stage`-`key`. Storing
     /// a key that is there already must be harmless.
     fn push(&self, stage: &str, key: &str, entry: &Path) -> Result<()>;
@@ -152,6 +166,9 @@ mod tests {
                 std::fs::copy(from.join("output.tar"), into.join("output.tar"))?;
             }
             Ok(Some("sha256:ab".into()))
+        }
+        fn has(&self, stage: &str, key: &str) -> Result<bool> {
+            Ok(self.root.join(format!("{stage}-{key}")).is_dir())
         }
         fn push(&self, stage: &str, key: &str, entry: &Path) -> Result<()> {
             if self.down {

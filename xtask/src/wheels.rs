@@ -208,15 +208,13 @@ impl Build<'_> {
             apt: r.wheels.apt.clone(),
             dnf: r.wheels.dnf.clone(),
         };
-        let toolchain = builder::ensure_image(
-            self.sh,
-            &self.engine,
-            &self.ctx.cache,
-            &spec,
-            "wheels",
-            &[],
-            ui,
-        )?;
+        let images = builder::Images {
+            sh: self.sh,
+            engine: &self.engine,
+            cache: &self.ctx.cache,
+            shared: &[],
+        };
+        let toolchain = images.ensure_image(&spec, "wheels", ui)?;
         let mut b = self.runner();
         b.image_id = toolchain;
 

@@ -1,0 +1,328 @@
+//! End to end: a stage cache shared through a real registry, builds on a second engine, podman.
+//!
+//! Machine A is the shared cold build (`support::cold_build`), which gives every stage and its
+//! builder image to the test registry. Machine B is a second Docker daemon in a privileged
+//! container (its own storage, its own filesystem: nothing of this machine's can be bind-mounted
+//! there) reached through `DOCKER_HOST`, with an empty local cache each time. The registry, the
+//! daemon and podman are started by `tests/services.sh`, on loopback.
+//!
+//! What this costs: the second daemon's image (once per machine), B's pull of the builder image
+//! and every stage, the python and finalize stages of a patch change on B, and the fips-provider
+//! stage on podman. The patch change's python stage is also a reproducibility check across
+//! engines: its patch differs from A's only in a header line, so its tree must be A's.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::OnceLock;
+
+use support::*;
+
+/// The second engine, started fresh once per process so that it holds no builder image: its
+/// `DOCKER_HOST`.
+fn second_engine() -> &'static str {
+    static HOST: OnceLock<String> = OnceLock::new();
+    HOST.get_or_init(|| {
+        setup();
+        services(&["stop-dind"]);
+        services(&["dind", "debian:bookworm"])["DIND"].clone()
+    })
+}
+
+/// A cache directory that holds nothing yet: a machine that never built.
+fn empty_cache(name: &str) -> PathBuf {
+    let dir = work().join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// Runs `python` on the second engine with the cache `cache` and `extra` flags, sharing through
+/// the test registry; calls `on_line` with each line it writes to stderr. Returns whether it
+/// succeeded, everything it said, and its report.
+fn run_on_b(
+    cache: &Path,
+    out_dir: &Path,
+    extra: &[&str],
+    mut on_line: impl FnMut(&str),
+) -> (bool, String, Option<serde_json::Value>) {
+    let registry = cache_registry();
+    let mut flags = vec!["--cache-registry", registry.as_str()];
+    flags.extend(extra);
+    let args = python_args(out_dir, &flags);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut child = command(&args)
+        .env("DOCKER_HOST", second_engine())
+        .env("PYTHON_FIPS_CACHE", cache)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let printed = std::thread::spawn(move || std::io::read_to_string(stdout).unwrap_or_default());
+    let mut said = String::new();
+    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        on_line(&line);
+        said.push_str(&line);
+        said.push('\n');
+    }
+    let ok = child.wait().unwrap().success();
+    said.push_str(&printed.join().unwrap());
+    (ok, said, read_report(out_dir))
+}
+
+/// B's first run: an empty cache and an engine without the builder image, A's registry.
+fn machine_b() -> &'static (serde_json::Value, String, f64) {
+    static B: OnceLock<(serde_json::Value, String, f64)> = OnceLock::new();
+    B.get_or_init(|| {
+        cold_build();
+        second_engine();
+        let started = std::time::Instant::now();
+        let (ok, said, report) =
+            run_on_b(&empty_cache("cache-b"), &work().join("dist-b"), &[], |_| {});
+        let seconds = started.elapsed().as_secs_f64();
+        assert!(ok, "B's build failed:\n{said}");
+        eprintln!("machine B: {seconds:.0} s\n{said}");
+        (report.unwrap(), said, seconds)
+    })
+}
+
+/// The `from` of each stage's origin in a report, by stage name.
+fn origins(report: &serde_json::Value) -> Vec<(String, String)> {
+    report["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_string(),
+                s["origin"]["from"].as_str().unwrap_or("none").to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn an_empty_machine_on_a_second_engine_pulls_every_stage_and_ships_the_same_bytes() {
+    let _g = serial();
+    let a = cold_build();
+    let (b, said, seconds) = machine_b();
+    eprintln!(
+        "A: {} ({:.0} s in all); B: {} ({seconds:.0} s)",
+        a["sha256"], a["timings"]["seconds"], b["sha256"]
+    );
+    // Every stage came from the registry, checked against its digest; none ran on B.
+    let registry = cache_registry();
+    for stage in b["stages"].as_array().unwrap() {
+        let origin = &stage["origin"];
+        assert_eq!(origin["from"], "remote", "{stage:#}");
+        assert_eq!(origin["remote"], registry.as_str());
+        assert!(origin["digest"].as_str().unwrap().starts_with("sha256:"));
+        assert_eq!(stage["cached"], true);
+        assert_eq!(
+            stage["key"],
+            support::stage(a, stage["name"].as_str().unwrap())["key"]
+        );
+    }
+    assert_eq!(
+        origins(b)
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect::<Vec<_>>(),
+        ["openssl", "fips-provider", "python", "finalize"]
+    );
+    // So did the builder image: nothing was installed on B.
+    assert!(
+        said.lines()
+            .any(|l| l.contains("builder") && l.contains(&format!("pulled from {registry}"))),
+        "{said}"
+    );
+    assert!(!said.contains("warning"), "{said}");
+    // The same bytes as A's, and B's runtime image passed verify on B's engine.
+    assert_eq!(b["sha256"], a["sha256"]);
+    assert_eq!(
+        std::fs::read(b["artifact"].as_str().unwrap()).unwrap(),
+        std::fs::read(a["artifact"].as_str().unwrap()).unwrap()
+    );
+    assert_eq!(b["verify"]["passed"], true, "{:#}", b["verify"]);
+    // The records beside the tarball say where each stage came from; the tree's do not.
+    let beside: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(b["build_info"].as_str().unwrap()).unwrap()).unwrap();
+    for stage in beside["stages"].as_array().unwrap() {
+        assert_eq!(stage["origin"]["from"], "remote", "{beside:#}");
+    }
+    let sbom: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(b["sbom"].as_str().unwrap()).unwrap()).unwrap();
+    let from_registry = sbom["metadata"]["properties"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| {
+            p["name"]
+                .as_str()
+                .unwrap()
+                .starts_with("python-fips:stage:")
+                && p["value"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with(&format!("registry {registry}@sha256:"))
+        })
+        .count();
+    assert_eq!(from_registry, 4, "{:#}", sbom["metadata"]);
+}
+
+#[test]
+fn a_patch_change_on_the_second_engine_runs_there_and_outlives_the_registry() {
+    let _g = serial();
+    let a = cold_build();
+    machine_b();
+    // A header line in the patch: new patch bytes, the same sources.
+    let patches = work().join(format!("patches-remote-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&patches);
+    std::fs::create_dir_all(patches.join("3.13")).unwrap();
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let mut changed = format!("second engine check {nonce}\n").into_bytes();
+    changed.extend(std::fs::read(root().join("patches/3.13/fips.patch")).unwrap());
+    std::fs::write(patches.join("3.13/fips.patch"), &changed).unwrap();
+
+    // The registry stops once the python stage has started on B.
+    let mut stopped = false;
+    let out_dir = work().join("dist-b-patched");
+    let (ok, said, report) = run_on_b(
+        &empty_cache("cache-b-patched"),
+        &out_dir,
+        &["--patches", patches.to_str().unwrap()],
+        |line| {
+            if !stopped && line.contains("python") && line.contains("running") {
+                services(&["stop-registry", work().to_str().unwrap()]);
+                stopped = true;
+            }
+        },
+    );
+    services(&["registry", work().to_str().unwrap()]);
+    std::fs::remove_dir_all(&patches).unwrap();
+    assert!(ok, "the build failed:\n{said}");
+    assert!(stopped, "the python stage never started:\n{said}");
+    let report = report.unwrap();
+    let from: Vec<(String, String)> = origins(&report);
+    assert_eq!(
+        from,
+        [
+            ("openssl".to_string(), "remote".to_string()),
+            ("fips-provider".to_string(), "remote".to_string()),
+            ("python".to_string(), "ran".to_string()),
+            ("finalize".to_string(), "ran".to_string()),
+        ],
+        "{said}"
+    );
+    // One warning, naming the registry and the reason; the build went on here.
+    let registry = cache_registry();
+    let warnings: Vec<&str> = said
+        .lines()
+        .filter(|l| l.starts_with("warning:") && l.contains(&registry))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{said}");
+    assert!(
+        warnings[0].contains("python-") && warnings[0].contains("not asked again"),
+        "{}",
+        warnings[0]
+    );
+    assert_eq!(report["verify"]["passed"], true, "{:#}", report["verify"]);
+    // Built on another engine, the tree is A's but for the records of the patch's bytes.
+    let differ: BTreeSet<String> = {
+        let ours = files_in(Path::new(report["artifact"].as_str().unwrap()), |_| true);
+        let theirs = files_in(Path::new(a["artifact"].as_str().unwrap()), |_| true);
+        assert_eq!(
+            ours.keys().collect::<Vec<_>>(),
+            theirs.keys().collect::<Vec<_>>()
+        );
+        ours.iter()
+            .filter(|(path, bytes)| theirs[*path] != **bytes)
+            .map(|(path, _)| path.clone())
+            .collect()
+    };
+    assert_eq!(
+        differ,
+        BTreeSet::from([
+            "opt/python-fips/BUILD-INFO.json".to_string(),
+            "opt/python-fips/SBOM.cdx.json".to_string()
+        ]),
+    );
+    let _ = std::fs::remove_dir_all(&out_dir);
+}
+
+#[test]
+fn podman_loads_the_shared_builder_and_builds_the_fips_provider_to_the_same_bytes() {
+    let _g = serial();
+    let a = cold_build();
+    let podman = services(&["podman", work().to_str().unwrap(), "debian:bookworm"]);
+    // The registry loses its fips-provider entry: podman must run that stage itself.
+    let key = support::stage(a, "fips-provider")["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    delete_from_registry(&format!("fips-provider-{key}"));
+    let out_dir = work().join("dist-podman");
+    let registry = cache_registry();
+    let args = python_args(
+        &out_dir,
+        &["--engine", "podman", "--cache-registry", &registry],
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = command(&args)
+        .env("PYTHON_FIPS_CACHE", empty_cache("cache-podman"))
+        .env("CONTAINERS_CONF", &podman["CONTAINERS_CONF"])
+        .output()
+        .unwrap();
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    let report = read_report(&out_dir).unwrap();
+    assert_eq!(
+        origins(&report),
+        [
+            ("openssl".to_string(), "remote".to_string()),
+            ("fips-provider".to_string(), "ran".to_string()),
+            ("python".to_string(), "remote".to_string()),
+            ("finalize".to_string(), "remote".to_string()),
+        ],
+        "{said}"
+    );
+    assert_eq!(
+        support::stage(&report, "fips-provider")["key"],
+        key.as_str()
+    );
+    assert_eq!(report["sha256"], a["sha256"], "{said}");
+    assert_eq!(report["verify"]["passed"], true, "{:#}", report["verify"]);
+    let _ = std::fs::remove_dir_all(&out_dir);
+}
+
+/// Deletes the tag `tag`'s manifest from the test registry, as an operator cleaning it would.
+fn delete_from_registry(tag: &str) {
+    let url = format!("http://{}/v2/python-fips-cache/manifests/{tag}", registry());
+    let client = reqwest::blocking::Client::new();
+    let resp = client
+        .head(&url)
+        .header("Accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .unwrap();
+    let Some(digest) = resp.headers().get("Docker-Content-Digest") else {
+        panic!("the registry has no {tag} to delete: {}", resp.status());
+    };
+    let digest = digest.to_str().unwrap().to_string();
+    let url = format!(
+        "http://{}/v2/python-fips-cache/manifests/{digest}",
+        registry()
+    );
+    let resp = client.delete(&url).send().unwrap();
+    assert!(
+        resp.status().is_success(),
+        "DELETE {url}: {}",
+        resp.status()
+    );
+}
