@@ -2,7 +2,8 @@
 //!
 //! What this costs: the cross builder image, the four cross stages, the arm64 base image
 //! (debootstrap under emulation), the runtime image and `verify` under emulation, and the
-//! second clean build of the reproducibility check. The native openssl and python stages the
+//! second clean build of the reproducibility check, which also serves as the test of the
+//! check failing: one file is made to differ on purpose. The native openssl and python stages the
 //! cross build takes its build interpreter from are the shared cold build's, so when `e2e` ran
 //! first in this test directory they are cached.
 
@@ -201,30 +202,61 @@ fn arm64_image_passes_every_verify_row_as_its_user_under_emulation() {
 }
 
 #[test]
-fn aarch64_tarball_is_byte_identical_across_two_clean_builds() {
+fn a_clean_aarch64_rebuild_differs_only_in_the_file_made_to_differ() {
     let _g = serial();
     arm64_base();
+    cross_build();
     let started = std::time::Instant::now();
-    let report = build(&["--arch", "aarch64", "--check-reproducible", "--no-verify"]);
-    let check = &report["reproducible"];
+    // The finalize stage of both builds writes the time into one file: the check must fail,
+    // name that file alone (everything else is reproducible) and have diffoscope explain it.
+    let (out, report) = run_python(
+        &work().join("dist"),
+        &[
+            "--arch",
+            "aarch64",
+            "--check-reproducible",
+            "--inject-nondeterminism",
+            "--no-verify",
+        ],
+    );
     eprintln!(
-        "first build: {}\nsecond build: {}\n({:.0} s)",
-        check["first"],
-        check["second"],
+        "the check with a clean second build: {:.0} s",
         started.elapsed().as_secs_f64()
     );
-    assert_eq!(check["identical"], true, "{check:#}");
-    assert_eq!(check["first"], check["second"]);
-    assert_eq!(check["first"], report["sha256"]);
-    assert_eq!(check["differences"], serde_json::json!([]));
+    let text = text(&out);
+    assert!(!out.status.success(), "the check passed:\n{text}");
+    let injected = "opt/python-fips/share/python-fips/build-time";
+    assert!(text.contains("not reproducible"), "{text}");
+    assert!(text.contains(&format!("{injected}: content")), "{text}");
+    let report = report.expect("a failed check still writes its report");
     assert!(
         report["artifact"]
             .as_str()
             .unwrap()
             .ends_with("-linux-aarch64.tar.gz")
     );
-    // The second build was clean: its cache is gone and it left no tarball behind.
-    assert!(check["second_tarball"].is_null());
+    let check = &report["reproducible"];
+    assert_eq!(check["identical"], false, "{check:#}");
+    assert_eq!(check["first"], report["sha256"]);
+    let paths: Vec<&str> = check["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, vec![injected], "{check:#}");
+    // diffoscope, in a container, explained the file.
+    let reports = std::path::PathBuf::from(
+        check["diffoscope"]
+            .as_str()
+            .unwrap_or_else(|| panic!("diffoscope did not run: {}", check["diffoscope_error"])),
+    );
+    let explained: String = std::fs::read_dir(&reports)
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert!(explained.contains("build-time"), "{explained}");
+    // The second build was clean: its cache is gone.
     let left: Vec<_> = std::fs::read_dir(work().join("cache/python-fips-tmp"))
         .unwrap()
         .map(|e| e.unwrap().file_name())

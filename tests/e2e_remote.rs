@@ -8,8 +8,10 @@
 //!
 //! What this costs: the second daemon's image (once per machine), B's pull of the builder image
 //! and every stage, the python and finalize stages of a patch change on B, and the fips-provider
-//! stage on podman. The patch change's python stage is also a reproducibility check across
-//! engines: its patch differs from A's only in a header line, so its tree must be A's.
+//! stage on podman. The patch change's python stage is also the reproducibility check across
+//! engines and of the compiler cache: its patch differs from A's only in a header line and it
+//! compiles from A's compiler cache, so its tree must be A's, which was compiled cold. The
+//! podman build's fips-provider stage must give A's bytes too.
 
 mod support;
 
@@ -140,7 +142,12 @@ fn an_empty_machine_on_a_second_engine_pulls_every_stage_and_ships_the_same_byte
             .any(|l| l.contains("builder") && l.contains(&format!("pulled from {registry}"))),
         "{said}"
     );
-    assert!(!said.contains("warning"), "{said}");
+    assert!(
+        !said
+            .lines()
+            .any(|l| l.starts_with("warning:") && l.contains(&registry)),
+        "{said}"
+    );
     // The same bytes as A's, and B's runtime image passed verify on B's engine.
     assert_eq!(b["sha256"], a["sha256"]);
     assert_eq!(
@@ -191,15 +198,41 @@ fn a_patch_change_on_the_second_engine_runs_there_and_outlives_the_registry() {
     changed.extend(std::fs::read(root().join("patches/3.13/fips.patch")).unwrap());
     std::fs::write(patches.join("3.13/fips.patch"), &changed).unwrap();
 
+    // A new machine, but with A's compiler cache for the python stage (the reuse directory of
+    // the same builder image): B's compiles are cache hits, and the tree must still be A's.
+    let cache = empty_cache("cache-b-patched");
+    std::fs::create_dir_all(cache.join("reuse")).unwrap();
+    std::fs::copy(
+        work().join("cache/CACHEDIR.TAG"),
+        cache.join("CACHEDIR.TAG"),
+    )
+    .unwrap();
+    let reused: Vec<_> = std::fs::read_dir(work().join("cache/reuse"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("python-x86_64-")
+        })
+        .collect();
+    assert_eq!(reused.len(), 1, "{reused:?}");
+    std::fs::copy(
+        &reused[0],
+        cache.join("reuse").join(reused[0].file_name().unwrap()),
+    )
+    .unwrap();
+
     // The registry stops once the python stage has started on B.
     let mut stopped = false;
     let out_dir = work().join("dist-b-patched");
     let (ok, said, report) = run_on_b(
-        &empty_cache("cache-b-patched"),
+        &cache,
         &out_dir,
         &["--patches", patches.to_str().unwrap()],
         |line| {
-            if !stopped && line.contains("python") && line.contains("running") {
+            if !stopped && line.starts_with("python ") && line.contains(" running ") {
                 services(&["stop-registry", work().to_str().unwrap()]);
                 stopped = true;
             }
@@ -234,7 +267,27 @@ fn a_patch_change_on_the_second_engine_runs_there_and_outlives_the_registry() {
         warnings[0]
     );
     assert_eq!(report["verify"]["passed"], true, "{:#}", report["verify"]);
-    // Built on another engine, the tree is A's but for the records of the patch's bytes.
+    // Its log holds ccache's statistics (`Hits: N / M`) for the make that just ran.
+    let python = support::stage(&report, "python");
+    let meta = cache
+        .join("stages")
+        .join(format!("python-{}", python["key"].as_str().unwrap()))
+        .join("meta.json");
+    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(meta).unwrap()).unwrap();
+    let log = std::fs::read_to_string(meta["log"].as_str().unwrap()).unwrap();
+    let hits: u64 = log
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Hits:"))
+        .filter_map(|rest| rest.split('/').next()?.trim().parse().ok())
+        .next_back()
+        .unwrap_or_else(|| panic!("no compiler cache statistics in {}", meta["log"]));
+    assert!(
+        hits > 100,
+        "only {hits} compiler cache hits in {}",
+        meta["log"]
+    );
+    // Built on another engine from the compiler cache, the tree is A's (built cold) but for
+    // the records of the patch's bytes.
     let differ: BTreeSet<String> = {
         let ours = files_in(Path::new(report["artifact"].as_str().unwrap()), |_| true);
         let theirs = files_in(Path::new(a["artifact"].as_str().unwrap()), |_| true);
