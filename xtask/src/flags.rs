@@ -116,9 +116,10 @@ pub struct BuildArgs {
     /// Where artifacts go (default: `dist/`).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Write `{stages: [{name, key, cached, start, seconds, script_seconds}], artifact, sha256,
-    /// sbom, image: {id, tags, cached}, verify: {passed, failed, json}, timings: {steps: [{name,
-    /// source, start, seconds}], seconds}, reproducible}` to this file (`python` only).
+    /// Write `{stages: [{name, key, cached, origin: {from: ran|local|remote, remote, digest},
+    /// start, seconds, script_seconds}], artifact, sha256, dev_artifact, dev_sha256, sbom,
+    /// build_info, image: {id, tags, cached}, verify: {passed, failed, json}, timings: {steps:
+    /// [{name, source, start, seconds}], seconds}, reproducible}` to this file (`python` only).
     #[arg(long, value_name = "FILE.json")]
     pub report: Option<PathBuf>,
     /// Skip the runtime image and the checks of `verify` that otherwise end every build.
