@@ -640,4 +640,31 @@ mod tests {
         assert_eq!(runtime["hashes"][0]["content"], "34".repeat(32));
         assert_eq!(beside["serialNumber"], in_tree["serialNumber"]);
     }
+
+    #[test]
+    fn provenance_says_where_each_stage_came_from_and_replaces_an_earlier_run_s() {
+        let recipe = recipe(None);
+        let mut bom = cyclonedx(&input(&recipe));
+        let before = bom["metadata"]["properties"].as_array().unwrap().len();
+        let pulled = crate::store::Origin::Remote {
+            remote: "registry.example.com/cache".into(),
+            digest: "sha256:ab".into(),
+        };
+        add_provenance(&mut bom, &[("openssl".into(), "ran".into())]);
+        add_provenance(
+            &mut bom,
+            &[
+                ("openssl".into(), pulled.describe()),
+                ("python".into(), crate::store::Origin::Local.describe()),
+            ],
+        );
+        let props = bom["metadata"]["properties"].as_array().unwrap();
+        assert_eq!(props.len(), before + 2, "{props:#?}");
+        assert_eq!(props[before]["name"], "python-fips:stage:openssl");
+        assert_eq!(
+            props[before]["value"],
+            "registry registry.example.com/cache@sha256:ab"
+        );
+        assert_eq!(props[before + 1]["value"], "local-cache");
+    }
 }
