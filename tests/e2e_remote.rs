@@ -314,7 +314,7 @@ fn a_patch_change_on_the_second_engine_runs_there_and_outlives_the_registry() {
 fn podman_loads_the_shared_builder_and_builds_the_fips_provider_to_the_same_bytes() {
     let _g = serial();
     let a = cold_build();
-    let podman = services(&["podman", work().to_str().unwrap(), "debian:bookworm"]);
+    let (engine_flags, conf) = podman();
     // The registry loses its fips-provider entry: podman must run that stage itself.
     let key = support::stage(a, "fips-provider")["key"]
         .as_str()
@@ -323,14 +323,13 @@ fn podman_loads_the_shared_builder_and_builds_the_fips_provider_to_the_same_byte
     delete_from_registry(&format!("fips-provider-{key}"));
     let out_dir = work().join("dist-podman");
     let registry = cache_registry();
-    let args = python_args(
-        &out_dir,
-        &["--engine", "podman", "--cache-registry", &registry],
-    );
+    let mut flags = engine_flags.to_vec();
+    flags.extend(["--cache-registry", &registry]);
+    let args = python_args(&out_dir, &flags);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = command(&args)
         .env("PYTHON_FIPS_CACHE", empty_cache("cache-podman"))
-        .env("CONTAINERS_CONF", &podman["CONTAINERS_CONF"])
+        .env(conf.0, conf.1)
         .output()
         .unwrap();
     let said = text(&out);

@@ -184,6 +184,16 @@ pub fn registry() -> &'static str {
     REGISTRY.get_or_init(|| services(&["registry", work().to_str().unwrap()])["REGISTRY"].clone())
 }
 
+/// Podman as the tests run it (its configuration written and the base image loaded by
+/// `tests/services.sh`): the flags that select it and the environment variable it needs.
+pub fn podman() -> ([&'static str; 2], (&'static str, String)) {
+    let conf = services(&["podman", work().to_str().unwrap(), "debian:bookworm"]);
+    (
+        ["--engine", "podman"],
+        ("CONTAINERS_CONF", conf["CONTAINERS_CONF"].clone()),
+    )
+}
+
 /// Runs `tests/services.sh` with `args` and returns the `KEY=VALUE` lines it prints.
 pub fn services(args: &[&str]) -> std::collections::BTreeMap<String, String> {
     let out = Command::new("bash")

@@ -1,3 +1,5 @@
+//! The registry client against reference parsing, logins and a loopback HTTP server.
+
 use super::*;
 use crate::testutil::{Behaviour, Server, TempDir};
 
