@@ -92,21 +92,6 @@ fn machine_b() -> &'static (serde_json::Value, String, f64) {
     })
 }
 
-/// The `from` of each stage's origin in a report, by stage name.
-fn origins(report: &serde_json::Value) -> Vec<(String, String)> {
-    report["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            (
-                s["name"].as_str().unwrap().to_string(),
-                s["origin"]["from"].as_str().unwrap_or("none").to_string(),
-            )
-        })
-        .collect()
-}
-
 #[test]
 fn an_empty_machine_on_a_second_engine_pulls_every_stage_and_ships_the_same_bytes() {
     let _g = serial();
@@ -130,7 +115,7 @@ fn an_empty_machine_on_a_second_engine_pulls_every_stage_and_ships_the_same_byte
         );
     }
     assert_eq!(
-        origins(b)
+        stage_origins(b)
             .iter()
             .map(|(n, _)| n.as_str())
             .collect::<Vec<_>>(),
@@ -243,7 +228,7 @@ fn a_patch_change_on_the_second_engine_runs_there_and_outlives_the_registry() {
     assert!(ok, "the build failed:\n{said}");
     assert!(stopped, "the python stage never started:\n{said}");
     let report = report.unwrap();
-    let from: Vec<(String, String)> = origins(&report);
+    let from: Vec<(String, String)> = stage_origins(&report);
     assert_eq!(
         from,
         [
@@ -336,7 +321,7 @@ fn podman_loads_the_shared_builder_and_builds_the_fips_provider_to_the_same_byte
     assert!(out.status.success(), "{said}");
     let report = read_report(&out_dir).unwrap();
     assert_eq!(
-        origins(&report),
+        stage_origins(&report),
         [
             ("openssl".to_string(), "remote".to_string()),
             ("fips-provider".to_string(), "ran".to_string()),

@@ -141,16 +141,26 @@ pub fn read_report(out_dir: &Path) -> Option<serde_json::Value> {
 
 /// (stage name, cached) for each stage of a report.
 pub fn stages(report: &serde_json::Value) -> Vec<(String, bool)> {
+    per_stage(report, |s| s["cached"].as_bool().unwrap())
+}
+
+/// (stage name, where it came from: `ran`, `local` or `remote`) for each stage of a report.
+pub fn stage_origins(report: &serde_json::Value) -> Vec<(String, String)> {
+    per_stage(report, |s| {
+        s["origin"]["from"].as_str().unwrap_or("none").to_string()
+    })
+}
+
+/// (stage name, `what` of the stage) for each stage of a report.
+fn per_stage<T>(
+    report: &serde_json::Value,
+    what: impl Fn(&serde_json::Value) -> T,
+) -> Vec<(String, T)> {
     report["stages"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| {
-            (
-                s["name"].as_str().unwrap().to_string(),
-                s["cached"].as_bool().unwrap(),
-            )
-        })
+        .map(|s| (s["name"].as_str().unwrap().to_string(), what(s)))
         .collect()
 }
 

@@ -202,13 +202,8 @@ impl Images<'_> {
     /// Loads the image `name`-`key` from the first shared cache that has it and returns its id.
     /// A shared cache that fails costs a warning: the image is then built here.
     fn pull(&self, name: &str, key: &str, tag: &str, ui: &dyn Reporter) -> Result<Option<String>> {
-        let Images {
-            sh,
-            engine,
-            cache,
-            shared,
-        } = *self;
-        for remote in shared {
+        let (sh, engine, cache) = (self.sh, self.engine, self.cache);
+        for remote in self.shared {
             let scratch = cache.scratch(name)?;
             let loaded = remote.fetch(name, key, &scratch).and_then(|digest| {
                 let Some(digest) = digest else {

@@ -224,7 +224,7 @@ impl Runner<'_> {
         };
         if let Some(origin) = found {
             let what = match &origin {
-                Origin::Remote { remote, .. } => format!("pulled from {remote}"),
+                Origin::Remote { remote, digest } => format!("pulled from {remote} ({digest})"),
                 _ => "cached".to_string(),
             };
             ui.step(stage.name, StepEvent::Skipped { what: &what });
