@@ -197,3 +197,20 @@ fn a_refusal_names_the_login_to_make() {
         "{e}"
     );
 }
+
+#[test]
+fn a_second_push_of_a_key_sends_nothing_but_its_question() {
+    let server = Server::start();
+    server.route(
+        "/v2/cache/manifests/openssl-k1",
+        Behaviour::Serve(manifest_for("sha256:00", 1)),
+    );
+    let host = server.url().trim_start_matches("http://").to_string();
+    let registry = Registry::open(&format!("{host}/cache")).unwrap();
+    let dir = TempDir::new("registry-push");
+    std::fs::write(dir.path().join("output.tar"), b"x").unwrap();
+    registry.push("openssl", "k1", dir.path()).unwrap();
+    let asked: Vec<String> = server.requests().into_iter().map(|r| r.path).collect();
+    assert_eq!(asked, ["/v2/cache/manifests/openssl-k1"]);
+    assert!(registry.has("openssl", "k1").unwrap());
+}
