@@ -65,8 +65,11 @@ fn run_on_b(
     let stdout = child.stdout.take().unwrap();
     let printed = std::thread::spawn(move || std::io::read_to_string(stdout).unwrap_or_default());
     let mut said = String::new();
-    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
-        let line = line.unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut bytes = Vec::new();
+    while stderr.read_until(b'\n', &mut bytes).unwrap() > 0 {
+        let line = String::from_utf8_lossy(&bytes).trim_end().to_string();
+        bytes.clear();
         on_line(&line);
         said.push_str(&line);
         said.push('\n');
@@ -209,7 +212,15 @@ fn a_patch_change_on_the_second_engine_runs_there_and_outlives_the_registry() {
     )
     .unwrap();
 
-    // The registry stops once the python stage has started on B.
+    // The registry stops once the python stage has started on B, and runs again after this
+    // test whatever happens (the other tests use it).
+    struct Restart;
+    impl Drop for Restart {
+        fn drop(&mut self) {
+            services(&["registry", work().to_str().unwrap()]);
+        }
+    }
+    let _restart = Restart;
     let mut stopped = false;
     let out_dir = work().join("dist-b-patched");
     let (ok, said, report) = run_on_b(
@@ -223,7 +234,6 @@ fn a_patch_change_on_the_second_engine_runs_there_and_outlives_the_registry() {
             }
         },
     );
-    services(&["registry", work().to_str().unwrap()]);
     std::fs::remove_dir_all(&patches).unwrap();
     assert!(ok, "the build failed:\n{said}");
     assert!(stopped, "the python stage never started:\n{said}");
@@ -246,8 +256,10 @@ fn a_patch_change_on_the_second_engine_runs_there_and_outlives_the_registry() {
         .filter(|l| l.starts_with("warning:") && l.contains(&registry))
         .collect();
     assert_eq!(warnings.len(), 1, "{said}");
+    let python_key = support::stage(&report, "python")["key"].as_str().unwrap();
     assert!(
-        warnings[0].contains("python-") && warnings[0].contains("not asked again"),
+        warnings[0].contains(&format!("did not take python-{}", &python_key[..12]))
+            && warnings[0].contains("not asked again"),
         "{}",
         warnings[0]
     );
@@ -300,14 +312,20 @@ fn podman_loads_the_shared_builder_and_builds_the_fips_provider_to_the_same_byte
     let _g = serial();
     let a = cold_build();
     let (engine_flags, conf) = podman();
-    // The registry loses its fips-provider entry: podman must run that stage itself.
+    // A repository of its own, so that what podman pushes is seen by no other test: A fills it
+    // from its cache, and then it loses its fips-provider entry, which podman must build.
+    let repository = "python-fips-podman";
+    let registry = format!("{}/{repository}", support::registry());
+    build_to(
+        &work().join("dist-podman-seed"),
+        &["--cache-registry", &registry, "--no-verify"],
+    );
     let key = support::stage(a, "fips-provider")["key"]
         .as_str()
         .unwrap()
         .to_string();
-    delete_from_registry(&format!("fips-provider-{key}"));
+    delete_from_registry(repository, &format!("fips-provider-{key}"));
     let out_dir = work().join("dist-podman");
-    let registry = cache_registry();
     let mut flags = engine_flags.to_vec();
     flags.extend(["--cache-registry", &registry]);
     let args = python_args(&out_dir, &flags);
@@ -334,14 +352,21 @@ fn podman_loads_the_shared_builder_and_builds_the_fips_provider_to_the_same_byte
         support::stage(&report, "fips-provider")["key"],
         key.as_str()
     );
+    // podman started without the builder (tests/services.sh removes it): it loaded A's.
+    assert!(
+        said.lines()
+            .any(|l| l.starts_with("builder ") && l.contains(&format!("pulled from {registry}"))),
+        "{said}"
+    );
     assert_eq!(report["sha256"], a["sha256"], "{said}");
     assert_eq!(report["verify"]["passed"], true, "{:#}", report["verify"]);
     let _ = std::fs::remove_dir_all(&out_dir);
 }
 
-/// Deletes the tag `tag`'s manifest from the test registry, as an operator cleaning it would.
-fn delete_from_registry(tag: &str) {
-    let url = format!("http://{}/v2/python-fips-cache/manifests/{tag}", registry());
+/// Deletes the tag `tag`'s manifest from `repository` of the test registry, as an operator
+/// cleaning it would.
+fn delete_from_registry(repository: &str, tag: &str) {
+    let url = format!("http://{}/v2/{repository}/manifests/{tag}", registry());
     let client = reqwest::blocking::Client::new();
     let resp = client
         .head(&url)
@@ -352,10 +377,7 @@ fn delete_from_registry(tag: &str) {
         panic!("the registry has no {tag} to delete: {}", resp.status());
     };
     let digest = digest.to_str().unwrap().to_string();
-    let url = format!(
-        "http://{}/v2/python-fips-cache/manifests/{digest}",
-        registry()
-    );
+    let url = format!("http://{}/v2/{repository}/manifests/{digest}", registry());
     let resp = client.delete(&url).send().unwrap();
     assert!(
         resp.status().is_success(),

@@ -8,7 +8,8 @@
 #
 # usage: tests/services.sh registry WORKDIR          the registry, storage in WORKDIR/registry
 #        tests/services.sh dind BASE_IMAGE           the second daemon, holding BASE_IMAGE
-#        tests/services.sh podman WORKDIR BASE_IMAGE podman's configuration, BASE_IMAGE loaded
+#        tests/services.sh podman WORKDIR BASE_IMAGE podman's configuration, BASE_IMAGE loaded,
+#                                                    and none of this project's images
 #        tests/services.sh stop-registry WORKDIR     stop the registry (its storage stays)
 #        tests/services.sh stop-dind                 remove the dind container and its volumes
 #
@@ -243,6 +244,14 @@ start_podman() {
     if [ "sha256:$podman_id" != "$docker_id" ]; then
         log "loading $base into podman"
         docker save "$base" | podman load >&2
+    fi
+    # Like a new machine, podman holds none of this project's images (builders, runtime images).
+    local images
+    images=$(podman images --format '{{.Repository}}:{{.Tag}}' | grep '^localhost/python-fips' || true)
+    if [ -n "$images" ]; then
+        log "removing this project's images from podman"
+        # shellcheck disable=SC2086 # one image name per word
+        podman rmi --force $images >/dev/null
     fi
     echo "CONTAINERS_CONF=$CONTAINERS_CONF"
 }

@@ -127,10 +127,19 @@ impl Images<'_> {
                 },
             );
             // A shared cache that lacks it gets it, so that other machines find this builder.
-            let lacking: Vec<&(dyn Remote + Sync)> = (shared.iter())
-                .map(|r| r.as_ref())
-                .filter(|r| !r.has(name, &key).unwrap_or(true))
-                .collect();
+            let mut lacking: Vec<&(dyn Remote + Sync)> = Vec::new();
+            for remote in shared {
+                match remote.has(name, &key) {
+                    Ok(true) => {}
+                    Ok(false) => lacking.push(remote.as_ref()),
+                    Err(e) => ui.message(&format!(
+                        "warning: the stage cache {} cannot say whether it has {name}-{}: {e:#}; \
+                         the build goes on",
+                        remote.name(),
+                        &key[..12]
+                    )),
+                }
+            }
             self.push(name, &key, &tag, &lacking, ui)?;
             return Ok(id);
         }
@@ -209,10 +218,11 @@ impl Images<'_> {
                 let Some(digest) = digest else {
                     return Ok(None);
                 };
-                engine.load(sh, &scratch.join(IMAGE_FILE))?;
-                let id = engine
-                    .image_id(sh, tag)?
-                    .with_context(|| format!("the image it gave is not tagged {tag}"))?;
+                let archive = scratch.join(IMAGE_FILE);
+                engine.load(sh, &archive)?;
+                // Tagged again by id: an archive podman saved names the image localhost/….
+                let id = archived_image_id(&archive)?;
+                engine.tag(sh, id.trim_start_matches("sha256:"), tag)?;
                 Ok(Some((digest, id)))
             });
             crate::cache::remove(&scratch)?;
@@ -285,12 +295,69 @@ pub fn cross_packages(apt: &[String], target: &Arch) -> Vec<String> {
     out
 }
 
+/// The id of the image in an engine's image archive (`save`): its config's digest, which both
+/// docker and podman name in the archive's `manifest.json` (`<hex>.json`, or
+/// `blobs/sha256/<hex>` in an OCI layout).
+fn archived_image_id(archive: &std::path::Path) -> Result<String> {
+    let manifest = crate::tarwalk::for_each_entry(
+        archive,
+        crate::tarwalk::Compression::None,
+        |path, entry| {
+            if path != "manifest.json" {
+                return Ok(None);
+            }
+            let mut text = String::new();
+            std::io::Read::read_to_string(entry, &mut text)?;
+            Ok(Some(text))
+        },
+    )?
+    .with_context(|| format!("{} holds no manifest.json", archive.display()))?;
+    let manifest: serde_json::Value = serde_json::from_str(&manifest)
+        .with_context(|| format!("the manifest.json of {} is not JSON", archive.display()))?;
+    let config = manifest[0]["Config"].as_str().unwrap_or_default();
+    let hex = config
+        .trim_end_matches(".json")
+        .rsplit('/')
+        .next()
+        .unwrap_or_default();
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        bail!(
+            "the manifest.json of {} names no image config ({config:?})",
+            archive.display()
+        );
+    }
+    Ok(format!("sha256:{hex}"))
+}
+
 /// The file a shared builder image entry holds: the engine's image archive.
 const IMAGE_FILE: &str = "image.tar";
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_image_archive_names_its_image_by_its_config_digest() {
+        let dir = crate::testutil::TempDir::new("archive-id");
+        let hex = "ab".repeat(32);
+        for config in [format!("{hex}.json"), format!("blobs/sha256/{hex}")] {
+            let archive = dir.path().join("image.tar");
+            let mut tar = tar::Builder::new(std::fs::File::create(&archive).unwrap());
+            let manifest = serde_json::json!([{ "Config": config, "RepoTags": ["localhost/b:1"] }]);
+            let bytes = serde_json::to_vec(&manifest).unwrap();
+            let mut header = tar::Header::new_gnu();
+            header.set_size(bytes.len() as u64);
+            header.set_mode(0o644);
+            tar.append_data(&mut header, "manifest.json", bytes.as_slice())
+                .unwrap();
+            tar.finish().unwrap();
+            drop(tar);
+            assert_eq!(
+                archived_image_id(&archive).unwrap(),
+                format!("sha256:{hex}")
+            );
+        }
+    }
 
     #[test]
     fn a_cross_builder_takes_the_dev_packages_for_the_target_and_adds_its_toolchain() {

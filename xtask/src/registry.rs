@@ -12,11 +12,12 @@
 //! line. Plain HTTP is used for loopback registries only.
 //!
 //! The registry accelerates and is never needed: the first failure to reach it, or to be let in,
-//! turns it off for the rest of the run, and the caller says so in one line.
+//! turns it off for the rest of the run, and the caller says so in one line. A refused or failed
+//! push turns off only pushing: a login that may pull but not push still pulls.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -42,13 +43,38 @@ pub struct Registry {
     host: String,
     repository: String,
     client: Client,
-    /// Basic-auth credentials from the user's logins, if any match the host.
-    login: Option<(String, String)>,
-    /// The bearer token of the registry's token service, once one was needed and given.
-    token: Mutex<Option<String>>,
+    /// The user's login for the host, looked up the first time the registry asks for one.
+    login: OnceLock<Option<Login>>,
+    /// How requests authenticate, once the registry has asked.
+    auth: Mutex<Auth>,
     /// Why the registry is off for the rest of this run, once it failed.
     off: Mutex<Option<String>>,
+    /// Why pushing is off for the rest of this run, once a push failed.
+    pushing_off: Mutex<Option<String>>,
 }
+
+/// How requests authenticate.
+enum Auth {
+    /// Not at all (until the registry answers 401).
+    Anonymous,
+    /// With the user's login, as the registry's `Basic` challenge asked.
+    Basic,
+    /// With a token from the registry's token service, for `scope`.
+    Bearer { token: String, scope: String },
+}
+
+/// What an operation does to the registry: reads go on after a push was refused.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Read,
+    Write,
+}
+
+/// How long a manifest request or a question may take; blobs get `BLOB_TIMEOUT`.
+const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Entries are up to a few hundred megabytes and builder images about a gigabyte, on a local
+/// network; a registry that stops answering must still not hold a build for long.
+const BLOB_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// The parts of an OCI image manifest this module writes and reads.
 #[derive(Debug, Serialize, Deserialize)]
@@ -82,34 +108,49 @@ impl Registry {
         };
         let client = Client::builder()
             .connect_timeout(Duration::from_secs(10))
-            // Entries are up to a few hundred megabytes and builder images about a gigabyte,
-            // on a local network; a registry that stops answering must not hold a build.
-            .timeout(Duration::from_secs(30 * 60))
+            .timeout(CALL_TIMEOUT)
             .build()
             .context("cannot make an HTTP client")?;
         Ok(Registry {
             reference: reference.to_string(),
             base: format!("{scheme}://{host}"),
-            login: login_for(&host),
             host,
             repository,
             client,
-            token: Mutex::new(None),
+            login: OnceLock::new(),
+            auth: Mutex::new(Auth::Anonymous),
             off: Mutex::new(None),
+            pushing_off: Mutex::new(None),
         })
     }
 
-    /// Runs `op` unless the registry is off; the first failure turns it off for the run.
-    fn guarded<T>(&self, quiet: T, op: impl FnOnce() -> Result<T>) -> Result<T> {
-        if self.off.lock().unwrap().is_some() {
+    /// The user's login for the host, if there is one (looked up once, when first needed).
+    fn login(&self) -> Option<&Login> {
+        self.login.get_or_init(|| login_for(&self.host)).as_ref()
+    }
+
+    /// Runs `op` unless the registry (or, for a write, pushing) is off. An `Unusable` failure
+    /// turns the registry off for the run, or only pushing when a write was refused.
+    fn guarded<T>(&self, access: Access, quiet: T, op: impl FnOnce() -> Result<T>) -> Result<T> {
+        if self.off.lock().unwrap().is_some()
+            || (access == Access::Write && self.pushing_off.lock().unwrap().is_some())
+        {
             return Ok(quiet);
         }
-        op().map_err(|e| match e.downcast_ref::<Unusable>() {
-            Some(_) => {
-                *self.off.lock().unwrap() = Some(format!("{e:#}"));
-                e.context("not asked again in this run")
+        op().map_err(|e| {
+            let Some(unusable) = e.downcast_ref::<Unusable>() else {
+                return e;
+            };
+            match access == Access::Write && !unusable.unreachable {
+                true => {
+                    *self.pushing_off.lock().unwrap() = Some(format!("{e:#}"));
+                    e.context("not pushed to again in this run")
+                }
+                false => {
+                    *self.off.lock().unwrap() = Some(format!("{e:#}"));
+                    e.context("not asked again in this run")
+                }
             }
-            None => e,
         })
     }
 
@@ -117,16 +158,26 @@ impl Registry {
         format!("{}/v2/{}/{path}", self.base, self.repository)
     }
 
-    /// Sends the request `make` builds, answering the registry's authentication challenge once.
-    fn send(&self, what: &str, make: &dyn Fn() -> Result<RequestBuilder>) -> Result<Response> {
-        let authorised = |req: RequestBuilder| match (&*self.token.lock().unwrap(), &self.login) {
-            (Some(token), _) => req.bearer_auth(token),
-            (None, Some((user, password))) => req.basic_auth(user, Some(password)),
-            (None, None) => req,
+    /// Sends the request `make` builds, answering the registry's authentication challenge once:
+    /// `Basic` with the user's login, `Bearer` with a token for the challenge's scope (or, when
+    /// it names none, pulling, and pushing too for a write).
+    fn send(
+        &self,
+        what: &str,
+        access: Access,
+        make: &dyn Fn() -> Result<RequestBuilder>,
+    ) -> Result<Response> {
+        let authorised = |req: RequestBuilder| match &*self.auth.lock().unwrap() {
+            Auth::Bearer { token, .. } => req.bearer_auth(token),
+            Auth::Basic => match self.login() {
+                Some((user, password)) => req.basic_auth(user, Some(password)),
+                None => req,
+            },
+            Auth::Anonymous => req,
         };
-        let resp = authorised(make()?)
-            .send()
-            .map_err(|e| Unusable(format!("{what}: {}", one_line(&e))))?;
+        let unreachable =
+            |e: reqwest::Error| Unusable::unreachable(format!("{what}: {}", one_line(&e)));
+        let resp = authorised(make()?).send().map_err(unreachable)?;
         if resp.status() != StatusCode::UNAUTHORIZED {
             return Ok(resp);
         }
@@ -136,67 +187,95 @@ impl Registry {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_string();
-        if let Some(params) = challenge.strip_prefix("Bearer ") {
-            let token = self.fetch_token(&parse_challenge(params))?;
-            *self.token.lock().unwrap() = Some(token);
-            return authorised(make()?)
-                .send()
-                .map_err(|e| Unusable(format!("{what}: {}", one_line(&e))).into());
+        let auth = match challenge.split_once(' ') {
+            Some((scheme, params)) if scheme.eq_ignore_ascii_case("bearer") => {
+                let params = parse_challenge(params);
+                let scope = params.get("scope").cloned().unwrap_or_else(|| {
+                    let actions = match access {
+                        Access::Read => "pull",
+                        Access::Write => "pull,push",
+                    };
+                    format!("repository:{}:{actions}", self.repository)
+                });
+                let already = matches!(&*self.auth.lock().unwrap(),
+                    Auth::Bearer { scope: s, .. } if *s == scope);
+                if already {
+                    return Err(self.unauthorised(what).into());
+                }
+                Auth::Bearer {
+                    token: self.fetch_token(&params, &scope)?,
+                    scope,
+                }
+            }
+            Some((scheme, _)) if scheme.eq_ignore_ascii_case("basic") && self.login().is_some() => {
+                if matches!(*self.auth.lock().unwrap(), Auth::Basic) {
+                    return Err(self.unauthorised(what).into());
+                }
+                Auth::Basic
+            }
+            _ => return Err(self.unauthorised(what).into()),
+        };
+        *self.auth.lock().unwrap() = auth;
+        let resp = authorised(make()?).send().map_err(unreachable)?;
+        if resp.status() == StatusCode::UNAUTHORIZED {
+            return Err(self.unauthorised(what).into());
         }
-        Err(self.unauthorised(what).into())
+        Ok(resp)
     }
 
     fn unauthorised(&self, what: &str) -> Unusable {
-        let advice = match self.login {
+        let advice = match self.login() {
             Some(_) => "the login for it was refused; log in again with `docker login",
             None => "no login for it was found; log in with `docker login",
         };
-        Unusable(format!("{what}: unauthorised ({advice} {}`)", self.host))
+        Unusable::refused(format!("{what}: unauthorised ({advice} {}`)", self.host))
     }
 
-    /// A bearer token from the registry's token service, for pulling and pushing the repository.
+    /// A bearer token from the registry's token service for `scope`.
     fn fetch_token(
         &self,
         challenge: &std::collections::BTreeMap<String, String>,
+        scope: &str,
     ) -> Result<String> {
-        let realm = challenge
-            .get("realm")
-            .ok_or_else(|| Unusable("its authentication challenge names no realm".into()))?;
-        let scope = format!("repository:{}:pull,push", self.repository);
-        let mut query = vec![("scope", scope.as_str())];
+        let realm = challenge.get("realm").ok_or_else(|| {
+            Unusable::refused("its authentication challenge names no realm".into())
+        })?;
+        let mut query = vec![("scope", scope)];
         if let Some(service) = challenge.get("service") {
             query.push(("service", service));
         }
         let mut req = self.client.get(realm).query(&query);
-        if let Some((user, password)) = &self.login {
+        if let Some((user, password)) = self.login() {
             req = req.basic_auth(user, Some(password));
         }
-        let resp = req
-            .send()
-            .map_err(|e| Unusable(format!("token service {realm}: {}", one_line(&e))))?;
+        let resp = req.send().map_err(|e| {
+            Unusable::unreachable(format!("token service {realm}: {}", one_line(&e)))
+        })?;
         if !resp.status().is_success() {
-            return Err(self.unauthorised(&format!("token service {realm}")).into());
+            return Err(self
+                .unauthorised(&format!("token service {realm} ({scope})"))
+                .into());
         }
         #[derive(Deserialize)]
         struct Token {
             token: Option<String>,
             access_token: Option<String>,
         }
-        let body = resp
-            .bytes()
-            .map_err(|e| Unusable(format!("token service {realm}: {}", one_line(&e))))?;
+        let body = resp.bytes().map_err(|e| {
+            Unusable::unreachable(format!("token service {realm}: {}", one_line(&e)))
+        })?;
         let token: Token = serde_json::from_slice(&body)
-            .map_err(|e| Unusable(format!("token service {realm}: {e}")))?;
+            .map_err(|e| Unusable::refused(format!("token service {realm}: {e}")))?;
         token
             .token
             .or(token.access_token)
-            .ok_or_else(|| Unusable(format!("token service {realm} gave no token")).into())
+            .ok_or_else(|| Unusable::refused(format!("token service {realm} gave no token")).into())
     }
 
     /// The manifest tagged `tag` and its digest, or `None` if there is no such tag.
     fn manifest(&self, tag: &str) -> Result<Option<(String, Manifest)>> {
         let url = self.url(&format!("manifests/{tag}"));
-        let resp = self.send(&format!("GET manifest {tag}"), &|| {
+        let resp = self.send(&format!("GET manifest {tag}"), Access::Read, &|| {
             Ok(self.client.get(&url).header("Accept", MANIFEST_TYPE))
         })?;
         if resp.status() == StatusCode::NOT_FOUND {
@@ -217,7 +296,7 @@ impl Registry {
     /// Whether the tag `tag` exists.
     fn has_manifest(&self, tag: &str) -> Result<bool> {
         let url = self.url(&format!("manifests/{tag}"));
-        let resp = self.send(&format!("HEAD manifest {tag}"), &|| {
+        let resp = self.send(&format!("HEAD manifest {tag}"), Access::Read, &|| {
             Ok(self.client.head(&url).header("Accept", MANIFEST_TYPE))
         })?;
         match resp.status() {
@@ -230,7 +309,8 @@ impl Registry {
     fn pull_blob(&self, d: &Descriptor, to: &Path) -> Result<()> {
         let url = self.url(&format!("blobs/{}", d.digest));
         let what = format!("GET blob {}", d.digest);
-        let mut resp = checked(self.send(&what, &|| Ok(self.client.get(&url)))?, &what)?;
+        let get = || Ok(self.client.get(&url).timeout(BLOB_TIMEOUT));
+        let mut resp = checked(self.send(&what, Access::Read, &get)?, &what)?;
         let mut file =
             std::fs::File::create(to).with_context(|| format!("cannot create {}", to.display()))?;
         let mut hasher = Sha256::new();
@@ -239,7 +319,7 @@ impl Registry {
         loop {
             let n = resp
                 .read(&mut buf)
-                .map_err(|e| Unusable(format!("{what}: {e}")))?;
+                .map_err(|e| Unusable::unreachable(format!("{what}: {e}")))?;
             if n == 0 {
                 break;
             }
@@ -285,12 +365,17 @@ impl Registry {
         };
         let url = self.url(&format!("blobs/{digest}"));
         let what = format!("HEAD blob {digest}");
-        if self.send(&what, &|| Ok(self.client.head(&url)))?.status() == StatusCode::OK {
+        if self
+            .send(&what, Access::Read, &|| Ok(self.client.head(&url)))?
+            .status()
+            == StatusCode::OK
+        {
             return Ok(descriptor);
         }
         let what = "POST blob upload";
         let uploads = self.url("blobs/uploads/");
-        let resp = checked(self.send(what, &|| Ok(self.client.post(&uploads)))?, what)?;
+        let post = || Ok(self.client.post(&uploads));
+        let resp = checked(self.send(what, Access::Write, &post)?, what)?;
         let location = header(&resp, "Location")
             .context("the registry started an upload without saying where it goes")?;
         let location = match location.starts_with('/') {
@@ -300,7 +385,7 @@ impl Registry {
         let sep = if location.contains('?') { '&' } else { '?' };
         let put = format!("{location}{sep}digest={digest}");
         let what = format!("PUT blob {digest}");
-        let resp = self.send(&what, &|| {
+        let resp = self.send(&what, Access::Write, &|| {
             let body = match &source {
                 BlobSource::Bytes(b) => reqwest::blocking::Body::from(b.clone()),
                 BlobSource::File(p) => {
@@ -312,6 +397,7 @@ impl Registry {
             Ok(self
                 .client
                 .put(&put)
+                .timeout(BLOB_TIMEOUT)
                 .header("Content-Type", "application/octet-stream")
                 .body(body))
         })?;
@@ -332,7 +418,7 @@ impl Remote for Registry {
     }
 
     fn fetch(&self, stage: &str, key: &str, into: &Path) -> Result<Option<String>> {
-        self.guarded(None, || {
+        self.guarded(Access::Read, None, || {
             let tag = format!("{stage}-{key}");
             let Some((digest, manifest)) = self.manifest(&tag)? else {
                 return Ok(None);
@@ -350,11 +436,13 @@ impl Remote for Registry {
     }
 
     fn has(&self, stage: &str, key: &str) -> Result<bool> {
-        self.guarded(true, || self.has_manifest(&format!("{stage}-{key}")))
+        self.guarded(Access::Read, true, || {
+            self.has_manifest(&format!("{stage}-{key}"))
+        })
     }
 
     fn push(&self, stage: &str, key: &str, entry: &Path) -> Result<()> {
-        self.guarded((), || {
+        self.guarded(Access::Write, (), || {
             let tag = format!("{stage}-{key}");
             // Keys name content: a tag that exists holds an equivalent entry already.
             if self.has_manifest(&tag)? {
@@ -384,7 +472,7 @@ impl Remote for Registry {
             let body = serde_json::to_vec(&manifest)?;
             let url = self.url(&format!("manifests/{tag}"));
             let what = format!("PUT manifest {tag}");
-            let resp = self.send(&what, &|| {
+            let resp = self.send(&what, Access::Write, &|| {
                 Ok(self
                     .client
                     .put(&url)
@@ -402,11 +490,31 @@ type Login = (String, String);
 /// A failure that makes the registry unusable for the rest of the run (it cannot be reached,
 /// will not let us in, or cannot take more), as opposed to one bad entry.
 #[derive(Debug)]
-struct Unusable(String);
+struct Unusable {
+    text: String,
+    /// It could not be reached at all (rather than refusing or failing one request).
+    unreachable: bool,
+}
+
+impl Unusable {
+    fn unreachable(text: String) -> Unusable {
+        Unusable {
+            text,
+            unreachable: true,
+        }
+    }
+
+    fn refused(text: String) -> Unusable {
+        Unusable {
+            text,
+            unreachable: false,
+        }
+    }
+}
 
 impl std::fmt::Display for Unusable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.text)
     }
 }
 
@@ -421,7 +529,7 @@ fn checked(resp: Response, what: &str) -> Result<Response> {
     let body = resp.text().unwrap_or_default();
     let said = body.lines().next().unwrap_or_default();
     let said = &said[..said.len().min(200)];
-    let error = Unusable(format!("{what}: HTTP {status} {said}"));
+    let error = Unusable::refused(format!("{what}: HTTP {status} {said}"));
     match status {
         // The registry refuses us or cannot store more: no later call will fare better.
         StatusCode::UNAUTHORIZED
@@ -456,6 +564,12 @@ fn one_line(e: &reqwest::Error) -> String {
 /// Splits `host[:port]/repository`, checking both parts.
 fn parse_reference(reference: &str) -> Result<(String, String)> {
     let example = "registry.example.com/team/python-fips-cache";
+    if reference.contains("://") {
+        bail!(
+            "--cache-registry {reference:?}: give host/repository without a scheme, e.g. \
+             {example} (HTTPS is used, and plain HTTP for a loopback host only)"
+        );
+    }
     let Some((host, repository)) = reference.split_once('/') else {
         bail!(
             "--cache-registry {reference:?} names no repository; give host/repository, e.g. {example}"
@@ -465,6 +579,15 @@ fn parse_reference(reference: &str) -> Result<(String, String)> {
         bail!(
             "--cache-registry {reference:?} does not start with a registry host (a name with a \
              dot or a port, or localhost); give host/repository, e.g. {example}"
+        );
+    }
+    let port = match host.strip_prefix('[') {
+        Some(rest) => rest.split_once("]:").map(|(_, p)| p),
+        None => host.split_once(':').map(|(_, p)| p),
+    };
+    if port.is_some_and(|p| p.parse::<u16>().is_err()) {
+        bail!(
+            "--cache-registry {reference:?}: the port of {host:?} is not a number, e.g. {example}"
         );
     }
     let valid = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-/".contains(c);
@@ -568,6 +691,16 @@ fn helper_login(helper: &str, host: &str) -> Option<(String, String)> {
         .spawn()
         .ok()?;
     child.stdin.take()?.write_all(host.as_bytes()).ok()?;
+    // A helper that waits for a desktop's keyring must not hold the build.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while child.try_wait().ok()?.is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let out = child.wait_with_output().ok()?;
     if !out.status.success() {
         return None;

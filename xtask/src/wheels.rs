@@ -215,8 +215,10 @@ impl Build<'_> {
             shared: &[],
         };
         let toolchain = images.ensure_image(&spec, "wheels", ui)?;
+        // The wheels stage's keys name a toolchain image no other machine has: nothing to share.
         let mut b = self.runner();
         b.image_id = toolchain;
+        b.remotes = &[];
 
         let scratch = self.ctx.cache.scratch("wheels-request")?;
         let requirements = scratch.join("requirements.in");

@@ -23,6 +23,8 @@ fn a_reference_needs_a_registry_host_and_a_plain_repository() {
         ("registry.example.com/Team/cache", "must be lowercase"),
         ("registry.example.com/cache:latest", "no tag or digest"),
         ("registry.example.com/a//b", "must be lowercase"),
+        ("https://registry.example.com/cache", "without a scheme"),
+        ("registry.example.com:abc/cache", "is not a number"),
     ] {
         let e = format!("{:#}", parse_reference(bad).unwrap_err());
         assert!(e.contains(says) && e.contains(bad), "{bad}: {e}");
@@ -213,4 +215,41 @@ fn a_second_push_of_a_key_sends_nothing_but_its_question() {
     let asked: Vec<String> = server.requests().into_iter().map(|r| r.path).collect();
     assert_eq!(asked, ["/v2/cache/manifests/openssl-k1"]);
     assert!(registry.has("openssl", "k1").unwrap());
+}
+
+#[test]
+fn a_refused_push_stops_pushing_but_not_pulling() {
+    let server = Server::start();
+    let good = b"the stage's output".to_vec();
+    let digest = format!("sha256:{}", hex(&Sha256::digest(&good)));
+    server.route(
+        "/v2/cache/manifests/openssl-k1",
+        Behaviour::Serve(manifest_for(&digest, good.len())),
+    );
+    server.route(&format!("/v2/cache/blobs/{digest}"), Behaviour::Serve(good));
+    // A login that may pull but not push.
+    server.route("/v2/cache/blobs/uploads/", Behaviour::Status(403));
+    let host = server.url().trim_start_matches("http://").to_string();
+    let registry = Registry::open(&format!("{host}/cache")).unwrap();
+    let dir = TempDir::new("registry-pull-only");
+    std::fs::write(dir.path().join("output.tar"), b"new output").unwrap();
+    let e = format!(
+        "{:#}",
+        registry.push("python", "k2", dir.path()).unwrap_err()
+    );
+    assert!(
+        e.contains("403") && e.contains("not pushed to again"),
+        "{e}"
+    );
+    let into = TempDir::new("registry-pull-only-into");
+    assert!(
+        registry
+            .fetch("openssl", "k1", into.path())
+            .unwrap()
+            .is_some()
+    );
+    // Pushing is off: the next push asks nothing.
+    let before = server.requests().len();
+    registry.push("python", "k3", dir.path()).unwrap();
+    assert_eq!(server.requests().len(), before);
 }
