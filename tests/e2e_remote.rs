@@ -29,8 +29,10 @@ fn second_engine() -> &'static str {
     static HOST: OnceLock<String> = OnceLock::new();
     HOST.get_or_init(|| {
         setup();
-        services(&["stop-dind"]);
-        services(&["dind", "debian:bookworm"])["DIND"].clone()
+        let work = work();
+        let work = work.to_str().unwrap();
+        services(&["stop-dind", work]);
+        services(&["dind", work, "debian:bookworm"])["DIND"].clone()
     })
 }
 

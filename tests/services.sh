@@ -1,29 +1,39 @@
 #!/usr/bin/env bash
 # Starts, on loopback only, the real services the end-to-end tests use for a shared OCI stage
 # cache and a second container engine:
-#   - a Docker registry (Debian's docker-registry) on 127.0.0.1:5117, storage in WORKDIR/registry;
-#   - a second Docker daemon in a privileged container (Docker-in-Docker) on 127.0.0.1:23750;
+#   - a Docker registry (Debian's docker-registry), storage in WORKDIR/registry;
+#   - a second Docker daemon in a privileged container (Docker-in-Docker), with its own storage;
 #   - rootful podman, with a containers.conf that works here and BASE_IMAGE loaded.
-# Idempotent: what already runs is reused. Must run as root (it installs Debian packages).
+# Idempotent: what already runs is reused. Must run as root (it installs Debian packages). The
+# ports and the container's name are derived from WORKDIR, so suites of two checkouts coexist.
 #
-# usage: tests/services.sh registry WORKDIR          the registry, storage in WORKDIR/registry
-#        tests/services.sh dind BASE_IMAGE           the second daemon, holding BASE_IMAGE
-#        tests/services.sh podman WORKDIR BASE_IMAGE podman's configuration, BASE_IMAGE loaded,
-#                                                    and none of this project's images
-#        tests/services.sh stop-registry WORKDIR     stop the registry (its storage stays)
-#        tests/services.sh stop-dind                 remove the dind container and its volumes
+# usage: tests/services.sh registry WORKDIR             the registry
+#        tests/services.sh dind WORKDIR BASE_IMAGE      the second daemon, holding BASE_IMAGE
+#        tests/services.sh podman WORKDIR BASE_IMAGE    podman's configuration, BASE_IMAGE
+#                                                       loaded, and none of this project's images
+#        tests/services.sh stop-registry WORKDIR        stop the registry (its storage stays)
+#        tests/services.sh stop-dind WORKDIR            remove the dind container and its volumes
 #
 # stdout holds only KEY=VALUE lines: REGISTRY, REGISTRY_PID, DIND, CONTAINERS_CONF.
 # Everything else goes to stderr.
 set -euo pipefail
 
-REGISTRY_PORT=5117
-DIND_PORT=23750
-DIND_NAME=python-fips-test-dind
+# Ports and the container's name follow from the work directory (set by `for_workdir`), so that
+# two checkouts' suites on one machine do not meet.
+REGISTRY_PORT=
+DIND_PORT=
+DIND_NAME=
+for_workdir() {
+    local n
+    n=$(printf '%s' "$1" | cksum | cut -d' ' -f1)
+    REGISTRY_PORT=$((20000 + n % 10000))
+    DIND_PORT=$((30000 + n % 10000))
+    DIND_NAME=python-fips-test-dind-$((n % 100000))
+}
 
 log() { echo "services: $*" >&2; }
 die() { echo "services: error: $*" >&2; exit 1; }
-usage() { die "usage: $0 registry WORKDIR | dind BASE_IMAGE | podman WORKDIR BASE_IMAGE | stop-registry WORKDIR | stop-dind"; }
+usage() { die "usage: $0 registry WORKDIR | dind WORKDIR BASE_IMAGE | podman WORKDIR BASE_IMAGE | stop-registry WORKDIR | stop-dind WORKDIR"; }
 
 # True when something accepts TCP connections on 127.0.0.1:$1.
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -76,13 +86,6 @@ EOF
     if pid=$(registry_pid "$dir") && curl -fsS -o /dev/null "http://127.0.0.1:$REGISTRY_PORT/v2/" 2>/dev/null; then
         log "registry already runs (pid $pid)"
     else
-        # A registry another checkout's tests left running: ours replaces it.
-        local stale
-        for stale in $(pgrep -f "^docker-registry serve .*/registry/config.yml" || true); do
-            log "stopping the registry another work directory left (pid $stale)"
-            kill "$stale" 2>/dev/null || true
-        done
-        for _ in $(seq 50); do port_open "$REGISTRY_PORT" || break; sleep 0.2; done
         if port_open "$REGISTRY_PORT"; then
             die "port 127.0.0.1:$REGISTRY_PORT is taken by something that is not the registry of $dir:
 $(ss -ltnp "sport = :$REGISTRY_PORT" 2>/dev/null || true)"
@@ -258,35 +261,20 @@ start_podman() {
 
 # --- main ------------------------------------------------------------------------------------
 
-case ${1:-} in
-    stop-registry)
-        [ $# = 2 ] || usage
-        lock
-        stop_registry "$(cd "$2" && pwd)"
-        ;;
-    stop-dind)
-        [ $# = 1 ] || usage
-        lock
-        stop_dind
-        ;;
-    registry)
-        [ $# = 2 ] || usage
-        mkdir -p "$2"
-        workdir=$(cd "$2" && pwd)
-        lock
-        start_registry "$workdir"
-        ;;
-    dind)
-        [ $# = 2 ] || usage
-        lock
-        start_dind "$2"
-        ;;
-    podman)
-        [ $# = 3 ] || usage
-        mkdir -p "$2"
-        workdir=$(cd "$2" && pwd)
-        lock
-        start_podman "$workdir" "$3"
-        ;;
+command=${1:-}
+case $command in
+    registry | stop-registry | stop-dind) [ $# = 2 ] || usage ;;
+    dind | podman) [ $# = 3 ] || usage ;;
     *) usage ;;
+esac
+mkdir -p "$2"
+workdir=$(cd "$2" && pwd)
+for_workdir "$workdir"
+lock
+case $command in
+    registry) start_registry "$workdir" ;;
+    stop-registry) stop_registry "$workdir" ;;
+    dind) start_dind "$3" ;;
+    stop-dind) stop_dind ;;
+    podman) start_podman "$workdir" "$3" ;;
 esac
