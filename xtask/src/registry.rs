@@ -17,6 +17,7 @@
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
@@ -47,10 +48,10 @@ pub struct Registry {
     login: OnceLock<Option<Login>>,
     /// How requests authenticate, once the registry has asked.
     auth: Mutex<Auth>,
-    /// Why the registry is off for the rest of this run, once it failed.
-    off: Mutex<Option<String>>,
-    /// Why pushing is off for the rest of this run, once a push failed.
-    pushing_off: Mutex<Option<String>>,
+    /// The registry is off for the rest of this run: it failed (and the caller said so).
+    off: AtomicBool,
+    /// Pushing is off for the rest of this run: a push was refused.
+    pushing_off: AtomicBool,
 }
 
 /// How requests authenticate.
@@ -119,8 +120,8 @@ impl Registry {
             client,
             login: OnceLock::new(),
             auth: Mutex::new(Auth::Anonymous),
-            off: Mutex::new(None),
-            pushing_off: Mutex::new(None),
+            off: AtomicBool::new(false),
+            pushing_off: AtomicBool::new(false),
         })
     }
 
@@ -132,8 +133,8 @@ impl Registry {
     /// Runs `op` unless the registry (or, for a write, pushing) is off. An `Unusable` failure
     /// turns the registry off for the run, or only pushing when a write was refused.
     fn guarded<T>(&self, access: Access, quiet: T, op: impl FnOnce() -> Result<T>) -> Result<T> {
-        if self.off.lock().unwrap().is_some()
-            || (access == Access::Write && self.pushing_off.lock().unwrap().is_some())
+        if self.off.load(Ordering::Relaxed)
+            || (access == Access::Write && self.pushing_off.load(Ordering::Relaxed))
         {
             return Ok(quiet);
         }
@@ -143,11 +144,11 @@ impl Registry {
             };
             match access == Access::Write && !unusable.unreachable {
                 true => {
-                    *self.pushing_off.lock().unwrap() = Some(format!("{e:#}"));
+                    self.pushing_off.store(true, Ordering::Relaxed);
                     e.context("not pushed to again in this run")
                 }
                 false => {
-                    *self.off.lock().unwrap() = Some(format!("{e:#}"));
+                    self.off.store(true, Ordering::Relaxed);
                     e.context("not asked again in this run")
                 }
             }
