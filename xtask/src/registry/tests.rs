@@ -113,21 +113,34 @@ fn manifest_for(digest: &str, size: usize) -> Vec<u8> {
     .unwrap()
 }
 
+/// The repository `cache` of a registry the test server plays: its host and a client of it.
+fn registry_on(server: &Server) -> (String, Registry) {
+    let host = server.url().trim_start_matches("http://").to_string();
+    let registry = Registry::open(&format!("{host}/cache")).unwrap();
+    (host, registry)
+}
+
+/// Makes `server` hold the entry tagged `tag` in `cache`: one `output.tar` of `bytes`, whose
+/// digest it returns.
+fn serve_entry(server: &Server, tag: &str, bytes: &[u8]) -> String {
+    let digest = format!("sha256:{}", hex(&Sha256::digest(bytes)));
+    server.route(
+        &format!("/v2/cache/manifests/{tag}"),
+        Behaviour::Serve(manifest_for(&digest, bytes.len())),
+    );
+    server.route(
+        &format!("/v2/cache/blobs/{digest}"),
+        Behaviour::Serve(bytes.to_vec()),
+    );
+    digest
+}
+
 #[test]
 fn a_pulled_file_whose_bytes_differ_from_the_manifest_is_refused() {
     let server = Server::start();
     let good = b"the stage's output".to_vec();
-    let digest = format!("sha256:{}", hex(&Sha256::digest(&good)));
-    server.route(
-        "/v2/cache/manifests/openssl-k1",
-        Behaviour::Serve(manifest_for(&digest, good.len())),
-    );
-    server.route(
-        &format!("/v2/cache/blobs/{digest}"),
-        Behaviour::Serve(good.clone()),
-    );
-    let host = server.url().trim_start_matches("http://").to_string();
-    let registry = Registry::open(&format!("{host}/cache")).unwrap();
+    let digest = serve_entry(&server, "openssl-k1", &good);
+    let (_, registry) = registry_on(&server);
 
     let dir = TempDir::new("registry-pull");
     let got = registry.fetch("openssl", "k1", dir.path()).unwrap();
@@ -187,8 +200,7 @@ fn an_unreachable_registry_is_said_once_and_then_left_alone() {
 fn a_refusal_names_the_login_to_make() {
     let server = Server::start();
     server.route("/v2/cache/manifests/openssl-k1", Behaviour::Status(401));
-    let host = server.url().trim_start_matches("http://").to_string();
-    let registry = Registry::open(&format!("{host}/cache")).unwrap();
+    let (host, registry) = registry_on(&server);
     let dir = TempDir::new("registry-401");
     let e = format!(
         "{:#}",
@@ -207,8 +219,7 @@ fn a_second_push_of_a_key_sends_nothing_but_its_question() {
         "/v2/cache/manifests/openssl-k1",
         Behaviour::Serve(manifest_for("sha256:00", 1)),
     );
-    let host = server.url().trim_start_matches("http://").to_string();
-    let registry = Registry::open(&format!("{host}/cache")).unwrap();
+    let (_, registry) = registry_on(&server);
     let dir = TempDir::new("registry-push");
     std::fs::write(dir.path().join("output.tar"), b"x").unwrap();
     registry.push("openssl", "k1", dir.path()).unwrap();
@@ -220,17 +231,10 @@ fn a_second_push_of_a_key_sends_nothing_but_its_question() {
 #[test]
 fn a_refused_push_stops_pushing_but_not_pulling() {
     let server = Server::start();
-    let good = b"the stage's output".to_vec();
-    let digest = format!("sha256:{}", hex(&Sha256::digest(&good)));
-    server.route(
-        "/v2/cache/manifests/openssl-k1",
-        Behaviour::Serve(manifest_for(&digest, good.len())),
-    );
-    server.route(&format!("/v2/cache/blobs/{digest}"), Behaviour::Serve(good));
+    serve_entry(&server, "openssl-k1", b"the stage's output");
     // A login that may pull but not push.
     server.route("/v2/cache/blobs/uploads/", Behaviour::Status(403));
-    let host = server.url().trim_start_matches("http://").to_string();
-    let registry = Registry::open(&format!("{host}/cache")).unwrap();
+    let (_, registry) = registry_on(&server);
     let dir = TempDir::new("registry-pull-only");
     std::fs::write(dir.path().join("output.tar"), b"new output").unwrap();
     let e = format!(
