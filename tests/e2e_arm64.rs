@@ -1,11 +1,12 @@
-//! End to end: an aarch64 tree cross-compiled on this engine, its arm64 runtime image run under QEMU, and its reproducibility.
+//! End to end: an aarch64 tree cross-compiled on this engine, and its arm64 runtime image run
+//! under QEMU.
 //!
 //! What this costs: the cross builder image, the four cross stages, the arm64 base image
-//! (debootstrap under emulation), the runtime image and `verify` under emulation, and the
-//! second clean build of the reproducibility check, which also serves as the test of the
-//! check failing: one file is made to differ on purpose. The native openssl and python stages the
-//! cross build takes its build interpreter from are the shared cold build's, so when `e2e` ran
-//! first in this test directory they are cached.
+//! (debootstrap under emulation), and the runtime image and `verify` under emulation. The native
+//! openssl and python stages the cross build takes its build interpreter from are the shared cold
+//! build's, so when `e2e` ran first in this test directory they are cached. A second clean cross
+//! build (`--check-reproducible --arch aarch64`) would cost about 24 minutes more than CI has:
+//! it is run by hand (README, "Reproducible").
 
 mod support;
 
@@ -199,71 +200,4 @@ fn arm64_image_passes_every_verify_row_as_its_user_under_emulation() {
     ]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "aarch64\npython\n1\n");
-}
-
-#[test]
-fn a_clean_aarch64_rebuild_differs_only_in_the_file_made_to_differ() {
-    let _g = serial();
-    arm64_base();
-    cross_build();
-    let started = std::time::Instant::now();
-    // The finalize stage of both builds writes the time into one file: the check must fail,
-    // name that file alone (everything else is reproducible) and have diffoscope explain it.
-    // Its own output directory: the tarball it ships differs from the cross build's, whose
-    // tarball and .sha256 the other tests read in `dist/`.
-    let out_dir = work().join("dist-nondeterministic");
-    let _ = std::fs::remove_dir_all(&out_dir);
-    let (out, report) = run_python(
-        &out_dir,
-        &[
-            "--arch",
-            "aarch64",
-            "--check-reproducible",
-            "--inject-nondeterminism",
-            "--no-verify",
-        ],
-    );
-    eprintln!(
-        "the check with a clean second build: {:.0} s",
-        started.elapsed().as_secs_f64()
-    );
-    let text = text(&out);
-    assert!(!out.status.success(), "the check passed:\n{text}");
-    let injected = "opt/python-fips/share/python-fips/build-time";
-    assert!(text.contains("not reproducible"), "{text}");
-    assert!(text.contains(&format!("{injected}: content")), "{text}");
-    let report = report.expect("a failed check still writes its report");
-    assert!(
-        report["artifact"]
-            .as_str()
-            .unwrap()
-            .ends_with("-linux-aarch64.tar.gz")
-    );
-    let check = &report["reproducible"];
-    assert_eq!(check["identical"], false, "{check:#}");
-    assert_eq!(check["first"], report["sha256"]);
-    let paths: Vec<&str> = check["differences"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["path"].as_str().unwrap())
-        .collect();
-    assert_eq!(paths, vec![injected], "{check:#}");
-    // diffoscope, in a container, explained the file.
-    let reports = std::path::PathBuf::from(
-        check["diffoscope"]
-            .as_str()
-            .unwrap_or_else(|| panic!("diffoscope did not run: {}", check["diffoscope_error"])),
-    );
-    let explained: String = std::fs::read_dir(&reports)
-        .unwrap()
-        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
-        .collect();
-    assert!(explained.contains("build-time"), "{explained}");
-    // A failed check keeps the second build's tarball beside the first, for a closer look.
-    let second = check["second_tarball"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no second tarball kept: {check:#}"));
-    assert!(std::path::Path::new(second).is_file(), "{second}");
-    std::fs::remove_dir_all(&out_dir).unwrap();
 }

@@ -7,7 +7,8 @@
 //! daemon and podman are started by `tests/services.sh`, on loopback.
 //!
 //! What this costs: the second daemon's image (once per machine), B's pull of the builder image
-//! and every stage, the python and finalize stages of a patch change on B, and the fips-provider
+//! and every stage (with its runtime image and `verify`), the python and finalize stages of a
+//! patch change on B, and the fips-provider
 //! stage on podman. The patch change's python stage is also the reproducibility check across
 //! engines and of the compiler cache: its patch differs from A's only in a header line and it
 //! compiles from A's compiler cache, so its tree must be A's, which was compiled cold. The
@@ -228,7 +229,8 @@ fn a_patch_change_on_the_second_engine_runs_there_and_outlives_the_registry() {
     let (ok, said, report) = run_on_b(
         &cache,
         &out_dir,
-        &["--patches", patches.to_str().unwrap()],
+        // B's first run made and verified its runtime image on this engine already.
+        &["--patches", patches.to_str().unwrap(), "--no-verify"],
         |line| {
             if !stopped && line.starts_with("python ") && line.contains(" running ") {
                 services(&["stop-registry", work().to_str().unwrap()]);
@@ -265,7 +267,6 @@ fn a_patch_change_on_the_second_engine_runs_there_and_outlives_the_registry() {
         "{}",
         warnings[0]
     );
-    assert_eq!(report["verify"]["passed"], true, "{:#}", report["verify"]);
     // Its log holds ccache's statistics (`Hits: N / M`) for the make that just ran.
     let python = support::stage(&report, "python");
     let meta = cache

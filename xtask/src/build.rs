@@ -353,10 +353,6 @@ impl<'a> Build<'a> {
         let r = &self.ctx.recipe;
         let mut deps = vec![python.clone()];
         deps.extend(provider.cloned());
-        let mut finalize_env = self.cross_env();
-        if self.config.inject_nondeterminism {
-            finalize_env.push(env("INJECT_NONDETERMINISM", "build-time"));
-        }
         let mut finalize = StageSpec {
             name: "finalize",
             script: include_str!("pipeline/finalize.sh"),
@@ -364,7 +360,7 @@ impl<'a> Build<'a> {
                 "python-fips-setup",
                 include_str!("pipeline/python-fips-setup.sh"),
             )],
-            env: finalize_env,
+            env: self.cross_env(),
             inputs: vec![],
             deps,
             output: pipeline::PREFIX,

@@ -64,8 +64,6 @@ pub struct BuildConfig {
     /// Make the runtime image and verify it after the build.
     pub verify: bool,
     pub runtime: Runtime,
-    /// Tests only: the finalize stage writes the current time into the tree.
-    pub inject_nondeterminism: bool,
 }
 
 impl BuildConfig {
@@ -88,7 +86,6 @@ impl BuildConfig {
             report: args.report.clone(),
             verify: !args.no_verify,
             runtime: args.runtime,
-            inject_nondeterminism: args.inject_nondeterminism,
         })
     }
 

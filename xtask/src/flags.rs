@@ -129,9 +129,6 @@ pub struct BuildArgs {
     /// with only the files the tree needs from the base: no shell, no package manager).
     #[arg(long, value_enum, default_value_t = Runtime::Base)]
     pub runtime: Runtime,
-    /// Tests only: the finalize stage adds a file holding the current time to the tree.
-    #[arg(long, hide = true)]
-    pub inject_nondeterminism: bool,
 }
 
 /// The kind of runtime image.

@@ -73,8 +73,3 @@ while IFS= read -r f; do
     "${tools}strip" --strip-unneeded "$f"
     "${tools}objcopy" --add-gnu-debuglink="$out" "$f"
 done
-# Tests only (--inject-nondeterminism): a file holding the time of this run, the kind of leak
-# --check-reproducible exists to catch.
-if [ -n "${INJECT_NONDETERMINISM:-}" ]; then
-    date +%s.%N > "$PREFIX/share/python-fips/$INJECT_NONDETERMINISM"
-fi
