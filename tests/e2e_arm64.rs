@@ -6,7 +6,7 @@
 //! openssl and python stages the cross build takes its build interpreter from are the shared cold
 //! build's, so when `e2e` ran first in this test directory they are cached. A second clean cross
 //! build (`--check-reproducible --arch aarch64`) would cost about 24 minutes more than CI has:
-//! it is run by hand (README, "Reproducible").
+//! it is run by hand (README, "Reproducibility and the SBOM").
 
 mod support;
 

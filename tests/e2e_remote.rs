@@ -8,11 +8,10 @@
 //!
 //! What this costs: the second daemon's image (once per machine), B's pull of the builder image
 //! and every stage (with its runtime image and `verify`), the python and finalize stages of a
-//! patch change on B, and the fips-provider
-//! stage on podman. The patch change's python stage is also the reproducibility check across
-//! engines and of the compiler cache: its patch differs from A's only in a header line and it
-//! compiles from A's compiler cache, so its tree must be A's, which was compiled cold. The
-//! podman build's fips-provider stage must give A's bytes too.
+//! patch change on B, and the fips-provider stage on podman. The patch change's python stage is
+//! also the reproducibility check across engines and of the compiler cache: its patch differs
+//! from A's only in a header line and it compiles from A's compiler cache, so its tree must be
+//! A's, which was compiled cold. The podman build's fips-provider stage must give A's bytes too.
 
 mod support;
 
