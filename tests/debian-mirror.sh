@@ -15,32 +15,8 @@ mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
 
 # A private apt configuration holding only deb-src stanzas built from the machine's own sources.
-apt_dir="$dir/.apt"
-mkdir -p "$apt_dir/sources.list.d" "$apt_dir/lists/partial" "$apt_dir/archives/partial"
-uris=$( { cat /etc/apt/sources.list.d/*.sources 2>/dev/null | sed -n 's/^URIs:[[:space:]]*//p';
-          grep -h -E '^deb[[:space:]]' /etc/apt/sources.list 2>/dev/null | awk '{print $2}' || true; } \
-        | tr ' ' '\n' | grep -E '^https?://' | grep -v -- '-security' | sort -u || true)
-if [ -z "$uris" ]; then
-    echo "error: no Debian mirror found in /etc/apt/sources.list.d/*.sources or /etc/apt/sources.list" >&2
-    exit 1
-fi
-keyring=/usr/share/keyrings/debian-archive-keyring.gpg
-{
-    echo "Types: deb-src"
-    echo "URIs: $(echo $uris)"
-    echo "Suites: bookworm trixie sid experimental"
-    echo "Components: main"
-    [ -f "$keyring" ] && echo "Signed-By: $keyring"
-} > "$apt_dir/sources.list.d/src.sources"
-
-apt_opts=(
-    -o "Dir::Etc::SourceList=/dev/null"
-    -o "Dir::Etc::SourceParts=$apt_dir/sources.list.d"
-    -o "Dir::State::Lists=$apt_dir/lists"
-    -o "Dir::Cache::Archives=$apt_dir/archives"
-    -o "APT::Sandbox::User=root"
-)
-apt-get "${apt_opts[@]}" -qq update >&2
+. "$(dirname "$0")/debian-apt.sh"
+private_apt "$dir" deb-src bookworm trixie sid experimental
 
 work="$dir/.download"
 mkdir -p "$work"

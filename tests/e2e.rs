@@ -52,7 +52,7 @@ fn build_gives_a_tarball_whose_python_uses_its_own_openssl() {
     let name = tarball.file_name().unwrap().to_str().unwrap();
     assert_eq!(
         name,
-        "python-fips-3.13.15-openssl-3.5.7-fips-3.0.20-linux-x86_64.tar.gz"
+        "python-fips-3.13.15-openssl-3.5.7-fips-3.1.2-openssl-src-linux-x86_64.tar.gz"
     );
     let sha = std::fs::read_to_string(tarball.with_file_name(format!("{name}.sha256"))).unwrap();
     assert!(sha.starts_with(report["sha256"].as_str().unwrap()));
@@ -76,7 +76,7 @@ fn build_gives_a_tarball_whose_python_uses_its_own_openssl() {
         "opt/python-fips/lib/libcrypto.so.3",
         "opt/python-fips/lib/python3.13/hashlib.py",
         "opt/python-fips/BUILD-INFO.json",
-        // The 3.0.20 provider differs from the 3.5.7 libraries: its own release's openssl.
+        // The 3.1.2 provider differs from the 3.5.7 libraries: its own release's openssl.
         "opt/python-fips/libexec/openssl-fipsinstall",
         "opt/python-fips/SBOM.cdx.json",
     ] {
@@ -85,15 +85,20 @@ fn build_gives_a_tarball_whose_python_uses_its_own_openssl() {
             "{want} is not in the runtime tarball"
         );
     }
-    // Written by 3.0.20's own fipsinstall: the install-status fields only a 3.0.x one writes.
+    // Written by 3.1.2's own fipsinstall: the fields of its security policy, and not the
+    // install-status of a 3.0.x module (a FIPS 140-3 module self-tests on every load).
     let cnf =
         String::from_utf8(runtime_files["opt/python-fips/ssl/fipsmodule.cnf"].clone()).unwrap();
-    for field in ["module-mac", "install-mac", "install-status"] {
-        assert!(
-            cnf.lines().any(|l| l.trim_start().starts_with(field)),
-            "fipsmodule.cnf has no {field}:\n{cnf}"
-        );
+    let has = |field: &str| cnf.lines().any(|l| l.trim_start().starts_with(field));
+    for field in [
+        "activate",
+        "conditional-errors",
+        "security-checks",
+        "module-mac",
+    ] {
+        assert!(has(field), "fipsmodule.cnf has no {field}:\n{cnf}");
     }
+    assert!(!has("install-status"), "{cnf}");
     for want in [
         "opt/python-fips/include/python3.13/Python.h",
         "opt/python-fips/include/openssl/evp.h",
@@ -228,7 +233,7 @@ fn one_openssl_build_serves_every_cpython_release_that_pins_it() {
         "--openssl",
         "3.5.7",
         "--fips-provider",
-        "3.0.20",
+        PROVIDER,
         "--mirror",
         &mirror,
         "--dry-run",
@@ -260,6 +265,38 @@ fn one_openssl_build_serves_every_cpython_release_that_pins_it() {
         text(&out).contains("python         would run"),
         "{}",
         text(&out)
+    );
+    // The tests' provider is the 3.1.2 tree of a crate: every run says it is not for shipping.
+    assert!(
+        text(&out)
+            .contains("warning: the FIPS provider is built from openssl-src-300.1.3+3.1.2.crate")
+            && text(&out).contains("never to be shipped"),
+        "{}",
+        text(&out)
+    );
+
+    // A provider no certificate covers builds too, with a warning naming the validated one. The
+    // 3.0.20 release is not built in the tests: the plan is enough to show the warning.
+    let out = xtask(&[
+        "python",
+        "--version",
+        "3.13",
+        "--python",
+        "3.13.15",
+        "--openssl",
+        "3.5.7",
+        "--fips-provider",
+        "3.0.20",
+        "--mirror",
+        &mirror,
+        "--dry-run",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let said = text(&out);
+    assert!(
+        said.contains("warning: the FIPS provider 3.0.20 is not a CMVP-validated module")
+            && said.contains("--fips-provider 3.1.2 (#4985, FIPS 140-3, active until 2030-03-10)"),
+        "{said}"
     );
 }
 
@@ -400,7 +437,7 @@ fn real_sources_are_fetched_verified_and_prepared_through_http() {
     let files = [
         "Python-3.13.15.tar.xz",
         "openssl-3.5.7.tar.gz",
-        "openssl-3.0.20.tar.gz",
+        "openssl-src-300.1.3+3.1.2.crate",
     ];
     for file in files {
         server.route(

@@ -64,7 +64,7 @@ fn cross_build_gives_an_aarch64_tree_with_its_self_test_pending() {
     let name = tarball.file_name().unwrap().to_string_lossy().into_owned();
     assert_eq!(
         name,
-        "python-fips-3.13.15-openssl-3.5.7-fips-3.0.20-linux-aarch64.tar.gz"
+        "python-fips-3.13.15-openssl-3.5.7-fips-3.1.2-openssl-src-linux-aarch64.tar.gz"
     );
     let sha = std::fs::read_to_string(format!("{}.sha256", tarball.display())).unwrap();
     assert_eq!(

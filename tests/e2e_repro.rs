@@ -23,9 +23,9 @@ fn sbom_is_cyclonedx_and_its_hashes_match_the_files() {
     let report = cold_build();
     let sbom_path = PathBuf::from(report["sbom"].as_str().unwrap());
     assert!(
-        sbom_path
-            .to_string_lossy()
-            .ends_with("dist/python-fips-3.13.15-openssl-3.5.7-fips-3.0.20-linux-x86_64.cdx.json"),
+        sbom_path.to_string_lossy().ends_with(
+            "dist/python-fips-3.13.15-openssl-3.5.7-fips-3.1.2-openssl-src-linux-x86_64.cdx.json"
+        ),
         "{}",
         sbom_path.display()
     );
@@ -134,8 +134,8 @@ fn sbom_is_cyclonedx_and_its_hashes_match_the_files() {
         ("openssl", "openssl-3.5.7.tar.gz", "3.5.7", "Apache-2.0"),
         (
             "fips-provider",
-            "openssl-3.0.20.tar.gz",
-            "3.0.20",
+            "openssl-src-300.1.3+3.1.2.crate",
+            "3.1.2",
             "Apache-2.0",
         ),
     ] {
@@ -148,13 +148,13 @@ fn sbom_is_cyclonedx_and_its_hashes_match_the_files() {
             "{r}"
         );
     }
-    // 3.0.20 has no CMVP certificate in the catalog: the SBOM says so.
+    // The 3.1.2 provider's certificate, and the archive its tree came from: the SBOM says both.
     let provider = by_ref("fips-provider");
+    let description = provider["description"].as_str().unwrap();
     assert!(
-        provider["description"]
-            .as_str()
-            .unwrap()
-            .contains("not a validated module"),
+        description.contains("CMVP certificate #4985 (FIPS 140-3), active")
+            && description
+                .contains("the Rust crate openssl-src 300.1.3+3.1.2 (not the release tarball)"),
         "{provider:#}"
     );
     let shipped = |c: &serde_json::Value, path: &str| -> String {

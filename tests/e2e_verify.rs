@@ -14,7 +14,8 @@ use support::*;
 /// build: each is a path by which stock CPython still computes a non-FIPS digest, or the API the
 /// patch adds. Every other check must pass without the patch too (it tests OpenSSL, the
 /// configuration, the build or the image, not the patch).
-const PATCH_ROWS: [&str; 7] = [
+const PATCH_ROWS: [&str; 8] = [
+    "HMAC objects run in the FIPS provider (EVP_MAC)",
     "ssl.FIPS_mode() == 1",
     "blake2 refuses",
     "_blake2 constructors and subclasses refuse",
@@ -62,6 +63,35 @@ fn build_is_verified_in_a_runtime_image_without_the_toolchain() {
         verdict["checks"].as_array().unwrap().len() >= 20,
         "too few checks: {verdict}"
     );
+    // The FIPS 140-3 module: OpenSSL 3.1.2's provider loaded and active, its fipsmodule.cnf
+    // written by 3.1.2's own fipsinstall, certificate #4985 active, and the TLS floor.
+    let detail = |name: &str| -> String {
+        let row = verdict["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .unwrap_or_else(|| panic!("no row {name} in {verdict}"));
+        row["detail"].as_str().unwrap().to_string()
+    };
+    let providers = detail("openssl list -providers: fips active");
+    assert!(providers.contains(" 3.1.2 active"), "{providers}");
+    let cnf = detail("fipsmodule.cnf written by the provider's own release");
+    assert!(
+        cnf.contains("module-mac") && cnf.contains("by OpenSSL 3.1.2 1 Aug 2023"),
+        "{cnf}"
+    );
+    let cmvp = detail("FIPS provider CMVP status");
+    assert!(
+        cmvp.contains("certificate #4985 (FIPS 140-3), active")
+            && cmvp.contains("openssl-src-300.1.3+3.1.2.crate"),
+        "{cmvp}"
+    );
+    let floor = detail("TLS floor: a 1024-bit RSA peer is refused");
+    assert!(
+        floor.contains("too weak") || floor.contains("too small"),
+        "{floor}"
+    );
 
     let id = report["image"]["id"].as_str().unwrap();
     let tags = report["image"]["tags"].as_array().unwrap();
@@ -87,7 +117,7 @@ fn build_is_verified_in_a_runtime_image_without_the_toolchain() {
         "debian:bookworm"
     );
     assert_eq!(labels["org.python-fips.openssl.version"], "3.5.7");
-    assert_eq!(labels["org.python-fips.fips-provider.version"], "3.0.20");
+    assert_eq!(labels["org.python-fips.fips-provider.version"], "3.1.2");
     assert_eq!(labels["org.python-fips.tarball.sha256"], report["sha256"]);
     assert_eq!(labels["org.python-fips.patched"], "true");
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prepares a machine for the end-to-end tests: installs debootstrap and QEMU user emulation if
 # they are missing and fills a local mirror with real upstream tarballs taken from Debian source
-# packages.
+# packages and the Rust crate registry.
 # usage: tests/setup.sh MIRROR_DIR
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -41,3 +41,5 @@ fi
 bash "$here/debian-mirror.sh" "$mirror" \
     python3.13=3.13.15-1 python3.13=3.13.5-2+deb13u5 python3.11=3.11.2-6+deb12u8 \
     openssl=3.5.7-1~deb13u2 openssl=3.0.20-1~deb12u2
+# The validated 3.1.2 provider's tree: its release tarball cannot be had here (tests/sources.toml).
+bash "$here/crate-source.sh" "$mirror" openssl-src=300.1.3+3.1.2

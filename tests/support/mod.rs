@@ -1,7 +1,10 @@
 //! Shared by the end-to-end tests: machine setup, running the xtask, the shared cold build.
 //!
 //! The configuration is the one obtainable offline here: CPython 3.13.15, OpenSSL 3.5.7 for the
-//! libraries, and the FIPS provider from OpenSSL 3.0.20, so the separate-provider path runs.
+//! libraries, and the FIPS provider from OpenSSL 3.1.2 (CMVP #4985, the recipes' provider), so the
+//! separate-provider path runs. The 3.1.2 release tarball cannot be downloaded here: the tests take
+//! its tree from the openssl-src crate, a test source of tests/sources.toml with a version of its
+//! own (`3.1.2-openssl-src`), which every run of the xtask gets through PYTHON_FIPS_SOURCE_CATALOG.
 //! Tests share one cache and one cold build, and take turns (a build holds the cache lock anyway).
 
 #![allow(dead_code, reason = "each test binary uses a different part")]
@@ -20,8 +23,11 @@ pub const VERSION: [&str; 8] = [
     "--openssl",
     "3.5.7",
     "--fips-provider",
-    "3.0.20",
+    PROVIDER,
 ];
+
+/// The tests' FIPS provider: OpenSSL 3.1.2's tree, from the test catalog.
+pub const PROVIDER: &str = "3.1.2-openssl-src";
 
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -67,6 +73,10 @@ pub fn command(args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
     c.args(args)
         .env("PYTHON_FIPS_CACHE", work().join("cache"))
+        .env(
+            "PYTHON_FIPS_SOURCE_CATALOG",
+            root().join("tests/sources.toml"),
+        )
         .stdin(Stdio::null());
     c
 }

@@ -93,9 +93,8 @@ impl<'a> Build<'a> {
         // Before any download: without an engine, nothing fetched could be used.
         let engine = Engine::detect(sh, config.engine.as_deref())?;
         // A historical or unvalidated provider builds, with a warning naming the alternative.
-        let catalog = crate::catalog::Catalog::load(&crate::catalog::recipes_dir())?;
         if let Some(warning) =
-            catalog.provider_warning(&ctx.recipe.fips_provider, &crate::date::today())
+            (ctx.catalog).provider_warning(&ctx.recipe.fips_provider, &crate::date::today())
         {
             ui.message(&format!("warning: {warning}"));
         }
@@ -310,7 +309,7 @@ impl<'a> Build<'a> {
                 files: vec![],
                 env: [
                     vec![
-                        env("PROVIDER_VERSION", &r.fips_provider.version),
+                        env("PROVIDER_SRC_DIR", &r.fips_provider.tree_dir()),
                         env("PROVIDER_FILE", &r.fips_provider.file),
                     ],
                     self.cross_env(),
@@ -387,7 +386,7 @@ impl<'a> Build<'a> {
         let r = &self.ctx.recipe;
         let same = !r.separate_provider();
         let mut env_vars = vec![
-            env("OPENSSL_VERSION", &r.openssl.version),
+            env("OPENSSL_SRC_DIR", &r.openssl.tree_dir()),
             env("OPENSSL_FILE", &r.openssl.file),
             // The libraries' own fips.so is only built when it is the provider that ships.
             env("OPENSSL_CONFIGURE", if same { "enable-fips" } else { "" }),
@@ -699,6 +698,10 @@ impl<'a> Build<'a> {
             file: s.file.clone(),
             sha256: s.sha256.clone(),
             license: s.license.clone(),
+            carries: s.carries.as_ref().map(|c| build_info::Carried {
+                release: c.release.clone(),
+                what: c.what.clone(),
+            }),
         };
         let patches = self
             .patches()?

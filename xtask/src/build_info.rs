@@ -40,6 +40,27 @@ pub struct Source {
     pub file: String,
     pub sha256: String,
     pub license: String,
+    /// Set when `file` is not the release's own tarball but carries its tree (a test source):
+    /// the tree was then not built as the release's security policy says.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub carries: Option<Carried>,
+}
+
+/// The release a test source carries, and what the source is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Carried {
+    pub release: String,
+    pub what: String,
+}
+
+impl Source {
+    /// The upstream release the tree was built from.
+    pub fn release(&self) -> &str {
+        self.carries
+            .as_ref()
+            .map_or(self.version.as_str(), |c| c.release.as_str())
+    }
 }
 
 /// The release the FIPS provider was built from and where it stands with the CMVP.
@@ -174,6 +195,7 @@ mod tests {
             file: format!("x-{version}.tar.gz"),
             sha256: "ab".repeat(32),
             license: license.into(),
+            carries: None,
         }
     }
 
@@ -284,6 +306,22 @@ mod tests {
             text.contains(r#""cmvp": "not a validated module""#),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_test_source_says_what_it_carries() {
+        let mut info = sample(Cmvp::NotValidated);
+        info.fips_provider.source.version = "3.1.2-openssl-src".into();
+        info.fips_provider.source.carries = Some(Carried {
+            release: "3.1.2".into(),
+            what: "a crate".into(),
+        });
+        let text = String::from_utf8(info.to_json().unwrap()).unwrap();
+        assert!(text.contains(r#""release": "3.1.2""#), "{text}");
+        let back = BuildInfo::parse(&text).unwrap();
+        assert_eq!(back.fips_provider.source.release(), "3.1.2");
+        assert_eq!(back.python.release(), "3.13.15");
+        assert_eq!(back, info);
     }
 
     #[test]

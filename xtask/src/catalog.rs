@@ -21,6 +21,22 @@ pub struct Source {
     pub size: Option<u64>,
     pub license: String,
     pub cmvp: Option<Cmvp>,
+    /// Set when `file` is not the release's own tarball but another archive carrying the
+    /// release's tree. Only an extra catalog (`--source-catalog`) may hold such an entry, under a
+    /// version of its own, so a build never takes it in place of the release tarball.
+    pub carries: Option<Carries>,
+}
+
+/// What an archive that is not a release tarball carries.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Carries {
+    /// The upstream release whose tree it holds (`3.1.2`).
+    pub release: String,
+    /// The directory in the archive that holds the tree.
+    pub dir: String,
+    /// What the archive is, for BUILD-INFO, the SBOM and warnings.
+    pub what: String,
 }
 
 /// A CMVP certificate covering a FIPS provider built from this release.
@@ -57,6 +73,21 @@ impl CmvpStatus {
 }
 
 impl Source {
+    /// The upstream release the source's tree is (for a release tarball, its version).
+    pub fn release(&self) -> &str {
+        self.carries
+            .as_ref()
+            .map_or(self.version.as_str(), |c| c.release.as_str())
+    }
+
+    /// The directory in the archive that holds the tree (`openssl-3.5.7`).
+    pub fn tree_dir(&self) -> String {
+        match &self.carries {
+            Some(c) => c.dir.clone(),
+            None => format!("{}-{}", self.name, self.version),
+        }
+    }
+
     /// The CMVP status, on `day` (`YYYY-MM-DD`), of a FIPS provider built from this release.
     pub fn cmvp_status(&self, day: &str) -> CmvpStatus {
         match &self.cmvp {
@@ -95,6 +126,14 @@ struct CatalogFile {
     source: Vec<Source>,
 }
 
+fn read_catalog(path: &Path) -> Result<Vec<Source>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the source catalog {}", path.display()))?;
+    let file: CatalogFile =
+        toml::from_str(&text).with_context(|| format!("cannot parse {}", path.display()))?;
+    Ok(file.source)
+}
+
 /// Every source any recipe or override may name.
 #[derive(Debug, Clone)]
 pub struct Catalog {
@@ -102,23 +141,36 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    pub fn load(recipes_dir: &Path) -> Result<Catalog> {
+    /// The shipped catalog (`recipes/sources.toml`), and `extra` after it when given.
+    pub fn load(recipes_dir: &Path, extra: Option<&Path>) -> Result<Catalog> {
         let path = recipes_dir.join("sources.toml");
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("cannot read the source catalog {}", path.display()))?;
-        let file: CatalogFile =
-            toml::from_str(&text).with_context(|| format!("cannot parse {}", path.display()))?;
-        let catalog = Catalog {
-            sources: file.source,
-        };
-        catalog
-            .check()
-            .with_context(|| format!("{} is inconsistent", path.display()))?;
+        let mut sources = read_catalog(&path)?;
+        if let Some(s) = sources.iter().find(|s| s.carries.is_some()) {
+            bail!(
+                "{}: {s} carries another release's tree; the shipped catalog names release tarballs only (put such an entry in a --source-catalog file)",
+                path.display()
+            );
+        }
+        let shipped = sources.len();
+        if let Some(extra) = extra {
+            sources.extend(read_catalog(extra)?);
+        }
+        let catalog = Catalog { sources };
+        catalog.check(shipped).with_context(|| {
+            let extra = extra.map(|e| format!(" with {}", e.display()));
+            format!(
+                "{}{} is inconsistent",
+                path.display(),
+                extra.unwrap_or_default()
+            )
+        })?;
         Ok(catalog)
     }
 
-    fn check(&self) -> Result<()> {
-        for s in &self.sources {
+    /// `shipped`: how many of the sources come from the shipped catalog, whose entries must
+    /// name upstream URLs (an extra catalog's may be found in mirrors only).
+    fn check(&self, shipped: usize) -> Result<()> {
+        for (i, s) in self.sources.iter().enumerate() {
             if s.sha256.len() != 64
                 || !s
                     .sha256
@@ -130,11 +182,23 @@ impl Catalog {
                     s.sha256
                 );
             }
-            if s.urls.is_empty() {
+            if s.urls.is_empty() && i < shipped {
                 bail!("{s}: no urls");
             }
             if s.file.contains('/') || s.file.starts_with('.') {
                 bail!("{s}: file must be a plain file name, got {:?}", s.file);
+            }
+            if let Some(c) = &s.carries
+                && (c
+                    .dir
+                    .split('/')
+                    .any(|p| p.is_empty() || p == "." || p == "..")
+                    || c.release == s.version)
+            {
+                bail!(
+                    "{s}: carries needs a relative dir without . or .. and a version other than its release {}",
+                    c.release
+                );
             }
             if self
                 .sources
@@ -167,10 +231,22 @@ impl Catalog {
     /// Why building with `provider` on `day` deserves a warning (a historical certificate, or
     /// none), naming the certificate and the validated alternative; `None` if it is active.
     pub fn provider_warning(&self, provider: &Source, day: &str) -> Option<String> {
+        if let Some(c) = &provider.carries {
+            return Some(format!(
+                "the FIPS provider is built from {} ({}), not from openssl-{}.tar.gz, the release \
+                 tarball its security policy names: a test build, never to be shipped as the \
+                 validated module",
+                provider.file, c.what, c.release
+            ));
+        }
         let alternative = self
             .sources
             .iter()
-            .filter(|s| s.name == "openssl" && s.cmvp_status(day) == CmvpStatus::Active)
+            .filter(|s| {
+                s.name == "openssl"
+                    && s.carries.is_none()
+                    && s.cmvp_status(day) == CmvpStatus::Active
+            })
             .map(|s| format!("--fips-provider {} ({})", s.version, s.cmvp_summary(day)))
             .collect::<Vec<_>>();
         let alternative = match alternative.is_empty() {
@@ -472,7 +548,7 @@ mod tests {
     fn project() -> (Catalog, PathBuf, PathBuf) {
         let dir = recipes_dir();
         (
-            Catalog::load(&dir).unwrap(),
+            Catalog::load(&dir, None).unwrap(),
             dir,
             crate::project_root().join("patches"),
         )
@@ -622,6 +698,76 @@ mod tests {
     }
 
     #[test]
+    fn a_test_source_is_named_by_its_own_version_and_warned_about() {
+        let dir = recipes_dir();
+        let extra = crate::project_root().join("tests/sources.toml");
+        let catalog = Catalog::load(&dir, Some(&extra)).unwrap();
+        let patches = crate::project_root().join("patches");
+        // The recipe's 3.1.2 stays the release tarball; the test source is asked for by name.
+        let recipe = resolve(&catalog, &dir, &patches, &args("3.13")).unwrap();
+        assert_eq!(recipe.fips_provider.file, "openssl-3.1.2.tar.gz");
+        assert_eq!(
+            catalog.provider_warning(&recipe.fips_provider, "2026-12-06"),
+            None
+        );
+        let mut a = args("3.13");
+        a.fips_provider = Some("3.1.2-openssl-src".into());
+        let p = resolve(&catalog, &dir, &patches, &a).unwrap().fips_provider;
+        assert_eq!(p.release(), "3.1.2");
+        assert_eq!(p.tree_dir(), "openssl-src-300.1.3+3.1.2/openssl");
+        assert_eq!(p.cmvp_status("2026-12-06"), CmvpStatus::Active);
+        let warning = catalog.provider_warning(&p, "2026-12-06").unwrap();
+        assert!(
+            warning.contains("openssl-src-300.1.3+3.1.2.crate")
+                && warning.contains("openssl-3.1.2.tar.gz")
+                && warning.contains("never to be shipped"),
+            "{warning}"
+        );
+        // A not-validated provider's warning never offers a test source as the alternative.
+        let old = catalog.get("openssl", "3.0.20").unwrap();
+        let warning = catalog.provider_warning(old, "2026-12-06").unwrap();
+        assert!(
+            warning.contains("--fips-provider 3.1.2 (") && !warning.contains("openssl-src"),
+            "{warning}"
+        );
+        // Without the extra catalog the name is unknown.
+        let shipped = Catalog::load(&dir, None).unwrap();
+        assert!(resolve(&shipped, &dir, &patches, &a).is_err());
+    }
+
+    #[test]
+    fn carried_trees_stay_out_of_the_shipped_catalog_and_versions_stay_unique() {
+        let dir = std::env::temp_dir().join(format!("pf-carries-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let test =
+            std::fs::read_to_string(crate::project_root().join("tests/sources.toml")).unwrap();
+        std::fs::write(dir.join("sources.toml"), &test).unwrap();
+        let err = format!("{:#}", Catalog::load(&dir, None).unwrap_err());
+        assert!(
+            err.contains("shipped catalog names release tarballs only"),
+            "{err}"
+        );
+
+        let shipped = std::fs::read_to_string(recipes_dir().join("sources.toml")).unwrap();
+        std::fs::write(dir.join("sources.toml"), &shipped).unwrap();
+        let extra = dir.join("extra.toml");
+        std::fs::write(
+            &extra,
+            test.replace("release = \"3.1.2\"", "release = \"3.1.2-openssl-src\""),
+        )
+        .unwrap();
+        let err = format!("{:#}", Catalog::load(&dir, Some(&extra)).unwrap_err());
+        assert!(
+            err.contains("extra.toml") && err.contains("carries"),
+            "{err}"
+        );
+        std::fs::write(&extra, test.replace("3.1.2-openssl-src", "3.0.20")).unwrap();
+        let err = format!("{:#}", Catalog::load(&dir, Some(&extra)).unwrap_err());
+        assert!(err.contains("openssl 3.0.20 is listed twice"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn a_broken_catalog_is_refused_with_its_path() {
         let dir = std::env::temp_dir().join(format!("pf-catalog-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -629,13 +775,13 @@ mod tests {
             .unwrap()
             .replacen("sha256 = \"", "sha256 = \"XYZ", 1);
         std::fs::write(dir.join("sources.toml"), bad).unwrap();
-        let err = format!("{:#}", Catalog::load(&dir).unwrap_err());
+        let err = format!("{:#}", Catalog::load(&dir, None).unwrap_err());
         assert!(
             err.contains("sources.toml") && err.contains("64 lowercase hex"),
             "{err}"
         );
         std::fs::write(dir.join("sources.toml"), "[[source]]\nname = 1\n").unwrap();
-        let err = format!("{:#}", Catalog::load(&dir).unwrap_err());
+        let err = format!("{:#}", Catalog::load(&dir, None).unwrap_err());
         assert!(
             err.contains("cannot parse") && err.contains("sources.toml"),
             "{err}"

@@ -14,6 +14,8 @@ use crate::flags::{BuildArgs, Runtime, SourceArgs};
 #[derive(Debug, Clone)]
 pub struct SourceConfig {
     pub request: Request,
+    /// An extra catalog read after the shipped one (`--source-catalog`).
+    pub source_catalog: Option<PathBuf>,
     /// Tried before the upstream URLs, in order.
     pub mirrors: Vec<String>,
     /// Use the cache only; never touch the network.
@@ -34,6 +36,7 @@ impl SourceConfig {
                 fips_provider: args.fips_provider.clone(),
                 no_fips_patch: args.no_fips_patch,
             },
+            source_catalog: args.source_catalog.clone(),
             mirrors: args.mirror.clone(),
             offline: args.offline,
             cache: args.cache.clone(),

@@ -55,6 +55,10 @@ pub struct SourceArgs {
     /// Build fips.so from this OpenSSL release.
     #[arg(long, value_name = "V")]
     pub fips_provider: Option<String>,
+    /// An extra source catalog read after recipes/sources.toml, for sources the shipped one does
+    /// not name (the tests' tests/sources.toml); its entries are asked for by their own versions.
+    #[arg(long, value_name = "FILE", env = "PYTHON_FIPS_SOURCE_CATALOG")]
+    pub source_catalog: Option<PathBuf>,
     /// Look for `<URL>/<upstream file name>` here first; http(s)://, file:// or a directory. Repeatable.
     #[arg(long, value_name = "URL")]
     pub mirror: Vec<String>,

@@ -114,7 +114,7 @@ impl TreeInfo {
             openssl: field("openssl.version", &info.openssl.version)?,
             provider: field(
                 "fips_provider.source.version",
-                &info.fips_provider.source.version,
+                info.fips_provider.source.release(),
             )?,
             cmvp: info.fips_provider.cmvp.certificate().map(str::to_string),
             licenses,

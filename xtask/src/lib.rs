@@ -23,7 +23,7 @@ pub mod flags;
 mod graph;
 mod image;
 mod package;
-mod patch;
+pub mod patch;
 mod pipeline;
 mod prepare;
 mod progress;

@@ -54,6 +54,38 @@ pub fn apply_all(tree: &Path, patches: &[PathBuf]) -> Result<Vec<Outcome>> {
     Ok(outcomes)
 }
 
+/// Applies in memory, with context matched byte for byte (no fuzz), the hunks of `patch_file`
+/// that change files under `under` (`Lib`) to the same files of another tree laid out without
+/// that directory: `Lib/x` is read as `dir/x` (Debian ships CPython's `Lib/` as
+/// `usr/lib/python3.X/`). Nothing is written. Returns the files checked, by their patch paths;
+/// the error names the file and the hunk.
+pub fn check_subtree(patch_file: &Path, under: &Path, dir: &Path) -> Result<Vec<PathBuf>> {
+    let text = std::fs::read(patch_file)
+        .with_context(|| format!("cannot read the patch {}", patch_file.display()))?;
+    let mut checked = Vec::new();
+    let mut selected = Vec::new();
+    for change in parse(&text, patch_file)? {
+        let Some(target) = change.target.below(under) else {
+            continue;
+        };
+        checked.push(under.join(target.path()));
+        selected.push(Change { target, ..change });
+    }
+    let tree = Tree {
+        root: dir,
+        files: BTreeMap::new(),
+    };
+    plan(&tree, &selected, patch_file, false).with_context(|| {
+        format!(
+            "the {} hunks of {} do not apply to {}",
+            under.display(),
+            patch_file.display(),
+            dir.display()
+        )
+    })?;
+    Ok(checked)
+}
+
 /// Parses `patch_file` and returns the number of files it changes (for the catalog invariants).
 #[cfg(test)]
 pub fn check_parses(patch_file: &Path) -> Result<usize> {
@@ -145,6 +177,25 @@ enum Target {
     Modify(PathBuf, PathBuf),
     Create(PathBuf),
     Delete(PathBuf),
+}
+
+impl Target {
+    /// The path of the file that is changed (the `+++` one of a modification).
+    fn path(&self) -> &Path {
+        match self {
+            Target::Modify(_, p) | Target::Create(p) | Target::Delete(p) => p,
+        }
+    }
+
+    /// The same change with its paths relative to `dir`, if it is below `dir`.
+    fn below(&self, dir: &Path) -> Option<Target> {
+        let strip = |p: &PathBuf| p.strip_prefix(dir).ok().map(Path::to_path_buf);
+        Some(match self {
+            Target::Modify(a, b) => Target::Modify(strip(a)?, strip(b)?),
+            Target::Create(p) => Target::Create(strip(p)?),
+            Target::Delete(p) => Target::Delete(strip(p)?),
+        })
+    }
 }
 
 struct Change<'a> {

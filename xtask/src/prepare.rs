@@ -18,7 +18,7 @@ use crate::{extract, patch};
 impl flags::Recipes {
     pub fn run(self, _sh: &Shell) -> Result<()> {
         let dir = catalog::recipes_dir();
-        let catalog = Catalog::load(&dir)?;
+        let catalog = Catalog::load(&dir, None)?;
         let cache = Cache::open(self.cache.as_deref())?;
         let cached = |name: &str, version: &str| -> Result<&'static str> {
             let source = catalog.get(name, version)?;
@@ -77,6 +77,8 @@ impl flags::Prepare {
 
 /// A resolved recipe together with the cache and the fetch settings.
 pub struct Resolved {
+    /// The catalog the recipe was resolved in.
+    pub catalog: Catalog,
     pub recipe: Recipe,
     pub cache: Cache,
     pub mirrors: Vec<String>,
@@ -86,7 +88,7 @@ pub struct Resolved {
 impl Resolved {
     pub fn new(args: &SourceConfig) -> Result<Resolved> {
         let recipes = catalog::recipes_dir();
-        let catalog = Catalog::load(&recipes)?;
+        let catalog = Catalog::load(&recipes, args.source_catalog.as_deref())?;
         let recipe = catalog::resolve(&catalog, &recipes, &args.patches, &args.request)?;
         let cache = Cache::open(args.cache.as_deref())?;
         if args.offline && cache.is_fresh() {
@@ -98,6 +100,7 @@ impl Resolved {
             );
         }
         Ok(Resolved {
+            catalog,
             recipe,
             cache,
             mirrors: args.mirrors.clone(),
@@ -321,6 +324,7 @@ mod tests {
             size: Some(bytes.len() as u64),
             license: "PSF-2.0".into(),
             cmvp: None,
+            carries: None,
         }
     }
 

@@ -577,7 +577,7 @@ mod tests {
         );
 
         let mut recipe = crate::catalog::resolve(
-            &crate::catalog::Catalog::load(&crate::catalog::recipes_dir()).unwrap(),
+            &crate::catalog::Catalog::load(&crate::catalog::recipes_dir(), None).unwrap(),
             &crate::catalog::recipes_dir(),
             Path::new("/nonexistent"),
             &crate::catalog::Request {

@@ -173,9 +173,10 @@ pub fn cyclonedx(input: &Input) -> Value {
     let (description, cmvp) = match &p.cmvp {
         Some(c) => (
             format!(
-                "OpenSSL FIPS provider (fips.so) built from OpenSSL {}: CMVP certificate #{} ({}), \
+                "OpenSSL FIPS provider (fips.so) built from OpenSSL {}{}: CMVP certificate #{} ({}), \
                  {} on {day}",
-                p.version,
+                p.release(),
+                carried_by(p),
                 c.certificate,
                 c.standard,
                 p.cmvp_status(&day).as_str()
@@ -190,9 +191,10 @@ pub fn cyclonedx(input: &Input) -> Value {
         ),
         None => (
             format!(
-                "OpenSSL FIPS provider (fips.so) built from OpenSSL {}: not a validated module \
+                "OpenSSL FIPS provider (fips.so) built from OpenSSL {}{}: not a validated module \
                  (no CMVP certificate covers this release)",
-                p.version
+                p.release(),
+                carried_by(p)
             ),
             vec![property(
                 "python-fips:cmvp:status",
@@ -202,7 +204,10 @@ pub fn cyclonedx(input: &Input) -> Value {
     };
     let mut provider = source_component(p, "fips-provider", &description);
     provider["name"] = "openssl-fips-provider".into();
-    provider["properties"] = cmvp.into();
+    provider["properties"]
+        .as_array_mut()
+        .expect("a source component has properties")
+        .extend(cmvp);
     provider["components"] = files_of("fips-provider").into();
 
     let patches: Vec<Value> = input
@@ -333,18 +338,30 @@ const NAMESPACE: [u8; 16] = [
     0xb1, 0x42, 0x3a, 0xc9, 0x33, 0xa4, 0x5b, 0x65, 0x85, 0x36, 0x07, 0xb3, 0x64, 0xe3, 0xc2, 0xf1,
 ];
 
+/// `, as carried by <what> (not the release tarball)` for a test source; empty otherwise.
+fn carried_by(s: &Source) -> String {
+    s.carries.as_ref().map_or(String::new(), |c| {
+        format!(", as carried by {} (not the release tarball)", c.what)
+    })
+}
+
 fn source_component(s: &Source, bom_ref: &str, description: &str) -> Value {
+    let mut properties = vec![property("python-fips:source-file", &s.file)];
+    if let Some(c) = &s.carries {
+        // A test source: the release's tree, but not its release tarball.
+        properties.push(property("python-fips:source-carries", &c.what));
+    }
     json!({
         "type": "library",
         "bom-ref": bom_ref,
         "name": s.name,
-        "version": s.version,
+        "version": s.release(),
         "description": description,
         "hashes": [sha256(&s.sha256)],
         "licenses": licenses(&s.license),
         "purl": format!("pkg:generic/{}@{}?download_url={}", s.name, encode(&s.version), encode(s.urls.first().map(String::as_str).unwrap_or(""))),
         "externalReferences": s.urls.iter().map(|u| json!({"type": "distribution", "url": u, "hashes": [sha256(&s.sha256)]})).collect::<Vec<_>>(),
-        "properties": [property("python-fips:source-file", &s.file)],
+        "properties": properties,
     })
 }
 
@@ -437,6 +454,7 @@ mod tests {
             size: None,
             license: license.into(),
             cmvp,
+            carries: None,
         }
     }
 
@@ -559,7 +577,13 @@ mod tests {
                 .unwrap()
                 .contains("not a validated module")
         );
-        assert_eq!(provider["properties"][0]["value"], "not a validated module");
+        // The provider keeps its source file beside its CMVP status.
+        let props = provider["properties"].as_array().unwrap();
+        assert!(props.contains(&property(
+            "python-fips:cmvp:status",
+            "not a validated module"
+        )));
+        assert!(props.contains(&property("python-fips:source-file", "openssl-3.1.2.tar.gz")));
 
         let validated = recipe(Some(Cmvp {
             certificate: "4985".into(),
@@ -589,6 +613,29 @@ mod tests {
         let provider = component(&bom, "fips-provider");
         let props = provider["properties"].as_array().unwrap();
         assert!(props.contains(&property("python-fips:cmvp:status", "historical")));
+
+        // A test source: the release's version, and what carried its tree, in plain sight.
+        let mut carried = validated.clone();
+        carried.fips_provider.version = "3.1.2-openssl-src".into();
+        carried.fips_provider.carries = Some(crate::catalog::Carries {
+            release: "3.1.2".into(),
+            dir: "openssl-src-300.1.3+3.1.2/openssl".into(),
+            what: "the OpenSSL 3.1.2 tree of a crate".into(),
+        });
+        let bom = cyclonedx(&input(&carried));
+        let provider = component(&bom, "fips-provider");
+        assert_eq!(provider["version"], "3.1.2");
+        let props = provider["properties"].as_array().unwrap();
+        assert!(props.contains(&property(
+            "python-fips:source-carries",
+            "the OpenSSL 3.1.2 tree of a crate"
+        )));
+        assert!(
+            provider["description"].as_str().unwrap().contains(
+                "as carried by the OpenSSL 3.1.2 tree of a crate (not the release tarball)"
+            ),
+            "{provider:#}"
+        );
     }
 
     #[test]

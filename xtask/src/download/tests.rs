@@ -74,6 +74,7 @@ fn source_for(file: &str, bytes: &[u8], urls: Vec<String>) -> Source {
         size: Some(bytes.len() as u64),
         license: "PSF-2.0".into(),
         cmvp: None,
+        carries: None,
     }
 }
 

@@ -16,6 +16,7 @@ openssl_conf = openssl_init
 [openssl_init]
 providers = provider_sect
 alg_section = algorithm_sect
+ssl_conf = ssl_sect
 
 [provider_sect]
 fips = fips_sect
@@ -30,6 +31,17 @@ activate = 1
 
 [algorithm_sect]
 default_properties = fips=yes
+
+# The TLS floor of every SSL_CTX (CPython is built with --with-ssl-default-suites=openssl, so
+# its contexts take OpenSSL's defaults): TLS 1.2 or later, and security level 2 (keys of at
+# least 112 bits of strength: RSA and DH of 2048 bits, no SHA-1 signatures), where OpenSSL's
+# compiled-in level 1 would accept 1024-bit RSA peers.
+[ssl_sect]
+system_default = system_default_sect
+
+[system_default_sect]
+MinProtocol = TLSv1.2
+CipherString = DEFAULT@SECLEVEL=2
 CNF
 install -m 0755 /build/python-fips-setup "$PREFIX/bin/python-fips-setup"
 mkdir -p "$PREFIX/share/python-fips"

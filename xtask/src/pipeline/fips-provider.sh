@@ -4,7 +4,7 @@
 cd /build
 . /build/ccache.sh
 tar -xf "src/$PROVIDER_FILE"
-cd "openssl-$PROVIDER_VERSION"
+cd "$PROVIDER_SRC_DIR"
 # The stage's own SOURCE_DATE_EPOCH (unless the recipe pins one), from the provider's tarball.
 if [ -z "${SOURCE_DATE_EPOCH:-}" ]; then
     SOURCE_DATE_EPOCH=$(find . -printf '%T@\n' | sort -n | tail -n 1 | cut -d. -f1)
@@ -24,7 +24,7 @@ cp providers/fips.so /out/python-fips/lib/ossl-modules/fips.so
 # of another release (same soname); python-fips-setup prefers it to bin/openssl.
 mkdir -p /build/fipsinstall-app
 tar -xf "/build/src/$PROVIDER_FILE" -C /build/fipsinstall-app
-cd "/build/fipsinstall-app/openssl-$PROVIDER_VERSION"
+cd "/build/fipsinstall-app/$PROVIDER_SRC_DIR"
 ./Configure ${OPENSSL_TARGET:-} no-shared no-tests \
     --prefix=/opt/python-fips --openssldir=/opt/python-fips/ssl --libdir=lib
 make -j"$JOBS" build_generated

@@ -3,7 +3,7 @@
 cd /build
 . /build/ccache.sh
 tar -xf "src/$OPENSSL_FILE"
-cd "openssl-$OPENSSL_VERSION"
+cd "$OPENSSL_SRC_DIR"
 # The stage's own SOURCE_DATE_EPOCH (unless the recipe pins one): the newest time in its tarball,
 # not the CPython release's, so one OpenSSL build serves every CPython release that pins it.
 if [ -z "${SOURCE_DATE_EPOCH:-}" ]; then

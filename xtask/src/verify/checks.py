@@ -185,32 +185,52 @@ def provider_cmvp_status():
     # this row says what the tree is, the build printed the warning.
     with open(PREFIX + "/BUILD-INFO.json") as f:
         provider = json.load(f)["fips_provider"]
-    version = provider["source"]["version"]
+    source = provider["source"]
+    carries = source.get("carries")
+    version = carries["release"] if carries else source["version"]
+    # A test source is the release's tree but not its release tarball: the row says so.
+    built = f" (built from {source['file']}, {carries['what']}, not the release tarball)" \
+        if carries else ""
     cmvp = provider["cmvp"]
     if not isinstance(cmvp, dict):
-        return f"{version}: {cmvp}"
+        return f"{version}{built}: {cmvp}"
     today = time.strftime("%Y-%m-%d", time.gmtime())
     now = "historical" if cmvp["historical_from"] <= today else "active"
-    return (f"{version}: certificate #{cmvp['certificate']} ({cmvp['standard']}), "
+    return (f"{version}{built}: certificate #{cmvp['certificate']} ({cmvp['standard']}), "
             f"{cmvp['status']} on {cmvp['status_as_of']} (build date), {now} on {today}; "
             f"historical from {cmvp['historical_from']}")
 
 
 @check("fipsmodule.cnf written by the provider's own release")
 def fipsmodule_cnf_fields():
-    # A 3.0.x provider's security policy expects install-mac and install-status, which only
-    # that release's fipsinstall writes; the tree carries it as libexec/openssl-fipsinstall.
+    # Each provider release's security policy names the fields its own fipsinstall writes: 3.0.x
+    # also install-mac and install-status (self-tests once, at installation); 3.1.x, a FIPS 140-3
+    # module, leaves them out and runs its self-tests on every load. The tree carries the
+    # provider release's own openssl as libexec/openssl-fipsinstall, which python-fips-setup uses.
     with open(FIPSMODULE_CNF) as f:
         fields = [line.split("=")[0].strip() for line in f if "=" in line]
-    tool = PREFIX + "/libexec/openssl-fipsinstall"
+    required = ["activate", "module-mac"]
+    if EXPECT_PROVIDER.startswith(("3.0.", "3.1.")):
+        required += ["conditional-errors", "security-checks"]
     if EXPECT_PROVIDER.startswith("3.0."):
-        missing = [k for k in ("install-mac", "install-status") if k not in fields]
-        if missing:
-            raise Fail(f"fields {', '.join(fields)}; missing {', '.join(missing)}")
-    if EXPECT_PROVIDER != EXPECT_OPENSSL and not os.access(tool, os.X_OK):
+        required += ["install-mac", "install-status"]
+    missing = [k for k in required if k not in fields]
+    if missing:
+        raise Fail(f"fields {', '.join(fields)}; missing {', '.join(missing)}")
+    if EXPECT_PROVIDER.startswith("3.1.") and "install-status" in fields:
+        raise Fail("install-status is written: not by a 3.1 fipsinstall, whose 140-3 module "
+                   "self-tests on every load")
+    detail = "fields: " + ", ".join(fields)
+    if EXPECT_PROVIDER == EXPECT_OPENSSL:
+        return detail
+    tool = PREFIX + "/libexec/openssl-fipsinstall"
+    if not os.access(tool, os.X_OK):
         raise Fail(f"the provider {EXPECT_PROVIDER} differs from OpenSSL {EXPECT_OPENSSL}, "
                    f"yet {tool} is missing")
-    return "fields: " + ", ".join(fields)
+    version = last_line(out(run([tool, "version"], env=dict(os.environ, OPENSSL_CONF="/dev/null"))))
+    if not version.startswith(f"OpenSSL {EXPECT_PROVIDER} "):
+        raise Fail(f"{tool} is {version!r}, not OpenSSL {EXPECT_PROVIDER}")
+    return f"{detail}; by {version}"
 
 
 def mapped_libraries(module):
@@ -307,6 +327,35 @@ def hmac_md5_refused():
     })
 
 
+@check("HMAC objects run in the FIPS provider (EVP_MAC)")
+def hmac_in_provider():
+    # With the legacy HMAC_CTX API the HMAC construction runs in libcrypto, outside the module
+    # boundary, and only its digest in the provider; EVP_MAC fetches the provider's own HMAC.
+    # The imported symbol names in _hashlib's dynamic string table tell which API it calls.
+    import _hashlib
+    import hmac
+
+    with open(_hashlib.__file__, "rb") as f:
+        data = f.read()
+    legacy = [s for s in ("HMAC_Init_ex", "HMAC_CTX_new", "HMAC_Update", "HMAC_Final")
+              if b"\0" + s.encode() + b"\0" in data]
+    if legacy:
+        raise Fail(f"{os.path.basename(_hashlib.__file__)} calls {', '.join(legacy)}: the "
+                   "HMAC construction runs outside the FIPS provider")
+    if b"\0EVP_MAC_init\0" not in data:
+        raise Fail(f"{os.path.basename(_hashlib.__file__)} does not call EVP_MAC_init")
+    # RFC 4231 test case 2, through an object that is copied and continued.
+    h = hmac.new(b"Jefe", b"what do ya want ", "sha256")
+    copy = h.copy()
+    h.update(b"for nothing?")
+    copy.update(b"for nothing?")
+    want = "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+    if h.hexdigest() != want or copy.hexdigest() != want:
+        raise Fail(f"HMAC-SHA256 of RFC 4231 case 2 is {h.hexdigest()}, copy {copy.hexdigest()}")
+    return f"EVP_MAC_init, no HMAC_CTX; {type(h).__module__}.{type(h).__qualname__} " \
+        "RFC 4231 case 2 ok"
+
+
 @check("blake2 refuses")
 def blake2_refused():
     return must_refuse(**{
@@ -344,6 +393,17 @@ def builtin_hmac_absent():
         "_hmac.compute_digest(k, m, 'md5')":
             lambda: _hmac.compute_digest(b"key", b"msg", "md5"),
     })
+
+
+@check("no _crypt (crypt(3) outside OpenSSL)")
+def crypt_absent():
+    # 3.11 and 3.12 would build _crypt against the builder's libcrypt, whose MD5-crypt and
+    # SHA-512-crypt run outside OpenSSL; the recipes leave it out, and 3.13 removed it.
+    try:
+        import _crypt
+    except ImportError as e:
+        return f"not built ({e})"
+    raise Fail(f"_crypt is built: {_crypt.__file__}")
 
 
 def python_child(code):
@@ -512,6 +572,73 @@ def tls13_loopback():
     if version != "TLSv1.3" or "GCM" not in cipher or echo != b"hello":
         raise Fail(f"{detail}, echo {echo!r}")
     return detail
+
+
+def start_weak_server(cert, key, port, connections):
+    """`openssl s_server` with a 1024-bit RSA certificate, outside FIPS mode and at security
+    level 0, so that only the client can refuse it."""
+    return subprocess.Popen(
+        [OPENSSL, "s_server", "-quiet", "-accept", f"127.0.0.1:{port}", "-cert", cert,
+         "-key", key, "-cipher", "DEFAULT:@SECLEVEL=0", "-naccept", str(connections)],
+        env=dict(os.environ, OPENSSL_CONF="/dev/null"), stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def handshake(port, cert, level=None):
+    """A TLS handshake of the tree's ssl with 127.0.0.1:`port`, trusting `cert`; `level` lowers
+    the context's security level. Retries while the server is not listening yet."""
+    import socket
+    import ssl
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.load_verify_locations(cert)
+    if level is not None:
+        ctx.set_ciphers(f"DEFAULT:@SECLEVEL={level}")
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            raw = socket.create_connection(("127.0.0.1", port), timeout=30)
+            break
+        except ConnectionRefusedError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    with raw, ctx.wrap_socket(raw) as s:
+        return s.version()
+
+
+@check("TLS floor: a 1024-bit RSA peer is refused")
+def tls_floor():
+    import socket
+
+    with tempfile.TemporaryDirectory() as tmp:
+        key, cert = os.path.join(tmp, "key.pem"), os.path.join(tmp, "cert.pem")
+        # The FIPS provider will not make a 1024-bit RSA key: the default provider alone does.
+        result = run([OPENSSL, "req", "-x509", "-newkey", "rsa:1024", "-sha256", "-nodes",
+                      "-days", "1", "-subj", "/CN=weak", "-keyout", key, "-out", cert],
+                     env=dict(os.environ, OPENSSL_CONF="/dev/null"))
+        if result.returncode != 0:
+            raise Fail(f"openssl req failed: {last_line(out(result))}")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        server = start_weak_server(cert, key, port, 2)
+        try:
+            how = refusal(lambda: handshake(port, cert))
+            # The same peer with the context lowered to OpenSSL's compiled-in level 1: it is the
+            # floor that refused, not something else.
+            lowered = refusal(lambda: handshake(port, cert, level=1))
+        finally:
+            server.kill()
+            server.wait(30)
+    if how is None:
+        raise Fail("a handshake with a 1024-bit RSA certificate succeeded")
+    if "too weak" not in how and "too small" not in how:
+        raise Fail(f"refused, but not for the key size: {how}")
+    if lowered is not None:
+        raise Fail(f"refused at level 1 too, so the floor was not what refused: {lowered}")
+    return f"{how}; accepted only after set_ciphers('DEFAULT:@SECLEVEL=1')"
 
 
 @check("set_ciphers('MD5') refuses")
