@@ -6,7 +6,7 @@ use xtask::{flags, project_root};
 
 fn main() {
     if let Err(err) = run() {
-        eprintln!("error: {err:#}");
+        eprintln!("error: {}", xtask::error_text(&err));
         std::process::exit(1);
     }
 }
