@@ -39,6 +39,7 @@ mod tarwalk;
 pub mod testutil;
 mod timings;
 mod verify;
+mod verify_cache;
 mod wheels;
 
 /// The repository root: the parent of the xtask crate.

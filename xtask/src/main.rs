@@ -27,5 +27,6 @@ fn run() -> Result<()> {
         flags::Cmd::Shell(cmd) => cmd.run(&sh),
         flags::Cmd::Wheels(cmd) => cmd.run(&sh),
         flags::Cmd::Audit(cmd) => cmd.run(&sh),
+        flags::Cmd::VerifyCache(cmd) => cmd.run(&sh),
     }
 }
