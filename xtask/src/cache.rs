@@ -16,7 +16,23 @@ pub const SCRATCH: &str = "python-fips-tmp";
 /// The marker of a cache directory (<https://bford.info/cachedir/>), as cargo writes one.
 const MARKER: &str = "CACHEDIR.TAG";
 const SIGNATURE: &str = "Signature: 8a477f597d28d172789f06886806bc55";
-/// What a cache made before the marker existed may hold: such a cache is adopted.
+/// The labels older versions gave their scratch entries, `tmp/<label>.<pid>.<n>`.
+const OLD_LABELS: &[&str] = &[
+    "tree",
+    "stage",
+    "openssl",
+    "fips-provider",
+    "python",
+    "finalize",
+    "packages",
+    "package",
+    "image",
+    "diffoscope",
+    "reproducible",
+    "rootfs",
+];
+/// What a cache made before the marker existed may hold: such a cache is adopted, if it also
+/// holds that version's own traces (see `old_cache`).
 const OLD_LAYOUT: &[&str] = &[
     ".lock",
     "downloads",
@@ -43,39 +59,112 @@ pub struct Cache {
     fresh: bool,
 }
 
-/// Held while a run uses the cache; released on drop (also when the process dies).
+/// Held while a run uses the cache; released on drop (also when the process dies). Dropping it
+/// also removes the scratch entries this process made while it was held, so that a run that
+/// ends, failed or not, leaves no scratch behind even under a shared lock (which never empties
+/// the scratch directory as a whole).
 #[derive(Debug)]
 pub struct CacheLock {
     _file: Option<File>,
+    scratch: PathBuf,
+    /// This process's scratch entries that were there already when the lock was taken.
+    before: Vec<PathBuf>,
+}
+
+impl CacheLock {
+    fn new(file: Option<File>, root: &Path) -> CacheLock {
+        let scratch = root.join(SCRATCH);
+        let before = scratch_entries(&scratch)
+            .into_iter()
+            .filter(|(_, pid)| *pid == std::process::id())
+            .map(|(path, _)| path)
+            .collect();
+        CacheLock {
+            _file: file,
+            scratch,
+            before,
+        }
+    }
+}
+
+impl Drop for CacheLock {
+    fn drop(&mut self) {
+        for (path, pid) in scratch_entries(&self.scratch) {
+            if pid == std::process::id() && !self.before.contains(&path) {
+                let _ = remove(&path);
+            }
+        }
+    }
+}
+
+/// The entries `<label>.<pid>.<n>` of a scratch directory, with their pids.
+fn scratch_entries(dir: &Path) -> Vec<(PathBuf, u32)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let (label, pid) = scratch_label(&name)?;
+            (!label.is_empty()).then_some((e.path(), pid))
+        })
+        .collect()
+}
+
+/// The label and the pid of a scratch entry's name `<label>.<pid>.<n>`.
+fn scratch_label(name: &str) -> Option<(&str, u32)> {
+    let mut parts = name.rsplitn(3, '.');
+    let n = parts.next()?;
+    let pid = parts.next()?;
+    let label = parts.next()?;
+    let digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+    (digits(n) && digits(pid)).then_some((label, pid.parse().ok()?))
+}
+
+/// Whether the process `pid` is alive; `None` when this machine cannot tell (no `/proc`).
+fn alive(pid: u32) -> Option<bool> {
+    let proc = Path::new("/proc");
+    proc.join("self")
+        .exists()
+        .then(|| proc.join(pid.to_string()).exists())
 }
 
 impl Cache {
     /// Opens the cache at `root`, or `cache/` in the project when `None`.
     ///
     /// A directory is used only if it is empty, carries this tool's `CACHEDIR.TAG`, or holds
-    /// nothing but what an older version of the tool made there; anything else is refused
-    /// untouched. A `root` that does not exist is made only if its parent exists (a mistyped
+    /// nothing but what an older version of the tool made there, with that version's own traces
+    /// (its `.lock`, and `downloads/<sha256>/`); anything else is refused untouched. A `root` that does not exist is made only if its parent exists (a mistyped
     /// path is an error, not a fresh cache).
     pub fn open(root: Option<&Path>) -> Result<Cache> {
         let explicit = root.is_some();
-        let root = match root {
-            Some(r) if r.is_absolute() => r.to_path_buf(),
-            Some(r) => std::env::current_dir()?.join(r),
-            None => crate::project_root().join("cache"),
-        };
+        let root = resolve(root)?;
         let fresh = adopt(&root, explicit)?;
         for dir in ["downloads", "logs"] {
             let d = root.join(dir);
             std::fs::create_dir_all(&d)
                 .with_context(|| format!("cannot create the cache directory {}", d.display()))?;
         }
-        let lock_timeout = std::env::var("PYTHON_FIPS_LOCK_TIMEOUT")
-            .ok()
-            .and_then(|v| v.trim().parse().ok())
-            .map_or(Duration::from_secs(1800), Duration::from_secs);
         Ok(Cache {
             root,
-            lock_timeout,
+            lock_timeout: lock_timeout(),
+            fresh,
+        })
+    }
+
+    /// Opens the cache for a command that only reads it (`recipes`): nothing is made, marked,
+    /// adopted or cleaned. A directory that does not exist reads as a fresh, empty cache; one
+    /// that is neither this tool's cache nor an older version's is refused like by `open`.
+    pub fn open_read_only(root: Option<&Path>) -> Result<Cache> {
+        let root = resolve(root)?;
+        let fresh = !root.exists();
+        if !fresh && !is_marked(&root) && !is_empty_dir(&root) && !old_cache(&root) {
+            return Err(not_a_cache(&root));
+        }
+        Ok(Cache {
+            root,
+            lock_timeout: lock_timeout(),
             fresh,
         })
     }
@@ -136,18 +225,20 @@ impl Cache {
         }
         std::fs::create_dir_all(&tmp)
             .with_context(|| format!("cannot create {}", tmp.display()))?;
-        Ok(CacheLock { _file: Some(file) })
+        Ok(CacheLock::new(Some(file), &self.root))
     }
 
     /// Takes the cache lock for reading only (an `--offline` run, or a read-only copy of a
-    /// cache): shared with other readers, and nothing in the cache is written.
+    /// cache): shared with other readers. Nothing in the cache is written but the run's own
+    /// scratch (which goes when the lock is dropped) and the removal of the scratch entries of
+    /// runs that died (their pids are gone).
     pub fn lock_shared(&self, reporter: &dyn Reporter) -> Result<CacheLock> {
         let path = self.root.join(".lock");
         let file = match File::open(&path) {
             Ok(file) => file,
             // Nobody ever wrote in this cache, so nobody is writing now.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(CacheLock { _file: None });
+                return Ok(CacheLock::new(None, &self.root));
             }
             Err(e) => {
                 return Err(e)
@@ -155,7 +246,12 @@ impl Cache {
             }
         };
         self.wait(&file, &path, true, reporter)?;
-        Ok(CacheLock { _file: Some(file) })
+        for (entry, pid) in scratch_entries(&self.root.join(SCRATCH)) {
+            if alive(pid) == Some(false) {
+                let _ = remove(&entry);
+            }
+        }
+        Ok(CacheLock::new(Some(file), &self.root))
     }
 
     /// Waits for the lock on `file` for at most `lock_timeout`, naming its holder.
@@ -245,14 +341,74 @@ fn read_only(e: &std::io::Error) -> bool {
     )
 }
 
+/// `root` made absolute, or `cache/` in the project when `None`.
+fn resolve(root: Option<&Path>) -> Result<PathBuf> {
+    Ok(match root {
+        Some(r) if r.is_absolute() => r.to_path_buf(),
+        Some(r) => std::env::current_dir()?.join(r),
+        None => crate::project_root().join("cache"),
+    })
+}
+
+/// `PYTHON_FIPS_LOCK_TIMEOUT` in seconds, 30 minutes by default.
+fn lock_timeout() -> Duration {
+    std::env::var("PYTHON_FIPS_LOCK_TIMEOUT")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .map_or(Duration::from_secs(1800), Duration::from_secs)
+}
+
+/// Whether `root` carries this tool's `CACHEDIR.TAG`.
+fn is_marked(root: &Path) -> bool {
+    let tag = std::fs::read_to_string(root.join(MARKER)).unwrap_or_default();
+    tag.starts_with(SIGNATURE) && tag.contains("python-fips")
+}
+
+fn is_empty_dir(root: &Path) -> bool {
+    std::fs::read_dir(root).is_ok_and(|mut entries| entries.next().is_none())
+}
+
+/// Whether `root` is a cache an older version made before the marker existed: nothing but that
+/// version's names, and its own traces: its `.lock` file, and downloads only as
+/// `downloads/<sha256>/` (and `downloads/.partial/`), at least one of them.
+fn old_cache(root: &Path) -> bool {
+    let names = |dir: &Path| -> Option<Vec<(String, bool)>> {
+        let entries = std::fs::read_dir(dir).ok()?;
+        entries
+            .map(|e| {
+                let e = e.ok()?;
+                let is_dir = e.file_type().ok()?.is_dir();
+                Some((e.file_name().to_string_lossy().into_owned(), is_dir))
+            })
+            .collect()
+    };
+    let Some(top) = names(root) else {
+        return false;
+    };
+    let Some(downloads) = names(&root.join("downloads")) else {
+        return false;
+    };
+    let sha256 = |n: &str| n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit());
+    top.iter().all(|(n, _)| OLD_LAYOUT.contains(&n.as_str()))
+        && std::fs::symlink_metadata(root.join(".lock")).is_ok_and(|m| m.is_file())
+        && downloads.iter().any(|(n, dir)| *dir && sha256(n))
+        && downloads
+            .iter()
+            .all(|(n, dir)| *dir && (sha256(n) || n == ".partial"))
+}
+
+fn not_a_cache(root: &Path) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{} is not a python-fips cache: it is not empty and has no CACHEDIR.TAG of this tool, so nothing in it was touched\nhint: pass --cache (or PYTHON_FIPS_CACHE) an empty or new directory",
+        root.display()
+    )
+}
+
 /// Checks that `root` may be used as the cache (see `Cache::open`) and marks it; returns
 /// whether it was made now.
 fn adopt(root: &Path, explicit: bool) -> Result<bool> {
-    let entries: Vec<String> = match std::fs::read_dir(root) {
-        Ok(entries) => entries
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect(),
+    match std::fs::symlink_metadata(root) {
+        Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let parent = root.parent().unwrap_or(root);
             if explicit && !parent.is_dir() {
@@ -271,24 +427,21 @@ fn adopt(root: &Path, explicit: bool) -> Result<bool> {
             return Err(e)
                 .with_context(|| format!("cannot read the cache directory {}", root.display()));
         }
-    };
-    let tag = std::fs::read_to_string(root.join(MARKER)).unwrap_or_default();
-    if tag.starts_with(SIGNATURE) && tag.contains("python-fips") {
+    }
+    std::fs::read_dir(root)
+        .with_context(|| format!("cannot read the cache directory {}", root.display()))?;
+    if is_marked(root) {
         return Ok(false);
     }
-    let old_layout =
-        root.join("downloads").is_dir() && entries.iter().all(|e| OLD_LAYOUT.contains(&e.as_str()));
-    if entries.is_empty() || old_layout {
+    let old = old_cache(root);
+    if is_empty_dir(root) || old {
         // A read-only copy of an old cache stays usable without its marker.
-        if mark(root).is_ok() && old_layout {
+        if mark(root).is_ok() && old {
             clean_old_scratch(root);
         }
         return Ok(false);
     }
-    bail!(
-        "{} is not a python-fips cache: it is not empty and has no CACHEDIR.TAG of this tool, so nothing in it was touched\nhint: pass --cache (or PYTHON_FIPS_CACHE) an empty or new directory",
-        root.display()
-    )
+    Err(not_a_cache(root))
 }
 
 fn mark(root: &Path) -> Result<()> {
@@ -299,7 +452,7 @@ fn mark(root: &Path) -> Result<()> {
 }
 
 /// Removes what older versions left in their scratch directory `tmp/`: only the entries they
-/// named `<label>.<pid>.<n>`, then `tmp/` itself if that emptied it.
+/// named `<label>.<pid>.<n>` with one of their labels, then `tmp/` itself if that emptied it.
 fn clean_old_scratch(root: &Path) {
     let tmp = root.join("tmp");
     let Ok(entries) = std::fs::read_dir(&tmp) else {
@@ -307,11 +460,7 @@ fn clean_old_scratch(root: &Path) {
     };
     for entry in entries.filter_map(|e| e.ok()) {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let parts: Vec<&str> = name.rsplitn(3, '.').collect();
-        let ours = parts.len() == 3
-            && parts[..2]
-                .iter()
-                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+        let ours = scratch_label(&name).is_some_and(|(label, _)| OLD_LABELS.contains(&label));
         if ours {
             let _ = remove(&entry.path());
         }
@@ -444,18 +593,165 @@ mod tests {
         Cache::open(Some(empty.path())).unwrap();
         assert!(empty.path().join("CACHEDIR.TAG").is_file());
         let old = TempDir::new("cache-old");
-        for d in ["downloads/abc", "logs", "tmp/tree.1.0", "trees", "stages"] {
+        let sha = "ab".repeat(32);
+        for d in [
+            &format!("downloads/{sha}"),
+            "logs",
+            "tmp/tree.1.0",
+            "trees",
+            "stages",
+        ] {
             std::fs::create_dir_all(old.path().join(d)).unwrap();
         }
         std::fs::write(old.path().join(".lock"), b"").unwrap();
         let cache = Cache::open(Some(old.path())).unwrap();
         drop(cache.lock(&crate::progress::Silent).unwrap());
         assert!(old.path().join("CACHEDIR.TAG").is_file());
-        assert!(old.path().join("downloads/abc").is_dir());
+        assert!(old.path().join(format!("downloads/{sha}")).is_dir());
         assert!(
             !old.path().join("tmp/tree.1.0").exists(),
             "the old scratch was kept"
         );
+    }
+
+    /// A directory laid out as `names` (directories end with `/`), with `bytes` in each file.
+    fn layout(dir: &Path, names: &[&str]) {
+        for name in names {
+            let path = dir.join(name.trim_end_matches('/'));
+            if name.ends_with('/') {
+                std::fs::create_dir_all(&path).unwrap();
+            } else {
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                std::fs::write(&path, b"bytes").unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn only_the_old_tools_own_traces_make_a_directory_an_old_cache() {
+        // The old names without the old tool's traces: somebody's own directory.
+        let dir = TempDir::new("cache-lookalike");
+        let names = [
+            "downloads/holiday.iso",
+            "logs/",
+            "tmp/photos.2024.06/a.jpg",
+            "tmp/report.2023.11",
+        ];
+        layout(dir.path(), &names);
+        let result = Cache::open(Some(dir.path()));
+        for name in names {
+            assert!(dir.path().join(name).exists(), "{name} was removed");
+        }
+        assert!(
+            !dir.path().join(MARKER).exists(),
+            "the directory was marked as a cache"
+        );
+        let err = result.expect_err("a directory without the tool's traces was adopted");
+        assert!(format!("{err:#}").contains("CACHEDIR.TAG"), "{err:#}");
+
+        // With them, it is adopted, and only the old tool's scratch labels are removed.
+        let old = TempDir::new("cache-old-traces");
+        let sha = "0f".repeat(32);
+        layout(
+            old.path(),
+            &[
+                ".lock",
+                &format!("downloads/{sha}/Python-3.12.0.tgz"),
+                "downloads/.partial/",
+                "tmp/tree.4242.0/half",
+                "tmp/openssl.4242.1/",
+                "tmp/photos.2024.06/a.jpg",
+                "tmp/report.2023.11",
+            ],
+        );
+        Cache::open(Some(old.path())).unwrap();
+        assert!(old.path().join(MARKER).is_file());
+        assert!(!old.path().join("tmp/tree.4242.0").exists());
+        assert!(!old.path().join("tmp/openssl.4242.1").exists());
+        assert!(old.path().join("tmp/photos.2024.06/a.jpg").is_file());
+        assert!(old.path().join("tmp/report.2023.11").is_file());
+    }
+
+    #[test]
+    fn a_read_only_command_neither_adopts_nor_writes() {
+        let old = TempDir::new("cache-ro-cmd");
+        let sha = "0f".repeat(32);
+        let names = [
+            ".lock",
+            &format!("downloads/{sha}/f.tgz"),
+            "tmp/tree.4242.0/half",
+        ];
+        layout(old.path(), &names);
+        let cache = Cache::open_read_only(Some(old.path())).unwrap();
+        assert!(cache.dir("downloads").join(&sha).join("f.tgz").is_file());
+        let mut found: Vec<String> = std::fs::read_dir(old.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        found.sort();
+        assert_eq!(
+            found,
+            [".lock", "downloads", "tmp"],
+            "the cache was written"
+        );
+        assert!(old.path().join("tmp/tree.4242.0/half").is_file());
+
+        // A cache that does not exist is not made.
+        let missing = old.path().join("nothing-here");
+        let cache = Cache::open_read_only(Some(&missing)).unwrap();
+        assert!(cache.is_fresh());
+        assert!(!missing.exists(), "a read-only command made a cache");
+    }
+
+    /// A pid that no process has: a child that has been waited for.
+    fn dead_pid() -> u32 {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        pid
+    }
+
+    #[test]
+    fn a_runs_own_scratch_goes_when_its_lock_is_dropped() {
+        let dir = TempDir::new("cache-guard");
+        let cache = Cache::open(Some(dir.path())).unwrap();
+        for shared in [false, true] {
+            let lock = match shared {
+                true => cache.lock_shared(&crate::progress::Silent),
+                false => cache.lock(&crate::progress::Silent),
+            }
+            .unwrap();
+            let scratch = cache.scratch("tree").unwrap();
+            std::fs::write(scratch.join("half"), b"118 MB of a failed prepare").unwrap();
+            drop(lock);
+            assert!(
+                !scratch.exists(),
+                "a run (shared: {shared}) left its scratch {} behind",
+                scratch.display()
+            );
+        }
+    }
+
+    #[test]
+    fn a_shared_lock_clears_the_scratch_of_dead_runs_only() {
+        let dir = TempDir::new("cache-dead");
+        let cache = Cache::open(Some(dir.path())).unwrap();
+        drop(cache.lock(&crate::progress::Silent).unwrap());
+        let tmp = cache.dir(SCRATCH);
+        let dead = tmp.join(format!("tree.{}.0", dead_pid()));
+        let alive = tmp.join("tree.1.0");
+        let other = tmp.join("notes");
+        for d in [&dead, &alive, &other] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        let held = cache.lock_shared(&crate::progress::Silent).unwrap();
+        assert!(!dead.exists(), "a dead run's scratch was kept");
+        assert!(alive.exists(), "a live run's scratch was removed");
+        assert!(
+            other.exists(),
+            "a name that is no scratch label was removed"
+        );
+        drop(held);
     }
 
     #[test]

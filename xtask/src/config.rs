@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 
 use crate::arch::{self, Arch};
 use crate::catalog::Request;
@@ -71,12 +71,23 @@ pub struct BuildConfig {
 
 impl BuildConfig {
     /// The configuration of one build (one architecture: `arch::per_arch` splits a list first).
+    /// Every flag is checked here, before anything is downloaded or built.
     pub fn from_args(args: &BuildArgs) -> Result<BuildConfig> {
+        if args.jobs == Some(0) {
+            bail!(
+                "--jobs 0 runs nothing: give 1 or more parallel jobs, or leave --jobs out for all cores"
+            );
+        }
+        let cache_registry = args.cache_registry.clone().filter(|r| !r.is_empty());
+        if let Some(reference) = &cache_registry {
+            // Opening sends nothing; it checks the reference as the build would.
+            crate::registry::Registry::open(reference)?;
+        }
         Ok(BuildConfig {
             sources: SourceConfig::from_args(&args.sources),
             engine: args.engine.clone(),
             target: args.arch.as_deref().map(arch::parse).transpose()?,
-            cache_registry: args.cache_registry.clone().filter(|r| !r.is_empty()),
+            cache_registry,
             jobs: args.jobs.unwrap_or_else(|| {
                 std::thread::available_parallelism()
                     .map(|n| n.get())
@@ -102,5 +113,53 @@ impl BuildConfig {
         config.report = None;
         config.sources.cache = Some(root);
         config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(registry: Option<&str>, jobs: Option<usize>) -> BuildArgs {
+        BuildArgs {
+            cache_registry: registry.map(String::from),
+            jobs,
+            ..BuildArgs::default()
+        }
+    }
+
+    #[test]
+    fn a_malformed_cache_registry_is_refused_with_the_configuration() {
+        for bad in [
+            "http://127.0.0.1:5000/cache",
+            "no-repository",
+            "127.0.0.1:port/cache",
+            "127.0.0.1:5000/Upper",
+        ] {
+            let err = BuildConfig::from_args(&args(Some(bad), None))
+                .expect_err("a malformed --cache-registry was accepted");
+            let text = format!("{err:#}");
+            assert!(
+                text.contains("--cache-registry") && text.contains(bad),
+                "{text}"
+            );
+        }
+        let config =
+            BuildConfig::from_args(&args(Some("127.0.0.1:5000/team/cache"), None)).unwrap();
+        assert_eq!(
+            config.cache_registry.as_deref(),
+            Some("127.0.0.1:5000/team/cache")
+        );
+    }
+
+    #[test]
+    fn zero_jobs_is_refused() {
+        let err = BuildConfig::from_args(&args(None, Some(0))).expect_err("--jobs 0 was accepted");
+        let text = format!("{err:#}");
+        assert!(text.contains("--jobs 0"), "{text}");
+        assert_eq!(
+            BuildConfig::from_args(&args(None, Some(3))).unwrap().jobs,
+            3
+        );
     }
 }

@@ -79,6 +79,26 @@ impl RetryPolicy {
     }
 }
 
+/// Refuses a `--mirror` that names nothing: an empty one would be the current directory.
+fn check_mirrors(mirrors: &[String]) -> Result<()> {
+    if mirrors.iter().any(|m| m.trim().is_empty()) {
+        bail!(
+            "--mirror \"\" names no mirror\nhint: give a URL (http://, https://, file://) or a directory, or leave --mirror out"
+        );
+    }
+    Ok(())
+}
+
+/// Whether a mirror without a scheme is no directory here but starts like `host:port`, as a
+/// server's address missing its `http://`.
+fn looks_like_a_server(base: &str) -> bool {
+    let first = base.split('/').next().unwrap_or_default();
+    !Path::new(base).exists()
+        && first
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+}
+
 /// Where a candidate copy of a file may be.
 enum Location {
     Http(String),
@@ -112,6 +132,7 @@ fn retry(why: impl Into<String>) -> Attempt {
 impl<'a> Fetcher<'a> {
     /// Returns the path of the verified file in the cache, downloading it if needed.
     pub fn fetch(&self, source: &Source) -> Result<PathBuf> {
+        check_mirrors(&self.mirrors)?;
         let dest = self.cache.download_path(source);
         if dest.is_file() {
             match self.check_hit(source, &dest) {
@@ -211,6 +232,7 @@ impl<'a> Fetcher<'a> {
 
     /// Fetches several sources concurrently; paths in the same order.
     pub fn fetch_all(&self, sources: &[&Source]) -> Result<Vec<PathBuf>> {
+        check_mirrors(&self.mirrors)?;
         let results: Vec<Result<PathBuf>> = std::thread::scope(|scope| {
             let handles: Vec<_> = sources
                 .iter()
@@ -257,6 +279,10 @@ impl<'a> Fetcher<'a> {
                     Ok(dir) => Location::Local(dir.join(&source.file)),
                     Err(why) => Location::Invalid(why),
                 }
+            } else if looks_like_a_server(base) {
+                Location::Invalid(format!(
+                    "no such directory (a --mirror without http:// or file:// is a directory); for a server, give --mirror http://{base}"
+                ))
             } else {
                 Location::Local(Path::new(base).join(&source.file))
             };

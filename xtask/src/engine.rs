@@ -43,6 +43,25 @@ pub struct ContainerSpec {
     pub command: Vec<String>,
 }
 
+/// What to do when no engine answered: check the one asked for (and name the other), or start
+/// Docker or install podman when none was.
+fn no_engine_hint(choice: Option<&str>) -> String {
+    let Some(program) = choice else {
+        return "is the Docker engine running? try `docker info`, or install podman (--engine picks one)".to_string();
+    };
+    let name = Path::new(program)
+        .file_name()
+        .map_or(program.to_string(), |n| n.to_string_lossy().into_owned());
+    let other = match name.starts_with("podman") {
+        true => "--engine docker",
+        false if name.starts_with("docker") => "--engine podman",
+        false => "--engine docker or --engine podman",
+    };
+    format!(
+        "is {program} installed (and its service running)? try `{program} info`, or pass {other}"
+    )
+}
+
 impl Engine {
     /// Uses `choice`, or the first of docker and podman that answers, and checks the engine is up.
     pub fn detect(sh: &Shell, choice: Option<&str>) -> Result<Engine> {
@@ -71,8 +90,9 @@ impl Engine {
             }
         }
         bail!(
-            "no container engine is usable:\n  {}\nis the Docker engine running? try `docker info` (or pass --engine podman)",
-            tried.join("\n  ")
+            "no container engine is usable:\n  {}\nhint: {}",
+            tried.join("\n  "),
+            no_engine_hint(choice)
         )
     }
 
@@ -737,6 +757,20 @@ mod tests {
         assert!(
             err.contains("/nonexistent/docker") && err.contains("docker info"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn a_missing_podman_is_not_told_to_pass_engine_podman() {
+        let sh = Shell::new().unwrap();
+        let err = Engine::detect(&sh, Some("/nonexistent/podman"))
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("--engine podman"), "{err}");
+        assert!(err.contains("`/nonexistent/podman info`"), "{err}");
+        assert!(
+            err.contains("\nhint: "),
+            "the hint is not on its own line: {err}"
         );
     }
 

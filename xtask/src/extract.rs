@@ -14,7 +14,8 @@ use tar::EntryType;
 /// Also refused, because they could be used to the same end: writing through a symlink that an
 /// earlier entry made, symlink targets with `..` after a name (`a/../..`: the real resolution
 /// depends on whether `a` is itself a link), hard links to symlinks, and device or fifo entries.
-/// File and directory modes (without setuid/setgid/sticky) and mtimes are kept; owners are not.
+/// File and directory modes (without setuid/setgid/sticky) and mtimes are kept, but every
+/// directory is made at least `rwxr-xr-x`; owners are not kept.
 pub fn extract(archive: &Path, dest: &Path) -> Result<()> {
     extract_within(archive, dest, Limits::default())
 }
@@ -79,6 +80,21 @@ fn io_error(e: std::io::Error, shown: &str, target: &Path, dest: &Path) -> anyho
     anyhow::Error::new(e).context(what)
 }
 
+/// An entry's header that cannot be read. The tar crate's own complaints (kind `Other`) quote
+/// the header's raw bytes, so they are replaced by what they mean; a decompression or read
+/// error keeps its cause.
+fn header_error(e: std::io::Error, entries_before: u64) -> anyhow::Error {
+    match e.kind() {
+        std::io::ErrorKind::Other if entries_before == 0 => {
+            anyhow!("it is not a tar archive (its first block is no tar header)")
+        }
+        std::io::ErrorKind::Other => anyhow!(
+            "the tar header after entry {entries_before} is damaged (the archive is corrupt)"
+        ),
+        _ => anyhow::Error::new(e).context("cannot read the archive (is it truncated?)"),
+    }
+}
+
 fn unpack(input: Box<dyn Read>, dest: &Path, limits: Limits) -> Result<()> {
     let mut archive = tar::Archive::new(input);
     archive.set_preserve_permissions(false);
@@ -92,7 +108,7 @@ fn unpack(input: Box<dyn Read>, dest: &Path, limits: Limits) -> Result<()> {
     let mut dirs: Vec<(PathBuf, u32, u64)> = Vec::new();
     let (mut bytes, mut count) = (0u64, 0u64);
     for entry in archive.entries().context("cannot read the archive")? {
-        let mut entry = entry.context("cannot read the archive (is it truncated?)")?;
+        let mut entry = entry.map_err(|e| header_error(e, count))?;
         let shown = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
         count += 1;
         bytes = bytes.saturating_add(entry.header().size().unwrap_or(0));
@@ -130,7 +146,9 @@ fn unpack(input: Box<dyn Read>, dest: &Path, limits: Limits) -> Result<()> {
                 no_links_on_the_way(dest, &rel, true).map_err(refuse)?;
                 std::fs::create_dir_all(&target)
                     .with_context(|| format!("cannot create {}", target.display()))?;
-                let mode = entry.header().mode().unwrap_or(0o755) & 0o777;
+                // A directory its owner cannot enter (mode 000) would stop the build and
+                // the cache's own clean-up: every directory is at least rwxr-xr-x.
+                let mode = (entry.header().mode().unwrap_or(0o755) & 0o777) | 0o755;
                 let mtime = entry.header().mtime().unwrap_or(0);
                 dirs.push((target, mode, mtime));
             }

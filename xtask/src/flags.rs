@@ -38,6 +38,8 @@ pub enum Cmd {
     BaseImage(BaseImage),
     /// Time the floor, then a cold build, a warm no-op and two patch changes, each to a verified image.
     Bench(Bench),
+    /// Re-hash the cached downloads and check the stage entries; `--evict` moves damaged ones out.
+    VerifyCache(VerifyCache),
 }
 
 /// Where the sources come from and where the cache lives.
@@ -283,6 +285,16 @@ pub struct Audit {
     /// Container engine CLI for an image: `docker` or `podman` (default: the first that answers).
     #[arg(long)]
     pub engine: Option<String>,
+    /// Cache root (default: `cache/` at the repository root).
+    #[arg(long, value_name = "DIR", env = "PYTHON_FIPS_CACHE")]
+    pub cache: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyCache {
+    /// Move the damaged entries out of the cache (by rename), so the next run makes them again.
+    #[arg(long)]
+    pub evict: bool,
     /// Cache root (default: `cache/` at the repository root).
     #[arg(long, value_name = "DIR", env = "PYTHON_FIPS_CACHE")]
     pub cache: Option<PathBuf>,

@@ -39,6 +39,7 @@ mod tarwalk;
 pub mod testutil;
 mod timings;
 mod verify;
+mod verify_cache;
 mod wheels;
 
 /// The repository root: the parent of the xtask crate.
@@ -47,4 +48,53 @@ pub fn project_root() -> std::path::PathBuf {
         .parent()
         .expect("xtask lives one level below the project root")
         .to_path_buf()
+}
+
+/// The text of an error as the user sees it: its chain of causes joined by `: `, then every
+/// `hint:` line of any of them on its own line, so that no hint runs into the cause after it.
+pub fn error_text(err: &anyhow::Error) -> String {
+    let mut causes = Vec::new();
+    let mut hints: Vec<String> = Vec::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        let (hint, kept): (Vec<&str>, Vec<&str>) =
+            text.lines().partition(|l| l.starts_with("hint:"));
+        for line in hint {
+            if !hints.iter().any(|h| h == line) {
+                hints.push(line.to_string());
+            }
+        }
+        if !kept.is_empty() {
+            causes.push(kept.join("\n"));
+        }
+    }
+    let mut out = causes.join(": ");
+    for hint in hints {
+        out.push('\n');
+        out.push_str(&hint);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hints_go_on_their_own_lines_after_the_cause() {
+        let io = std::io::Error::from(std::io::ErrorKind::StorageFull);
+        let err = anyhow::Error::new(io)
+            .context(
+                "cannot write dest/big (an I/O error: the disk is full)\nhint: free space in dest",
+            )
+            .context("cannot extract a.tar.gz");
+        let text = super::error_text(&err);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(
+            lines[0].starts_with(
+                "cannot extract a.tar.gz: cannot write dest/big (an I/O error: the disk is full): "
+            ),
+            "{text}"
+        );
+        assert_eq!(lines[1], "hint: free space in dest", "{text}");
+    }
 }

@@ -6,7 +6,7 @@ use xtask::{flags, project_root};
 
 fn main() {
     if let Err(err) = run() {
-        eprintln!("error: {err:#}");
+        eprintln!("error: {}", xtask::error_text(&err));
         std::process::exit(1);
     }
 }
@@ -27,5 +27,6 @@ fn run() -> Result<()> {
         flags::Cmd::Shell(cmd) => cmd.run(&sh),
         flags::Cmd::Wheels(cmd) => cmd.run(&sh),
         flags::Cmd::Audit(cmd) => cmd.run(&sh),
+        flags::Cmd::VerifyCache(cmd) => cmd.run(&sh),
     }
 }

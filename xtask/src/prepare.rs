@@ -19,7 +19,8 @@ impl flags::Recipes {
     pub fn run(self, _sh: &Shell) -> Result<()> {
         let dir = catalog::recipes_dir();
         let catalog = Catalog::load(&dir, None)?;
-        let cache = Cache::open(self.cache.as_deref())?;
+        // Only read: a listing neither makes, marks nor adopts a cache.
+        let cache = Cache::open_read_only(self.cache.as_deref())?;
         let cached = |name: &str, version: &str| -> Result<&'static str> {
             let source = catalog.get(name, version)?;
             Ok(if cache.download_path(source).exists() {

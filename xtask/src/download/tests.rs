@@ -777,3 +777,41 @@ fn a_stalled_location_is_left_within_the_slow_window() {
     let fetched = outcome.expect("a stalled server held the fetch");
     assert!(fetched.unwrap() == bytes);
 }
+
+#[test]
+fn an_empty_mirror_is_refused_not_taken_as_the_current_directory() {
+    let tmp = TempDir::new("dl-empty-mirror");
+    let cache = Cache::open(Some(tmp.path())).unwrap();
+    let server = Server::start();
+    let bytes = payload(1000);
+    server.route("/e.tgz", Behaviour::Serve(bytes.clone()));
+    let source = source_for("e.tgz", &bytes, vec![format!("{}/e.tgz", server.url())]);
+    let rec = Recorder::default();
+    let err = fetcher(&cache, &rec, vec![String::new()])
+        .fetch(&source)
+        .expect_err("an empty --mirror was accepted");
+    let text = format!("{err:#}");
+    assert!(text.contains("--mirror \"\""), "{text}");
+    assert!(server.requests().is_empty(), "a download started: {text}");
+}
+
+#[test]
+fn a_mirror_without_a_scheme_that_looks_like_a_server_gets_a_hint() {
+    let tmp = TempDir::new("dl-noscheme");
+    let cache = Cache::open(Some(tmp.path())).unwrap();
+    let server = Server::start();
+    let bytes = payload(1000);
+    server.route("/n.tgz", Behaviour::Serve(bytes.clone()));
+    let bare = server.url().trim_start_matches("http://").to_string();
+    let source = source_for(
+        "n.tgz",
+        &bytes,
+        vec!["file:///nonexistent-xtask-test/n.tgz".into()],
+    );
+    let rec = Recorder::default();
+    let err = fetcher(&cache, &rec, vec![bare.clone()])
+        .fetch(&source)
+        .expect_err("the file is nowhere but on the server");
+    let text = format!("{err:#}");
+    assert!(text.contains(&format!("http://{bare}")), "{text}");
+}

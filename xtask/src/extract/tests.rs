@@ -323,3 +323,61 @@ fn archives_over_the_size_or_entry_limit_are_refused() {
     )
     .unwrap();
 }
+
+#[test]
+fn an_archive_that_is_not_a_tar_is_named_without_its_bytes() {
+    let tmp = TempDir::new("extract-not-tar");
+    // A compressed text file given a tarball's name: its bytes are no tar header.
+    let text: Vec<u8> = b"lorem ipsum dolor sit amet, 0123456789 "
+        .iter()
+        .copied()
+        .cycle()
+        .take(4000)
+        .collect();
+    for name in ["text.tar.gz", "text.tar.xz"] {
+        let bytes = if name.ends_with(".xz") {
+            let mut enc = liblzma::write::XzEncoder::new(Vec::new(), 1);
+            enc.write_all(&text).unwrap();
+            enc.finish().unwrap()
+        } else {
+            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            enc.write_all(&text).unwrap();
+            enc.finish().unwrap()
+        };
+        let path = tmp.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let dest = tmp.path().join(format!("dest-{name}"));
+        std::fs::create_dir(&dest).unwrap();
+        let err = format!("{:#}", extract(&path, &dest).unwrap_err());
+        assert!(err.contains(&path.display().to_string()), "{err}");
+        assert!(err.contains("not a tar archive"), "{err}");
+        assert!(
+            !err.contains("lorem") && !err.contains("0123"),
+            "raw bytes printed: {err}"
+        );
+    }
+}
+
+#[test]
+fn a_directory_of_mode_000_is_made_usable() {
+    let tmp = TempDir::new("extract-mode-000");
+    let mut locked = dir("Python-3.99.0/Lib/");
+    locked.mode = 0o000;
+    let path = archive(
+        tmp.path(),
+        "locked.tar.gz",
+        &[
+            dir("Python-3.99.0/"),
+            locked,
+            file("Python-3.99.0/Lib/os.py", b"import sys\n", 0o644),
+        ],
+    );
+    let dest = tmp.path().join("dest");
+    std::fs::create_dir(&dest).unwrap();
+    extract(&path, &dest).unwrap();
+    let lib = dest.join("Python-3.99.0/Lib");
+    let mode = std::fs::metadata(&lib).unwrap().permissions().mode() & 0o777;
+    // Let the temporary directory be removed whatever happens below.
+    std::fs::set_permissions(&lib, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(mode & 0o755, 0o755, "the directory kept mode {mode:o}");
+}
