@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use reqwest::StatusCode;
-use reqwest::blocking::{Client, RequestBuilder, Response};
+use reqwest::blocking::{Client, Request, RequestBuilder, Response};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -155,6 +155,48 @@ impl Registry {
         })
     }
 
+    /// The URL `url` (absolute, or relative to the registry) that the registry named for
+    /// `what` (an upload, its token service): HTTPS, or plain HTTP for a loopback registry only.
+    fn target(&self, url: &str, what: &str) -> Result<reqwest::Url> {
+        let shown = printable(url);
+        let parsed = reqwest::Url::parse(&self.base)
+            .and_then(|base| base.join(url))
+            .map_err(|e| Unusable::refused(format!("{what} {shown} is not a URL: {e}")))?;
+        match parsed.scheme() {
+            "https" => Ok(parsed),
+            "http" if is_loopback(&self.host) => Ok(parsed),
+            _ => Err(Unusable::refused(format!(
+                "{what} {shown} is not HTTPS, so it is refused (plain HTTP is for a loopback \
+                 registry only)"
+            ))
+            .into()),
+        }
+    }
+
+    /// Whether `url` is on the registry's own origin (scheme, host and port), the only place
+    /// the login or a token is sent.
+    fn is_home(&self, url: &reqwest::Url) -> bool {
+        reqwest::Url::parse(&self.base).is_ok_and(|base| base.origin() == url.origin())
+    }
+
+    /// `req` as it is sent: with the login or token only when it goes to the registry itself.
+    fn authorised(&self, req: RequestBuilder) -> Result<Request> {
+        let req = req.build().context("cannot make an HTTP request")?;
+        if !self.is_home(req.url()) {
+            return Ok(req);
+        }
+        let req = RequestBuilder::from_parts(self.client.clone(), req);
+        let req = match &*self.auth.lock().unwrap() {
+            Auth::Bearer { token, .. } => req.bearer_auth(token),
+            Auth::Basic => match self.login() {
+                Some((user, password)) => req.basic_auth(user, Some(password)),
+                None => req,
+            },
+            Auth::Anonymous => req,
+        };
+        req.build().context("cannot make an HTTP request")
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}/v2/{}/{path}", self.base, self.repository)
     }
@@ -168,17 +210,11 @@ impl Registry {
         access: Access,
         make: &dyn Fn() -> Result<RequestBuilder>,
     ) -> Result<Response> {
-        let authorised = |req: RequestBuilder| match &*self.auth.lock().unwrap() {
-            Auth::Bearer { token, .. } => req.bearer_auth(token),
-            Auth::Basic => match self.login() {
-                Some((user, password)) => req.basic_auth(user, Some(password)),
-                None => req,
-            },
-            Auth::Anonymous => req,
-        };
         let unreachable =
             |e: reqwest::Error| Unusable::unreachable(format!("{what}: {}", one_line(&e)));
-        let resp = authorised(make()?).send().map_err(unreachable)?;
+        let resp = (self.client)
+            .execute(self.authorised(make()?)?)
+            .map_err(unreachable)?;
         if resp.status() != StatusCode::UNAUTHORIZED {
             return Ok(resp);
         }
@@ -217,7 +253,9 @@ impl Registry {
             _ => return Err(self.unauthorised(what).into()),
         };
         *self.auth.lock().unwrap() = auth;
-        let resp = authorised(make()?).send().map_err(unreachable)?;
+        let resp = (self.client)
+            .execute(self.authorised(make()?)?)
+            .map_err(unreachable)?;
         if resp.status() == StatusCode::UNAUTHORIZED {
             return Err(self.unauthorised(what).into());
         }
@@ -245,8 +283,11 @@ impl Registry {
         if let Some(service) = challenge.get("service") {
             query.push(("service", service));
         }
-        let mut req = self.client.get(realm).query(&query);
-        if let Some((user, password)) = self.login() {
+        let url = self.target(realm, "its token service")?;
+        let realm = printable(realm);
+        let mut req = self.client.get(url.clone()).query(&query);
+        // A token service elsewhere gets no login: it could be anyone the registry named.
+        if let Some((user, password)) = self.login().filter(|_| self.is_home(&url)) {
             req = req.basic_auth(user, Some(password));
         }
         let resp = req.send().map_err(|e| {
@@ -379,12 +420,8 @@ impl Registry {
         let resp = checked(self.send(what, Access::Write, &post)?, what)?;
         let location = header(&resp, "Location")
             .context("the registry started an upload without saying where it goes")?;
-        let location = match location.starts_with('/') {
-            true => format!("{}{location}", self.base),
-            false => location,
-        };
-        let sep = if location.contains('?') { '&' } else { '?' };
-        let put = format!("{location}{sep}digest={digest}");
+        let mut put = self.target(&location, "its upload location")?;
+        put.query_pairs_mut().append_pair("digest", &digest);
         let what = format!("PUT blob {digest}");
         let resp = self.send(&what, Access::Write, &|| {
             let body = match &source {
@@ -397,7 +434,7 @@ impl Registry {
             };
             Ok(self
                 .client
-                .put(&put)
+                .put(put.clone())
                 .timeout(BLOB_TIMEOUT)
                 .header("Content-Type", "application/octet-stream")
                 .body(body))
@@ -560,6 +597,18 @@ fn one_line(e: &reqwest::Error) -> String {
         source = s.source();
     }
     text
+}
+
+/// `text` from the registry (a title, an error body, a URL) safe to print: control characters
+/// and those that reorder a line are escaped, so it cannot rewrite the terminal or a log.
+fn printable(text: &str) -> String {
+    let reorders = |c: char| matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    text.chars()
+        .map(|c| match c.is_control() || reorders(c) {
+            true => c.escape_unicode().to_string(),
+            false => c.to_string(),
+        })
+        .collect()
 }
 
 /// Splits `host[:port]/repository`, checking both parts.

@@ -257,3 +257,190 @@ fn a_refused_push_stops_pushing_but_not_pulling() {
     registry.push("python", "k3", dir.path()).unwrap();
     assert_eq!(server.requests().len(), before);
 }
+
+/// What the scripted registry saw of one request.
+#[derive(Clone, Debug)]
+struct Seen {
+    method: String,
+    /// The path and query.
+    path: String,
+    authorization: Option<String>,
+}
+
+/// A loopback HTTP server whose every answer `answer` makes from the request: status, extra
+/// header lines and body. It keeps what it saw, headers included, which `Server` does not.
+struct Scripted {
+    addr: std::net::SocketAddr,
+    seen: std::sync::Arc<Mutex<Vec<Seen>>>,
+}
+
+type Answer = (u16, Vec<String>, Vec<u8>);
+
+impl Scripted {
+    fn start(ip: &str, answer: impl Fn(&Seen) -> Answer + Send + Sync + 'static) -> Scripted {
+        use std::io::BufRead;
+        let listener = std::net::TcpListener::bind((ip, 0)).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let (log, answer) = (seen.clone(), std::sync::Arc::new(answer));
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                let _ = reader.read_line(&mut line);
+                let mut words = line.split_whitespace().map(str::to_string);
+                let (method, path) = (
+                    words.next().unwrap_or_default(),
+                    words.next().unwrap_or_default(),
+                );
+                let (mut authorization, mut length) = (None, 0usize);
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                        break;
+                    }
+                    let (name, value) = h.split_once(':').unwrap_or((&h, ""));
+                    match name.to_ascii_lowercase().as_str() {
+                        "authorization" => authorization = Some(value.trim().to_string()),
+                        "content-length" => length = value.trim().parse().unwrap_or(0),
+                        _ => {}
+                    }
+                }
+                let _ = std::io::copy(
+                    &mut reader.by_ref().take(length as u64),
+                    &mut std::io::sink(),
+                );
+                let request = Seen {
+                    method,
+                    path,
+                    authorization,
+                };
+                log.lock().unwrap().push(request.clone());
+                let (status, headers, body) = answer(&request);
+                let mut head = format!(
+                    "HTTP/1.1 {status} Scripted\r\nContent-Length: {}\r\nConnection: close\r\n",
+                    body.len()
+                );
+                for h in headers {
+                    head.push_str(&h);
+                    head.push_str("\r\n");
+                }
+                head.push_str("\r\n");
+                let mut out = stream;
+                let _ = out
+                    .write_all(head.as_bytes())
+                    .and_then(|()| out.write_all(&body));
+            }
+        });
+        Scripted { addr, seen }
+    }
+
+    /// `ip:port`.
+    fn host(&self) -> String {
+        self.addr.to_string()
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+fn answer(status: u16) -> Answer {
+    (status, Vec::new(), Vec::new())
+}
+
+/// A registry at 127.0.0.1 that answers `challenge(its own host)` until it is given `wants`,
+/// and sends uploads to `upload`; `registry` is a client of it with the login `user:secret`.
+fn asking_registry(
+    challenge: impl Fn(&str) -> String + Send + Sync + 'static,
+    wants: &'static str,
+    upload: String,
+) -> (Scripted, Registry) {
+    let own = std::sync::Arc::new(OnceLock::<String>::new());
+    let known = own.clone();
+    let server = Scripted::start("127.0.0.1", move |r| {
+        let host = known.get().map_or("", |h| h.as_str());
+        if r.authorization.as_deref() != Some(wants) && !r.path.starts_with("/token") {
+            return (
+                401,
+                vec![format!("WWW-Authenticate: {}", challenge(host))],
+                vec![],
+            );
+        }
+        match (r.method.as_str(), r.path.as_str()) {
+            ("GET", p) if p.starts_with("/token") => (200, vec![], br#"{"token":"t0k"}"#.to_vec()),
+            ("POST", "/v2/cache/blobs/uploads/") => {
+                (202, vec![format!("Location: {upload}")], vec![])
+            }
+            ("PUT", "/v2/cache/manifests/openssl-k1") => answer(201),
+            _ => answer(404),
+        }
+    });
+    own.set(server.host()).unwrap();
+    let registry = Registry::open(&format!("{}/cache", server.host())).unwrap();
+    let _ = registry.login.set(Some(("user".into(), "secret".into())));
+    (server, registry)
+}
+
+#[test]
+fn credentials_go_to_the_registry_origin_only() {
+    // `user:secret`, as Basic sends it.
+    let basic = "Basic dXNlcjpzZWNyZXQ=";
+    let elsewhere = Scripted::start("127.0.0.2", |r| match r.method.as_str() {
+        "GET" => (200, vec![], br#"{"token":"t0k"}"#.to_vec()),
+        _ => answer(201),
+    });
+    let upload = format!("http://{}/upload?id=1", elsewhere.host());
+    let (home, registry) = asking_registry(|_| "Basic realm=\"r\"".into(), basic, upload);
+    let dir = TempDir::new("registry-origin");
+    std::fs::write(dir.path().join("output.tar"), b"x").unwrap();
+    registry.push("openssl", "k1", dir.path()).unwrap();
+    let uploads = elsewhere.seen();
+    assert!(uploads.iter().any(|r| r.method == "PUT"), "{uploads:?}");
+    assert!(
+        uploads.iter().all(|r| r.authorization.is_none()),
+        "{uploads:?}"
+    );
+    assert!(
+        home.seen()
+            .iter()
+            .any(|r| r.authorization.as_deref() == Some(basic))
+    );
+
+    // A token service at another origin gets no login; one at the registry's own does.
+    let realm = format!("Bearer realm=\"http://{}/token\"", elsewhere.host());
+    let (_, registry) = asking_registry(move |_| realm.clone(), "Bearer t0k", String::new());
+    assert_eq!(registry.fetch("openssl", "k2", dir.path()).unwrap(), None);
+    let asked = elsewhere.seen();
+    let token = asked.iter().find(|r| r.path.starts_with("/token")).unwrap();
+    assert_eq!(token.authorization, None, "{asked:?}");
+    let own = |host: &str| format!("Bearer realm=\"http://{host}/token\"");
+    let (home, registry) = asking_registry(own, "Bearer t0k", String::new());
+    assert_eq!(registry.fetch("openssl", "k2", dir.path()).unwrap(), None);
+    let asked = home.seen();
+    let token = asked.iter().find(|r| r.path.starts_with("/token")).unwrap();
+    assert_eq!(token.authorization.as_deref(), Some(basic), "{asked:?}");
+}
+
+#[test]
+fn plain_http_locations_and_realms_are_refused_unless_the_registry_is_on_loopback() {
+    let remote = Registry::open("registry.example.com/cache").unwrap();
+    for url in [
+        "http://127.0.0.2:5000/upload",
+        "http://registry.example.com/token",
+    ] {
+        let e = format!("{:#}", remote.target(url, "the upload").unwrap_err());
+        assert!(e.contains("not HTTPS") && e.contains(url), "{e}");
+    }
+    assert!(
+        remote
+            .target("https://blobs.example.com/u?x=1", "the upload")
+            .is_ok()
+    );
+    let local = Registry::open("127.0.0.1:5000/cache").unwrap();
+    assert!(
+        local
+            .target("http://127.0.0.2:5000/upload", "the upload")
+            .is_ok()
+    );
+}
