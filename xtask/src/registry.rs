@@ -22,12 +22,14 @@ use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use reqwest::StatusCode;
 use reqwest::blocking::{Client, Request, RequestBuilder, Response};
+use reqwest::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::digest::hex;
+use crate::download::{CopyError, Pace, RetryPolicy, copy_hashing};
+use crate::progress::SilentTransfer;
 use crate::store::Remote;
 
 const MANIFEST_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -44,6 +46,7 @@ pub struct Registry {
     host: String,
     repository: String,
     client: Client,
+    limits: Limits,
     /// The user's login for the host, looked up the first time the registry asks for one.
     login: OnceLock<Option<Login>>,
     /// How requests authenticate, once the registry has asked.
@@ -71,8 +74,32 @@ enum Access {
     Write,
 }
 
-/// How long a manifest request or a question may take; blobs get `BLOB_TIMEOUT`.
-const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the registry may take to answer.
+#[derive(Clone, Copy)]
+struct Limits {
+    /// A manifest, a question or a token: the whole exchange.
+    call: Duration,
+    /// The slowest blob read tolerated: the downloads' rule.
+    pace: Pace,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            call: Duration::from_secs(60),
+            pace: RetryPolicy::default().pace(),
+        }
+    }
+}
+
+/// The largest manifest read: ours are a few hundred bytes.
+const MANIFEST_CAP: u64 = 4 << 20;
+/// The largest token service answer read: tokens are a few kilobytes.
+const TOKEN_CAP: u64 = 1 << 20;
+/// How much of an error answer is read for its first line.
+const ERROR_CAP: u64 = 64 << 10;
+/// The largest entry pulled: a builder image is about a gigabyte, a stage's output less.
+const ENTRY_CAP: u64 = 16 << 30;
 /// Entries are up to a few hundred megabytes and builder images about a gigabyte, on a local
 /// network; a registry that stops answering must still not hold a build for long.
 const BLOB_TIMEOUT: Duration = Duration::from_secs(30 * 60);
@@ -102,6 +129,10 @@ impl Registry {
     /// The registry repository `reference` (`registry.example.com/team/python-fips-cache`), with
     /// the user's credentials for its host. Nothing is sent yet.
     pub fn open(reference: &str) -> Result<Registry> {
+        Registry::open_with(reference, Limits::default())
+    }
+
+    fn open_with(reference: &str, limits: Limits) -> Result<Registry> {
         let (host, repository) = parse_reference(reference)?;
         let scheme = match is_loopback(&host) {
             true => "http",
@@ -109,7 +140,8 @@ impl Registry {
         };
         let client = Client::builder()
             .connect_timeout(Duration::from_secs(10))
-            .timeout(CALL_TIMEOUT)
+            // A blob read waits at most this long for each piece; other calls set their own.
+            .timeout(limits.pace.over)
             .build()
             .context("cannot make an HTTP client")?;
         Ok(Registry {
@@ -118,6 +150,7 @@ impl Registry {
             host,
             repository,
             client,
+            limits,
             login: OnceLock::new(),
             auth: Mutex::new(Auth::Anonymous),
             off: AtomicBool::new(false),
@@ -195,6 +228,11 @@ impl Registry {
             Auth::Anonymous => req,
         };
         req.build().context("cannot make an HTTP request")
+    }
+
+    /// A request that is not a blob transfer: the whole exchange takes at most `limits.call`.
+    fn call(&self, method: Method, url: impl reqwest::IntoUrl) -> RequestBuilder {
+        self.client.request(method, url).timeout(self.limits.call)
     }
 
     fn url(&self, path: &str) -> String {
@@ -285,7 +323,7 @@ impl Registry {
         }
         let url = self.target(realm, "its token service")?;
         let realm = printable(realm);
-        let mut req = self.client.get(url.clone()).query(&query);
+        let mut req = self.call(Method::GET, url.clone()).query(&query);
         // A token service elsewhere gets no login: it could be anyone the registry named.
         if let Some((user, password)) = self.login().filter(|_| self.is_home(&url)) {
             req = req.basic_auth(user, Some(password));
@@ -303,9 +341,7 @@ impl Registry {
             token: Option<String>,
             access_token: Option<String>,
         }
-        let body = resp.bytes().map_err(|e| {
-            Unusable::unreachable(format!("token service {realm}: {}", one_line(&e)))
-        })?;
+        let body = read_capped(resp, TOKEN_CAP, &format!("token service {realm}"))?;
         let token: Token = serde_json::from_slice(&body)
             .map_err(|e| Unusable::refused(format!("token service {realm}: {e}")))?;
         token
@@ -318,16 +354,17 @@ impl Registry {
     fn manifest(&self, tag: &str) -> Result<Option<(String, Manifest)>> {
         let url = self.url(&format!("manifests/{tag}"));
         let resp = self.send(&format!("GET manifest {tag}"), Access::Read, &|| {
-            Ok(self.client.get(&url).header("Accept", MANIFEST_TYPE))
+            Ok(self.call(Method::GET, &url).header("Accept", MANIFEST_TYPE))
         })?;
         if resp.status() == StatusCode::NOT_FOUND {
             return Ok(None);
         }
         let resp = checked(resp, &format!("GET manifest {tag}"))?;
         let said = header(&resp, "Docker-Content-Digest");
-        let bytes = resp.bytes().context("cannot read the manifest")?;
+        let bytes = read_capped(resp, MANIFEST_CAP, &format!("GET manifest {tag}"))?;
         let digest = format!("sha256:{}", hex(&Sha256::digest(&bytes)));
         if let Some(said) = said.filter(|s| s.starts_with("sha256:") && *s != digest) {
+            let said = printable(&said);
             bail!("the manifest of {tag} hashes to {digest}, not the {said} the registry gave");
         }
         let manifest: Manifest = serde_json::from_slice(&bytes)
@@ -339,7 +376,9 @@ impl Registry {
     fn has_manifest(&self, tag: &str) -> Result<bool> {
         let url = self.url(&format!("manifests/{tag}"));
         let resp = self.send(&format!("HEAD manifest {tag}"), Access::Read, &|| {
-            Ok(self.client.head(&url).header("Accept", MANIFEST_TYPE))
+            Ok(self
+                .call(Method::HEAD, &url)
+                .header("Accept", MANIFEST_TYPE))
         })?;
         match resp.status() {
             StatusCode::NOT_FOUND => Ok(false),
@@ -351,32 +390,54 @@ impl Registry {
     fn pull_blob(&self, d: &Descriptor, to: &Path) -> Result<()> {
         let url = self.url(&format!("blobs/{}", d.digest));
         let what = format!("GET blob {}", d.digest);
-        let get = || Ok(self.client.get(&url).timeout(BLOB_TIMEOUT));
-        let mut resp = checked(self.send(&what, Access::Read, &get)?, &what)?;
+        let get = || Ok(self.client.get(&url));
+        let resp = checked(self.send(&what, Access::Read, &get)?, &what)?;
+        let says = |sent: String| {
+            Unusable::refused(format!(
+                "{what}: the registry {sent}; its manifest says {}",
+                d.size
+            ))
+        };
+        if let Some(len) = resp.content_length().filter(|len| *len != d.size) {
+            return Err(says(format!("announces {len} bytes")).into());
+        }
         let mut file =
             std::fs::File::create(to).with_context(|| format!("cannot create {}", to.display()))?;
         let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut size = 0u64;
-        loop {
-            let n = resp
-                .read(&mut buf)
-                .map_err(|e| Unusable::unreachable(format!("{what}: {e}")))?;
-            if n == 0 {
-                break;
+        let pace = self.limits.pace;
+        let copied = copy_hashing(
+            &mut resp.take(d.size + 1),
+            &mut file,
+            &mut hasher,
+            0,
+            d.size,
+            Some(pace),
+            &SilentTransfer,
+        );
+        let size = match copied {
+            Ok(size) if size == d.size => size,
+            Ok(size) => return Err(says(format!("sent {size} bytes")).into()),
+            Err(CopyError::TooLong(_)) => {
+                return Err(says(format!("sent more than {} bytes", d.size)).into());
             }
-            hasher.update(&buf[..n]);
-            file.write_all(&buf[..n])
-                .with_context(|| format!("cannot write {}", to.display()))?;
-            size += n as u64;
-        }
+            Err(CopyError::TooSlow { at, speed }) => bail!(Unusable::unreachable(format!(
+                "{what}: too slow: {speed} bytes/s for {}s (the minimum is {} bytes/s); left \
+                 after {at} bytes",
+                pace.over.as_secs_f64(),
+                pace.min_speed
+            ))),
+            Err(CopyError::Read(at, e)) => bail!(Unusable::unreachable(format!(
+                "{what}: the connection broke after {at} bytes: {e}"
+            ))),
+            Err(CopyError::Write(e)) => bail!("cannot write {}: {e}", to.display()),
+        };
         let got = format!("sha256:{}", hex(&hasher.finalize()));
-        if got != d.digest || size != d.size {
+        if got != d.digest {
             bail!(
                 "the bytes of {} do not match the manifest (they hash to {got}, {size} bytes; \
                  it says {}, {} bytes); refused",
-                d.annotations.get(TITLE).map_or(d.digest.as_str(), |t| t),
-                d.digest,
+                printable(d.annotations.get(TITLE).map_or(d.digest.as_str(), |t| t)),
+                printable(&d.digest),
                 d.size
             );
         }
@@ -408,7 +469,7 @@ impl Registry {
         let url = self.url(&format!("blobs/{digest}"));
         let what = format!("HEAD blob {digest}");
         if self
-            .send(&what, Access::Read, &|| Ok(self.client.head(&url)))?
+            .send(&what, Access::Read, &|| Ok(self.call(Method::HEAD, &url)))?
             .status()
             == StatusCode::OK
         {
@@ -416,7 +477,7 @@ impl Registry {
         }
         let what = "POST blob upload";
         let uploads = self.url("blobs/uploads/");
-        let post = || Ok(self.client.post(&uploads));
+        let post = || Ok(self.call(Method::POST, &uploads));
         let resp = checked(self.send(what, Access::Write, &post)?, what)?;
         let location = header(&resp, "Location")
             .context("the registry started an upload without saying where it goes")?;
@@ -461,6 +522,13 @@ impl Remote for Registry {
             let Some((digest, manifest)) = self.manifest(&tag)? else {
                 return Ok(None);
             };
+            let size = (manifest.layers.iter()).try_fold(0u64, |sum, l| sum.checked_add(l.size));
+            if size.is_none_or(|size| size > ENTRY_CAP) {
+                bail!(Unusable::refused(format!(
+                    "the manifest of {tag} makes its entry larger than the {} GiB an entry may be",
+                    ENTRY_CAP >> 30
+                )));
+            }
             for layer in &manifest.layers {
                 let title = layer
                     .annotations
@@ -512,8 +580,7 @@ impl Remote for Registry {
             let what = format!("PUT manifest {tag}");
             let resp = self.send(&what, Access::Write, &|| {
                 Ok(self
-                    .client
-                    .put(&url)
+                    .call(Method::PUT, &url)
                     .header("Content-Type", MANIFEST_TYPE)
                     .body(body.clone()))
             })?;
@@ -564,9 +631,18 @@ fn checked(resp: Response, what: &str) -> Result<Response> {
     if status.is_success() {
         return Ok(resp);
     }
-    let body = resp.text().unwrap_or_default();
-    let said = body.lines().next().unwrap_or_default();
-    let said = &said[..said.len().min(200)];
+    let mut body = Vec::new();
+    // The registry's words are a hint: a stalled or endless body gives what came.
+    let _ = resp.take(ERROR_CAP).read_to_end(&mut body);
+    let body = String::from_utf8_lossy(&body);
+    let said: String = body
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .take(200)
+        .collect();
+    let said = printable(&said);
     let error = Unusable::refused(format!("{what}: HTTP {status} {said}"));
     match status {
         // The registry refuses us or cannot store more: no later call will fare better.
@@ -577,6 +653,22 @@ fn checked(resp: Response, what: &str) -> Result<Response> {
         | StatusCode::TOO_MANY_REQUESTS => Err(error.into()),
         s if s.is_server_error() => Err(error.into()),
         _ => bail!("{error}"),
+    }
+}
+
+/// The body of `resp`, refused when it is longer than `cap` bytes (looking no further).
+fn read_capped(resp: Response, cap: u64, what: &str) -> Result<Vec<u8>> {
+    let over = || Unusable::refused(format!("{what}: more than {} MiB, refused", cap >> 20));
+    if resp.content_length().is_some_and(|len| len > cap) {
+        return Err(over().into());
+    }
+    let mut body = Vec::new();
+    resp.take(cap + 1)
+        .read_to_end(&mut body)
+        .map_err(|e| Unusable::unreachable(format!("{what}: {e}")))?;
+    match body.len() as u64 > cap {
+        true => Err(over().into()),
+        false => Ok(body),
     }
 }
 

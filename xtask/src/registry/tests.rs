@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::testutil::{Behaviour, Server, TempDir};
+use std::time::Duration;
 
 #[test]
 fn a_reference_needs_a_registry_host_and_a_plain_repository() {
@@ -276,6 +277,9 @@ struct Scripted {
 
 type Answer = (u16, Vec<String>, Vec<u8>);
 
+/// A token service's answer.
+const TOKEN: &[u8] = br#"{"token":"t0k"}"#;
+
 impl Scripted {
     fn start(ip: &str, answer: impl Fn(&Seen) -> Answer + Send + Sync + 'static) -> Scripted {
         use std::io::BufRead;
@@ -350,11 +354,12 @@ fn answer(status: u16) -> Answer {
 }
 
 /// A registry at 127.0.0.1 that answers `challenge(its own host)` until it is given `wants`,
-/// and sends uploads to `upload`; `registry` is a client of it with the login `user:secret`.
+/// sends uploads to `upload` and tokens as `token`; `registry` is a client of it with the login `user:secret`.
 fn asking_registry(
     challenge: impl Fn(&str) -> String + Send + Sync + 'static,
     wants: &'static str,
     upload: String,
+    token: Vec<u8>,
 ) -> (Scripted, Registry) {
     let own = std::sync::Arc::new(OnceLock::<String>::new());
     let known = own.clone();
@@ -368,7 +373,7 @@ fn asking_registry(
             );
         }
         match (r.method.as_str(), r.path.as_str()) {
-            ("GET", p) if p.starts_with("/token") => (200, vec![], br#"{"token":"t0k"}"#.to_vec()),
+            ("GET", p) if p.starts_with("/token") => (200, vec![], token.clone()),
             ("POST", "/v2/cache/blobs/uploads/") => {
                 (202, vec![format!("Location: {upload}")], vec![])
             }
@@ -391,7 +396,12 @@ fn credentials_go_to_the_registry_origin_only() {
         _ => answer(201),
     });
     let upload = format!("http://{}/upload?id=1", elsewhere.host());
-    let (home, registry) = asking_registry(|_| "Basic realm=\"r\"".into(), basic, upload);
+    let (home, registry) = asking_registry(
+        |_| "Basic realm=\"r\"".into(),
+        basic,
+        upload,
+        TOKEN.to_vec(),
+    );
     let dir = TempDir::new("registry-origin");
     std::fs::write(dir.path().join("output.tar"), b"x").unwrap();
     registry.push("openssl", "k1", dir.path()).unwrap();
@@ -409,13 +419,18 @@ fn credentials_go_to_the_registry_origin_only() {
 
     // A token service at another origin gets no login; one at the registry's own does.
     let realm = format!("Bearer realm=\"http://{}/token\"", elsewhere.host());
-    let (_, registry) = asking_registry(move |_| realm.clone(), "Bearer t0k", String::new());
+    let (_, registry) = asking_registry(
+        move |_| realm.clone(),
+        "Bearer t0k",
+        String::new(),
+        TOKEN.to_vec(),
+    );
     assert_eq!(registry.fetch("openssl", "k2", dir.path()).unwrap(), None);
     let asked = elsewhere.seen();
     let token = asked.iter().find(|r| r.path.starts_with("/token")).unwrap();
     assert_eq!(token.authorization, None, "{asked:?}");
     let own = |host: &str| format!("Bearer realm=\"http://{host}/token\"");
-    let (home, registry) = asking_registry(own, "Bearer t0k", String::new());
+    let (home, registry) = asking_registry(own, "Bearer t0k", String::new(), TOKEN.to_vec());
     assert_eq!(registry.fetch("openssl", "k2", dir.path()).unwrap(), None);
     let asked = home.seen();
     let token = asked.iter().find(|r| r.path.starts_with("/token")).unwrap();
@@ -443,4 +458,152 @@ fn plain_http_locations_and_realms_are_refused_unless_the_registry_is_on_loopbac
             .target("http://127.0.0.2:5000/upload", "the upload")
             .is_ok()
     );
+}
+
+#[test]
+fn a_manifest_or_a_token_answer_beyond_its_cap_is_refused() {
+    // Valid JSON, but no manifest of ours is 5 MiB: leading blanks make it so.
+    let mut big = vec![b' '; 5 << 20];
+    let digest = format!("sha256:{}", hex(&Sha256::digest(b"out")));
+    big.extend(manifest_for(&digest, 3));
+    for behaviour in [Behaviour::Serve(big.clone()), Behaviour::Unsized(big)] {
+        let server = Server::start();
+        serve_entry(&server, "openssl-k1", b"out");
+        server.route("/v2/cache/manifests/openssl-k1", behaviour);
+        let (_, registry) = registry_on(&server);
+        let dir = TempDir::new("registry-big-manifest");
+        let e = format!(
+            "{:#}",
+            registry.fetch("openssl", "k1", dir.path()).unwrap_err()
+        );
+        assert!(
+            e.contains("more than 4 MiB") && e.contains("not asked again"),
+            "{e}"
+        );
+    }
+    let mut big = vec![b' '; 2 << 20];
+    big.extend(TOKEN);
+    let own = |host: &str| format!("Bearer realm=\"http://{host}/token\"");
+    let (_, registry) = asking_registry(own, "Bearer t0k", String::new(), big);
+    let dir = TempDir::new("registry-big-token");
+    let e = format!(
+        "{:#}",
+        registry.fetch("openssl", "k1", dir.path()).unwrap_err()
+    );
+    assert!(
+        e.contains("token service") && e.contains("more than 1 MiB"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_blob_of_another_size_than_its_manifest_turns_the_registry_off() {
+    let good = b"the stage's output";
+    let longer: Vec<u8> = (0..1 << 20).map(|i| i as u8).collect();
+    for behaviour in [Behaviour::Serve(longer.clone()), Behaviour::Unsized(longer)] {
+        let server = Server::start();
+        let digest = serve_entry(&server, "openssl-k1", good);
+        server.route(&format!("/v2/cache/blobs/{digest}"), behaviour);
+        let (_, registry) = registry_on(&server);
+        let dir = TempDir::new("registry-long-blob");
+        let e = format!(
+            "{:#}",
+            registry.fetch("openssl", "k1", dir.path()).unwrap_err()
+        );
+        assert!(
+            e.contains("its manifest says 18") && e.contains("not asked again"),
+            "{e}"
+        );
+        let kept = std::fs::metadata(dir.path().join("output.tar")).map_or(0, |m| m.len());
+        assert!(kept <= good.len() as u64, "{kept} bytes written");
+        let asked = server.requests().len();
+        assert_eq!(registry.fetch("openssl", "k1", dir.path()).unwrap(), None);
+        assert_eq!(server.requests().len(), asked);
+    }
+    // An entry no stage makes: nothing of it is asked for.
+    let server = Server::start();
+    let digest = serve_entry(&server, "openssl-k1", good);
+    server.route(
+        "/v2/cache/manifests/openssl-k1",
+        Behaviour::Serve(manifest_for(&digest, 1 << 40)),
+    );
+    let (_, registry) = registry_on(&server);
+    let dir = TempDir::new("registry-huge-entry");
+    let e = format!(
+        "{:#}",
+        registry.fetch("openssl", "k1", dir.path()).unwrap_err()
+    );
+    assert!(e.contains("larger than the 16 GiB"), "{e}");
+    let asked: Vec<String> = server.requests().into_iter().map(|r| r.path).collect();
+    assert_eq!(asked, ["/v2/cache/manifests/openssl-k1"]);
+}
+
+/// Limits a test can wait for: a second per call, 10 KiB/s over 300 ms for blobs.
+fn quick() -> Limits {
+    Limits {
+        call: Duration::from_secs(1),
+        pace: Pace {
+            min_speed: 10 * 1024,
+            over: Duration::from_millis(300),
+        },
+    }
+}
+
+#[test]
+fn a_dripping_or_stalled_registry_is_left_after_the_pace_window() {
+    let bytes: Vec<u8> = (0..4000).map(|i| i as u8).collect();
+    let drip = |body: &[u8], step, ms| Behaviour::Drip {
+        body: body.to_vec(),
+        step,
+        every: Duration::from_millis(ms),
+    };
+    // 2 KB/s for 2 s; then 10 bytes and 3 s of silence.
+    for (blob, said) in [
+        (drip(&bytes, 100, 50), "too slow"),
+        (drip(&bytes[..20], 10, 3000), "too slow"),
+    ] {
+        let server = Server::start();
+        let digest = serve_entry(&server, "openssl-k1", &bytes[..blob_len(&blob)]);
+        server.route(&format!("/v2/cache/blobs/{digest}"), blob);
+        let registry =
+            Registry::open_with(&format!("{}/cache", server.url()[7..].to_string()), quick())
+                .unwrap();
+        let dir = TempDir::new("registry-drip");
+        let started = std::time::Instant::now();
+        let e = format!(
+            "{:#}",
+            registry.fetch("openssl", "k1", dir.path()).unwrap_err()
+        );
+        assert!(e.contains(said) && e.contains("not asked again"), "{e}");
+        assert!(
+            started.elapsed() < Duration::from_millis(1500),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    // A manifest that takes longer than a call may.
+    let server = Server::start();
+    let digest = serve_entry(&server, "openssl-k1", &bytes);
+    let manifest = manifest_for(&digest, bytes.len());
+    server.route(
+        "/v2/cache/manifests/openssl-k1",
+        drip(&manifest, manifest.len() / 5, 700),
+    );
+    let registry = Registry::open_with(&format!("{}/cache", &server.url()[7..]), quick()).unwrap();
+    let dir = TempDir::new("registry-drip-manifest");
+    let e = format!(
+        "{:#}",
+        registry.fetch("openssl", "k1", dir.path()).unwrap_err()
+    );
+    assert!(
+        e.contains("GET manifest openssl-k1") && e.contains("not asked again"),
+        "{e}"
+    );
+}
+
+fn blob_len(b: &Behaviour) -> usize {
+    match b {
+        Behaviour::Drip { body, .. } => body.len(),
+        _ => unreachable!(),
+    }
 }
