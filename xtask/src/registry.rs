@@ -516,7 +516,7 @@ impl Remote for Registry {
         self.reference.clone()
     }
 
-    fn fetch(&self, stage: &str, key: &str, into: &Path) -> Result<Option<String>> {
+    fn fetch(&self, stage: &str, key: &str, files: &[&str], into: &Path) -> Result<Option<String>> {
         self.guarded(Access::Read, None, || {
             let tag = format!("{stage}-{key}");
             let Some((digest, manifest)) = self.manifest(&tag)? else {
@@ -529,12 +529,7 @@ impl Remote for Registry {
                     ENTRY_CAP >> 30
                 )));
             }
-            for layer in &manifest.layers {
-                let title = layer
-                    .annotations
-                    .get(TITLE)
-                    .filter(|t| !t.is_empty() && !t.contains('/') && !t.starts_with('.'))
-                    .with_context(|| format!("a layer of {tag} names no file"))?;
+            for (layer, title) in entry_files(&tag, &manifest.layers, files)? {
                 self.pull_blob(layer, &into.join(title))?;
             }
             Ok(Some(digest))
@@ -587,6 +582,42 @@ impl Remote for Registry {
             checked(resp, &what).map(|_| ())
         })
     }
+}
+
+/// The layers of the entry `tag` with the file each is, if they are exactly `files`, once each.
+/// Titles are the registry's words: they are shown escaped.
+fn entry_files<'m>(
+    tag: &str,
+    layers: &'m [Descriptor],
+    files: &[&str],
+) -> Result<Vec<(&'m Descriptor, &'m str)>> {
+    let expected = files.join(", ");
+    if layers.len() != files.len() {
+        bail!(
+            "{tag} has {} layers; its entry is {expected}, one layer each; refused",
+            layers.len()
+        );
+    }
+    let mut out: Vec<(&Descriptor, &str)> = Vec::new();
+    for layer in layers {
+        let Some(title) = layer.annotations.get(TITLE) else {
+            bail!("a layer of {tag} has no title, so it names no file; refused");
+        };
+        if title.is_empty() || title.starts_with('.') || title.contains(['/', '\\']) {
+            bail!("a layer of {tag} is titled {title:?}, not a plain file name; refused");
+        }
+        if !files.contains(&title.as_str()) {
+            bail!(
+                "a layer of {tag} is titled {title:?}, which is not a file of its entry \
+                 ({expected}); refused"
+            );
+        }
+        if out.iter().any(|(_, t)| t == title) {
+            bail!("{tag} has 2 layers titled {title:?}; refused");
+        }
+        out.push((layer, title));
+    }
+    Ok(out)
 }
 
 /// A user name and password.

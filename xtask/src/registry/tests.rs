@@ -98,6 +98,9 @@ fn logins_come_from_the_helper_then_the_auths_entry_of_the_host() {
     );
 }
 
+/// The files of the entries most tests pull.
+const OUT: &[&str] = &["output.tar"];
+
 /// A manifest for one `output.tar` layer with the given digest and size.
 fn manifest_for(digest: &str, size: usize) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({
@@ -144,14 +147,17 @@ fn a_pulled_file_whose_bytes_differ_from_the_manifest_is_refused() {
     let (_, registry) = registry_on(&server);
 
     let dir = TempDir::new("registry-pull");
-    let got = registry.fetch("openssl", "k1", dir.path()).unwrap();
+    let got = registry.fetch("openssl", "k1", OUT, dir.path()).unwrap();
     let manifest_digest = format!(
         "sha256:{}",
         hex(&Sha256::digest(manifest_for(&digest, good.len())))
     );
     assert_eq!(got, Some(manifest_digest));
     assert_eq!(std::fs::read(dir.path().join("output.tar")).unwrap(), good);
-    assert_eq!(registry.fetch("openssl", "k2", dir.path()).unwrap(), None);
+    assert_eq!(
+        registry.fetch("openssl", "k2", OUT, dir.path()).unwrap(),
+        None
+    );
 
     // The same manifest, but the registry's blob holds other bytes.
     server.route(
@@ -164,14 +170,19 @@ fn a_pulled_file_whose_bytes_differ_from_the_manifest_is_refused() {
     );
     let e = format!(
         "{:#}",
-        registry.fetch("openssl", "k3", dir.path()).unwrap_err()
+        registry
+            .fetch("openssl", "k3", OUT, dir.path())
+            .unwrap_err()
     );
     assert!(
         e.contains("output.tar do not match the manifest") && e.contains("refused"),
         "{e}"
     );
     // One bad entry does not turn the registry off.
-    assert_eq!(registry.fetch("openssl", "k2", dir.path()).unwrap(), None);
+    assert_eq!(
+        registry.fetch("openssl", "k2", OUT, dir.path()).unwrap(),
+        None
+    );
 }
 
 #[test]
@@ -186,13 +197,18 @@ fn an_unreachable_registry_is_said_once_and_then_left_alone() {
     let dir = TempDir::new("registry-down");
     let e = format!(
         "{:#}",
-        registry.fetch("openssl", "k1", dir.path()).unwrap_err()
+        registry
+            .fetch("openssl", "k1", OUT, dir.path())
+            .unwrap_err()
     );
     assert!(
         e.contains("GET manifest openssl-k1") && e.contains("not asked again"),
         "{e}"
     );
-    assert_eq!(registry.fetch("python", "k2", dir.path()).unwrap(), None);
+    assert_eq!(
+        registry.fetch("python", "k2", OUT, dir.path()).unwrap(),
+        None
+    );
     std::fs::write(dir.path().join("output.tar"), b"x").unwrap();
     registry.push("python", "k2", dir.path()).unwrap();
 }
@@ -205,7 +221,9 @@ fn a_refusal_names_the_login_to_make() {
     let dir = TempDir::new("registry-401");
     let e = format!(
         "{:#}",
-        registry.fetch("openssl", "k1", dir.path()).unwrap_err()
+        registry
+            .fetch("openssl", "k1", OUT, dir.path())
+            .unwrap_err()
     );
     assert!(
         e.contains("unauthorised") && e.contains(&format!("docker login {host}")),
@@ -249,7 +267,7 @@ fn a_refused_push_stops_pushing_but_not_pulling() {
     let into = TempDir::new("registry-pull-only-into");
     assert!(
         registry
-            .fetch("openssl", "k1", into.path())
+            .fetch("openssl", "k1", OUT, into.path())
             .unwrap()
             .is_some()
     );
@@ -425,13 +443,19 @@ fn credentials_go_to_the_registry_origin_only() {
         String::new(),
         TOKEN.to_vec(),
     );
-    assert_eq!(registry.fetch("openssl", "k2", dir.path()).unwrap(), None);
+    assert_eq!(
+        registry.fetch("openssl", "k2", OUT, dir.path()).unwrap(),
+        None
+    );
     let asked = elsewhere.seen();
     let token = asked.iter().find(|r| r.path.starts_with("/token")).unwrap();
     assert_eq!(token.authorization, None, "{asked:?}");
     let own = |host: &str| format!("Bearer realm=\"http://{host}/token\"");
     let (home, registry) = asking_registry(own, "Bearer t0k", String::new(), TOKEN.to_vec());
-    assert_eq!(registry.fetch("openssl", "k2", dir.path()).unwrap(), None);
+    assert_eq!(
+        registry.fetch("openssl", "k2", OUT, dir.path()).unwrap(),
+        None
+    );
     let asked = home.seen();
     let token = asked.iter().find(|r| r.path.starts_with("/token")).unwrap();
     assert_eq!(token.authorization.as_deref(), Some(basic), "{asked:?}");
@@ -474,7 +498,9 @@ fn a_manifest_or_a_token_answer_beyond_its_cap_is_refused() {
         let dir = TempDir::new("registry-big-manifest");
         let e = format!(
             "{:#}",
-            registry.fetch("openssl", "k1", dir.path()).unwrap_err()
+            registry
+                .fetch("openssl", "k1", OUT, dir.path())
+                .unwrap_err()
         );
         assert!(
             e.contains("more than 4 MiB") && e.contains("not asked again"),
@@ -488,7 +514,9 @@ fn a_manifest_or_a_token_answer_beyond_its_cap_is_refused() {
     let dir = TempDir::new("registry-big-token");
     let e = format!(
         "{:#}",
-        registry.fetch("openssl", "k1", dir.path()).unwrap_err()
+        registry
+            .fetch("openssl", "k1", OUT, dir.path())
+            .unwrap_err()
     );
     assert!(
         e.contains("token service") && e.contains("more than 1 MiB"),
@@ -508,7 +536,9 @@ fn a_blob_of_another_size_than_its_manifest_turns_the_registry_off() {
         let dir = TempDir::new("registry-long-blob");
         let e = format!(
             "{:#}",
-            registry.fetch("openssl", "k1", dir.path()).unwrap_err()
+            registry
+                .fetch("openssl", "k1", OUT, dir.path())
+                .unwrap_err()
         );
         assert!(
             e.contains("its manifest says 18") && e.contains("not asked again"),
@@ -517,7 +547,10 @@ fn a_blob_of_another_size_than_its_manifest_turns_the_registry_off() {
         let kept = std::fs::metadata(dir.path().join("output.tar")).map_or(0, |m| m.len());
         assert!(kept <= good.len() as u64, "{kept} bytes written");
         let asked = server.requests().len();
-        assert_eq!(registry.fetch("openssl", "k1", dir.path()).unwrap(), None);
+        assert_eq!(
+            registry.fetch("openssl", "k1", OUT, dir.path()).unwrap(),
+            None
+        );
         assert_eq!(server.requests().len(), asked);
     }
     // An entry no stage makes: nothing of it is asked for.
@@ -531,7 +564,9 @@ fn a_blob_of_another_size_than_its_manifest_turns_the_registry_off() {
     let dir = TempDir::new("registry-huge-entry");
     let e = format!(
         "{:#}",
-        registry.fetch("openssl", "k1", dir.path()).unwrap_err()
+        registry
+            .fetch("openssl", "k1", OUT, dir.path())
+            .unwrap_err()
     );
     assert!(e.contains("larger than the 16 GiB"), "{e}");
     let asked: Vec<String> = server.requests().into_iter().map(|r| r.path).collect();
@@ -572,7 +607,9 @@ fn a_dripping_or_stalled_registry_is_left_after_the_pace_window() {
         let started = std::time::Instant::now();
         let e = format!(
             "{:#}",
-            registry.fetch("openssl", "k1", dir.path()).unwrap_err()
+            registry
+                .fetch("openssl", "k1", OUT, dir.path())
+                .unwrap_err()
         );
         assert!(e.contains(said) && e.contains("not asked again"), "{e}");
         assert!(
@@ -593,7 +630,9 @@ fn a_dripping_or_stalled_registry_is_left_after_the_pace_window() {
     let dir = TempDir::new("registry-drip-manifest");
     let e = format!(
         "{:#}",
-        registry.fetch("openssl", "k1", dir.path()).unwrap_err()
+        registry
+            .fetch("openssl", "k1", OUT, dir.path())
+            .unwrap_err()
     );
     assert!(
         e.contains("GET manifest openssl-k1") && e.contains("not asked again"),
@@ -606,4 +645,113 @@ fn blob_len(b: &Behaviour) -> usize {
         Behaviour::Drip { body, .. } => body.len(),
         _ => unreachable!(),
     }
+}
+
+/// Makes `server` hold the entry `openssl-<key>` whose layers are `files` (title, bytes).
+fn serve_files(server: &Server, key: &str, files: &[(&str, &[u8])]) {
+    let layers: Vec<serde_json::Value> = files
+        .iter()
+        .map(|(title, bytes)| {
+            let digest = format!("sha256:{}", hex(&Sha256::digest(bytes)));
+            server.route(
+                &format!("/v2/cache/blobs/{digest}"),
+                Behaviour::Serve(bytes.to_vec()),
+            );
+            serde_json::json!({
+                "mediaType": FILE_TYPE, "digest": digest, "size": bytes.len(),
+                "annotations": { TITLE: title }
+            })
+        })
+        .collect();
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_TYPE,
+        "config": { "mediaType": CONFIG_TYPE, "digest": "sha256:00", "size": 2 },
+        "layers": layers,
+    });
+    server.route(
+        &format!("/v2/cache/manifests/openssl-{key}"),
+        Behaviour::Serve(serde_json::to_vec(&manifest).unwrap()),
+    );
+}
+
+#[test]
+fn a_pulled_entry_is_exactly_its_files_once_each() {
+    const ENTRY: &[&str] = &["output.tar", "meta.json"];
+    let server = Server::start();
+    let (out, meta): (&[u8], &[u8]) = (b"tar", b"{}");
+    let many: Vec<String> = (0..200).map(|i| format!("f{i}")).collect();
+    let mut flood: Vec<(&str, &[u8])> = many.iter().map(|f| (f.as_str(), &b"x"[..])).collect();
+    flood.extend([("output.tar", out), ("meta.json", meta)]);
+    let cases: Vec<(Vec<(&str, &[u8])>, &str)> = vec![
+        (
+            vec![("output.tar", out), ("output.tar", b"other")],
+            "2 layers titled \"output.tar\"",
+        ),
+        (
+            vec![("output.tar", out), ("meta.json", meta), ("evil.sh", b"rm")],
+            "3 layers",
+        ),
+        (flood, "202 layers"),
+        (
+            vec![("output.tar", out), ("../meta.json", meta)],
+            "\"../meta.json\", not a plain file name",
+        ),
+        (
+            vec![("output.tar", out), ("evil\u{1b}[2J", meta)],
+            "\"evil\\u{1b}[2J\", which is not a file",
+        ),
+        (
+            vec![("output.tar", out), ("", meta)],
+            "\"\", not a plain file name",
+        ),
+    ];
+    let (_, registry) = registry_on(&server);
+    for (n, (files, says)) in cases.iter().enumerate() {
+        serve_files(&server, &format!("k{n}"), files);
+        let dir = TempDir::new("registry-titles");
+        let e = registry.fetch("openssl", &format!("k{n}"), ENTRY, dir.path());
+        let e = format!("{:#}", e.unwrap_err());
+        assert!(e.contains(says) && !e.contains('\u{1b}'), "{says}: {e}");
+        let written: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert!(written.is_empty(), "{says}: {written:?}");
+    }
+    // One bad entry does not turn the registry off, and a good one is pulled whole.
+    serve_files(&server, "good", &[("meta.json", meta), ("output.tar", out)]);
+    let dir = TempDir::new("registry-titles-good");
+    assert!(
+        registry
+            .fetch("openssl", "good", ENTRY, dir.path())
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(std::fs::read(dir.path().join("meta.json")).unwrap(), meta);
+}
+
+#[test]
+fn registry_text_reaches_a_message_with_its_control_characters_escaped() {
+    let server = Scripted::start("127.0.0.1", |_| {
+        (
+            500,
+            vec![],
+            b"oops\x1b]0;owned\x07\x1b[2J\xe2\x80\xae tail\nsecond line".to_vec(),
+        )
+    });
+    let registry = Registry::open(&format!("{}/cache", server.host())).unwrap();
+    let dir = TempDir::new("registry-escape");
+    let e = format!(
+        "{:#}",
+        registry
+            .fetch("openssl", "k1", OUT, dir.path())
+            .unwrap_err()
+    );
+    assert!(e.contains("HTTP 500"), "{e}");
+    assert!(
+        !e.chars().any(|c| c.is_control() || c == '\u{202e}'),
+        "{e:?}"
+    );
+    assert!(
+        e.contains("oops\\u{1b}]0;owned\\u{7}") && !e.contains("second line"),
+        "{e}"
+    );
 }
