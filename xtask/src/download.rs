@@ -730,10 +730,16 @@ fn local_failure(path: &Path, e: io::Error) -> Failure {
 }
 
 /// Errors no retry can mend: a malformed request or URL, a redirect loop, a name that does not
-/// resolve, a certificate that is not trusted.
+/// resolve, a certificate that is not trusted, a refused connection (nothing listens there).
 fn is_permanent(e: &reqwest::Error, chain: &str) -> bool {
     let chain = chain.to_ascii_lowercase();
-    e.is_builder()
+    let mut causes = std::iter::successors(std::error::Error::source(e), |c| c.source());
+    let refused = causes.any(|c| {
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::ConnectionRefused)
+    });
+    refused
+        || e.is_builder()
         || e.is_redirect()
         || chain.contains("dns error")
         || chain.contains("failed to lookup address")
