@@ -592,60 +592,45 @@ fn a_dripping_or_stalled_registry_is_left_after_the_pace_window() {
         step,
         every: Duration::from_millis(ms),
     };
+    let quick_registry = |server: &Server| {
+        let host = server.url().trim_start_matches("http://").to_string();
+        Registry::open_with(&format!("{host}/cache"), quick()).unwrap()
+    };
     // 2 KB/s for 2 s; then 10 bytes and 3 s of silence.
-    for (blob, said) in [
-        (drip(&bytes, 100, 50), "too slow"),
-        (drip(&bytes[..20], 10, 3000), "too slow"),
-    ] {
+    for (blob, step, ms) in [(&bytes[..], 100, 50), (&bytes[..20], 10, 3000)] {
         let server = Server::start();
-        let digest = serve_entry(&server, "openssl-k1", &bytes[..blob_len(&blob)]);
-        server.route(&format!("/v2/cache/blobs/{digest}"), blob);
-        let registry =
-            Registry::open_with(&format!("{}/cache", server.url()[7..].to_string()), quick())
-                .unwrap();
+        let digest = serve_entry(&server, "openssl-k1", blob);
+        server.route(&format!("/v2/cache/blobs/{digest}"), drip(blob, step, ms));
+        let registry = quick_registry(&server);
         let dir = TempDir::new("registry-drip");
         let started = std::time::Instant::now();
-        let e = format!(
-            "{:#}",
-            registry
-                .fetch("openssl", "k1", OUT, dir.path())
-                .unwrap_err()
-        );
-        assert!(e.contains(said) && e.contains("not asked again"), "{e}");
+        let e = registry.fetch("openssl", "k1", OUT, dir.path());
+        let e = format!("{:#}", e.unwrap_err());
         assert!(
-            started.elapsed() < Duration::from_millis(1500),
-            "{:?}",
-            started.elapsed()
+            e.contains("too slow") && e.contains("not asked again"),
+            "{e}"
         );
+        let took = started.elapsed();
+        assert!(took < Duration::from_millis(1500), "{took:?}");
     }
     // A manifest that takes longer than a call may.
     let server = Server::start();
     let digest = serve_entry(&server, "openssl-k1", &bytes);
     let manifest = manifest_for(&digest, bytes.len());
-    server.route(
-        "/v2/cache/manifests/openssl-k1",
-        drip(&manifest, manifest.len() / 5, 700),
-    );
-    let registry = Registry::open_with(&format!("{}/cache", &server.url()[7..]), quick()).unwrap();
+    let dripping = drip(&manifest, manifest.len() / 5, 700);
+    server.route("/v2/cache/manifests/openssl-k1", dripping);
+    let registry = quick_registry(&server);
     let dir = TempDir::new("registry-drip-manifest");
-    let e = format!(
-        "{:#}",
-        registry
-            .fetch("openssl", "k1", OUT, dir.path())
-            .unwrap_err()
-    );
+    let e = registry.fetch("openssl", "k1", OUT, dir.path());
+    let e = format!("{:#}", e.unwrap_err());
     assert!(
         e.contains("GET manifest openssl-k1") && e.contains("not asked again"),
         "{e}"
     );
 }
 
-fn blob_len(b: &Behaviour) -> usize {
-    match b {
-        Behaviour::Drip { body, .. } => body.len(),
-        _ => unreachable!(),
-    }
-}
+/// An entry's layers: title and bytes.
+type Files<'a> = Vec<(&'a str, &'a [u8])>;
 
 /// Makes `server` hold the entry `openssl-<key>` whose layers are `files` (title, bytes).
 fn serve_files(server: &Server, key: &str, files: &[(&str, &[u8])]) {
@@ -683,7 +668,7 @@ fn a_pulled_entry_is_exactly_its_files_once_each() {
     let many: Vec<String> = (0..200).map(|i| format!("f{i}")).collect();
     let mut flood: Vec<(&str, &[u8])> = many.iter().map(|f| (f.as_str(), &b"x"[..])).collect();
     flood.extend([("output.tar", out), ("meta.json", meta)]);
-    let cases: Vec<(Vec<(&str, &[u8])>, &str)> = vec![
+    let cases: Vec<(Files, &str)> = vec![
         (
             vec![("output.tar", out), ("output.tar", b"other")],
             "2 layers titled \"output.tar\"",
