@@ -9,7 +9,14 @@
 //!
 //! Credentials are the user's existing logins (`docker login`, `podman login`), read from the
 //! files and credential helpers those commands write; nothing here takes a secret on the command
-//! line. Plain HTTP is used for loopback registries only.
+//! line. Plain HTTP is used for loopback registries only. The login and tokens go to the
+//! registry's own origin only (scheme, host and port), never to an upload location or token
+//! service elsewhere, and a place it names must be HTTPS unless the registry is on loopback.
+//!
+//! What the registry sends is bounded: manifests, token answers and blobs by size (a blob by
+//! its manifest's), blob reads by the downloads' minimum speed, and a pulled entry must be
+//! exactly the files its caller names. Its words reach messages with control characters
+//! escaped.
 //!
 //! The registry accelerates and is never needed: the first failure to reach it, or to be let in,
 //! turns it off for the rest of the run, and the caller says so in one line. A refused or failed
@@ -100,8 +107,8 @@ const TOKEN_CAP: u64 = 1 << 20;
 const ERROR_CAP: u64 = 64 << 10;
 /// The largest entry pulled: a builder image is about a gigabyte, a stage's output less.
 const ENTRY_CAP: u64 = 16 << 30;
-/// Entries are up to a few hundred megabytes and builder images about a gigabyte, on a local
-/// network; a registry that stops answering must still not hold a build for long.
+/// How long an upload may take. Entries are up to a few hundred megabytes and builder images
+/// about a gigabyte, on a local network; pulls keep `Limits::pace` instead.
 const BLOB_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// The parts of an OCI image manifest this module writes and reads.
