@@ -214,7 +214,7 @@ impl Images<'_> {
         let (sh, engine, cache) = (self.sh, self.engine, self.cache);
         for remote in self.shared {
             let scratch = cache.scratch(name)?;
-            let loaded = remote.fetch(name, key, &scratch).and_then(|digest| {
+            let loaded = remote.fetch(name, key, FILES, &scratch).and_then(|digest| {
                 let Some(digest) = digest else {
                     return Ok(None);
                 };
@@ -331,6 +331,8 @@ fn archived_image_id(archive: &std::path::Path) -> Result<String> {
 
 /// The file a shared builder image entry holds: the engine's image archive.
 const IMAGE_FILE: &str = "image.tar";
+/// The files of a builder image's entry in a shared cache.
+const FILES: &[&str] = &[IMAGE_FILE];
 
 #[cfg(test)]
 mod tests {

@@ -64,6 +64,14 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// The slowest transfer this policy tolerates.
+    pub fn pace(&self) -> Pace {
+        Pace {
+            min_speed: self.min_speed,
+            over: self.slow_for,
+        }
+    }
+
     /// The wait after `failures` failed attempts (1 or more): base × 2^(failures-1) × [0.5, 1.5).
     fn delay(&self, failures: u32) -> Duration {
         use std::hash::BuildHasher;
@@ -438,10 +446,7 @@ impl<'a> Fetcher<'a> {
         let transfer =
             self.reporter
                 .download_started(&source.file, source.size.or(announced), start);
-        let pace = Pace {
-            min_speed: self.retry.min_speed,
-            over: self.retry.slow_for,
-        };
+        let pace = self.retry.pace();
         let copied = copy_hashing(
             &mut response,
             &mut file,
@@ -628,7 +633,7 @@ fn content_range_start(response: &Response) -> Option<u64> {
     spec.split('-').next()?.trim().parse().ok()
 }
 
-enum CopyError {
+pub enum CopyError {
     /// Reading failed after this many bytes (counting the resumed prefix).
     Read(u64, io::Error),
     Write(io::Error),
@@ -643,13 +648,13 @@ enum CopyError {
 
 /// The slowest transfer tolerated: `min_speed` bytes per second, measured over `over`.
 #[derive(Clone, Copy)]
-struct Pace {
-    min_speed: u64,
-    over: Duration,
+pub struct Pace {
+    pub min_speed: u64,
+    pub over: Duration,
 }
 
 /// Streams `input` to `out`, hashing as it goes; returns the total (`start` plus bytes copied).
-fn copy_hashing(
+pub fn copy_hashing(
     input: &mut dyn Read,
     out: &mut File,
     hasher: &mut Sha256,
@@ -751,10 +756,16 @@ fn local_failure(path: &Path, e: io::Error) -> Failure {
 }
 
 /// Errors no retry can mend: a malformed request or URL, a redirect loop, a name that does not
-/// resolve, a certificate that is not trusted.
+/// resolve, a certificate that is not trusted, a refused connection (nothing listens there).
 fn is_permanent(e: &reqwest::Error, chain: &str) -> bool {
     let chain = chain.to_ascii_lowercase();
-    e.is_builder()
+    let mut causes = std::iter::successors(std::error::Error::source(e), |c| c.source());
+    let refused = causes.any(|c| {
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::ConnectionRefused)
+    });
+    refused
+        || e.is_builder()
         || e.is_redirect()
         || chain.contains("dns error")
         || chain.contains("failed to lookup address")

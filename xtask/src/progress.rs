@@ -329,10 +329,9 @@ impl Reporter for Silent {
     fn message(&self, _: &str) {}
 }
 
-#[cfg(test)]
-struct SilentTransfer;
+/// A transfer nobody watches.
+pub struct SilentTransfer;
 
-#[cfg(test)]
 impl Transfer for SilentTransfer {
     fn advance(&self, _: u64) {}
     fn finish(&self, _: &str) {}

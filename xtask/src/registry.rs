@@ -9,7 +9,14 @@
 //!
 //! Credentials are the user's existing logins (`docker login`, `podman login`), read from the
 //! files and credential helpers those commands write; nothing here takes a secret on the command
-//! line. Plain HTTP is used for loopback registries only.
+//! line. Plain HTTP is used for loopback registries only. The login and tokens go to the
+//! registry's own origin only (scheme, host and port), never to an upload location or token
+//! service elsewhere, and a place it names must be HTTPS unless the registry is on loopback.
+//!
+//! What the registry sends is bounded: manifests, token answers and blobs by size (a blob by
+//! its manifest's), blob reads by the downloads' minimum speed, and a pulled entry must be
+//! exactly the files its caller names. Its words reach messages with control characters
+//! escaped.
 //!
 //! The registry accelerates and is never needed: the first failure to reach it, or to be let in,
 //! turns it off for the rest of the run, and the caller says so in one line. A refused or failed
@@ -22,12 +29,14 @@ use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use reqwest::StatusCode;
-use reqwest::blocking::{Client, RequestBuilder, Response};
+use reqwest::blocking::{Client, Request, RequestBuilder, Response};
+use reqwest::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::digest::hex;
+use crate::download::{CopyError, Pace, RetryPolicy, copy_hashing};
+use crate::progress::SilentTransfer;
 use crate::store::Remote;
 
 const MANIFEST_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -44,6 +53,7 @@ pub struct Registry {
     host: String,
     repository: String,
     client: Client,
+    limits: Limits,
     /// The user's login for the host, looked up the first time the registry asks for one.
     login: OnceLock<Option<Login>>,
     /// How requests authenticate, once the registry has asked.
@@ -71,10 +81,34 @@ enum Access {
     Write,
 }
 
-/// How long a manifest request or a question may take; blobs get `BLOB_TIMEOUT`.
-const CALL_TIMEOUT: Duration = Duration::from_secs(60);
-/// Entries are up to a few hundred megabytes and builder images about a gigabyte, on a local
-/// network; a registry that stops answering must still not hold a build for long.
+/// How long the registry may take to answer.
+#[derive(Clone, Copy)]
+struct Limits {
+    /// A manifest, a question or a token: the whole exchange.
+    call: Duration,
+    /// The slowest blob read tolerated: the downloads' rule.
+    pace: Pace,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            call: Duration::from_secs(60),
+            pace: RetryPolicy::default().pace(),
+        }
+    }
+}
+
+/// The largest manifest read: ours are a few hundred bytes.
+const MANIFEST_CAP: u64 = 4 << 20;
+/// The largest token service answer read: tokens are a few kilobytes.
+const TOKEN_CAP: u64 = 1 << 20;
+/// How much of an error answer is read for its first line.
+const ERROR_CAP: u64 = 64 << 10;
+/// The largest entry pulled: a builder image is about a gigabyte, a stage's output less.
+const ENTRY_CAP: u64 = 16 << 30;
+/// How long an upload may take. Entries are up to a few hundred megabytes and builder images
+/// about a gigabyte, on a local network; pulls keep `Limits::pace` instead.
 const BLOB_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// The parts of an OCI image manifest this module writes and reads.
@@ -102,6 +136,10 @@ impl Registry {
     /// The registry repository `reference` (`registry.example.com/team/python-fips-cache`), with
     /// the user's credentials for its host. Nothing is sent yet.
     pub fn open(reference: &str) -> Result<Registry> {
+        Registry::open_with(reference, Limits::default())
+    }
+
+    fn open_with(reference: &str, limits: Limits) -> Result<Registry> {
         let (host, repository) = parse_reference(reference)?;
         let scheme = match is_loopback(&host) {
             true => "http",
@@ -109,7 +147,8 @@ impl Registry {
         };
         let client = Client::builder()
             .connect_timeout(Duration::from_secs(10))
-            .timeout(CALL_TIMEOUT)
+            // A blob read waits at most this long for each piece; other calls set their own.
+            .timeout(limits.pace.over)
             .build()
             .context("cannot make an HTTP client")?;
         Ok(Registry {
@@ -118,6 +157,7 @@ impl Registry {
             host,
             repository,
             client,
+            limits,
             login: OnceLock::new(),
             auth: Mutex::new(Auth::Anonymous),
             off: AtomicBool::new(false),
@@ -155,6 +195,53 @@ impl Registry {
         })
     }
 
+    /// The URL `url` (absolute, or relative to the registry) that the registry named for
+    /// `what` (an upload, its token service): HTTPS, or plain HTTP for a loopback registry only.
+    fn target(&self, url: &str, what: &str) -> Result<reqwest::Url> {
+        let shown = printable(url);
+        let parsed = reqwest::Url::parse(&self.base)
+            .and_then(|base| base.join(url))
+            .map_err(|e| Unusable::refused(format!("{what} {shown} is not a URL: {e}")))?;
+        match parsed.scheme() {
+            "https" => Ok(parsed),
+            "http" if is_loopback(&self.host) => Ok(parsed),
+            _ => Err(Unusable::refused(format!(
+                "{what} {shown} is not HTTPS, so it is refused (plain HTTP is for a loopback \
+                 registry only)"
+            ))
+            .into()),
+        }
+    }
+
+    /// Whether `url` is on the registry's own origin (scheme, host and port), the only place
+    /// the login or a token is sent.
+    fn is_home(&self, url: &reqwest::Url) -> bool {
+        reqwest::Url::parse(&self.base).is_ok_and(|base| base.origin() == url.origin())
+    }
+
+    /// `req` as it is sent: with the login or token only when it goes to the registry itself.
+    fn authorised(&self, req: RequestBuilder) -> Result<Request> {
+        let req = req.build().context("cannot make an HTTP request")?;
+        if !self.is_home(req.url()) {
+            return Ok(req);
+        }
+        let req = RequestBuilder::from_parts(self.client.clone(), req);
+        let req = match &*self.auth.lock().unwrap() {
+            Auth::Bearer { token, .. } => req.bearer_auth(token),
+            Auth::Basic => match self.login() {
+                Some((user, password)) => req.basic_auth(user, Some(password)),
+                None => req,
+            },
+            Auth::Anonymous => req,
+        };
+        req.build().context("cannot make an HTTP request")
+    }
+
+    /// A request that is not a blob transfer: the whole exchange takes at most `limits.call`.
+    fn call(&self, method: Method, url: impl reqwest::IntoUrl) -> RequestBuilder {
+        self.client.request(method, url).timeout(self.limits.call)
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}/v2/{}/{path}", self.base, self.repository)
     }
@@ -168,17 +255,11 @@ impl Registry {
         access: Access,
         make: &dyn Fn() -> Result<RequestBuilder>,
     ) -> Result<Response> {
-        let authorised = |req: RequestBuilder| match &*self.auth.lock().unwrap() {
-            Auth::Bearer { token, .. } => req.bearer_auth(token),
-            Auth::Basic => match self.login() {
-                Some((user, password)) => req.basic_auth(user, Some(password)),
-                None => req,
-            },
-            Auth::Anonymous => req,
-        };
         let unreachable =
             |e: reqwest::Error| Unusable::unreachable(format!("{what}: {}", one_line(&e)));
-        let resp = authorised(make()?).send().map_err(unreachable)?;
+        let resp = (self.client)
+            .execute(self.authorised(make()?)?)
+            .map_err(unreachable)?;
         if resp.status() != StatusCode::UNAUTHORIZED {
             return Ok(resp);
         }
@@ -217,7 +298,9 @@ impl Registry {
             _ => return Err(self.unauthorised(what).into()),
         };
         *self.auth.lock().unwrap() = auth;
-        let resp = authorised(make()?).send().map_err(unreachable)?;
+        let resp = (self.client)
+            .execute(self.authorised(make()?)?)
+            .map_err(unreachable)?;
         if resp.status() == StatusCode::UNAUTHORIZED {
             return Err(self.unauthorised(what).into());
         }
@@ -245,8 +328,11 @@ impl Registry {
         if let Some(service) = challenge.get("service") {
             query.push(("service", service));
         }
-        let mut req = self.client.get(realm).query(&query);
-        if let Some((user, password)) = self.login() {
+        let url = self.target(realm, "its token service")?;
+        let realm = printable(realm);
+        let mut req = self.call(Method::GET, url.clone()).query(&query);
+        // A token service elsewhere gets no login: it could be anyone the registry named.
+        if let Some((user, password)) = self.login().filter(|_| self.is_home(&url)) {
             req = req.basic_auth(user, Some(password));
         }
         let resp = req.send().map_err(|e| {
@@ -262,9 +348,7 @@ impl Registry {
             token: Option<String>,
             access_token: Option<String>,
         }
-        let body = resp.bytes().map_err(|e| {
-            Unusable::unreachable(format!("token service {realm}: {}", one_line(&e)))
-        })?;
+        let body = read_capped(resp, TOKEN_CAP, &format!("token service {realm}"))?;
         let token: Token = serde_json::from_slice(&body)
             .map_err(|e| Unusable::refused(format!("token service {realm}: {e}")))?;
         token
@@ -277,16 +361,17 @@ impl Registry {
     fn manifest(&self, tag: &str) -> Result<Option<(String, Manifest)>> {
         let url = self.url(&format!("manifests/{tag}"));
         let resp = self.send(&format!("GET manifest {tag}"), Access::Read, &|| {
-            Ok(self.client.get(&url).header("Accept", MANIFEST_TYPE))
+            Ok(self.call(Method::GET, &url).header("Accept", MANIFEST_TYPE))
         })?;
         if resp.status() == StatusCode::NOT_FOUND {
             return Ok(None);
         }
         let resp = checked(resp, &format!("GET manifest {tag}"))?;
         let said = header(&resp, "Docker-Content-Digest");
-        let bytes = resp.bytes().context("cannot read the manifest")?;
+        let bytes = read_capped(resp, MANIFEST_CAP, &format!("GET manifest {tag}"))?;
         let digest = format!("sha256:{}", hex(&Sha256::digest(&bytes)));
         if let Some(said) = said.filter(|s| s.starts_with("sha256:") && *s != digest) {
+            let said = printable(&said);
             bail!("the manifest of {tag} hashes to {digest}, not the {said} the registry gave");
         }
         let manifest: Manifest = serde_json::from_slice(&bytes)
@@ -298,7 +383,9 @@ impl Registry {
     fn has_manifest(&self, tag: &str) -> Result<bool> {
         let url = self.url(&format!("manifests/{tag}"));
         let resp = self.send(&format!("HEAD manifest {tag}"), Access::Read, &|| {
-            Ok(self.client.head(&url).header("Accept", MANIFEST_TYPE))
+            Ok(self
+                .call(Method::HEAD, &url)
+                .header("Accept", MANIFEST_TYPE))
         })?;
         match resp.status() {
             StatusCode::NOT_FOUND => Ok(false),
@@ -310,32 +397,54 @@ impl Registry {
     fn pull_blob(&self, d: &Descriptor, to: &Path) -> Result<()> {
         let url = self.url(&format!("blobs/{}", d.digest));
         let what = format!("GET blob {}", d.digest);
-        let get = || Ok(self.client.get(&url).timeout(BLOB_TIMEOUT));
-        let mut resp = checked(self.send(&what, Access::Read, &get)?, &what)?;
+        let get = || Ok(self.client.get(&url));
+        let resp = checked(self.send(&what, Access::Read, &get)?, &what)?;
+        let says = |sent: String| {
+            Unusable::refused(format!(
+                "{what}: the registry {sent}; its manifest says {}",
+                d.size
+            ))
+        };
+        if let Some(len) = resp.content_length().filter(|len| *len != d.size) {
+            return Err(says(format!("announces {len} bytes")).into());
+        }
         let mut file =
             std::fs::File::create(to).with_context(|| format!("cannot create {}", to.display()))?;
         let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut size = 0u64;
-        loop {
-            let n = resp
-                .read(&mut buf)
-                .map_err(|e| Unusable::unreachable(format!("{what}: {e}")))?;
-            if n == 0 {
-                break;
+        let pace = self.limits.pace;
+        let copied = copy_hashing(
+            &mut resp.take(d.size + 1),
+            &mut file,
+            &mut hasher,
+            0,
+            d.size,
+            Some(pace),
+            &SilentTransfer,
+        );
+        let size = match copied {
+            Ok(size) if size == d.size => size,
+            Ok(size) => return Err(says(format!("sent {size} bytes")).into()),
+            Err(CopyError::TooLong(_)) => {
+                return Err(says(format!("sent more than {} bytes", d.size)).into());
             }
-            hasher.update(&buf[..n]);
-            file.write_all(&buf[..n])
-                .with_context(|| format!("cannot write {}", to.display()))?;
-            size += n as u64;
-        }
+            Err(CopyError::TooSlow { at, speed }) => bail!(Unusable::unreachable(format!(
+                "{what}: too slow: {speed} bytes/s for {}s (the minimum is {} bytes/s); left \
+                 after {at} bytes",
+                pace.over.as_secs_f64(),
+                pace.min_speed
+            ))),
+            Err(CopyError::Read(at, e)) => bail!(Unusable::unreachable(format!(
+                "{what}: the connection broke after {at} bytes: {e}"
+            ))),
+            Err(CopyError::Write(e)) => bail!("cannot write {}: {e}", to.display()),
+        };
         let got = format!("sha256:{}", hex(&hasher.finalize()));
-        if got != d.digest || size != d.size {
+        if got != d.digest {
             bail!(
                 "the bytes of {} do not match the manifest (they hash to {got}, {size} bytes; \
                  it says {}, {} bytes); refused",
-                d.annotations.get(TITLE).map_or(d.digest.as_str(), |t| t),
-                d.digest,
+                printable(d.annotations.get(TITLE).map_or(d.digest.as_str(), |t| t)),
+                printable(&d.digest),
                 d.size
             );
         }
@@ -367,7 +476,7 @@ impl Registry {
         let url = self.url(&format!("blobs/{digest}"));
         let what = format!("HEAD blob {digest}");
         if self
-            .send(&what, Access::Read, &|| Ok(self.client.head(&url)))?
+            .send(&what, Access::Read, &|| Ok(self.call(Method::HEAD, &url)))?
             .status()
             == StatusCode::OK
         {
@@ -375,16 +484,12 @@ impl Registry {
         }
         let what = "POST blob upload";
         let uploads = self.url("blobs/uploads/");
-        let post = || Ok(self.client.post(&uploads));
+        let post = || Ok(self.call(Method::POST, &uploads));
         let resp = checked(self.send(what, Access::Write, &post)?, what)?;
         let location = header(&resp, "Location")
             .context("the registry started an upload without saying where it goes")?;
-        let location = match location.starts_with('/') {
-            true => format!("{}{location}", self.base),
-            false => location,
-        };
-        let sep = if location.contains('?') { '&' } else { '?' };
-        let put = format!("{location}{sep}digest={digest}");
+        let mut put = self.target(&location, "its upload location")?;
+        put.query_pairs_mut().append_pair("digest", &digest);
         let what = format!("PUT blob {digest}");
         let resp = self.send(&what, Access::Write, &|| {
             let body = match &source {
@@ -397,7 +502,7 @@ impl Registry {
             };
             Ok(self
                 .client
-                .put(&put)
+                .put(put.clone())
                 .timeout(BLOB_TIMEOUT)
                 .header("Content-Type", "application/octet-stream")
                 .body(body))
@@ -418,18 +523,20 @@ impl Remote for Registry {
         self.reference.clone()
     }
 
-    fn fetch(&self, stage: &str, key: &str, into: &Path) -> Result<Option<String>> {
+    fn fetch(&self, stage: &str, key: &str, files: &[&str], into: &Path) -> Result<Option<String>> {
         self.guarded(Access::Read, None, || {
             let tag = format!("{stage}-{key}");
             let Some((digest, manifest)) = self.manifest(&tag)? else {
                 return Ok(None);
             };
-            for layer in &manifest.layers {
-                let title = layer
-                    .annotations
-                    .get(TITLE)
-                    .filter(|t| !t.is_empty() && !t.contains('/') && !t.starts_with('.'))
-                    .with_context(|| format!("a layer of {tag} names no file"))?;
+            let size = (manifest.layers.iter()).try_fold(0u64, |sum, l| sum.checked_add(l.size));
+            if size.is_none_or(|size| size > ENTRY_CAP) {
+                bail!(Unusable::refused(format!(
+                    "the manifest of {tag} makes its entry larger than the {} GiB an entry may be",
+                    ENTRY_CAP >> 30
+                )));
+            }
+            for (layer, title) in entry_files(&tag, &manifest.layers, files)? {
                 self.pull_blob(layer, &into.join(title))?;
             }
             Ok(Some(digest))
@@ -475,14 +582,49 @@ impl Remote for Registry {
             let what = format!("PUT manifest {tag}");
             let resp = self.send(&what, Access::Write, &|| {
                 Ok(self
-                    .client
-                    .put(&url)
+                    .call(Method::PUT, &url)
                     .header("Content-Type", MANIFEST_TYPE)
                     .body(body.clone()))
             })?;
             checked(resp, &what).map(|_| ())
         })
     }
+}
+
+/// The layers of the entry `tag` with the file each is, if they are exactly `files`, once each.
+/// Titles are the registry's words: they are shown escaped.
+fn entry_files<'m>(
+    tag: &str,
+    layers: &'m [Descriptor],
+    files: &[&str],
+) -> Result<Vec<(&'m Descriptor, &'m str)>> {
+    let expected = files.join(", ");
+    if layers.len() != files.len() {
+        bail!(
+            "{tag} has {} layers; its entry is {expected}, one layer each; refused",
+            layers.len()
+        );
+    }
+    let mut out: Vec<(&Descriptor, &str)> = Vec::new();
+    for layer in layers {
+        let Some(title) = layer.annotations.get(TITLE) else {
+            bail!("a layer of {tag} has no title, so it names no file; refused");
+        };
+        if title.is_empty() || title.starts_with('.') || title.contains(['/', '\\']) {
+            bail!("a layer of {tag} is titled {title:?}, not a plain file name; refused");
+        }
+        if !files.contains(&title.as_str()) {
+            bail!(
+                "a layer of {tag} is titled {title:?}, which is not a file of its entry \
+                 ({expected}); refused"
+            );
+        }
+        if out.iter().any(|(_, t)| t == title) {
+            bail!("{tag} has 2 layers titled {title:?}; refused");
+        }
+        out.push((layer, title));
+    }
+    Ok(out)
 }
 
 /// A user name and password.
@@ -527,9 +669,18 @@ fn checked(resp: Response, what: &str) -> Result<Response> {
     if status.is_success() {
         return Ok(resp);
     }
-    let body = resp.text().unwrap_or_default();
-    let said = body.lines().next().unwrap_or_default();
-    let said = &said[..said.len().min(200)];
+    let mut body = Vec::new();
+    // The registry's words are a hint: a stalled or endless body gives what came.
+    let _ = resp.take(ERROR_CAP).read_to_end(&mut body);
+    let body = String::from_utf8_lossy(&body);
+    let said: String = body
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .take(200)
+        .collect();
+    let said = printable(&said);
     let error = Unusable::refused(format!("{what}: HTTP {status} {said}"));
     match status {
         // The registry refuses us or cannot store more: no later call will fare better.
@@ -540,6 +691,22 @@ fn checked(resp: Response, what: &str) -> Result<Response> {
         | StatusCode::TOO_MANY_REQUESTS => Err(error.into()),
         s if s.is_server_error() => Err(error.into()),
         _ => bail!("{error}"),
+    }
+}
+
+/// The body of `resp`, refused when it is longer than `cap` bytes (looking no further).
+fn read_capped(resp: Response, cap: u64, what: &str) -> Result<Vec<u8>> {
+    let over = || Unusable::refused(format!("{what}: more than {} MiB, refused", cap >> 20));
+    if resp.content_length().is_some_and(|len| len > cap) {
+        return Err(over().into());
+    }
+    let mut body = Vec::new();
+    resp.take(cap + 1)
+        .read_to_end(&mut body)
+        .map_err(|e| Unusable::unreachable(format!("{what}: {e}")))?;
+    match body.len() as u64 > cap {
+        true => Err(over().into()),
+        false => Ok(body),
     }
 }
 
@@ -560,6 +727,18 @@ fn one_line(e: &reqwest::Error) -> String {
         source = s.source();
     }
     text
+}
+
+/// `text` from the registry (a title, an error body, a URL) safe to print: control characters
+/// and those that reorder a line are escaped, so it cannot rewrite the terminal or a log.
+fn printable(text: &str) -> String {
+    let reorders = |c: char| matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    text.chars()
+        .map(|c| match c.is_control() || reorders(c) {
+            true => c.escape_unicode().to_string(),
+            false => c.to_string(),
+        })
+        .collect()
 }
 
 /// Splits `host[:port]/repository`, checking both parts.

@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result, anyhow, bail};
 use serde::Serialize;
 
 use crate::cache::{self, Cache};
@@ -35,14 +35,17 @@ impl Origin {
     }
 }
 
+/// The files of a stage entry.
+const ENTRY_FILES: &[&str] = &["output.tar", "meta.json"];
+
 /// A shared stage cache somewhere else.
 pub trait Remote {
     /// The backend as messages name it.
     fn name(&self) -> String;
-    /// Writes the entry `stage`-`key` (its `output.tar` and `meta.json`) into the empty
+    /// Writes the entry `stage`-`key`, which must be exactly the files `files`, into the empty
     /// directory `into` and returns the digest its bytes were checked against, or `None` when
     /// the backend does not have it.
-    fn fetch(&self, stage: &str, key: &str, into: &Path) -> Result<Option<String>>;
+    fn fetch(&self, stage: &str, key: &str, files: &[&str], into: &Path) -> Result<Option<String>>;
     /// Whether the backend has the entry `stage`-`key` (a backend that cannot tell says yes,
     /// so that nothing is sent to it).
     fn has(&self, stage: &str, key: &str) -> Result<bool>;
@@ -78,12 +81,14 @@ impl<'a> StageCache<'a> {
         }
         for remote in self.remotes {
             let scratch = self.cache.scratch(stage)?;
-            let fetched = remote.fetch(stage, key, &scratch).and_then(|digest| {
-                if digest.is_some() && !scratch.join("output.tar").is_file() {
-                    anyhow::bail!("its entry has no output.tar");
-                }
-                Ok(digest)
-            });
+            let fetched = remote
+                .fetch(stage, key, ENTRY_FILES, &scratch)
+                .and_then(|digest| {
+                    if digest.is_some() {
+                        check_entry(&scratch, stage, key)?;
+                    }
+                    Ok(digest)
+                });
             match fetched {
                 Ok(Some(digest)) => {
                     cache::publish(&scratch, &entry)?;
@@ -135,6 +140,36 @@ impl<'a> StageCache<'a> {
     }
 }
 
+/// Checks that the entry a remote gave in `dir` has an `output.tar` and is `stage`-`key` by its
+/// own `meta.json`: an entry filed under another key is not that key's output.
+fn check_entry(dir: &Path, stage: &str, key: &str) -> Result<()> {
+    /// The fields of `meta.json` that name its entry.
+    #[derive(serde::Deserialize)]
+    struct Named {
+        stage: String,
+        key: String,
+    }
+    if !dir.join("output.tar").is_file() {
+        bail!("its entry has no output.tar");
+    }
+    let meta = dir.join("meta.json");
+    let len = std::fs::metadata(&meta).map_or(0, |m| m.len());
+    if len > META_CAP {
+        bail!("its meta.json is larger than {} KiB", META_CAP >> 10);
+    }
+    let text = std::fs::read(&meta).context("its entry has no meta.json")?;
+    let named: Named = serde_json::from_slice(&text)
+        .map_err(|e| anyhow!("its meta.json is not the JSON of a stage entry: {e}"))?;
+    if (named.stage.as_str(), named.key.as_str()) != (stage, key) {
+        let named = format!("{}-{}", named.stage, named.key);
+        bail!("its meta.json names {named:?}, not {stage}-{key}");
+    }
+    Ok(())
+}
+
+/// The largest `meta.json` read: ours are a few kilobytes.
+const META_CAP: u64 = 1 << 20;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,7 +189,7 @@ mod tests {
         fn name(&self) -> String {
             format!("dir:{}", self.root.display())
         }
-        fn fetch(&self, stage: &str, key: &str, into: &Path) -> Result<Option<String>> {
+        fn fetch(&self, stage: &str, key: &str, _: &[&str], into: &Path) -> Result<Option<String>> {
             if self.down {
                 anyhow::bail!("connection refused");
             }
@@ -163,7 +198,9 @@ mod tests {
                 return Ok(None);
             }
             if !self.broken {
-                std::fs::copy(from.join("output.tar"), into.join("output.tar"))?;
+                for file in ["output.tar", "meta.json"] {
+                    std::fs::copy(from.join(file), into.join(file))?;
+                }
             }
             Ok(Some("sha256:ab".into()))
         }
@@ -176,7 +213,9 @@ mod tests {
             }
             let to = self.root.join(format!("{stage}-{key}"));
             std::fs::create_dir_all(&to)?;
-            std::fs::copy(entry.join("output.tar"), to.join("output.tar"))?;
+            for file in ["output.tar", "meta.json"] {
+                std::fs::copy(entry.join(file), to.join(file))?;
+            }
             self.pushed.lock().unwrap().push(format!("{stage}-{key}"));
             Ok(())
         }
@@ -191,9 +230,11 @@ mod tests {
         })]
     }
 
-    fn scratch_with_output(cache: &Cache) -> PathBuf {
+    fn scratch_with_output(cache: &Cache, key: &str) -> PathBuf {
         let scratch = cache.scratch("openssl").unwrap();
         std::fs::write(scratch.join("output.tar"), b"tar bytes").unwrap();
+        let meta = serde_json::json!({ "stage": "openssl", "key": key, "seconds": 1.0 });
+        std::fs::write(scratch.join("meta.json"), meta.to_string()).unwrap();
         scratch
     }
 
@@ -210,7 +251,12 @@ mod tests {
         let store_a = StageCache::new(&cache_a, &remotes);
         assert_eq!(store_a.lookup("openssl", "k1", &lines).unwrap(), None);
         let entry = store_a
-            .publish("openssl", "k1", &scratch_with_output(&cache_a), &lines)
+            .publish(
+                "openssl",
+                "k1",
+                &scratch_with_output(&cache_a, "k1"),
+                &lines,
+            )
             .unwrap();
         assert!(entry.join("output.tar").is_file());
         assert_eq!(
@@ -257,7 +303,7 @@ mod tests {
         let store = StageCache::new(&cache, &down);
         assert_eq!(store.lookup("openssl", "k3", &lines).unwrap(), None);
         let entry = store
-            .publish("openssl", "k3", &scratch_with_output(&cache), &lines)
+            .publish("openssl", "k3", &scratch_with_output(&cache, "k3"), &lines)
             .unwrap();
         assert!(entry.join("output.tar").is_file());
         let said: Vec<String> = lines.lines().into_iter().map(|(_, l)| l).collect();
@@ -274,5 +320,40 @@ mod tests {
             .map(|d| d.collect())
             .unwrap_or_default();
         assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[test]
+    fn a_remote_entry_whose_meta_json_is_not_its_own_is_refused() {
+        let (local, shared) = (TempDir::new("store-meta-l"), TempDir::new("store-meta-r"));
+        let cache = Cache::open(Some(local.path())).unwrap();
+        let remotes = remote(&shared, false, false);
+        for (key, meta, says) in [
+            ("k1", "not json".to_string(), "its meta.json is not"),
+            (
+                "k2",
+                r#"{"stage":"openssl","key":"k9"}"#.into(),
+                "names \"openssl-k9\"",
+            ),
+            (
+                "k3",
+                r#"{"stage":"python","key":"k3"}"#.into(),
+                "names \"python-k3\"",
+            ),
+            ("k4", " ".repeat(2 << 20), "larger than"),
+        ] {
+            let dir = shared.path().join(format!("openssl-{key}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("output.tar"), b"tar").unwrap();
+            std::fs::write(dir.join("meta.json"), meta).unwrap();
+            let lines = Recorder::default();
+            let store = StageCache::new(&cache, &remotes);
+            assert_eq!(store.lookup("openssl", key, &lines).unwrap(), None, "{key}");
+            assert!(!store.entry("openssl", key).exists(), "{key}");
+            let said = &lines.lines()[0].1;
+            assert!(
+                said.contains(says) && said.contains("building here"),
+                "{said}"
+            );
+        }
     }
 }

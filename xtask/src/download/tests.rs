@@ -260,7 +260,7 @@ fn a_404_mirror_is_skipped_for_the_next_one() {
 }
 
 #[test]
-fn a_server_that_is_gone_is_retried_then_reported_with_every_location() {
+fn a_refused_connection_is_not_retried_and_is_reported_with_every_location() {
     let tmp = TempDir::new("dl-gone");
     let cache = Cache::open(Some(tmp.path())).unwrap();
     let port = {
@@ -284,17 +284,19 @@ fn a_server_that_is_gone_is_retried_then_reported_with_every_location() {
         )),
         "{text}"
     );
+    // Nothing listens there: asking again a moment later would not change that.
     assert!(
-        text.contains(&format!("{url}: gave up after 3 attempts")),
+        text.contains(&format!("{url}: ")) && text.to_lowercase().contains("connection refused"),
         "{text}"
     );
+    assert!(!text.contains("gave up after"), "{text}");
     assert!(text.contains("hint: "), "{text}");
     let retries = rec
         .events()
         .iter()
         .filter(|e| e.starts_with("message g.tgz:") && e.contains("retrying"))
         .count();
-    assert_eq!(retries, 2, "{:?}", rec.events());
+    assert_eq!(retries, 0, "{:?}", rec.events());
 }
 
 #[test]
