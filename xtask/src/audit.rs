@@ -10,7 +10,7 @@ use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use object::{Object, ObjectSymbol};
+use object::{Object, ObjectSection, ObjectSymbol};
 use serde::Serialize;
 use xshell::Shell;
 
@@ -308,14 +308,32 @@ const WHY_BUNDLED: &str = "the package ships its own libcrypto/libssl beside it,
 const WHY_OUTSIDE: &str = "the loader may pick a system libcrypto before the tree's, which does \
                            not load the tree's FIPS provider";
 
+const WHY_UNREADABLE: &str = "audit reads what the loader and the linker read; a file it cannot \
+                              read may load or carry any crypto, so it is not called clean";
+
 /// What in `data` (an ELF file installed at `installed`, if known) carries or loads crypto
-/// other than the tree's, as (what, why) pairs. The tree's own OpenSSL is not a finding.
+/// other than the tree's, as (what, why) pairs. The tree's own OpenSSL is not a finding; a file
+/// whose dynamic array or symbol tables cannot be read is one.
 pub fn classify(data: &[u8], installed: Option<&str>) -> Vec<(String, String)> {
     if installed.is_some_and(is_tree_openssl) {
         return vec![];
     }
+    let mut unreadable = Vec::new();
+    let dynamic = elf::parse(data).unwrap_or_else(|e| {
+        unreadable.push(format!("{e:#}"));
+        None
+    });
+    let symbols = core_functions(data).unwrap_or_else(|e| {
+        unreadable.push(e);
+        vec![]
+    });
     let mut out = Vec::new();
-    let dynamic = elf::parse(data).ok().flatten().unwrap_or_default();
+    if !unreadable.is_empty() {
+        unreadable.dedup();
+        let what = format!("cannot be audited: {}", unreadable.join("; "));
+        out.push((what, WHY_UNREADABLE.to_string()));
+    }
+    let dynamic = dynamic.unwrap_or_default();
     let links_crypto = dynamic.needed.iter().any(|n| crypto_soname(n).is_some());
     // A file that links libcrypto dynamically may hold the version text of the headers it was
     // compiled against (cryptography exports OPENSSL_VERSION_TEXT): then only the library it
@@ -324,66 +342,70 @@ pub fn classify(data: &[u8], installed: Option<&str>) -> Vec<(String, String)> {
         true => vec![],
         false => crypto_versions(data),
     };
-    let symbols = core_functions(data);
-    if !versions.is_empty() || symbols.len() >= CORE_FUNCTIONS_MIN {
-        let mut what = match versions.is_empty() {
-            true => "an OpenSSL-compatible library linked in".to_string(),
-            false => format!("{} linked in", versions.join(", ")),
-        };
-        if !symbols.is_empty() {
-            let examples: Vec<&str> = symbols.iter().take(3).map(String::as_str).collect();
-            what.push_str(&format!(
-                " (defines {} of {} core OpenSSL functions: {}...)",
-                symbols.len(),
-                CORE_FUNCTIONS.len(),
-                examples.join(", ")
-            ));
-        } else {
-            what.push_str(" (version string; no symbol table)");
-        }
-        out.push((what, WHY_STATIC.to_string()));
-    }
+    out.extend(linked_in(&versions, &symbols));
     for needed in &dynamic.needed {
-        let Some(plain) = crypto_soname(needed) else {
-            continue;
-        };
-        if !plain {
-            out.push((
-                format!("NEEDED {needed}: a renamed copy of OpenSSL bundled with the package"),
-                WHY_BUNDLED.to_string(),
-            ));
-            continue;
-        }
-        let dirs: Vec<String> = dynamic
-            .runpath
-            .iter()
-            .map(|d| expand_origin(d, installed))
-            .collect();
-        let tree_lib = format!("{PREFIX}/lib");
-        match dirs.iter().position(|d| *d == tree_lib) {
-            Some(0) => {}
-            Some(_) => out.push((
-                format!(
-                    "NEEDED {needed}: RUNPATH {} searches {} before the tree",
-                    dirs.join(":"),
-                    dirs[0]
-                ),
-                WHY_OUTSIDE.to_string(),
-            )),
-            None if dirs.is_empty() => out.push((
-                format!("NEEDED {needed} without RUNPATH: resolved by the system's search path"),
-                WHY_OUTSIDE.to_string(),
-            )),
-            None => out.push((
-                format!(
-                    "NEEDED {needed}: RUNPATH {} does not lead into {tree_lib}",
-                    dirs.join(":")
-                ),
-                WHY_OUTSIDE.to_string(),
-            )),
-        }
+        out.extend(loaded_crypto(needed, &dynamic.runpath, installed));
     }
     out
+}
+
+/// The finding for a crypto library linked into the file, seen by its version texts or the core
+/// functions it defines.
+fn linked_in(versions: &[String], symbols: &[String]) -> Option<(String, String)> {
+    if versions.is_empty() && symbols.len() < CORE_FUNCTIONS_MIN {
+        return None;
+    }
+    let mut what = match versions.is_empty() {
+        true => "an OpenSSL-compatible library linked in".to_string(),
+        false => format!("{} linked in", versions.join(", ")),
+    };
+    if !symbols.is_empty() {
+        let examples: Vec<&str> = symbols.iter().take(3).map(String::as_str).collect();
+        what.push_str(&format!(
+            " (defines {} of {} core OpenSSL functions: {}...)",
+            symbols.len(),
+            CORE_FUNCTIONS.len(),
+            examples.join(", ")
+        ));
+    } else {
+        what.push_str(" (version string; no symbol table)");
+    }
+    Some((what, WHY_STATIC.to_string()))
+}
+
+/// The finding for one `NEEDED` library, if it is a crypto library that may not be the tree's.
+fn loaded_crypto(
+    needed: &str,
+    runpath: &[String],
+    installed: Option<&str>,
+) -> Option<(String, String)> {
+    if !crypto_soname(needed)? {
+        return Some((
+            format!("NEEDED {needed}: a renamed copy of OpenSSL bundled with the package"),
+            WHY_BUNDLED.to_string(),
+        ));
+    }
+    let dirs: Vec<String> = runpath
+        .iter()
+        .map(|d| expand_origin(d, installed))
+        .collect();
+    let tree_lib = format!("{PREFIX}/lib");
+    let what = match dirs.iter().position(|d| *d == tree_lib) {
+        Some(0) => return None,
+        Some(_) => format!(
+            "NEEDED {needed}: RUNPATH {} searches {} before the tree",
+            dirs.join(":"),
+            dirs[0]
+        ),
+        None if dirs.is_empty() => {
+            format!("NEEDED {needed} without RUNPATH: resolved by the system's search path")
+        }
+        None => format!(
+            "NEEDED {needed}: RUNPATH {} does not lead into {tree_lib}",
+            dirs.join(":")
+        ),
+    };
+    Some((what, WHY_OUTSIDE.to_string()))
 }
 
 /// Whether `installed` is one of the tree's own OpenSSL files, the crypto everything should use.
@@ -519,21 +541,28 @@ fn find_all(haystack: &[u8], needle: &[u8]) -> Vec<usize> {
         .collect()
 }
 
-/// Which of `CORE_FUNCTIONS` `data` defines, in its dynamic or its static symbol table.
-pub fn core_functions(data: &[u8]) -> Vec<String> {
-    let Ok(file) = object::File::parse(data) else {
-        return vec![];
-    };
-    let mut out: Vec<String> = file
-        .dynamic_symbols()
-        .chain(file.symbols())
-        .filter(|s| !s.is_undefined() && s.is_definition())
-        .filter_map(|s| s.name().ok().map(str::to_string))
-        .filter(|n| CORE_FUNCTIONS.contains(&n.as_str()))
-        .collect();
+/// Which of `CORE_FUNCTIONS` `data` defines, in its dynamic or its static symbol table; an error
+/// (the reason) when its section headers, which lead to those tables, are missing or damaged.
+pub fn core_functions(data: &[u8]) -> std::result::Result<Vec<String>, String> {
+    let file = object::File::parse(data).map_err(|e| format!("damaged section headers: {e}"))?;
+    if file.sections().next().is_none() {
+        return Err("it has no section headers, so its symbol tables cannot be read".into());
+    }
+    let mut out = Vec::new();
+    for symbol in file.dynamic_symbols().chain(file.symbols()) {
+        if symbol.is_undefined() || !symbol.is_definition() {
+            continue;
+        }
+        let name = symbol
+            .name_bytes()
+            .map_err(|e| format!("damaged symbol table: {e}"))?;
+        if let Some(f) = CORE_FUNCTIONS.iter().find(|f| f.as_bytes() == name) {
+            out.push(f.to_string());
+        }
+    }
     out.sort();
     out.dedup();
-    out
+    Ok(out)
 }
 
 /// The findings as a table, then a one-line summary; a clean target is just the summary.

@@ -311,3 +311,302 @@ fn packages_are_named_from_their_site_packages_directory() {
     );
     assert_eq!(p("/usr/lib/x86_64-linux-gnu/libcrypto.so.3"), "-");
 }
+
+/// Writes `value` little-endian at `at` in `out`.
+fn put(out: &mut [u8], at: usize, value: u64, width: usize) {
+    out[at..at + width].copy_from_slice(&value.to_le_bytes()[..width]);
+}
+
+/// Pads `out` to a multiple of 8 bytes.
+fn pad8(out: &mut Vec<u8>) {
+    out.resize(out.len().next_multiple_of(8), 0);
+}
+
+/// Appends a dynamic array: `entries` (tag, value), then `tail`, 16 bytes each.
+fn push_dynamic(out: &mut Vec<u8>, entries: &[(u64, u64)], tail: &[(u64, u64)]) {
+    for (tag, value) in entries.iter().chain(tail) {
+        out.extend(tag.to_le_bytes());
+        out.extend(value.to_le_bytes());
+    }
+}
+
+/// A minimal x86-64 shared object laid out as a linker lays one out: one `PT_LOAD` of the whole
+/// file, a `PT_DYNAMIC` array with `needed` and `runpath`, and section headers whose `.dynamic`
+/// section is that array, or, with `decoy`, another array naming only those libraries.
+fn tiny_elf(needed: &[&str], runpath: Option<&str>, decoy: Option<&[&str]>) -> Vec<u8> {
+    const STRTAB: usize = 64 + 2 * 56;
+    let mut strtab = vec![0u8];
+    let mut string = |s: &str| {
+        let at = strtab.len() as u64;
+        strtab.extend(s.as_bytes());
+        strtab.push(0);
+        at
+    };
+    let mut real: Vec<(u64, u64)> = needed.iter().map(|n| (1, string(n))).collect();
+    real.extend(runpath.map(|r| (29, string(r))));
+    let fake: Option<Vec<(u64, u64)>> =
+        decoy.map(|names| names.iter().map(|n| (1, string(n))).collect());
+    let tail = [(5, STRTAB as u64), (10, strtab.len() as u64), (0, 0)];
+    let mut out = vec![0u8; STRTAB];
+    out.extend(&strtab);
+    pad8(&mut out);
+    let real_at = out.len();
+    push_dynamic(&mut out, &real, &tail);
+    let real_len = out.len() - real_at;
+    let (section_at, section_len) = match fake {
+        None => (real_at, real_len),
+        Some(fake) => {
+            let at = out.len();
+            push_dynamic(&mut out, &fake, &tail);
+            (at, out.len() - at)
+        }
+    };
+    let names = b"\0.dynstr\0.dynamic\0.shstrtab\0";
+    let names_at = out.len();
+    out.extend(names);
+    pad8(&mut out);
+    let shoff = out.len();
+    // (name, type, flags, offset = address, size, link, entry size)
+    let sections = [
+        (0, 0, 0, 0, 0, 0, 0),
+        (1, 3, 2, STRTAB, strtab.len(), 0, 0),
+        (9, 6, 3, section_at, section_len, 1, 16),
+        (18, 3, 0, names_at, names.len(), 0, 0),
+    ];
+    for (name, kind, flags, offset, size, link, entsize) in sections {
+        let at = out.len();
+        out.resize(at + 64, 0);
+        put(&mut out, at, name, 4);
+        put(&mut out, at + 4, kind, 4);
+        put(&mut out, at + 8, flags, 8);
+        put(
+            &mut out,
+            at + 16,
+            if flags & 2 != 0 { offset as u64 } else { 0 },
+            8,
+        );
+        put(&mut out, at + 24, offset as u64, 8);
+        put(&mut out, at + 32, size as u64, 8);
+        put(&mut out, at + 40, link, 4);
+        put(&mut out, at + 48, 1, 8);
+        put(&mut out, at + 56, entsize, 8);
+    }
+    let total = out.len() as u64;
+    out[..8].copy_from_slice(b"\x7fELF\x02\x01\x01\x00");
+    for (at, value, width) in [
+        (16, 3, 2),            // ET_DYN
+        (18, 62, 2),           // EM_X86_64
+        (20, 1, 4),            // EV_CURRENT
+        (32, 64, 8),           // e_phoff
+        (40, shoff as u64, 8), // e_shoff
+        (52, 64, 2),           // e_ehsize
+        (54, 56, 2),           // e_phentsize
+        (56, 2, 2),            // e_phnum
+        (58, 64, 2),           // e_shentsize
+        (60, 4, 2),            // e_shnum
+        (62, 3, 2),            // e_shstrndx
+    ] {
+        put(&mut out, at, value, width);
+    }
+    // PT_LOAD of the whole file at address 0, then PT_DYNAMIC.
+    let segments = [
+        (1, 0, total, 0x1000),
+        (2, real_at as u64, real_len as u64, 8),
+    ];
+    for (i, (kind, offset, size, align)) in segments.into_iter().enumerate() {
+        let at = 64 + i * 56;
+        put(&mut out, at, kind, 4);
+        put(&mut out, at + 4, 6, 4);
+        for field in [8, 16, 24] {
+            put(&mut out, at + field, offset, 8);
+        }
+        put(&mut out, at + 32, size, 8);
+        put(&mut out, at + 40, size, 8);
+        put(&mut out, at + 48, align, 8);
+    }
+    out
+}
+
+/// `data` with `e_shoff`, `e_shnum` and `e_shstrndx` zeroed: the loader never reads them.
+fn without_section_headers(mut data: Vec<u8>) -> Vec<u8> {
+    data[40..48].fill(0);
+    data[60..64].fill(0);
+    data
+}
+
+/// A zip entry as its central directory record describes it.
+struct ZipMember {
+    name: String,
+    /// The bytes stored: deflated (method 8) or as they are (method 0).
+    raw: Vec<u8>,
+    method: u16,
+    /// The uncompressed size the record claims.
+    size: u64,
+}
+
+/// `bytes` deflated, with its true size.
+fn deflated(name: &str, bytes: &[u8]) -> ZipMember {
+    use std::io::Write;
+    let mut encoder = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(bytes).unwrap();
+    ZipMember {
+        name: name.into(),
+        raw: encoder.finish().unwrap(),
+        method: 8,
+        size: bytes.len() as u64,
+    }
+}
+
+/// A zip archive of `members`, plus one more central directory record for each
+/// (member index, name) of `aliases`, pointing at that member's local header.
+fn zip_archive(members: &[ZipMember], aliases: &[(usize, &str)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut locals = Vec::new();
+    for m in members {
+        locals.push(out.len() as u64);
+        let at = out.len();
+        out.resize(at + 30, 0);
+        out[at..at + 4].copy_from_slice(b"PK\x03\x04");
+        put(&mut out, at + 8, m.method.into(), 2);
+        put(&mut out, at + 18, m.raw.len() as u64, 4);
+        put(&mut out, at + 22, m.size, 4);
+        put(&mut out, at + 26, m.name.len() as u64, 2);
+        out.extend(m.name.as_bytes());
+        out.extend(&m.raw);
+    }
+    let directory = out.len() as u64;
+    let records = (0..members.len())
+        .map(|i| (i, members[i].name.as_str()))
+        .chain(aliases.iter().copied());
+    let mut count = 0;
+    for (i, name) in records {
+        let m = &members[i];
+        let at = out.len();
+        out.resize(at + 46, 0);
+        out[at..at + 4].copy_from_slice(b"PK\x01\x02");
+        put(&mut out, at + 10, m.method.into(), 2);
+        put(&mut out, at + 20, m.raw.len() as u64, 4);
+        put(&mut out, at + 24, m.size, 4);
+        put(&mut out, at + 28, name.len() as u64, 2);
+        put(&mut out, at + 42, locals[i], 4);
+        out.extend(name.as_bytes());
+        count += 1;
+    }
+    let size = out.len() as u64 - directory;
+    let at = out.len();
+    out.resize(at + 22, 0);
+    out[at..at + 4].copy_from_slice(b"PK\x05\x06");
+    put(&mut out, at + 8, count, 2);
+    put(&mut out, at + 10, count, 2);
+    put(&mut out, at + 12, size, 4);
+    put(&mut out, at + 16, directory, 4);
+    out
+}
+
+const SSL_MODULE: &str =
+    "/opt/python-fips/lib/python3.13/lib-dynload/_ssl.cpython-313-x86_64-linux-gnu.so";
+
+/// E2's repro: `_ssl` linking libcrypto with its section headers zeroed still loads, as the
+/// loader reads only the program headers; audit must see its NEEDED and not call it clean.
+#[test]
+fn a_module_without_section_headers_is_read_as_the_loader_reads_it() {
+    let ssl = tiny_elf(&["libcrypto.so.3", "libc.so.6"], None, None);
+    let found = whats(&ssl, Some(SSL_MODULE));
+    assert!(
+        found.len() == 1 && found[0].contains("NEEDED libcrypto.so.3 without RUNPATH"),
+        "{found:?}"
+    );
+    let found = whats(&without_section_headers(ssl), Some(SSL_MODULE));
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(
+        found[0].starts_with("cannot be audited: ") && found[0].contains("no section headers"),
+        "{found:?}"
+    );
+    assert!(
+        found[1].contains("NEEDED libcrypto.so.3 without RUNPATH"),
+        "{found:?}"
+    );
+
+    // Even when its libcrypto is the tree's, a file whose symbols cannot be read is no clean file.
+    let into_tree = tiny_elf(&["libcrypto.so.3"], Some("/opt/python-fips/lib"), None);
+    assert!(whats(&into_tree, Some(SSL_MODULE)).is_empty());
+    let dir = TempDir::new("audit-no-sections");
+    let file = dir.path().join("_ssl.so");
+    std::fs::write(&file, without_section_headers(into_tree)).unwrap();
+    let report = audit_path(&file).unwrap();
+    assert_eq!(report.findings.len(), 1, "{:?}", report.findings);
+    assert!(report.findings[0].what.starts_with("cannot be audited: "));
+    assert!(report.ensure_clean().is_err());
+}
+
+/// The section headers may name another dynamic array than the one the loader reads.
+#[test]
+fn needed_comes_from_pt_dynamic_not_from_the_dynamic_section() {
+    let decoyed = tiny_elf(&["libcrypto.so.3"], None, Some(&["libc.so.6"]));
+    let found = whats(&decoyed, Some(SSL_MODULE));
+    assert!(
+        found.len() == 1 && found[0].contains("NEEDED libcrypto.so.3 without RUNPATH"),
+        "{found:?}"
+    );
+    let decoyed = tiny_elf(&["libc.so.6"], Some("/usr/lib"), Some(&["libcrypto.so.3"]));
+    assert!(whats(&decoyed, Some(SSL_MODULE)).is_empty());
+}
+
+#[test]
+fn truncated_and_header_only_elf_files_cannot_be_audited() {
+    let whole = tiny_elf(&["libc.so.6"], None, None);
+    assert!(whats(&whole, None).is_empty());
+    let dir = TempDir::new("audit-truncated");
+    let real = std::fs::read(shared(
+        dir.path(),
+        "real.so",
+        "int f(void) { return 1; }\n",
+        &[],
+    ))
+    .unwrap();
+    assert!(whats(&real, None).is_empty());
+    // A debug file (`objcopy --only-keep-debug`, as finalize makes them) keeps the program
+    // headers but not the bytes; the loader skips its empty PT_DYNAMIC, and so does audit.
+    let debug = dir.path().join("real.debug");
+    let status = Command::new("objcopy")
+        .arg("--only-keep-debug")
+        .arg(dir.path().join("real.so"))
+        .arg(&debug)
+        .status()
+        .expect("objcopy (binutils) is installed");
+    assert!(status.success());
+    let debug = std::fs::read(&debug).unwrap();
+    assert_eq!(elf::parse(&debug).unwrap(), None);
+    assert!(whats(&debug, None).is_empty());
+    let cases = [
+        ("header only", &whole[..64]),
+        ("cut in its dynamic array", &whole[..whole.len() / 2]),
+        ("one byte short", &whole[..whole.len() - 1]),
+        ("a real one cut in half", &real[..real.len() / 2]),
+        ("a real header only", &real[..64]),
+        ("a header cut short", &real[..20]),
+    ];
+    for (label, data) in cases {
+        let found = whats(data, None);
+        assert!(
+            found.len() == 1 && found[0].starts_with("cannot be audited: "),
+            "{label}: {found:?}"
+        );
+    }
+
+    // The same holds for a wheel's member.
+    let wheel = dir.path().join("pkg-1.0-cp313-cp313-linux_x86_64.whl");
+    let archive = zip_archive(
+        &[
+            deflated("pkg/__init__.py", b""),
+            deflated("pkg/_fast.so", &whole[..64]),
+        ],
+        &[],
+    );
+    std::fs::write(&wheel, archive).unwrap();
+    let report = audit_path(&wheel).unwrap();
+    assert_eq!(report.elf_files, 1);
+    assert_eq!(report.findings.len(), 1, "{:?}", report.findings);
+    assert!(report.findings[0].file.ends_with(".whl:pkg/_fast.so"));
+    assert!(report.findings[0].what.starts_with("cannot be audited: "));
+}
