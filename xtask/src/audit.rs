@@ -6,7 +6,8 @@
 //! file is classified from its own bytes: defined `EVP_`/`SSL_` symbols, version strings, and
 //! its `NEEDED` crypto libraries with the `RUNPATH` that resolves them.
 
-use std::io::Read;
+use std::fs::File;
+use std::io::{BufReader, Read};
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -22,7 +23,6 @@ use crate::pipeline::PREFIX;
 use crate::tarwalk;
 
 mod zip;
-use zip::zip_members;
 
 /// Functions every OpenSSL-compatible library (OpenSSL, LibreSSL, BoringSSL) defines. A file
 /// that defines some of them, with any binding (a static link keeps them as local symbols), has
@@ -108,32 +108,39 @@ impl Report {
     }
 }
 
+/// How much `audit` reads of what it is given.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// The largest ELF file read (a wheel member once inflated, an image's file).
+    pub file: u64,
+    /// The most a wheel's ELF members may inflate to, all together.
+    pub wheel: u64,
+}
+
+pub const LIMITS: Limits = Limits {
+    file: 512 << 20,
+    wheel: 2 << 30,
+};
+
 /// Audits a file (a wheel or an ELF file) or a directory (a tree, a venv, a root file system).
 pub fn audit_path(path: &Path) -> Result<Report> {
-    let mut report = Report {
-        target: path.display().to_string(),
-        ..Report::default()
-    };
+    audit_path_within(path, LIMITS)
+}
+
+fn audit_path_within(path: &Path, limits: Limits) -> Result<Report> {
+    let mut scanner = Scanner::new(&path.display().to_string(), limits);
     if path.is_dir() {
-        scan_dir(path, &mut report)?;
+        scanner.scan_dir(path)?;
     } else {
-        let data =
-            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let name = path.display().to_string();
-        if is_wheel(&name) {
-            scan_wheel(&name, &data, &mut report)?;
-        } else if data.starts_with(b"\x7fELF") {
-            let installed = std::path::absolute(path)?.display().to_string();
-            let package = package_of(&installed);
-            scan_file(&name, Some(&installed), &package, &data, &mut report);
-        } else {
+        let installed = std::path::absolute(path)?.display().to_string();
+        if !scanner.scan_regular(path, &installed)? {
             bail!(
                 "{} is neither a wheel (.whl) nor an ELF file; pass it, or the directory holding it",
                 path.display()
             );
         }
     }
-    Ok(report)
+    Ok(scanner.report)
 }
 
 /// Audits the Python environments of an image: the tree and every `site-packages` or
@@ -150,46 +157,242 @@ pub fn audit_image(sh: &Shell, engine: &Engine, cache: &Cache, image: &str) -> R
         },
     )?;
     let result = (|| -> Result<Report> {
-        let mut report = Report {
-            target: image.to_string(),
-            ..Report::default()
-        };
+        let mut scanner = Scanner::new(image, LIMITS);
         // A failed copy is the error even when the scan of its truncated stream failed too.
-        container.read_out("/", |stream| scan_tar(stream, &mut report))?;
-        Ok(report)
+        container.read_out("/", |stream| scanner.scan_tar(stream))?;
+        Ok(scanner.report)
     })();
     drop(container);
     result.with_context(|| format!("cannot audit the image {image}"))
 }
 
-/// Scans the Python environments in a tar of a root file system.
-fn scan_tar(reader: impl Read, report: &mut Report) -> Result<()> {
-    tarwalk::walk(reader, "the image's file system", |path, entry| {
-        if !entry.header().entry_type().is_file() {
-            return Ok(None::<()>);
+/// One audit under way: what it may read and what it found.
+struct Scanner {
+    limits: Limits,
+    report: Report,
+}
+
+impl Scanner {
+    fn new(target: &str, limits: Limits) -> Scanner {
+        Scanner {
+            limits,
+            report: Report {
+                target: target.to_string(),
+                ..Report::default()
+            },
         }
-        // `docker cp container:/ -` names entries `./opt/…` or `/opt/…` depending on the engine.
-        let installed = format!("/{}", path.trim_start_matches("./").trim_start_matches('/'));
-        let python_env = installed.starts_with(&format!("{PREFIX}/"))
-            || installed.contains("/site-packages/")
-            || installed.contains("/dist-packages/");
-        if !python_env {
-            return Ok(None);
+    }
+
+    /// Scans the Python environments in a tar of a root file system.
+    fn scan_tar(&mut self, reader: impl Read) -> Result<()> {
+        tarwalk::walk(reader, "the image's file system", |path, entry| {
+            if !entry.header().entry_type().is_file() {
+                return Ok(None::<()>);
+            }
+            // `docker cp container:/ -` names entries `./opt/…` or `/opt/…` depending on the engine.
+            let installed = format!("/{}", path.trim_start_matches("./").trim_start_matches('/'));
+            let python_env = installed.starts_with(&format!("{PREFIX}/"))
+                || installed.contains("/site-packages/")
+                || installed.contains("/dist-packages/");
+            if !python_env {
+                return Ok(None);
+            }
+            let size = entry.header().size()?;
+            let candidate = read_candidate(&mut *entry, size, self.limits.file)?;
+            let package = package_of(&installed);
+            self.scan_candidate(&installed, Some(&installed), &package, candidate);
+            Ok(None)
+        })?;
+        Ok(())
+    }
+
+    fn scan_dir(&mut self, dir: &Path) -> Result<()> {
+        let installed_root = installed_root(dir)?;
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(at) = stack.pop() {
+            let list = || format!("cannot list {}", at.display());
+            let mut entries: Vec<_> = std::fs::read_dir(&at)
+                .with_context(list)?
+                .collect::<std::io::Result<_>>()
+                .with_context(list)?;
+            entries.sort_by_key(|e| e.file_name());
+            for entry in entries {
+                let path = entry.path();
+                let kind = entry
+                    .file_type()
+                    .with_context(|| format!("cannot read the type of {}", path.display()))?;
+                if kind.is_dir() {
+                    stack.push(path);
+                    continue;
+                }
+                if !kind.is_file() {
+                    continue;
+                }
+                let rel = path.strip_prefix(dir).expect("walked below dir");
+                let installed = installed_root.join(rel).display().to_string();
+                self.scan_regular(&path, &installed)?;
+            }
         }
-        let mut magic = [0u8; 4];
-        if entry.header().size()? < 4 || entry.read_exact(&mut magic).is_err() {
-            return Ok(None);
+        Ok(())
+    }
+
+    /// Scans the regular file at `path`, installed at `installed`, if it is a wheel or an ELF
+    /// file (and says whether it was).
+    fn scan_regular(&mut self, path: &Path, installed: &str) -> Result<bool> {
+        let (file, len) = open_regular(path)?;
+        let shown = path.display().to_string();
+        if is_wheel(&shown) {
+            self.scan_wheel(&shown, file)?;
+            return Ok(true);
         }
-        if &magic != b"\x7fELF" {
-            return Ok(None);
+        let candidate = read_candidate(file, len, self.limits.file)
+            .with_context(|| format!("cannot read {shown}"))?;
+        let elf = !matches!(candidate, Candidate::NotElf);
+        self.scan_candidate(&shown, Some(installed), &package_of(installed), candidate);
+        Ok(elf)
+    }
+
+    /// The ELF members of a wheel, read one at a time; where they will be installed is unknown,
+    /// so `$ORIGIN` is too.
+    fn scan_wheel(&mut self, shown: &str, file: File) -> Result<()> {
+        let file_name = shown.rsplit('/').next().unwrap_or(shown);
+        let package = file_name.split('-').next().unwrap_or(file_name).to_string();
+        let context = || format!("cannot read {shown}");
+        let mut file = BufReader::new(file);
+        let mut left = self.limits.wheel;
+        for entry in zip::entries(&mut file).with_context(context)? {
+            if entry.is_dir() {
+                continue;
+            }
+            let candidate = entry
+                .read_elf(&mut file, self.limits.file)
+                .with_context(context)?;
+            let inflated = match &candidate {
+                Candidate::Elf(data) => data.len() as u64,
+                Candidate::TooLarge(read) => *read,
+                Candidate::NotElf => 0,
+            };
+            left = left.checked_sub(inflated).with_context(|| {
+                format!(
+                    "{}: its ELF members inflate to more than {} in all, the most audit reads of \
+                     one wheel",
+                    context(),
+                    size_text(self.limits.wheel)
+                )
+            })?;
+            let member = format!("{shown}:{}", entry.name);
+            self.scan_candidate(&member, None, &package, candidate);
         }
-        let mut data = magic.to_vec();
-        entry.read_to_end(&mut data)?;
-        let package = package_of(&installed);
-        scan_file(&installed, Some(&installed), &package, &data, report);
-        Ok(None)
-    })?;
-    Ok(())
+        Ok(())
+    }
+
+    /// Adds a file read as `candidate` to the report, if it is an ELF file.
+    fn scan_candidate(
+        &mut self,
+        shown: &str,
+        installed: Option<&str>,
+        package: &str,
+        candidate: Candidate,
+    ) {
+        match candidate {
+            Candidate::NotElf => {}
+            Candidate::Elf(data) => self.scan_file(shown, installed, package, &data),
+            Candidate::TooLarge(_) => {
+                self.report.elf_files += 1;
+                self.report.findings.push(Finding {
+                    package: package.to_string(),
+                    file: shown.to_string(),
+                    what: format!(
+                        "cannot be audited: it is more than {}, the most audit reads of one ELF file",
+                        size_text(self.limits.file)
+                    ),
+                    why: WHY_UNREADABLE.to_string(),
+                });
+            }
+        }
+    }
+
+    /// Adds what one ELF file carries to the report.
+    fn scan_file(&mut self, shown: &str, installed: Option<&str>, package: &str, data: &[u8]) {
+        self.report.elf_files += 1;
+        for (what, why) in classify(data, installed) {
+            self.report.findings.push(Finding {
+                package: package.to_string(),
+                file: shown.to_string(),
+                what,
+                why,
+            });
+        }
+    }
+}
+
+/// What audit reads of a file that may be an ELF file.
+#[derive(Debug)]
+enum Candidate {
+    /// It does not start with `\x7fELF`; nothing past those bytes was read.
+    NotElf,
+    Elf(Vec<u8>),
+    /// An ELF file larger than the cap, left after reading this many bytes of it.
+    TooLarge(u64),
+}
+
+/// Reads `reader` (`declared` bytes long, as its file system or archive says) if it starts with
+/// `\x7fELF`, and never more than `cap` bytes: one declared larger is left at its first bytes,
+/// one that turns out larger at the cap.
+fn read_candidate(reader: impl Read, declared: u64, cap: u64) -> std::io::Result<Candidate> {
+    let mut reader = reader.take(cap.saturating_add(1));
+    let mut magic = [0u8; 4];
+    match reader.read_exact(&mut magic) {
+        Ok(()) if &magic == b"\x7fELF" => {}
+        Ok(()) => return Ok(Candidate::NotElf),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(Candidate::NotElf),
+        Err(e) => return Err(e),
+    }
+    if declared > cap {
+        return Ok(Candidate::TooLarge(magic.len() as u64));
+    }
+    let mut data = Vec::with_capacity(declared.min(64 << 20) as usize);
+    data.extend_from_slice(&magic);
+    reader.read_to_end(&mut data)?;
+    match data.len() as u64 > cap {
+        true => Ok(Candidate::TooLarge(data.len() as u64)),
+        false => Ok(Candidate::Elf(data)),
+    }
+}
+
+/// Opens `path` for reading if it is a regular file; a FIFO (whose opening waits for a writer)
+/// or a device (which never ends) is refused before it is opened. Also gives the file's length.
+fn open_regular(path: &Path) -> Result<(File, u64)> {
+    let cannot = || format!("cannot read {}", path.display());
+    let ensure_regular = |kind: std::fs::FileType| -> Result<()> {
+        use std::os::unix::fs::FileTypeExt;
+        let what = match kind {
+            k if k.is_file() => return Ok(()),
+            k if k.is_fifo() => "a FIFO",
+            k if k.is_socket() => "a socket",
+            k if k.is_char_device() || k.is_block_device() => "a device",
+            _ => "not a file",
+        };
+        bail!(
+            "{} is not a regular file (it is {what}); pass a tree, a venv, a .whl file or an ELF file",
+            path.display()
+        )
+    };
+    ensure_regular(std::fs::metadata(path).with_context(cannot)?.file_type())?;
+    let file = File::open(path).with_context(cannot)?;
+    // The path may have been replaced since: check what was opened.
+    let meta = file.metadata().with_context(cannot)?;
+    ensure_regular(meta.file_type())?;
+    Ok((file, meta.len()))
+}
+
+/// `512 MiB`, `2 GiB`.
+fn size_text(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 30 && b % (1 << 30) == 0 => format!("{} GiB", b >> 30),
+        b if b >= 1 << 20 => format!("{} MiB", b >> 20),
+        b => format!("{b} bytes"),
+    }
 }
 
 /// Where the files of a directory land when installed: a tree is the prefix itself, a root file
@@ -204,85 +407,8 @@ fn installed_root(dir: &Path) -> Result<PathBuf> {
     }
 }
 
-fn scan_dir(dir: &Path, report: &mut Report) -> Result<()> {
-    let installed_root = installed_root(dir)?;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(at) = stack.pop() {
-        let list = || format!("cannot list {}", at.display());
-        let mut entries: Vec<_> = std::fs::read_dir(&at)
-            .with_context(list)?
-            .collect::<std::io::Result<_>>()
-            .with_context(list)?;
-        entries.sort_by_key(|e| e.file_name());
-        for entry in entries {
-            let path = entry.path();
-            let kind = entry
-                .file_type()
-                .with_context(|| format!("cannot read the type of {}", path.display()))?;
-            if kind.is_dir() {
-                stack.push(path);
-                continue;
-            }
-            if !kind.is_file() {
-                continue;
-            }
-            let shown = path.display().to_string();
-            if is_wheel(&shown) {
-                let data = std::fs::read(&path)
-                    .with_context(|| format!("cannot read {}", path.display()))?;
-                scan_wheel(&shown, &data, report)?;
-                continue;
-            }
-            let mut magic = [0u8; 4];
-            let mut file = std::fs::File::open(&path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            if file.read_exact(&mut magic).is_err() || &magic != b"\x7fELF" {
-                continue;
-            }
-            let data =
-                std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-            let rel = path.strip_prefix(dir).expect("walked below dir");
-            let installed = installed_root.join(rel).display().to_string();
-            let package = package_of(&installed);
-            scan_file(&shown, Some(&installed), &package, &data, report);
-        }
-    }
-    Ok(())
-}
-
 fn is_wheel(name: &str) -> bool {
     name.ends_with(".whl")
-}
-
-/// The ELF members of a wheel; where they will be installed is unknown, so `$ORIGIN` is too.
-fn scan_wheel(shown: &str, data: &[u8], report: &mut Report) -> Result<()> {
-    let file_name = shown.rsplit('/').next().unwrap_or(shown);
-    let package = file_name.split('-').next().unwrap_or(file_name).to_string();
-    for (member, bytes) in zip_members(data).with_context(|| format!("cannot read {shown}"))? {
-        if bytes.starts_with(b"\x7fELF") {
-            scan_file(&format!("{shown}:{member}"), None, &package, &bytes, report);
-        }
-    }
-    Ok(())
-}
-
-/// Adds what one ELF file carries to the report.
-fn scan_file(
-    shown: &str,
-    installed: Option<&str>,
-    package: &str,
-    data: &[u8],
-    report: &mut Report,
-) {
-    report.elf_files += 1;
-    for (what, why) in classify(data, installed) {
-        report.findings.push(Finding {
-            package: package.to_string(),
-            file: shown.to_string(),
-            what,
-            why,
-        });
-    }
 }
 
 /// The Python package a file installed at `installed` belongs to.

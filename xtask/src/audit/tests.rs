@@ -610,3 +610,185 @@ fn truncated_and_header_only_elf_files_cannot_be_audited() {
     assert!(report.findings[0].file.ends_with(".whl:pkg/_fast.so"));
     assert!(report.findings[0].what.starts_with("cannot be audited: "));
 }
+
+/// Caps small enough for a test to pass them cheaply.
+const SMALL: Limits = Limits {
+    file: 1 << 20,
+    wheel: 3 << 20,
+};
+
+/// A clean ELF file of `size` bytes: a tiny shared object followed by zeros.
+fn padded_elf(size: usize) -> Vec<u8> {
+    let mut data = tiny_elf(&["libc.so.6"], None, None);
+    data.resize(size, 0);
+    data
+}
+
+fn write_wheel(dir: &Path, members: &[ZipMember], aliases: &[(usize, &str)]) -> PathBuf {
+    let wheel = dir.join("pkg-1.0-cp313-cp313-linux_x86_64.whl");
+    std::fs::write(&wheel, zip_archive(members, aliases)).unwrap();
+    wheel
+}
+
+/// E3: an ELF member inflating past the cap is a finding, whatever its record claims, and
+/// is never inflated further; the default cap is well under the 1 GiB of the wheel.
+#[test]
+fn a_wheel_member_inflating_past_the_cap_is_a_finding() {
+    assert!(LIMITS.file < 1 << 30);
+    let dir = TempDir::new("audit-member-cap");
+    let big = padded_elf(2 << 20);
+    let mut lying = deflated("pkg/_lying.so", &big);
+    lying.size = 4096;
+    let members = [
+        deflated("pkg/_honest.so", &big),
+        lying,
+        deflated("pkg/_small.so", &padded_elf(4096)),
+    ];
+    let wheel = write_wheel(dir.path(), &members, &[]);
+    let report = audit_path_within(&wheel, SMALL).unwrap();
+    assert_eq!(report.elf_files, 3);
+    let files: Vec<&str> = report.findings.iter().map(|f| f.file.as_str()).collect();
+    assert_eq!(files.len(), 2, "{:?}", report.findings);
+    assert!(files[0].ends_with(":pkg/_honest.so") && files[1].ends_with(":pkg/_lying.so"));
+    for f in &report.findings {
+        assert!(
+            f.what.starts_with("cannot be audited: ") && f.what.contains("more than 1 MiB"),
+            "{f:?}"
+        );
+    }
+}
+
+/// E3: the 40 central directory records pointing at one stream, and a member whose
+/// data runs into the next one, are refused.
+#[test]
+fn central_directory_records_sharing_bytes_are_refused() {
+    let dir = TempDir::new("audit-overlap");
+    let member = deflated("pkg/_a.so", &padded_elf(4096));
+    let aliases: Vec<String> = (1..40).map(|i| format!("pkg/_a{i}.so")).collect();
+    let aliases: Vec<(usize, &str)> = aliases.iter().map(|n| (0, n.as_str())).collect();
+    let wheel = write_wheel(dir.path(), &[member], &aliases);
+    let err = format!("{:#}", audit_path_within(&wheel, SMALL).unwrap_err());
+    assert!(err.contains("overlap"), "{err}");
+    assert!(
+        err.contains("pkg/_a.so") && err.contains("pkg/_a1.so"),
+        "{err}"
+    );
+
+    let mut first = deflated("pkg/_a.so", &padded_elf(4096));
+    let second = deflated("pkg/_b.so", &padded_elf(4096));
+    first.raw.extend(&second.raw[..10]);
+    let mut archive = zip_archive(&[first, second], &[]);
+    // The first record claims 10 bytes of the second member's local header as its own data.
+    let record = archive.len() - 22 - 2 * 46 - "pkg/_a.so".len() - "pkg/_b.so".len();
+    let claimed = u32::from_le_bytes(archive[record + 20..record + 24].try_into().unwrap()) + 40;
+    put(&mut archive, record + 20, claimed.into(), 4);
+    let wheel = dir.path().join("runs-on-1.0-py3-none-any.whl");
+    std::fs::write(&wheel, archive).unwrap();
+    let err = format!("{:#}", audit_path_within(&wheel, SMALL).unwrap_err());
+    assert!(err.contains("overlap"), "{err}");
+}
+
+/// E3: the ELF members of one wheel inflate to at most the total cap.
+#[test]
+fn a_wheel_whose_elf_members_inflate_past_the_total_cap_is_refused() {
+    let dir = TempDir::new("audit-total-cap");
+    let members: Vec<ZipMember> = (0..5)
+        .map(|i| deflated(&format!("pkg/_m{i}.so"), &padded_elf(900 << 10)))
+        .collect();
+    let wheel = write_wheel(dir.path(), &members, &[]);
+    let err = format!("{:#}", audit_path_within(&wheel, SMALL).unwrap_err());
+    assert!(err.contains(&wheel.display().to_string()), "{err}");
+    assert!(err.contains("more than 3 MiB"), "{err}");
+}
+
+/// E3: members that are not ELF files are not inflated past their first bytes, so they count
+/// nothing towards the total cap.
+#[test]
+fn members_that_are_not_elf_are_not_inflated() {
+    let dir = TempDir::new("audit-not-elf");
+    let members = [
+        deflated("pkg/data.bin", &vec![0u8; 4 << 20]),
+        deflated("pkg/_small.so", &padded_elf(4096)),
+    ];
+    let wheel = write_wheel(dir.path(), &members, &[]);
+    let limits = Limits {
+        file: 1 << 20,
+        wheel: 64 << 10,
+    };
+    let report = audit_path_within(&wheel, limits).unwrap();
+    assert_eq!(report.elf_files, 1);
+    assert!(report.findings.is_empty(), "{:?}", report.findings);
+}
+
+/// E11: a FIFO is refused at once, not read (which waits for a writer forever).
+#[test]
+fn audit_refuses_a_fifo_without_waiting_for_a_writer() {
+    let dir = TempDir::new("audit-fifo");
+    let fifo = dir.path().join("_ssl.so");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    let path = fifo.clone();
+    std::thread::spawn(move || tx.send(audit_path(&path).map_err(|e| format!("{e:#}"))));
+    let outcome = rx.recv_timeout(std::time::Duration::from_secs(10));
+    if outcome.is_err() {
+        // Let the blocked reader go before failing.
+        drop(std::fs::OpenOptions::new().write(true).open(&fifo));
+    }
+    let err = outcome
+        .expect("audit of a FIFO did not return within 10 s")
+        .unwrap_err();
+    assert!(err.contains("not a regular file"), "{err}");
+    assert!(err.contains("_ssl.so"), "{err}");
+}
+
+/// E11: a device is refused, not read until memory runs out.
+#[test]
+fn audit_refuses_a_device() {
+    let err = format!("{:#}", audit_path(Path::new("/dev/zero")).unwrap_err());
+    assert!(err.contains("/dev/zero is not a regular file"), "{err}");
+}
+
+/// E11: an ELF file larger than the cap is a finding and is not read, given directly, in a
+/// directory or in an image's file system.
+#[test]
+fn an_elf_file_over_the_cap_is_a_finding_not_read() {
+    let dir = TempDir::new("audit-file-cap");
+    let file = dir.path().join("_big.so");
+    std::fs::write(&file, tiny_elf(&["libc.so.6"], None, None)).unwrap();
+    // Sparse: no disk is spent on it.
+    std::fs::File::options()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_len(2 << 20)
+        .unwrap();
+    let check = |report: &Report| {
+        assert_eq!(report.elf_files, 1);
+        assert_eq!(report.findings.len(), 1, "{:?}", report.findings);
+        let what = &report.findings[0].what;
+        assert!(
+            what.starts_with("cannot be audited: ") && what.contains("more than 1 MiB"),
+            "{what}"
+        );
+    };
+    check(&audit_path_within(&file, SMALL).unwrap());
+    check(&audit_path_within(dir.path(), SMALL).unwrap());
+
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(2 << 20);
+    header.set_mode(0o755);
+    let data = padded_elf(2 << 20);
+    tar.append_data(&mut header, "opt/python-fips/lib/_big.so", data.as_slice())
+        .unwrap();
+    let stream = tar.into_inner().unwrap();
+    let mut scanner = Scanner::new("image", SMALL);
+    scanner.scan_tar(stream.as_slice()).unwrap();
+    check(&scanner.report);
+}
