@@ -11,7 +11,7 @@ use std::io::{BufReader, Read};
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use object::{Object, ObjectSection, ObjectSymbol};
+use object::{Object, ObjectSymbol};
 use serde::Serialize;
 use xshell::Shell;
 
@@ -121,6 +121,8 @@ pub const LIMITS: Limits = Limits {
     file: 512 << 20,
     wheel: 2 << 30,
 };
+// A member of 1 GiB, the size that once took 1 GiB of memory, is past the cap.
+const _: () = assert!(LIMITS.file < 1 << 30);
 
 /// Audits a file (a wheel or an ELF file) or a directory (a tree, a venv, a root file system).
 pub fn audit_path(path: &Path) -> Result<Report> {
