@@ -4,7 +4,13 @@
 //! OpenSSL, BoringSSL or LibreSSL statically, bundles a renamed libcrypto, or resolves
 //! `libcrypto.so` outside the tree runs cryptography the tree's provider never sees. Each ELF
 //! file is classified from its own bytes: defined `EVP_`/`SSL_` symbols, version strings, and
-//! its `NEEDED` crypto libraries with the `RUNPATH` that resolves them.
+//! its `NEEDED` crypto libraries with the `RUNPATH` that resolves them, read from `PT_DYNAMIC`
+//! as the loader reads them.
+//!
+//! Nothing is called clean that was not read: an ELF file whose dynamic array or symbol tables
+//! cannot be read, or that is larger than `Limits::file`, is a finding ("cannot be audited").
+//! Only regular files are read, a wheel member only once its first bytes are `\x7fELF`, and a
+//! wheel's ELF members up to `Limits::wheel` in all, so memory stays bounded by one file's cap.
 
 use std::fs::File;
 use std::io::{BufReader, Read};
@@ -99,9 +105,22 @@ impl Report {
         if self.findings.is_empty() {
             return Ok(());
         }
+        let unreadable = self
+            .findings
+            .iter()
+            .filter(|f| f.what.starts_with(CANNOT_BE_AUDITED))
+            .count();
+        let damaged = match unreadable {
+            0 => String::new(),
+            n => format!(
+                "; {n} of them are files audit cannot read (damaged, or larger than it reads): \
+                 replace them with intact copies"
+            ),
+        };
         bail!(
             "audit of {} found {} finding(s); an application on this tree would run crypto outside \
-             its FIPS provider: rebuild those packages against the tree with `cargo xtask wheels`",
+             its FIPS provider: rebuild those packages against the tree with `cargo xtask wheels`\
+             {damaged}",
             self.target,
             self.findings.len()
         )
@@ -191,7 +210,8 @@ impl Scanner {
             if !entry.header().entry_type().is_file() {
                 return Ok(None::<()>);
             }
-            // `docker cp container:/ -` names entries `./opt/…` or `/opt/…` depending on the engine.
+            // `docker cp container:/ -` names entries `./opt/…` or `/opt/…` depending on the
+            // engine.
             let installed = format!("/{}", path.trim_start_matches("./").trim_start_matches('/'));
             let python_env = installed.starts_with(&format!("{PREFIX}/"))
                 || installed.contains("/site-packages/")
@@ -305,7 +325,7 @@ impl Scanner {
                     package: package.to_string(),
                     file: shown.to_string(),
                     what: format!(
-                        "cannot be audited: it is more than {}, the most audit reads of one ELF file",
+                        "{CANNOT_BE_AUDITED}it is more than {}, the most audit reads of one ELF file",
                         size_text(self.limits.file)
                     ),
                     why: WHY_UNREADABLE.to_string(),
@@ -436,6 +456,8 @@ const WHY_BUNDLED: &str = "the package ships its own libcrypto/libssl beside it,
 const WHY_OUTSIDE: &str = "the loader may pick a system libcrypto before the tree's, which does \
                            not load the tree's FIPS provider";
 
+/// How the finding for a file audit cannot read begins.
+const CANNOT_BE_AUDITED: &str = "cannot be audited: ";
 const WHY_UNREADABLE: &str = "audit reads what the loader and the linker read; a file it cannot \
                               read may load or carry any crypto, so it is not called clean";
 
@@ -458,7 +480,7 @@ pub fn classify(data: &[u8], installed: Option<&str>) -> Vec<(String, String)> {
     let mut out = Vec::new();
     if !unreadable.is_empty() {
         unreadable.dedup();
-        let what = format!("cannot be audited: {}", unreadable.join("; "));
+        let what = format!("{CANNOT_BE_AUDITED}{}", unreadable.join("; "));
         out.push((what, WHY_UNREADABLE.to_string()));
     }
     let dynamic = dynamic.unwrap_or_default();

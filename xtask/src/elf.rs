@@ -1,4 +1,4 @@
-//! ELF dynamic linking facts: the `NEEDED`, `SONAME` and `RUNPATH` entries, read as the loader reads them.
+//! ELF dynamic linking facts (`NEEDED`, `SONAME`, `RUNPATH`), read as the loader reads them.
 //!
 //! The runtime image installs the libraries the tree links and nothing else, so what it needs is
 //! read from the tree itself rather than from a hand-written list.

@@ -536,7 +536,11 @@ fn a_module_without_section_headers_is_read_as_the_loader_reads_it() {
     let report = audit_path(&file).unwrap();
     assert_eq!(report.findings.len(), 1, "{:?}", report.findings);
     assert!(report.findings[0].what.starts_with("cannot be audited: "));
-    assert!(report.ensure_clean().is_err());
+    let err = report.ensure_clean().unwrap_err().to_string();
+    assert!(
+        err.contains("1 of them are files audit cannot read"),
+        "{err}"
+    );
 }
 
 /// The section headers may name another dynamic array than the one the loader reads.
