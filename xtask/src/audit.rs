@@ -4,9 +4,16 @@
 //! OpenSSL, BoringSSL or LibreSSL statically, bundles a renamed libcrypto, or resolves
 //! `libcrypto.so` outside the tree runs cryptography the tree's provider never sees. Each ELF
 //! file is classified from its own bytes: defined `EVP_`/`SSL_` symbols, version strings, and
-//! its `NEEDED` crypto libraries with the `RUNPATH` that resolves them.
+//! its `NEEDED` crypto libraries with the `RUNPATH` that resolves them, read from `PT_DYNAMIC`
+//! as the loader reads them.
+//!
+//! Nothing is called clean that was not read: an ELF file whose dynamic array or symbol tables
+//! cannot be read, or that is larger than `Limits::file`, is a finding ("cannot be audited").
+//! Only regular files are read, a wheel member only once its first bytes are `\x7fELF`, and a
+//! wheel's ELF members up to `Limits::wheel` in all, so memory stays bounded by one file's cap.
 
-use std::io::Read;
+use std::fs::File;
+use std::io::{BufReader, Read};
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -22,7 +29,6 @@ use crate::pipeline::PREFIX;
 use crate::tarwalk;
 
 mod zip;
-use zip::zip_members;
 
 /// Functions every OpenSSL-compatible library (OpenSSL, LibreSSL, BoringSSL) defines. A file
 /// that defines some of them, with any binding (a static link keeps them as local symbols), has
@@ -99,41 +105,63 @@ impl Report {
         if self.findings.is_empty() {
             return Ok(());
         }
+        let unreadable = self
+            .findings
+            .iter()
+            .filter(|f| f.what.starts_with(CANNOT_BE_AUDITED))
+            .count();
+        let damaged = match unreadable {
+            0 => String::new(),
+            n => format!(
+                "; {n} of them are files audit cannot read (damaged, or larger than it reads): \
+                 replace them with intact copies"
+            ),
+        };
         bail!(
             "audit of {} found {} finding(s); an application on this tree would run crypto outside \
-             its FIPS provider: rebuild those packages against the tree with `cargo xtask wheels`",
+             its FIPS provider: rebuild those packages against the tree with `cargo xtask wheels`\
+             {damaged}",
             self.target,
             self.findings.len()
         )
     }
 }
 
+/// How much `audit` reads of what it is given.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// The largest ELF file read (a wheel member once inflated, an image's file).
+    pub file: u64,
+    /// The most a wheel's ELF members may inflate to, all together.
+    pub wheel: u64,
+}
+
+pub const LIMITS: Limits = Limits {
+    file: 512 << 20,
+    wheel: 2 << 30,
+};
+// A member of 1 GiB, the size that once took 1 GiB of memory, is past the cap.
+const _: () = assert!(LIMITS.file < 1 << 30);
+
 /// Audits a file (a wheel or an ELF file) or a directory (a tree, a venv, a root file system).
 pub fn audit_path(path: &Path) -> Result<Report> {
-    let mut report = Report {
-        target: path.display().to_string(),
-        ..Report::default()
-    };
+    audit_path_within(path, LIMITS)
+}
+
+fn audit_path_within(path: &Path, limits: Limits) -> Result<Report> {
+    let mut scanner = Scanner::new(&path.display().to_string(), limits);
     if path.is_dir() {
-        scan_dir(path, &mut report)?;
+        scanner.scan_dir(path)?;
     } else {
-        let data =
-            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let name = path.display().to_string();
-        if is_wheel(&name) {
-            scan_wheel(&name, &data, &mut report)?;
-        } else if data.starts_with(b"\x7fELF") {
-            let installed = std::path::absolute(path)?.display().to_string();
-            let package = package_of(&installed);
-            scan_file(&name, Some(&installed), &package, &data, &mut report);
-        } else {
+        let installed = std::path::absolute(path)?.display().to_string();
+        if !scanner.scan_regular(path, &installed)? {
             bail!(
                 "{} is neither a wheel (.whl) nor an ELF file; pass it, or the directory holding it",
                 path.display()
             );
         }
     }
-    Ok(report)
+    Ok(scanner.report)
 }
 
 /// Audits the Python environments of an image: the tree and every `site-packages` or
@@ -150,46 +178,243 @@ pub fn audit_image(sh: &Shell, engine: &Engine, cache: &Cache, image: &str) -> R
         },
     )?;
     let result = (|| -> Result<Report> {
-        let mut report = Report {
-            target: image.to_string(),
-            ..Report::default()
-        };
+        let mut scanner = Scanner::new(image, LIMITS);
         // A failed copy is the error even when the scan of its truncated stream failed too.
-        container.read_out("/", |stream| scan_tar(stream, &mut report))?;
-        Ok(report)
+        container.read_out("/", |stream| scanner.scan_tar(stream))?;
+        Ok(scanner.report)
     })();
     drop(container);
     result.with_context(|| format!("cannot audit the image {image}"))
 }
 
-/// Scans the Python environments in a tar of a root file system.
-fn scan_tar(reader: impl Read, report: &mut Report) -> Result<()> {
-    tarwalk::walk(reader, "the image's file system", |path, entry| {
-        if !entry.header().entry_type().is_file() {
-            return Ok(None::<()>);
+/// One audit under way: what it may read and what it found.
+struct Scanner {
+    limits: Limits,
+    report: Report,
+}
+
+impl Scanner {
+    fn new(target: &str, limits: Limits) -> Scanner {
+        Scanner {
+            limits,
+            report: Report {
+                target: target.to_string(),
+                ..Report::default()
+            },
         }
-        // `docker cp container:/ -` names entries `./opt/…` or `/opt/…` depending on the engine.
-        let installed = format!("/{}", path.trim_start_matches("./").trim_start_matches('/'));
-        let python_env = installed.starts_with(&format!("{PREFIX}/"))
-            || installed.contains("/site-packages/")
-            || installed.contains("/dist-packages/");
-        if !python_env {
-            return Ok(None);
+    }
+
+    /// Scans the Python environments in a tar of a root file system.
+    fn scan_tar(&mut self, reader: impl Read) -> Result<()> {
+        tarwalk::walk(reader, "the image's file system", |path, entry| {
+            if !entry.header().entry_type().is_file() {
+                return Ok(None::<()>);
+            }
+            // `docker cp container:/ -` names entries `./opt/…` or `/opt/…` depending on the
+            // engine.
+            let installed = format!("/{}", path.trim_start_matches("./").trim_start_matches('/'));
+            let python_env = installed.starts_with(&format!("{PREFIX}/"))
+                || installed.contains("/site-packages/")
+                || installed.contains("/dist-packages/");
+            if !python_env {
+                return Ok(None);
+            }
+            let size = entry.header().size()?;
+            let candidate = read_candidate(&mut *entry, size, self.limits.file)?;
+            let package = package_of(&installed);
+            self.scan_candidate(&installed, Some(&installed), &package, candidate);
+            Ok(None)
+        })?;
+        Ok(())
+    }
+
+    fn scan_dir(&mut self, dir: &Path) -> Result<()> {
+        let installed_root = installed_root(dir)?;
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(at) = stack.pop() {
+            let list = || format!("cannot list {}", at.display());
+            let mut entries: Vec<_> = std::fs::read_dir(&at)
+                .with_context(list)?
+                .collect::<std::io::Result<_>>()
+                .with_context(list)?;
+            entries.sort_by_key(|e| e.file_name());
+            for entry in entries {
+                let path = entry.path();
+                let kind = entry
+                    .file_type()
+                    .with_context(|| format!("cannot read the type of {}", path.display()))?;
+                if kind.is_dir() {
+                    stack.push(path);
+                    continue;
+                }
+                if !kind.is_file() {
+                    continue;
+                }
+                let rel = path.strip_prefix(dir).expect("walked below dir");
+                let installed = installed_root.join(rel).display().to_string();
+                self.scan_regular(&path, &installed)?;
+            }
         }
-        let mut magic = [0u8; 4];
-        if entry.header().size()? < 4 || entry.read_exact(&mut magic).is_err() {
-            return Ok(None);
+        Ok(())
+    }
+
+    /// Scans the regular file at `path`, installed at `installed`, if it is a wheel or an ELF
+    /// file (and says whether it was).
+    fn scan_regular(&mut self, path: &Path, installed: &str) -> Result<bool> {
+        let (file, len) = open_regular(path)?;
+        let shown = path.display().to_string();
+        if is_wheel(&shown) {
+            self.scan_wheel(&shown, file)?;
+            return Ok(true);
         }
-        if &magic != b"\x7fELF" {
-            return Ok(None);
+        let candidate = read_candidate(file, len, self.limits.file)
+            .with_context(|| format!("cannot read {shown}"))?;
+        let elf = !matches!(candidate, Candidate::NotElf);
+        self.scan_candidate(&shown, Some(installed), &package_of(installed), candidate);
+        Ok(elf)
+    }
+
+    /// The ELF members of a wheel, read one at a time; where they will be installed is unknown,
+    /// so `$ORIGIN` is too.
+    fn scan_wheel(&mut self, shown: &str, file: File) -> Result<()> {
+        let file_name = shown.rsplit('/').next().unwrap_or(shown);
+        let package = file_name.split('-').next().unwrap_or(file_name).to_string();
+        let context = || format!("cannot read {shown}");
+        let mut file = BufReader::new(file);
+        let mut left = self.limits.wheel;
+        for entry in zip::entries(&mut file).with_context(context)? {
+            if entry.is_dir() {
+                continue;
+            }
+            let candidate = entry
+                .read_elf(&mut file, self.limits.file)
+                .with_context(context)?;
+            let inflated = match &candidate {
+                Candidate::Elf(data) => data.len() as u64,
+                Candidate::TooLarge(read) => *read,
+                Candidate::NotElf => 0,
+            };
+            left = left.checked_sub(inflated).with_context(|| {
+                format!(
+                    "{}: its ELF members inflate to more than {} in all, the most audit reads of \
+                     one wheel",
+                    context(),
+                    size_text(self.limits.wheel)
+                )
+            })?;
+            let member = format!("{shown}:{}", entry.name);
+            self.scan_candidate(&member, None, &package, candidate);
         }
-        let mut data = magic.to_vec();
-        entry.read_to_end(&mut data)?;
-        let package = package_of(&installed);
-        scan_file(&installed, Some(&installed), &package, &data, report);
-        Ok(None)
-    })?;
-    Ok(())
+        Ok(())
+    }
+
+    /// Adds a file read as `candidate` to the report, if it is an ELF file.
+    fn scan_candidate(
+        &mut self,
+        shown: &str,
+        installed: Option<&str>,
+        package: &str,
+        candidate: Candidate,
+    ) {
+        match candidate {
+            Candidate::NotElf => {}
+            Candidate::Elf(data) => self.scan_file(shown, installed, package, &data),
+            Candidate::TooLarge(_) => {
+                self.report.elf_files += 1;
+                self.report.findings.push(Finding {
+                    package: package.to_string(),
+                    file: shown.to_string(),
+                    what: format!(
+                        "{CANNOT_BE_AUDITED}it is more than {}, the most audit reads of one ELF file",
+                        size_text(self.limits.file)
+                    ),
+                    why: WHY_UNREADABLE.to_string(),
+                });
+            }
+        }
+    }
+
+    /// Adds what one ELF file carries to the report.
+    fn scan_file(&mut self, shown: &str, installed: Option<&str>, package: &str, data: &[u8]) {
+        self.report.elf_files += 1;
+        for (what, why) in classify(data, installed) {
+            self.report.findings.push(Finding {
+                package: package.to_string(),
+                file: shown.to_string(),
+                what,
+                why,
+            });
+        }
+    }
+}
+
+/// What audit reads of a file that may be an ELF file.
+#[derive(Debug)]
+enum Candidate {
+    /// It does not start with `\x7fELF`; nothing past those bytes was read.
+    NotElf,
+    Elf(Vec<u8>),
+    /// An ELF file larger than the cap, left after reading this many bytes of it.
+    TooLarge(u64),
+}
+
+/// Reads `reader` (`declared` bytes long, as its file system or archive says) if it starts with
+/// `\x7fELF`, and never more than `cap` bytes: one declared larger is left at its first bytes,
+/// one that turns out larger at the cap.
+fn read_candidate(reader: impl Read, declared: u64, cap: u64) -> std::io::Result<Candidate> {
+    let mut reader = reader.take(cap.saturating_add(1));
+    let mut magic = [0u8; 4];
+    match reader.read_exact(&mut magic) {
+        Ok(()) if &magic == b"\x7fELF" => {}
+        Ok(()) => return Ok(Candidate::NotElf),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(Candidate::NotElf),
+        Err(e) => return Err(e),
+    }
+    if declared > cap {
+        return Ok(Candidate::TooLarge(magic.len() as u64));
+    }
+    let mut data = Vec::with_capacity(declared.min(64 << 20) as usize);
+    data.extend_from_slice(&magic);
+    reader.read_to_end(&mut data)?;
+    match data.len() as u64 > cap {
+        true => Ok(Candidate::TooLarge(data.len() as u64)),
+        false => Ok(Candidate::Elf(data)),
+    }
+}
+
+/// Opens `path` for reading if it is a regular file; a FIFO (whose opening waits for a writer)
+/// or a device (which never ends) is refused before it is opened. Also gives the file's length.
+fn open_regular(path: &Path) -> Result<(File, u64)> {
+    let cannot = || format!("cannot read {}", path.display());
+    let ensure_regular = |kind: std::fs::FileType| -> Result<()> {
+        use std::os::unix::fs::FileTypeExt;
+        let what = match kind {
+            k if k.is_file() => return Ok(()),
+            k if k.is_fifo() => "a FIFO",
+            k if k.is_socket() => "a socket",
+            k if k.is_char_device() || k.is_block_device() => "a device",
+            _ => "not a file",
+        };
+        bail!(
+            "{} is not a regular file (it is {what}); pass a tree, a venv, a .whl file or an ELF file",
+            path.display()
+        )
+    };
+    ensure_regular(std::fs::metadata(path).with_context(cannot)?.file_type())?;
+    let file = File::open(path).with_context(cannot)?;
+    // The path may have been replaced since: check what was opened.
+    let meta = file.metadata().with_context(cannot)?;
+    ensure_regular(meta.file_type())?;
+    Ok((file, meta.len()))
+}
+
+/// `512 MiB`, `2 GiB`.
+fn size_text(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 30 && b % (1 << 30) == 0 => format!("{} GiB", b >> 30),
+        b if b >= 1 << 20 => format!("{} MiB", b >> 20),
+        b => format!("{b} bytes"),
+    }
 }
 
 /// Where the files of a directory land when installed: a tree is the prefix itself, a root file
@@ -204,85 +429,8 @@ fn installed_root(dir: &Path) -> Result<PathBuf> {
     }
 }
 
-fn scan_dir(dir: &Path, report: &mut Report) -> Result<()> {
-    let installed_root = installed_root(dir)?;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(at) = stack.pop() {
-        let list = || format!("cannot list {}", at.display());
-        let mut entries: Vec<_> = std::fs::read_dir(&at)
-            .with_context(list)?
-            .collect::<std::io::Result<_>>()
-            .with_context(list)?;
-        entries.sort_by_key(|e| e.file_name());
-        for entry in entries {
-            let path = entry.path();
-            let kind = entry
-                .file_type()
-                .with_context(|| format!("cannot read the type of {}", path.display()))?;
-            if kind.is_dir() {
-                stack.push(path);
-                continue;
-            }
-            if !kind.is_file() {
-                continue;
-            }
-            let shown = path.display().to_string();
-            if is_wheel(&shown) {
-                let data = std::fs::read(&path)
-                    .with_context(|| format!("cannot read {}", path.display()))?;
-                scan_wheel(&shown, &data, report)?;
-                continue;
-            }
-            let mut magic = [0u8; 4];
-            let mut file = std::fs::File::open(&path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            if file.read_exact(&mut magic).is_err() || &magic != b"\x7fELF" {
-                continue;
-            }
-            let data =
-                std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-            let rel = path.strip_prefix(dir).expect("walked below dir");
-            let installed = installed_root.join(rel).display().to_string();
-            let package = package_of(&installed);
-            scan_file(&shown, Some(&installed), &package, &data, report);
-        }
-    }
-    Ok(())
-}
-
 fn is_wheel(name: &str) -> bool {
     name.ends_with(".whl")
-}
-
-/// The ELF members of a wheel; where they will be installed is unknown, so `$ORIGIN` is too.
-fn scan_wheel(shown: &str, data: &[u8], report: &mut Report) -> Result<()> {
-    let file_name = shown.rsplit('/').next().unwrap_or(shown);
-    let package = file_name.split('-').next().unwrap_or(file_name).to_string();
-    for (member, bytes) in zip_members(data).with_context(|| format!("cannot read {shown}"))? {
-        if bytes.starts_with(b"\x7fELF") {
-            scan_file(&format!("{shown}:{member}"), None, &package, &bytes, report);
-        }
-    }
-    Ok(())
-}
-
-/// Adds what one ELF file carries to the report.
-fn scan_file(
-    shown: &str,
-    installed: Option<&str>,
-    package: &str,
-    data: &[u8],
-    report: &mut Report,
-) {
-    report.elf_files += 1;
-    for (what, why) in classify(data, installed) {
-        report.findings.push(Finding {
-            package: package.to_string(),
-            file: shown.to_string(),
-            what,
-            why,
-        });
-    }
 }
 
 /// The Python package a file installed at `installed` belongs to.
@@ -308,14 +456,34 @@ const WHY_BUNDLED: &str = "the package ships its own libcrypto/libssl beside it,
 const WHY_OUTSIDE: &str = "the loader may pick a system libcrypto before the tree's, which does \
                            not load the tree's FIPS provider";
 
+/// How the finding for a file audit cannot read begins.
+const CANNOT_BE_AUDITED: &str = "cannot be audited: ";
+const WHY_UNREADABLE: &str = "audit reads what the loader and the linker read; a file it cannot \
+                              read may load or carry any crypto, so it is not called clean";
+
 /// What in `data` (an ELF file installed at `installed`, if known) carries or loads crypto
-/// other than the tree's, as (what, why) pairs. The tree's own OpenSSL is not a finding.
+/// other than the tree's, as (what, why) pairs. The tree's own OpenSSL is not a finding; a file
+/// whose dynamic array or symbol tables cannot be read is one.
 pub fn classify(data: &[u8], installed: Option<&str>) -> Vec<(String, String)> {
     if installed.is_some_and(is_tree_openssl) {
         return vec![];
     }
+    let mut unreadable = Vec::new();
+    let dynamic = elf::parse(data).unwrap_or_else(|e| {
+        unreadable.push(format!("{e:#}"));
+        None
+    });
+    let symbols = core_functions(data).unwrap_or_else(|e| {
+        unreadable.push(e);
+        vec![]
+    });
     let mut out = Vec::new();
-    let dynamic = elf::parse(data).ok().flatten().unwrap_or_default();
+    if !unreadable.is_empty() {
+        unreadable.dedup();
+        let what = format!("{CANNOT_BE_AUDITED}{}", unreadable.join("; "));
+        out.push((what, WHY_UNREADABLE.to_string()));
+    }
+    let dynamic = dynamic.unwrap_or_default();
     let links_crypto = dynamic.needed.iter().any(|n| crypto_soname(n).is_some());
     // A file that links libcrypto dynamically may hold the version text of the headers it was
     // compiled against (cryptography exports OPENSSL_VERSION_TEXT): then only the library it
@@ -324,66 +492,70 @@ pub fn classify(data: &[u8], installed: Option<&str>) -> Vec<(String, String)> {
         true => vec![],
         false => crypto_versions(data),
     };
-    let symbols = core_functions(data);
-    if !versions.is_empty() || symbols.len() >= CORE_FUNCTIONS_MIN {
-        let mut what = match versions.is_empty() {
-            true => "an OpenSSL-compatible library linked in".to_string(),
-            false => format!("{} linked in", versions.join(", ")),
-        };
-        if !symbols.is_empty() {
-            let examples: Vec<&str> = symbols.iter().take(3).map(String::as_str).collect();
-            what.push_str(&format!(
-                " (defines {} of {} core OpenSSL functions: {}...)",
-                symbols.len(),
-                CORE_FUNCTIONS.len(),
-                examples.join(", ")
-            ));
-        } else {
-            what.push_str(" (version string; no symbol table)");
-        }
-        out.push((what, WHY_STATIC.to_string()));
-    }
+    out.extend(linked_in(&versions, &symbols));
     for needed in &dynamic.needed {
-        let Some(plain) = crypto_soname(needed) else {
-            continue;
-        };
-        if !plain {
-            out.push((
-                format!("NEEDED {needed}: a renamed copy of OpenSSL bundled with the package"),
-                WHY_BUNDLED.to_string(),
-            ));
-            continue;
-        }
-        let dirs: Vec<String> = dynamic
-            .runpath
-            .iter()
-            .map(|d| expand_origin(d, installed))
-            .collect();
-        let tree_lib = format!("{PREFIX}/lib");
-        match dirs.iter().position(|d| *d == tree_lib) {
-            Some(0) => {}
-            Some(_) => out.push((
-                format!(
-                    "NEEDED {needed}: RUNPATH {} searches {} before the tree",
-                    dirs.join(":"),
-                    dirs[0]
-                ),
-                WHY_OUTSIDE.to_string(),
-            )),
-            None if dirs.is_empty() => out.push((
-                format!("NEEDED {needed} without RUNPATH: resolved by the system's search path"),
-                WHY_OUTSIDE.to_string(),
-            )),
-            None => out.push((
-                format!(
-                    "NEEDED {needed}: RUNPATH {} does not lead into {tree_lib}",
-                    dirs.join(":")
-                ),
-                WHY_OUTSIDE.to_string(),
-            )),
-        }
+        out.extend(loaded_crypto(needed, &dynamic.runpath, installed));
     }
     out
+}
+
+/// The finding for a crypto library linked into the file, seen by its version texts or the core
+/// functions it defines.
+fn linked_in(versions: &[String], symbols: &[String]) -> Option<(String, String)> {
+    if versions.is_empty() && symbols.len() < CORE_FUNCTIONS_MIN {
+        return None;
+    }
+    let mut what = match versions.is_empty() {
+        true => "an OpenSSL-compatible library linked in".to_string(),
+        false => format!("{} linked in", versions.join(", ")),
+    };
+    if !symbols.is_empty() {
+        let examples: Vec<&str> = symbols.iter().take(3).map(String::as_str).collect();
+        what.push_str(&format!(
+            " (defines {} of {} core OpenSSL functions: {}...)",
+            symbols.len(),
+            CORE_FUNCTIONS.len(),
+            examples.join(", ")
+        ));
+    } else {
+        what.push_str(" (version string; no symbol table)");
+    }
+    Some((what, WHY_STATIC.to_string()))
+}
+
+/// The finding for one `NEEDED` library, if it is a crypto library that may not be the tree's.
+fn loaded_crypto(
+    needed: &str,
+    runpath: &[String],
+    installed: Option<&str>,
+) -> Option<(String, String)> {
+    if !crypto_soname(needed)? {
+        return Some((
+            format!("NEEDED {needed}: a renamed copy of OpenSSL bundled with the package"),
+            WHY_BUNDLED.to_string(),
+        ));
+    }
+    let dirs: Vec<String> = runpath
+        .iter()
+        .map(|d| expand_origin(d, installed))
+        .collect();
+    let tree_lib = format!("{PREFIX}/lib");
+    let what = match dirs.iter().position(|d| *d == tree_lib) {
+        Some(0) => return None,
+        Some(_) => format!(
+            "NEEDED {needed}: RUNPATH {} searches {} before the tree",
+            dirs.join(":"),
+            dirs[0]
+        ),
+        None if dirs.is_empty() => {
+            format!("NEEDED {needed} without RUNPATH: resolved by the system's search path")
+        }
+        None => format!(
+            "NEEDED {needed}: RUNPATH {} does not lead into {tree_lib}",
+            dirs.join(":")
+        ),
+    };
+    Some((what, WHY_OUTSIDE.to_string()))
 }
 
 /// Whether `installed` is one of the tree's own OpenSSL files, the crypto everything should use.
@@ -519,21 +691,28 @@ fn find_all(haystack: &[u8], needle: &[u8]) -> Vec<usize> {
         .collect()
 }
 
-/// Which of `CORE_FUNCTIONS` `data` defines, in its dynamic or its static symbol table.
-pub fn core_functions(data: &[u8]) -> Vec<String> {
-    let Ok(file) = object::File::parse(data) else {
-        return vec![];
-    };
-    let mut out: Vec<String> = file
-        .dynamic_symbols()
-        .chain(file.symbols())
-        .filter(|s| !s.is_undefined() && s.is_definition())
-        .filter_map(|s| s.name().ok().map(str::to_string))
-        .filter(|n| CORE_FUNCTIONS.contains(&n.as_str()))
-        .collect();
+/// Which of `CORE_FUNCTIONS` `data` defines, in its dynamic or its static symbol table; an error
+/// (the reason) when its section headers, which lead to those tables, are missing or damaged.
+pub fn core_functions(data: &[u8]) -> std::result::Result<Vec<String>, String> {
+    let file = object::File::parse(data).map_err(|e| format!("damaged section headers: {e}"))?;
+    if file.sections().next().is_none() {
+        return Err("it has no section headers, so its symbol tables cannot be read".into());
+    }
+    let mut out = Vec::new();
+    for symbol in file.dynamic_symbols().chain(file.symbols()) {
+        if symbol.is_undefined() || !symbol.is_definition() {
+            continue;
+        }
+        let name = symbol
+            .name_bytes()
+            .map_err(|e| format!("damaged symbol table: {e}"))?;
+        if let Some(f) = CORE_FUNCTIONS.iter().find(|f| f.as_bytes() == name) {
+            out.push(f.to_string());
+        }
+    }
     out.sort();
     out.dedup();
-    out
+    Ok(out)
 }
 
 /// The findings as a table, then a one-line summary; a clean target is just the summary.

@@ -1,4 +1,4 @@
-//! ELF dynamic linking facts: the `NEEDED` and `SONAME` entries of the files of a tree.
+//! ELF dynamic linking facts (`NEEDED`, `SONAME`, `RUNPATH`), read as the loader reads them.
 //!
 //! The runtime image installs the libraries the tree links and nothing else, so what it needs is
 //! read from the tree itself rather than from a hand-written list.
@@ -7,10 +7,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::Path;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use object::elf;
-use object::read::elf::{Dyn, FileHeader};
-use object::{Endianness, FileKind};
+use object::read::elf::{FileHeader, ProgramHeader};
+use object::{Endian, Endianness, FileKind};
 
 use crate::tarwalk::{self, Compression};
 
@@ -37,32 +37,64 @@ pub fn parse(data: &[u8]) -> Result<Option<Dynamic>> {
     }
 }
 
+/// The dynamic array and its strings as the loader finds them: at the address of the
+/// `PT_DYNAMIC` program header, in memory as the `PT_LOAD` segments map the file, never through
+/// section headers, which the loader ignores (a file may lack them or have them name another
+/// array).
 fn dynamic<H: FileHeader<Endian = Endianness>>(data: &[u8]) -> Result<Option<Dynamic>> {
     let damaged = |e: object::read::Error| anyhow!("damaged ELF file: {e}");
     let header = H::parse(data).map_err(damaged)?;
     let endian = header.endian().map_err(damaged)?;
-    let sections = header.sections(endian, data).map_err(damaged)?;
-    let Some((entries, strings)) = sections.dynamic(endian, data).map_err(damaged)? else {
+    let segments = header.program_headers(endian, data).map_err(damaged)?;
+    // Like the loader, skip a PT_DYNAMIC without file data: `objcopy --only-keep-debug` files.
+    let mut arrays = segments
+        .iter()
+        .filter(|p| p.p_type(endian) == elf::PT_DYNAMIC && p.p_filesz(endian).into() > 0);
+    let Some(array) = arrays.next() else {
         return Ok(None);
     };
-    let strings = sections.strings(endian, data, strings).map_err(damaged)?;
-    let mut out = Dynamic::default();
-    let (mut rpath, mut runpath) = (None, None);
-    for entry in entries {
-        let tag = entry.tag32(endian);
-        if tag == Some(elf::DT_NULL) {
+    if arrays.next().is_some() {
+        bail!("damaged ELF file: it has more than one PT_DYNAMIC segment");
+    }
+    let memory = Memory::of::<H>(segments, endian, data)?;
+    let width = if header.is_type_64() { 8 } else { 4 };
+    let mut entries = Vec::new();
+    let mut at: u64 = array.p_vaddr(endian).into();
+    loop {
+        let tag = memory.word(at, width)?;
+        if tag == u64::from(elf::DT_NULL) {
             break;
         }
-        let Some(tag @ (elf::DT_NEEDED | elf::DT_SONAME | elf::DT_RPATH | elf::DT_RUNPATH)) = tag
-        else {
+        entries.push((tag, memory.word(at.wrapping_add(width), width)?));
+        at = at.wrapping_add(2 * width);
+    }
+    strings(&memory, &entries).map(Some)
+}
+
+/// `NEEDED`, `SONAME` and `RUNPATH` (else `RPATH`) of the dynamic array `entries` (tag, value).
+fn strings(memory: &Memory, entries: &[(u64, u64)]) -> Result<Dynamic> {
+    let tag_of = |t: u32| u64::from(t);
+    let strtab = entries.iter().find(|e| e.0 == tag_of(elf::DT_STRTAB));
+    let mut out = Dynamic::default();
+    let (mut rpath, mut runpath) = (None, None);
+    for &(tag, value) in entries {
+        let named = [
+            elf::DT_NEEDED,
+            elf::DT_SONAME,
+            elf::DT_RPATH,
+            elf::DT_RUNPATH,
+        ];
+        if !named.iter().any(|&t| tag == tag_of(t)) {
             continue;
+        }
+        let Some(&(_, strtab)) = strtab else {
+            bail!("damaged ELF file: its dynamic array names libraries but has no DT_STRTAB");
         };
-        let name = entry.string(endian, strings).map_err(damaged)?;
-        let name = String::from_utf8_lossy(name).into_owned();
-        match tag {
-            elf::DT_NEEDED => out.needed.push(name),
-            elf::DT_SONAME => out.soname = Some(name),
-            elf::DT_RPATH => rpath = Some(name),
+        let name = memory.string(strtab.wrapping_add(value))?;
+        match u32::try_from(tag) {
+            Ok(elf::DT_NEEDED) => out.needed.push(name),
+            Ok(elf::DT_SONAME) => out.soname = Some(name),
+            Ok(elf::DT_RPATH) => rpath = Some(name),
             _ => runpath = Some(name),
         }
     }
@@ -73,7 +105,81 @@ fn dynamic<H: FileHeader<Endian = Endianness>>(data: &[u8]) -> Result<Option<Dyn
             .map(String::from)
             .collect();
     }
-    Ok(Some(out))
+    Ok(out)
+}
+
+/// The longest string of a dynamic array read (a `RUNPATH` of many directories fits).
+const MAX_STRING: usize = 64 * 1024;
+
+/// A file as its `PT_LOAD` segments map it: each segment's file bytes at its address, then
+/// zeros up to its size in memory.
+struct Memory<'a> {
+    /// (address, size in memory, bytes in the file)
+    loads: Vec<(u64, u64, &'a [u8])>,
+    little: bool,
+}
+
+impl<'a> Memory<'a> {
+    fn of<H: FileHeader<Endian = Endianness>>(
+        segments: &'a [H::ProgramHeader],
+        endian: Endianness,
+        data: &'a [u8],
+    ) -> Result<Memory<'a>> {
+        let mut loads = Vec::new();
+        for p in segments.iter().filter(|p| p.p_type(endian) == elf::PT_LOAD) {
+            let bytes = p.data(endian, data).map_err(|()| {
+                anyhow!("damaged ELF file: a PT_LOAD segment lies beyond its end (truncated?)")
+            })?;
+            loads.push((p.p_vaddr(endian).into(), p.p_memsz(endian).into(), bytes));
+        }
+        let little = endian.is_little_endian();
+        Ok(Memory { loads, little })
+    }
+
+    fn byte(&self, address: u64) -> Result<u8> {
+        for &(start, size, bytes) in &self.loads {
+            if let Some(offset) = address.checked_sub(start)
+                && offset < size
+            {
+                return Ok(usize::try_from(offset)
+                    .ok()
+                    .and_then(|o| bytes.get(o).copied())
+                    .unwrap_or(0));
+            }
+        }
+        bail!(
+            "damaged ELF file: its dynamic array reaches address {address:#x}, which no PT_LOAD segment maps"
+        )
+    }
+
+    /// The unsigned integer of `width` bytes at `address`.
+    fn word(&self, address: u64, width: u64) -> Result<u64> {
+        let mut value = 0u64;
+        for i in 0..width {
+            let b = u64::from(self.byte(address.wrapping_add(i))?);
+            value |= match self.little {
+                true => b << (8 * i),
+                false => b << (8 * (width - 1 - i)),
+            };
+        }
+        Ok(value)
+    }
+
+    /// The NUL-terminated string at `address`.
+    fn string(&self, address: u64) -> Result<String> {
+        let mut bytes = Vec::new();
+        loop {
+            match self.byte(address.wrapping_add(bytes.len() as u64))? {
+                0 => return Ok(String::from_utf8_lossy(&bytes).into_owned()),
+                _ if bytes.len() == MAX_STRING => {
+                    bail!(
+                        "damaged ELF file: a string of its dynamic array has no end within {MAX_STRING} bytes"
+                    )
+                }
+                b => bytes.push(b),
+            }
+        }
+    }
 }
 
 /// The libraries a tree needs from the system: every `NEEDED` soname of its ELF files that no
@@ -161,6 +267,22 @@ mod tests {
         let data = std::fs::read(&libc).unwrap_or_else(|e| panic!("cannot read {libc:?}: {e}"));
         let dynamic = parse(&data).unwrap().unwrap();
         assert_eq!(dynamic.soname.as_deref(), Some("libc.so.6"));
+    }
+
+    /// The loader reads a file's program headers only: with its section headers zeroed, `ls`
+    /// still runs and still needs what it needed.
+    #[test]
+    fn reads_needed_from_the_program_headers_as_the_loader_does() {
+        let mut ls = system_program("ls");
+        let path = if Path::new("/usr/bin/ls").exists() {
+            "/usr/bin/ls"
+        } else {
+            "/bin/ls"
+        };
+        ls[40..48].fill(0); // e_shoff
+        ls[60..64].fill(0); // e_shnum, e_shstrndx
+        let dynamic = parse(&ls).unwrap().expect("ls is still dynamically linked");
+        assert_eq!(dynamic.needed, readelf_needed(path));
     }
 
     #[test]

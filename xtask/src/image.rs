@@ -52,6 +52,9 @@ pub struct RuntimeImage {
     pub key: Option<String>,
 }
 
+/// The largest `BUILD-INFO.json` read from a tarball.
+const MAX_BUILD_INFO: u64 = 1 << 20;
+
 /// What the tarball's `BUILD-INFO.json` says about the tree, as far as the image needs it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TreeInfo {
@@ -77,7 +80,14 @@ impl TreeInfo {
                 return Ok(None);
             }
             let mut text = String::new();
-            entry.read_to_string(&mut text)?;
+            entry.take(MAX_BUILD_INFO + 1).read_to_string(&mut text)?;
+            if text.len() as u64 > MAX_BUILD_INFO {
+                bail!(
+                    "the BUILD-INFO.json of {} is more than 1 MiB (a tree's is a few KiB); \
+                     is it a tarball made by `cargo xtask python`?",
+                    tarball.display()
+                );
+            }
             Ok(Some(text))
         })?;
         if let Some(text) = found {
@@ -743,6 +753,38 @@ mod tests {
             info.default_tags(Runtime::Base),
             ["python-fips:3.13.15", "python-fips:3.13"]
         );
+    }
+
+    /// E12: a BUILD-INFO.json past the cap (a small tarball inflates to gigabytes of one) is
+    /// refused with its name, not read whole; one under it is read as before.
+    #[test]
+    fn an_oversized_build_info_is_refused_not_read_whole() {
+        let dir = crate::testutil::TempDir::new("build-info-cap");
+        let tarball = |name: &str, text: &[u8]| {
+            let path = dir.path().join(name);
+            let gz = flate2::write::GzEncoder::new(
+                std::fs::File::create(&path).unwrap(),
+                flate2::Compression::fast(),
+            );
+            let mut tar = tar::Builder::new(gz);
+            let mut h = tar::Header::new_gnu();
+            h.set_size(text.len() as u64);
+            h.set_mode(0o644);
+            tar.append_data(&mut h, "opt/python-fips/BUILD-INFO.json", text)
+                .unwrap();
+            tar.into_inner().unwrap().finish().unwrap();
+            path
+        };
+        let fine = tarball("fine.tar.gz", BUILD_INFO.as_bytes());
+        assert_eq!(TreeInfo::read(&fine).unwrap().python, "3.13.15");
+        // Valid JSON all the same: the object, then whitespace.
+        let mut padded = BUILD_INFO.as_bytes().to_vec();
+        padded.resize(2 << 20, b' ');
+        let padded = tarball("padded.tar.gz", &padded);
+        let err = format!("{:#}", TreeInfo::read(&padded).unwrap_err());
+        assert!(err.contains("BUILD-INFO.json"), "{err}");
+        assert!(err.contains("padded.tar.gz"), "{err}");
+        assert!(err.contains("more than 1 MiB"), "{err}");
     }
 
     /// A fake engine CLI whose build fails: the error carries the end of the log and a hint.

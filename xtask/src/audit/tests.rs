@@ -311,3 +311,487 @@ fn packages_are_named_from_their_site_packages_directory() {
     );
     assert_eq!(p("/usr/lib/x86_64-linux-gnu/libcrypto.so.3"), "-");
 }
+
+/// Writes `value` little-endian at `at` in `out`.
+fn put(out: &mut [u8], at: usize, value: u64, width: usize) {
+    out[at..at + width].copy_from_slice(&value.to_le_bytes()[..width]);
+}
+
+/// Pads `out` to a multiple of 8 bytes.
+fn pad8(out: &mut Vec<u8>) {
+    out.resize(out.len().next_multiple_of(8), 0);
+}
+
+/// Appends a dynamic array: `entries` (tag, value), then `tail`, 16 bytes each.
+fn push_dynamic(out: &mut Vec<u8>, entries: &[(u64, u64)], tail: &[(u64, u64)]) {
+    for (tag, value) in entries.iter().chain(tail) {
+        out.extend(tag.to_le_bytes());
+        out.extend(value.to_le_bytes());
+    }
+}
+
+/// A minimal x86-64 shared object laid out as a linker lays one out: one `PT_LOAD` of the whole
+/// file, a `PT_DYNAMIC` array with `needed` and `runpath`, and section headers whose `.dynamic`
+/// section is that array, or, with `decoy`, another array naming only those libraries.
+fn tiny_elf(needed: &[&str], runpath: Option<&str>, decoy: Option<&[&str]>) -> Vec<u8> {
+    const STRTAB: usize = 64 + 2 * 56;
+    let mut strtab = vec![0u8];
+    let mut string = |s: &str| {
+        let at = strtab.len() as u64;
+        strtab.extend(s.as_bytes());
+        strtab.push(0);
+        at
+    };
+    let mut real: Vec<(u64, u64)> = needed.iter().map(|n| (1, string(n))).collect();
+    real.extend(runpath.map(|r| (29, string(r))));
+    let fake: Option<Vec<(u64, u64)>> =
+        decoy.map(|names| names.iter().map(|n| (1, string(n))).collect());
+    let tail = [(5, STRTAB as u64), (10, strtab.len() as u64), (0, 0)];
+    let mut out = vec![0u8; STRTAB];
+    out.extend(&strtab);
+    pad8(&mut out);
+    let real_at = out.len();
+    push_dynamic(&mut out, &real, &tail);
+    let real_len = out.len() - real_at;
+    let (section_at, section_len) = match fake {
+        None => (real_at, real_len),
+        Some(fake) => {
+            let at = out.len();
+            push_dynamic(&mut out, &fake, &tail);
+            (at, out.len() - at)
+        }
+    };
+    let names = b"\0.dynstr\0.dynamic\0.shstrtab\0";
+    let names_at = out.len();
+    out.extend(names);
+    pad8(&mut out);
+    let shoff = out.len();
+    // (name, type, flags, offset = address, size, link, entry size)
+    let sections = [
+        (0, 0, 0, 0, 0, 0, 0),
+        (1, 3, 2, STRTAB, strtab.len(), 0, 0),
+        (9, 6, 3, section_at, section_len, 1, 16),
+        (18, 3, 0, names_at, names.len(), 0, 0),
+    ];
+    for (name, kind, flags, offset, size, link, entsize) in sections {
+        let at = out.len();
+        out.resize(at + 64, 0);
+        put(&mut out, at, name, 4);
+        put(&mut out, at + 4, kind, 4);
+        put(&mut out, at + 8, flags, 8);
+        put(
+            &mut out,
+            at + 16,
+            if flags & 2 != 0 { offset as u64 } else { 0 },
+            8,
+        );
+        put(&mut out, at + 24, offset as u64, 8);
+        put(&mut out, at + 32, size as u64, 8);
+        put(&mut out, at + 40, link, 4);
+        put(&mut out, at + 48, 1, 8);
+        put(&mut out, at + 56, entsize, 8);
+    }
+    let total = out.len() as u64;
+    out[..8].copy_from_slice(b"\x7fELF\x02\x01\x01\x00");
+    for (at, value, width) in [
+        (16, 3, 2),            // ET_DYN
+        (18, 62, 2),           // EM_X86_64
+        (20, 1, 4),            // EV_CURRENT
+        (32, 64, 8),           // e_phoff
+        (40, shoff as u64, 8), // e_shoff
+        (52, 64, 2),           // e_ehsize
+        (54, 56, 2),           // e_phentsize
+        (56, 2, 2),            // e_phnum
+        (58, 64, 2),           // e_shentsize
+        (60, 4, 2),            // e_shnum
+        (62, 3, 2),            // e_shstrndx
+    ] {
+        put(&mut out, at, value, width);
+    }
+    // PT_LOAD of the whole file at address 0, then PT_DYNAMIC.
+    let segments = [
+        (1, 0, total, 0x1000),
+        (2, real_at as u64, real_len as u64, 8),
+    ];
+    for (i, (kind, offset, size, align)) in segments.into_iter().enumerate() {
+        let at = 64 + i * 56;
+        put(&mut out, at, kind, 4);
+        put(&mut out, at + 4, 6, 4);
+        for field in [8, 16, 24] {
+            put(&mut out, at + field, offset, 8);
+        }
+        put(&mut out, at + 32, size, 8);
+        put(&mut out, at + 40, size, 8);
+        put(&mut out, at + 48, align, 8);
+    }
+    out
+}
+
+/// `data` with `e_shoff`, `e_shnum` and `e_shstrndx` zeroed: the loader never reads them.
+fn without_section_headers(mut data: Vec<u8>) -> Vec<u8> {
+    data[40..48].fill(0);
+    data[60..64].fill(0);
+    data
+}
+
+/// A zip entry as its central directory record describes it.
+struct ZipMember {
+    name: String,
+    /// The bytes stored: deflated (method 8) or as they are (method 0).
+    raw: Vec<u8>,
+    method: u16,
+    /// The uncompressed size the record claims.
+    size: u64,
+}
+
+/// `bytes` deflated, with its true size.
+fn deflated(name: &str, bytes: &[u8]) -> ZipMember {
+    use std::io::Write;
+    let mut encoder = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(bytes).unwrap();
+    ZipMember {
+        name: name.into(),
+        raw: encoder.finish().unwrap(),
+        method: 8,
+        size: bytes.len() as u64,
+    }
+}
+
+/// A zip archive of `members`, plus one more central directory record for each
+/// (member index, name) of `aliases`, pointing at that member's local header.
+fn zip_archive(members: &[ZipMember], aliases: &[(usize, &str)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut locals = Vec::new();
+    for m in members {
+        locals.push(out.len() as u64);
+        let at = out.len();
+        out.resize(at + 30, 0);
+        out[at..at + 4].copy_from_slice(b"PK\x03\x04");
+        put(&mut out, at + 8, m.method.into(), 2);
+        put(&mut out, at + 18, m.raw.len() as u64, 4);
+        put(&mut out, at + 22, m.size, 4);
+        put(&mut out, at + 26, m.name.len() as u64, 2);
+        out.extend(m.name.as_bytes());
+        out.extend(&m.raw);
+    }
+    let directory = out.len() as u64;
+    let records = (0..members.len())
+        .map(|i| (i, members[i].name.as_str()))
+        .chain(aliases.iter().copied());
+    let mut count = 0;
+    for (i, name) in records {
+        let m = &members[i];
+        let at = out.len();
+        out.resize(at + 46, 0);
+        out[at..at + 4].copy_from_slice(b"PK\x01\x02");
+        put(&mut out, at + 10, m.method.into(), 2);
+        put(&mut out, at + 20, m.raw.len() as u64, 4);
+        put(&mut out, at + 24, m.size, 4);
+        put(&mut out, at + 28, name.len() as u64, 2);
+        put(&mut out, at + 42, locals[i], 4);
+        out.extend(name.as_bytes());
+        count += 1;
+    }
+    let size = out.len() as u64 - directory;
+    let at = out.len();
+    out.resize(at + 22, 0);
+    out[at..at + 4].copy_from_slice(b"PK\x05\x06");
+    put(&mut out, at + 8, count, 2);
+    put(&mut out, at + 10, count, 2);
+    put(&mut out, at + 12, size, 4);
+    put(&mut out, at + 16, directory, 4);
+    out
+}
+
+const SSL_MODULE: &str =
+    "/opt/python-fips/lib/python3.13/lib-dynload/_ssl.cpython-313-x86_64-linux-gnu.so";
+
+/// E2's repro: `_ssl` linking libcrypto with its section headers zeroed still loads, as the
+/// loader reads only the program headers; audit must see its NEEDED and not call it clean.
+#[test]
+fn a_module_without_section_headers_is_read_as_the_loader_reads_it() {
+    let ssl = tiny_elf(&["libcrypto.so.3", "libc.so.6"], None, None);
+    let found = whats(&ssl, Some(SSL_MODULE));
+    assert!(
+        found.len() == 1 && found[0].contains("NEEDED libcrypto.so.3 without RUNPATH"),
+        "{found:?}"
+    );
+    let found = whats(&without_section_headers(ssl), Some(SSL_MODULE));
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(
+        found[0].starts_with("cannot be audited: ") && found[0].contains("no section headers"),
+        "{found:?}"
+    );
+    assert!(
+        found[1].contains("NEEDED libcrypto.so.3 without RUNPATH"),
+        "{found:?}"
+    );
+
+    // Even when its libcrypto is the tree's, a file whose symbols cannot be read is no clean file.
+    let into_tree = tiny_elf(&["libcrypto.so.3"], Some("/opt/python-fips/lib"), None);
+    assert!(whats(&into_tree, Some(SSL_MODULE)).is_empty());
+    let dir = TempDir::new("audit-no-sections");
+    let file = dir.path().join("_ssl.so");
+    std::fs::write(&file, without_section_headers(into_tree)).unwrap();
+    let report = audit_path(&file).unwrap();
+    assert_eq!(report.findings.len(), 1, "{:?}", report.findings);
+    assert!(report.findings[0].what.starts_with("cannot be audited: "));
+    let err = report.ensure_clean().unwrap_err().to_string();
+    assert!(
+        err.contains("1 of them are files audit cannot read"),
+        "{err}"
+    );
+}
+
+/// The section headers may name another dynamic array than the one the loader reads.
+#[test]
+fn needed_comes_from_pt_dynamic_not_from_the_dynamic_section() {
+    let decoyed = tiny_elf(&["libcrypto.so.3"], None, Some(&["libc.so.6"]));
+    let found = whats(&decoyed, Some(SSL_MODULE));
+    assert!(
+        found.len() == 1 && found[0].contains("NEEDED libcrypto.so.3 without RUNPATH"),
+        "{found:?}"
+    );
+    let decoyed = tiny_elf(&["libc.so.6"], Some("/usr/lib"), Some(&["libcrypto.so.3"]));
+    assert!(whats(&decoyed, Some(SSL_MODULE)).is_empty());
+}
+
+#[test]
+fn truncated_and_header_only_elf_files_cannot_be_audited() {
+    let whole = tiny_elf(&["libc.so.6"], None, None);
+    assert!(whats(&whole, None).is_empty());
+    let dir = TempDir::new("audit-truncated");
+    let real = std::fs::read(shared(
+        dir.path(),
+        "real.so",
+        "int f(void) { return 1; }\n",
+        &[],
+    ))
+    .unwrap();
+    assert!(whats(&real, None).is_empty());
+    // A debug file (`objcopy --only-keep-debug`, as finalize makes them) keeps the program
+    // headers but not the bytes; the loader skips its empty PT_DYNAMIC, and so does audit.
+    let debug = dir.path().join("real.debug");
+    let status = Command::new("objcopy")
+        .arg("--only-keep-debug")
+        .arg(dir.path().join("real.so"))
+        .arg(&debug)
+        .status()
+        .expect("objcopy (binutils) is installed");
+    assert!(status.success());
+    let debug = std::fs::read(&debug).unwrap();
+    assert_eq!(elf::parse(&debug).unwrap(), None);
+    assert!(whats(&debug, None).is_empty());
+    let cases = [
+        ("header only", &whole[..64]),
+        ("cut in its dynamic array", &whole[..whole.len() / 2]),
+        ("one byte short", &whole[..whole.len() - 1]),
+        ("a real one cut in half", &real[..real.len() / 2]),
+        ("a real header only", &real[..64]),
+        ("a header cut short", &real[..20]),
+    ];
+    for (label, data) in cases {
+        let found = whats(data, None);
+        assert!(
+            found.len() == 1 && found[0].starts_with("cannot be audited: "),
+            "{label}: {found:?}"
+        );
+    }
+
+    // The same holds for a wheel's member.
+    let wheel = dir.path().join("pkg-1.0-cp313-cp313-linux_x86_64.whl");
+    let archive = zip_archive(
+        &[
+            deflated("pkg/__init__.py", b""),
+            deflated("pkg/_fast.so", &whole[..64]),
+        ],
+        &[],
+    );
+    std::fs::write(&wheel, archive).unwrap();
+    let report = audit_path(&wheel).unwrap();
+    assert_eq!(report.elf_files, 1);
+    assert_eq!(report.findings.len(), 1, "{:?}", report.findings);
+    assert!(report.findings[0].file.ends_with(".whl:pkg/_fast.so"));
+    assert!(report.findings[0].what.starts_with("cannot be audited: "));
+}
+
+/// Caps small enough for a test to pass them cheaply.
+const SMALL: Limits = Limits {
+    file: 1 << 20,
+    wheel: 3 << 20,
+};
+
+/// A clean ELF file of `size` bytes: a tiny shared object followed by zeros.
+fn padded_elf(size: usize) -> Vec<u8> {
+    let mut data = tiny_elf(&["libc.so.6"], None, None);
+    data.resize(size, 0);
+    data
+}
+
+fn write_wheel(dir: &Path, members: &[ZipMember], aliases: &[(usize, &str)]) -> PathBuf {
+    let wheel = dir.join("pkg-1.0-cp313-cp313-linux_x86_64.whl");
+    std::fs::write(&wheel, zip_archive(members, aliases)).unwrap();
+    wheel
+}
+
+/// E3: an ELF member inflating past the cap is a finding, whatever its record claims, and
+/// is never inflated further.
+#[test]
+fn a_wheel_member_inflating_past_the_cap_is_a_finding() {
+    let dir = TempDir::new("audit-member-cap");
+    let big = padded_elf(2 << 20);
+    let mut lying = deflated("pkg/_lying.so", &big);
+    lying.size = 4096;
+    let members = [
+        deflated("pkg/_honest.so", &big),
+        lying,
+        deflated("pkg/_small.so", &padded_elf(4096)),
+    ];
+    let wheel = write_wheel(dir.path(), &members, &[]);
+    let report = audit_path_within(&wheel, SMALL).unwrap();
+    assert_eq!(report.elf_files, 3);
+    let files: Vec<&str> = report.findings.iter().map(|f| f.file.as_str()).collect();
+    assert_eq!(files.len(), 2, "{:?}", report.findings);
+    assert!(files[0].ends_with(":pkg/_honest.so") && files[1].ends_with(":pkg/_lying.so"));
+    for f in &report.findings {
+        assert!(
+            f.what.starts_with("cannot be audited: ") && f.what.contains("more than 1 MiB"),
+            "{f:?}"
+        );
+    }
+}
+
+/// E3: the 40 central directory records pointing at one stream, and a member whose
+/// data runs into the next one, are refused.
+#[test]
+fn central_directory_records_sharing_bytes_are_refused() {
+    let dir = TempDir::new("audit-overlap");
+    let member = deflated("pkg/_a.so", &padded_elf(4096));
+    let aliases: Vec<String> = (1..40).map(|i| format!("pkg/_a{i}.so")).collect();
+    let aliases: Vec<(usize, &str)> = aliases.iter().map(|n| (0, n.as_str())).collect();
+    let wheel = write_wheel(dir.path(), &[member], &aliases);
+    let err = format!("{:#}", audit_path_within(&wheel, SMALL).unwrap_err());
+    assert!(err.contains("overlap"), "{err}");
+    assert!(
+        err.contains("pkg/_a.so") && err.contains("pkg/_a1.so"),
+        "{err}"
+    );
+
+    let mut first = deflated("pkg/_a.so", &padded_elf(4096));
+    let second = deflated("pkg/_b.so", &padded_elf(4096));
+    first.raw.extend(&second.raw[..10]);
+    let mut archive = zip_archive(&[first, second], &[]);
+    // The first record claims 10 bytes of the second member's local header as its own data.
+    let record = archive.len() - 22 - 2 * 46 - "pkg/_a.so".len() - "pkg/_b.so".len();
+    let claimed = u32::from_le_bytes(archive[record + 20..record + 24].try_into().unwrap()) + 40;
+    put(&mut archive, record + 20, claimed.into(), 4);
+    let wheel = dir.path().join("runs-on-1.0-py3-none-any.whl");
+    std::fs::write(&wheel, archive).unwrap();
+    let err = format!("{:#}", audit_path_within(&wheel, SMALL).unwrap_err());
+    assert!(err.contains("overlap"), "{err}");
+}
+
+/// E3: the ELF members of one wheel inflate to at most the total cap.
+#[test]
+fn a_wheel_whose_elf_members_inflate_past_the_total_cap_is_refused() {
+    let dir = TempDir::new("audit-total-cap");
+    let members: Vec<ZipMember> = (0..5)
+        .map(|i| deflated(&format!("pkg/_m{i}.so"), &padded_elf(900 << 10)))
+        .collect();
+    let wheel = write_wheel(dir.path(), &members, &[]);
+    let err = format!("{:#}", audit_path_within(&wheel, SMALL).unwrap_err());
+    assert!(err.contains(&wheel.display().to_string()), "{err}");
+    assert!(err.contains("more than 3 MiB"), "{err}");
+}
+
+/// E3: members that are not ELF files are not inflated past their first bytes, so they count
+/// nothing towards the total cap.
+#[test]
+fn members_that_are_not_elf_are_not_inflated() {
+    let dir = TempDir::new("audit-not-elf");
+    let members = [
+        deflated("pkg/data.bin", &vec![0u8; 4 << 20]),
+        deflated("pkg/_small.so", &padded_elf(4096)),
+    ];
+    let wheel = write_wheel(dir.path(), &members, &[]);
+    let limits = Limits {
+        file: 1 << 20,
+        wheel: 64 << 10,
+    };
+    let report = audit_path_within(&wheel, limits).unwrap();
+    assert_eq!(report.elf_files, 1);
+    assert!(report.findings.is_empty(), "{:?}", report.findings);
+}
+
+/// E11: a FIFO is refused at once, not read (which waits for a writer forever).
+#[test]
+fn audit_refuses_a_fifo_without_waiting_for_a_writer() {
+    let dir = TempDir::new("audit-fifo");
+    let fifo = dir.path().join("_ssl.so");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    let path = fifo.clone();
+    std::thread::spawn(move || tx.send(audit_path(&path).map_err(|e| format!("{e:#}"))));
+    let outcome = rx.recv_timeout(std::time::Duration::from_secs(10));
+    if outcome.is_err() {
+        // Let the blocked reader go before failing.
+        drop(std::fs::OpenOptions::new().write(true).open(&fifo));
+    }
+    let err = outcome
+        .expect("audit of a FIFO did not return within 10 s")
+        .unwrap_err();
+    assert!(err.contains("not a regular file"), "{err}");
+    assert!(err.contains("_ssl.so"), "{err}");
+}
+
+/// E11: a device is refused, not read until memory runs out.
+#[test]
+fn audit_refuses_a_device() {
+    let err = format!("{:#}", audit_path(Path::new("/dev/zero")).unwrap_err());
+    assert!(err.contains("/dev/zero is not a regular file"), "{err}");
+}
+
+/// E11: an ELF file larger than the cap is a finding and is not read, given directly, in a
+/// directory or in an image's file system.
+#[test]
+fn an_elf_file_over_the_cap_is_a_finding_not_read() {
+    let dir = TempDir::new("audit-file-cap");
+    let file = dir.path().join("_big.so");
+    std::fs::write(&file, tiny_elf(&["libc.so.6"], None, None)).unwrap();
+    // Sparse: no disk is spent on it.
+    std::fs::File::options()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_len(2 << 20)
+        .unwrap();
+    let check = |report: &Report| {
+        assert_eq!(report.elf_files, 1);
+        assert_eq!(report.findings.len(), 1, "{:?}", report.findings);
+        let what = &report.findings[0].what;
+        assert!(
+            what.starts_with("cannot be audited: ") && what.contains("more than 1 MiB"),
+            "{what}"
+        );
+    };
+    check(&audit_path_within(&file, SMALL).unwrap());
+    check(&audit_path_within(dir.path(), SMALL).unwrap());
+
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(2 << 20);
+    header.set_mode(0o755);
+    let data = padded_elf(2 << 20);
+    tar.append_data(&mut header, "opt/python-fips/lib/_big.so", data.as_slice())
+        .unwrap();
+    let stream = tar.into_inner().unwrap();
+    let mut scanner = Scanner::new("image", SMALL);
+    scanner.scan_tar(stream.as_slice()).unwrap();
+    check(&scanner.report);
+}
