@@ -32,8 +32,7 @@ fn pins() -> Vec<(String, String)> {
         if minor == "sources" {
             continue;
         }
-        let recipe: toml::Value =
-            toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let recipe: toml::Value = toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         out.push((minor, recipe["python"].as_str().unwrap().to_string()));
     }
     out.sort();
