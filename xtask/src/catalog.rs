@@ -228,8 +228,9 @@ impl Catalog {
         )
     }
 
-    /// Why building with `provider` on `day` deserves a warning (a historical certificate, or
-    /// none), naming the certificate and the validated alternative; `None` if it is active.
+    /// Why building with `provider` on `day` deserves a warning (a test source, a historical
+    /// certificate, or none), naming the certificate and the validated alternative; `None` if it
+    /// is an active one's release tarball.
     pub fn provider_warning(&self, provider: &Source, day: &str) -> Option<String> {
         if let Some(c) = &provider.carries {
             return Some(format!(
