@@ -562,6 +562,13 @@ mod tests {
     use super::*;
     use crate::testutil::TempDir;
 
+    /// A cache in a new temporary directory, returned with it so that it lives as long.
+    fn fresh_cache(name: &str) -> (TempDir, Cache) {
+        let dir = TempDir::new(name);
+        let cache = Cache::open(Some(dir.path())).unwrap();
+        (dir, cache)
+    }
+
     /// Runs `f` on a thread and gives up waiting after `secs` (the thread is left behind).
     fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
         let (tx, rx) = std::sync::mpsc::channel();
@@ -713,8 +720,7 @@ mod tests {
 
     #[test]
     fn a_runs_own_scratch_goes_when_its_lock_is_dropped() {
-        let dir = TempDir::new("cache-guard");
-        let cache = Cache::open(Some(dir.path())).unwrap();
+        let (_dir, cache) = fresh_cache("cache-guard");
         for shared in [false, true] {
             let lock = match shared {
                 true => cache.lock_shared(&crate::progress::Silent),
@@ -734,8 +740,7 @@ mod tests {
 
     #[test]
     fn a_shared_lock_clears_the_scratch_of_dead_runs_only() {
-        let dir = TempDir::new("cache-dead");
-        let cache = Cache::open(Some(dir.path())).unwrap();
+        let (_dir, cache) = fresh_cache("cache-dead");
         drop(cache.lock(&crate::progress::Silent).unwrap());
         let tmp = cache.dir(SCRATCH);
         let dead = tmp.join(format!("tree.{}.0", dead_pid()));
@@ -797,8 +802,7 @@ mod tests {
 
     #[test]
     fn a_shared_lock_writes_nothing_so_a_read_only_cache_serves_offline_runs() {
-        let dir = TempDir::new("cache-ro");
-        let cache = Cache::open(Some(dir.path())).unwrap();
+        let (dir, cache) = fresh_cache("cache-ro");
         let leftover = cache.scratch("tree").unwrap();
         std::fs::write(leftover.join("half"), b"x").unwrap();
         std::fs::create_dir_all(cache.dir("downloads/abc")).unwrap();
@@ -850,8 +854,7 @@ mod tests {
 
     #[test]
     fn the_wait_for_the_lock_ends_and_names_the_holder() {
-        let dir = TempDir::new("cache-wait");
-        let cache = Cache::open(Some(dir.path())).unwrap();
+        let (_dir, cache) = fresh_cache("cache-wait");
         let held = cache.lock(&crate::progress::Silent).unwrap();
         let mut waiting = cache.clone();
         waiting.lock_timeout = std::time::Duration::from_millis(300);
@@ -874,8 +877,7 @@ mod tests {
 
     #[test]
     fn publish_and_write_atomic_sync_before_and_after_the_rename() {
-        let dir = TempDir::new("cache-sync");
-        let cache = Cache::open(Some(dir.path())).unwrap();
+        let (_dir, cache) = fresh_cache("cache-sync");
         let scratch = cache.scratch("tree").unwrap();
         std::fs::create_dir_all(scratch.join("sub")).unwrap();
         std::fs::write(scratch.join("sub/a"), b"a").unwrap();
@@ -910,8 +912,7 @@ mod tests {
 
     #[test]
     fn the_lock_excludes_other_runs_and_clears_what_a_dead_run_left() {
-        let dir = TempDir::new("cache-lock");
-        let cache = Cache::open(Some(dir.path())).unwrap();
+        let (dir, cache) = fresh_cache("cache-lock");
         let leftover = cache.scratch("stage").unwrap();
         std::fs::write(leftover.join("output.tar"), b"half").unwrap();
 
@@ -937,8 +938,7 @@ mod tests {
 
     #[test]
     fn publish_is_a_rename_and_keeps_the_first_entry() {
-        let dir = TempDir::new("cache-publish");
-        let cache = Cache::open(Some(dir.path())).unwrap();
+        let (_dir, cache) = fresh_cache("cache-publish");
         let dest = cache.dir("stages").join("python-abc");
         for content in ["first", "second"] {
             let scratch = cache.scratch("python").unwrap();

@@ -457,6 +457,23 @@ fn deflated(name: &str, bytes: &[u8]) -> ZipMember {
     }
 }
 
+/// Appends a zip record of `len` bytes, zero but for its `signature`; returns where it starts.
+fn zip_record(out: &mut Vec<u8>, signature: &[u8; 4], len: usize) -> usize {
+    let at = out.len();
+    out.resize(at + len, 0);
+    out[at..at + 4].copy_from_slice(signature);
+    at
+}
+
+/// Puts `m`'s method, stored and uncompressed sizes and the length of `name` where a local or
+/// central record keeps them, from `at` on.
+fn put_member(out: &mut [u8], at: usize, m: &ZipMember, name: &str) {
+    put(out, at, m.method.into(), 2);
+    put(out, at + 10, m.raw.len() as u64, 4);
+    put(out, at + 14, m.size, 4);
+    put(out, at + 18, name.len() as u64, 2);
+}
+
 /// A zip archive of `members`, plus one more central directory record for each
 /// (member index, name) of `aliases`, pointing at that member's local header.
 fn zip_archive(members: &[ZipMember], aliases: &[(usize, &str)]) -> Vec<u8> {
@@ -464,13 +481,8 @@ fn zip_archive(members: &[ZipMember], aliases: &[(usize, &str)]) -> Vec<u8> {
     let mut locals = Vec::new();
     for m in members {
         locals.push(out.len() as u64);
-        let at = out.len();
-        out.resize(at + 30, 0);
-        out[at..at + 4].copy_from_slice(b"PK\x03\x04");
-        put(&mut out, at + 8, m.method.into(), 2);
-        put(&mut out, at + 18, m.raw.len() as u64, 4);
-        put(&mut out, at + 22, m.size, 4);
-        put(&mut out, at + 26, m.name.len() as u64, 2);
+        let at = zip_record(&mut out, b"PK\x03\x04", 30);
+        put_member(&mut out, at + 8, m, &m.name);
         out.extend(m.name.as_bytes());
         out.extend(&m.raw);
     }
@@ -480,22 +492,14 @@ fn zip_archive(members: &[ZipMember], aliases: &[(usize, &str)]) -> Vec<u8> {
         .chain(aliases.iter().copied());
     let mut count = 0;
     for (i, name) in records {
-        let m = &members[i];
-        let at = out.len();
-        out.resize(at + 46, 0);
-        out[at..at + 4].copy_from_slice(b"PK\x01\x02");
-        put(&mut out, at + 10, m.method.into(), 2);
-        put(&mut out, at + 20, m.raw.len() as u64, 4);
-        put(&mut out, at + 24, m.size, 4);
-        put(&mut out, at + 28, name.len() as u64, 2);
+        let at = zip_record(&mut out, b"PK\x01\x02", 46);
+        put_member(&mut out, at + 10, &members[i], name);
         put(&mut out, at + 42, locals[i], 4);
         out.extend(name.as_bytes());
         count += 1;
     }
     let size = out.len() as u64 - directory;
-    let at = out.len();
-    out.resize(at + 22, 0);
-    out[at..at + 4].copy_from_slice(b"PK\x05\x06");
+    let at = zip_record(&mut out, b"PK\x05\x06", 22);
     put(&mut out, at + 8, count, 2);
     put(&mut out, at + 10, count, 2);
     put(&mut out, at + 12, size, 4);
@@ -628,6 +632,11 @@ fn padded_elf(size: usize) -> Vec<u8> {
     data
 }
 
+/// The error, with its causes, of auditing `wheel` within `SMALL`; the audit must fail.
+fn refused_small(wheel: &Path) -> String {
+    format!("{:#}", audit_path_within(wheel, SMALL).unwrap_err())
+}
+
 fn write_wheel(dir: &Path, members: &[ZipMember], aliases: &[(usize, &str)]) -> PathBuf {
     let wheel = dir.join("pkg-1.0-cp313-cp313-linux_x86_64.whl");
     std::fs::write(&wheel, zip_archive(members, aliases)).unwrap();
@@ -670,7 +679,7 @@ fn central_directory_records_sharing_bytes_are_refused() {
     let aliases: Vec<String> = (1..40).map(|i| format!("pkg/_a{i}.so")).collect();
     let aliases: Vec<(usize, &str)> = aliases.iter().map(|n| (0, n.as_str())).collect();
     let wheel = write_wheel(dir.path(), &[member], &aliases);
-    let err = format!("{:#}", audit_path_within(&wheel, SMALL).unwrap_err());
+    let err = refused_small(&wheel);
     assert!(err.contains("overlap"), "{err}");
     assert!(
         err.contains("pkg/_a.so") && err.contains("pkg/_a1.so"),
@@ -687,7 +696,7 @@ fn central_directory_records_sharing_bytes_are_refused() {
     put(&mut archive, record + 20, claimed.into(), 4);
     let wheel = dir.path().join("runs-on-1.0-py3-none-any.whl");
     std::fs::write(&wheel, archive).unwrap();
-    let err = format!("{:#}", audit_path_within(&wheel, SMALL).unwrap_err());
+    let err = refused_small(&wheel);
     assert!(err.contains("overlap"), "{err}");
 }
 
@@ -699,7 +708,7 @@ fn a_wheel_whose_elf_members_inflate_past_the_total_cap_is_refused() {
         .map(|i| deflated(&format!("pkg/_m{i}.so"), &padded_elf(900 << 10)))
         .collect();
     let wheel = write_wheel(dir.path(), &members, &[]);
-    let err = format!("{:#}", audit_path_within(&wheel, SMALL).unwrap_err());
+    let err = refused_small(&wheel);
     assert!(err.contains(&wheel.display().to_string()), "{err}");
     assert!(err.contains("more than 3 MiB"), "{err}");
 }

@@ -86,6 +86,19 @@ fn fast_retry() -> RetryPolicy {
     }
 }
 
+/// A cache in a new temporary directory, returned with it so that it lives as long.
+fn fresh_cache(name: &str) -> (TempDir, Cache) {
+    let tmp = TempDir::new(name);
+    let cache = Cache::open(Some(tmp.path())).unwrap();
+    (tmp, cache)
+}
+
+/// Makes `server` serve `bytes` as `/<file>`, and returns the source of `file` found there.
+fn served(server: &Server, file: &str, bytes: &[u8]) -> Source {
+    server.route(&format!("/{file}"), Behaviour::Serve(bytes.to_vec()));
+    source_for(file, bytes, vec![format!("{}/{file}", server.url())])
+}
+
 fn fetcher<'a>(cache: &'a Cache, reporter: &'a dyn Reporter, mirrors: Vec<String>) -> Fetcher<'a> {
     Fetcher {
         cache,
@@ -118,16 +131,10 @@ fn leftovers(cache: &Cache, source: &Source) -> Vec<PathBuf> {
 
 #[test]
 fn downloads_verifies_and_then_hits_the_cache_without_a_request() {
-    let tmp = TempDir::new("dl-ok");
-    let cache = Cache::open(Some(tmp.path())).unwrap();
+    let (_tmp, cache) = fresh_cache("dl-ok");
     let server = Server::start();
     let bytes = payload(300_000);
-    server.route("/Python-3.99.0.tgz", Behaviour::Serve(bytes.clone()));
-    let source = source_for(
-        "Python-3.99.0.tgz",
-        &bytes,
-        vec![format!("{}/Python-3.99.0.tgz", server.url())],
-    );
+    let source = served(&server, "Python-3.99.0.tgz", &bytes);
     let rec = Recorder::default();
     let f = fetcher(&cache, &rec, vec![]);
 
@@ -149,8 +156,7 @@ fn downloads_verifies_and_then_hits_the_cache_without_a_request() {
 
 #[test]
 fn checksum_mismatch_names_url_and_both_hashes_and_caches_nothing() {
-    let tmp = TempDir::new("dl-sum");
-    let cache = Cache::open(Some(tmp.path())).unwrap();
+    let (_tmp, cache) = fresh_cache("dl-sum");
     let server = Server::start();
     let good = payload(50_000);
     let mut bad = good.clone();
@@ -181,8 +187,7 @@ fn checksum_mismatch_names_url_and_both_hashes_and_caches_nothing() {
 
 #[test]
 fn a_body_cut_short_is_resumed_with_a_range_request() {
-    let tmp = TempDir::new("dl-resume");
-    let cache = Cache::open(Some(tmp.path())).unwrap();
+    let (_tmp, cache) = fresh_cache("dl-resume");
     let server = Server::start();
     let bytes = payload(400_000);
     let cut = 150_000;
@@ -216,12 +221,10 @@ fn a_body_cut_short_is_resumed_with_a_range_request() {
 
 #[test]
 fn a_partial_file_from_a_killed_run_is_resumed_not_trusted() {
-    let tmp = TempDir::new("dl-killed");
-    let cache = Cache::open(Some(tmp.path())).unwrap();
+    let (_tmp, cache) = fresh_cache("dl-killed");
     let server = Server::start();
     let bytes = payload(100_000);
-    server.route("/k.tgz", Behaviour::Serve(bytes.clone()));
-    let source = source_for("k.tgz", &bytes, vec![format!("{}/k.tgz", server.url())]);
+    let source = served(&server, "k.tgz", &bytes);
     let partial_dir = cache.root().join("downloads/.partial");
     std::fs::create_dir_all(&partial_dir).unwrap();
     let partial = partial_dir.join(format!("{}.k.tgz", source.sha256));
@@ -236,8 +239,7 @@ fn a_partial_file_from_a_killed_run_is_resumed_not_trusted() {
 
 #[test]
 fn a_404_mirror_is_skipped_for_the_next_one() {
-    let tmp = TempDir::new("dl-mirrors");
-    let cache = Cache::open(Some(tmp.path())).unwrap();
+    let (_tmp, cache) = fresh_cache("dl-mirrors");
     let first = Server::start();
     let second = Server::start();
     let bytes = payload(10_000);
@@ -261,8 +263,7 @@ fn a_404_mirror_is_skipped_for_the_next_one() {
 
 #[test]
 fn a_refused_connection_is_not_retried_and_is_reported_with_every_location() {
-    let tmp = TempDir::new("dl-gone");
-    let cache = Cache::open(Some(tmp.path())).unwrap();
+    let (_tmp, cache) = fresh_cache("dl-gone");
     let port = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap().port()
@@ -301,8 +302,7 @@ fn a_refused_connection_is_not_retried_and_is_reported_with_every_location() {
 
 #[test]
 fn server_errors_are_retried_the_configured_number_of_times() {
-    let tmp = TempDir::new("dl-503");
-    let cache = Cache::open(Some(tmp.path())).unwrap();
+    let (_tmp, cache) = fresh_cache("dl-503");
     let server = Server::start();
     server.route("/s.tgz", Behaviour::Status(503));
     let bytes = payload(1000);
@@ -321,12 +321,10 @@ fn server_errors_are_retried_the_configured_number_of_times() {
 
 #[test]
 fn offline_uses_the_cache_only() {
-    let tmp = TempDir::new("dl-offline");
-    let cache = Cache::open(Some(tmp.path())).unwrap();
+    let (_tmp, cache) = fresh_cache("dl-offline");
     let server = Server::start();
     let bytes = payload(2000);
-    server.route("/o.tgz", Behaviour::Serve(bytes.clone()));
-    let source = source_for("o.tgz", &bytes, vec![format!("{}/o.tgz", server.url())]);
+    let source = served(&server, "o.tgz", &bytes);
     let rec = Recorder::default();
     let mut f = fetcher(&cache, &rec, vec![server.url()]);
     f.offline = true;
@@ -380,8 +378,7 @@ fn file_urls_and_plain_directories_serve_as_mirrors() {
     }
 
     // A local copy with the wrong content is refused like a remote one.
-    let cache_dir = TempDir::new("dl-local-bad");
-    let cache = Cache::open(Some(cache_dir.path())).unwrap();
+    let (_cache_dir, cache) = fresh_cache("dl-local-bad");
     let mut other = bytes.clone();
     other[0] ^= 1;
     std::fs::write(empty.join("l.tgz"), &other).unwrap();
@@ -403,8 +400,7 @@ fn file_urls_and_plain_directories_serve_as_mirrors() {
 
 #[test]
 fn fetch_all_keeps_order_and_reports_every_error() {
-    let tmp = TempDir::new("dl-all");
-    let cache = Cache::open(Some(tmp.path())).unwrap();
+    let (_tmp, cache) = fresh_cache("dl-all");
     let server = Server::start();
     let a = payload(20_000);
     let b = payload(30_000);
@@ -446,8 +442,7 @@ fn failures_of(err: anyhow::Error) -> Vec<(String, Failure)> {
 
 #[test]
 fn a_flaky_tampered_mirror_does_not_get_a_good_mirror_blamed() {
-    let tmp = TempDir::new("dl-tampered");
-    let cache = Cache::open(Some(tmp.path())).unwrap();
+    let (_tmp, cache) = fresh_cache("dl-tampered");
     let good = payload(200_000);
     let mut tampered = good.clone();
     tampered[100] ^= 0xff;
@@ -471,8 +466,7 @@ fn a_flaky_tampered_mirror_does_not_get_a_good_mirror_blamed() {
 
 #[test]
 fn a_source_without_a_size_is_capped() {
-    let tmp = TempDir::new("dl-unsized");
-    let cache = Cache::open(Some(tmp.path())).unwrap();
+    let (_tmp, cache) = fresh_cache("dl-unsized");
     let server = Server::start();
     let body = payload(3_000_000);
     server.route("/u.tgz", Behaviour::Unsized(body.clone()));
@@ -504,8 +498,7 @@ fn a_source_without_a_size_is_capped() {
 
 #[test]
 fn a_location_slower_than_the_minimum_speed_is_left_for_the_next() {
-    let tmp = TempDir::new("dl-slow");
-    let cache = Cache::open(Some(tmp.path())).unwrap();
+    let (_tmp, cache) = fresh_cache("dl-slow");
     let bytes = payload(200_000);
     let slow = Server::start();
     slow.route(
@@ -545,12 +538,10 @@ fn a_location_slower_than_the_minimum_speed_is_left_for_the_next() {
 
 #[test]
 fn a_cached_file_of_the_wrong_size_or_content_is_downloaded_again() {
-    let tmp = TempDir::new("dl-corrupt");
-    let cache = Cache::open(Some(tmp.path())).unwrap();
+    let (_tmp, cache) = fresh_cache("dl-corrupt");
     let server = Server::start();
     let bytes = payload(100_000);
-    server.route("/c.tgz", Behaviour::Serve(bytes.clone()));
-    let source = source_for("c.tgz", &bytes, vec![format!("{}/c.tgz", server.url())]);
+    let source = served(&server, "c.tgz", &bytes);
     let rec = Recorder::default();
     let mut f = fetcher(&cache, &rec, vec![]);
 
@@ -583,8 +574,7 @@ fn a_cached_file_of_the_wrong_size_or_content_is_downloaded_again() {
 
 #[test]
 fn a_cache_write_error_stops_at_once_with_a_hint_about_the_cache() {
-    let tmp = TempDir::new("dl-full");
-    let cache = Cache::open(Some(tmp.path())).unwrap();
+    let (_tmp, cache) = fresh_cache("dl-full");
     let first = Server::start();
     let second = Server::start();
     let bytes = payload(10_000);
@@ -645,8 +635,7 @@ fn only_bytes_from_the_upstream_url_suggest_changing_the_pin() {
 
 #[test]
 fn a_shorter_announced_length_is_not_reported_as_or_more() {
-    let tmp = TempDir::new("dl-short");
-    let cache = Cache::open(Some(tmp.path())).unwrap();
+    let (_tmp, cache) = fresh_cache("dl-short");
     let server = Server::start();
     let bytes = payload(10_000);
     server.route("/o.tgz", Behaviour::Serve(bytes[..4000].to_vec()));
@@ -674,8 +663,7 @@ fn a_fifo_in_a_directory_mirror_is_skipped_not_opened() {
     assert!(status.success());
     let server = Server::start();
     let bytes = payload(5000);
-    server.route("/f.tgz", Behaviour::Serve(bytes.clone()));
-    let source = source_for("f.tgz", &bytes, vec![format!("{}/f.tgz", server.url())]);
+    let source = served(&server, "f.tgz", &bytes);
     let root = tmp.path().join("cache");
 
     let outcome = within(10, move || {
@@ -693,8 +681,7 @@ fn a_fifo_in_a_directory_mirror_is_skipped_not_opened() {
 
 #[test]
 fn permanent_errors_are_not_retried() {
-    let tmp = TempDir::new("dl-permanent");
-    let cache = Cache::open(Some(tmp.path())).unwrap();
+    let (_tmp, cache) = fresh_cache("dl-permanent");
     let server = Server::start();
     server.route("/loop.tgz", Behaviour::Redirect("/loop.tgz".into()));
     let bytes = payload(1000);
@@ -728,8 +715,7 @@ fn permanent_errors_are_not_retried() {
 
 #[test]
 fn attempts_that_make_progress_do_not_use_up_the_retries() {
-    let tmp = TempDir::new("dl-progress");
-    let cache = Cache::open(Some(tmp.path())).unwrap();
+    let (_tmp, cache) = fresh_cache("dl-progress");
     let server = Server::start();
     // Six broken connections with three attempts: each attempt moves more than `PROGRESS`.
     let bytes = payload(400_000);
@@ -782,12 +768,10 @@ fn a_stalled_location_is_left_within_the_slow_window() {
 
 #[test]
 fn an_empty_mirror_is_refused_not_taken_as_the_current_directory() {
-    let tmp = TempDir::new("dl-empty-mirror");
-    let cache = Cache::open(Some(tmp.path())).unwrap();
+    let (_tmp, cache) = fresh_cache("dl-empty-mirror");
     let server = Server::start();
     let bytes = payload(1000);
-    server.route("/e.tgz", Behaviour::Serve(bytes.clone()));
-    let source = source_for("e.tgz", &bytes, vec![format!("{}/e.tgz", server.url())]);
+    let source = served(&server, "e.tgz", &bytes);
     let rec = Recorder::default();
     let err = fetcher(&cache, &rec, vec![String::new()])
         .fetch(&source)
@@ -799,8 +783,7 @@ fn an_empty_mirror_is_refused_not_taken_as_the_current_directory() {
 
 #[test]
 fn a_mirror_without_a_scheme_that_looks_like_a_server_gets_a_hint() {
-    let tmp = TempDir::new("dl-noscheme");
-    let cache = Cache::open(Some(tmp.path())).unwrap();
+    let (_tmp, cache) = fresh_cache("dl-noscheme");
     let server = Server::start();
     let bytes = payload(1000);
     server.route("/n.tgz", Behaviour::Serve(bytes.clone()));

@@ -67,20 +67,23 @@ fn tar_bytes(entries: &[Entry]) -> Vec<u8> {
     builder.into_inner().unwrap()
 }
 
-/// Writes the entries as `name` (`.tar.gz`, `.tgz` or `.tar.xz`) inside `dir`.
-pub(crate) fn archive(dir: &Path, name: &str, entries: &[Entry]) -> std::path::PathBuf {
-    let tar = tar_bytes(entries);
-    let bytes = if name.ends_with(".tar.xz") {
+/// `bytes` compressed as a file called `name` is: xz for `.tar.xz`, else gzip.
+fn compressed(name: &str, bytes: &[u8]) -> Vec<u8> {
+    if name.ends_with(".tar.xz") {
         let mut enc = liblzma::write::XzEncoder::new(Vec::new(), 1);
-        enc.write_all(&tar).unwrap();
+        enc.write_all(bytes).unwrap();
         enc.finish().unwrap()
     } else {
         let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        enc.write_all(&tar).unwrap();
+        enc.write_all(bytes).unwrap();
         enc.finish().unwrap()
-    };
+    }
+}
+
+/// Writes the entries as `name` (`.tar.gz`, `.tgz` or `.tar.xz`) inside `dir`.
+pub(crate) fn archive(dir: &Path, name: &str, entries: &[Entry]) -> std::path::PathBuf {
     let path = dir.join(name);
-    std::fs::write(&path, bytes).unwrap();
+    std::fs::write(&path, compressed(name, &tar_bytes(entries))).unwrap();
     path
 }
 
@@ -335,17 +338,8 @@ fn an_archive_that_is_not_a_tar_is_named_without_its_bytes() {
         .take(4000)
         .collect();
     for name in ["text.tar.gz", "text.tar.xz"] {
-        let bytes = if name.ends_with(".xz") {
-            let mut enc = liblzma::write::XzEncoder::new(Vec::new(), 1);
-            enc.write_all(&text).unwrap();
-            enc.finish().unwrap()
-        } else {
-            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-            enc.write_all(&text).unwrap();
-            enc.finish().unwrap()
-        };
         let path = tmp.path().join(name);
-        std::fs::write(&path, bytes).unwrap();
+        std::fs::write(&path, compressed(name, &text)).unwrap();
         let dest = tmp.path().join(format!("dest-{name}"));
         std::fs::create_dir(&dest).unwrap();
         let err = format!("{:#}", extract(&path, &dest).unwrap_err());

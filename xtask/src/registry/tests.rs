@@ -101,33 +101,54 @@ fn logins_come_from_the_helper_then_the_auths_entry_of_the_host() {
 /// The files of the entries most tests pull.
 const OUT: &[&str] = &["output.tar"];
 
-/// A manifest for one `output.tar` layer with the given digest and size.
-fn manifest_for(digest: &str, size: usize) -> Vec<u8> {
+/// `sha256:` and the hex digest of `bytes`.
+fn digest_of(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex(&Sha256::digest(bytes)))
+}
+
+/// A manifest's layer: the file `title` with the given digest and size.
+fn layer(title: &str, digest: &str, size: usize) -> serde_json::Value {
+    serde_json::json!({
+        "mediaType": FILE_TYPE,
+        "digest": digest,
+        "size": size,
+        "annotations": { TITLE: title }
+    })
+}
+
+/// A manifest of `layers`.
+fn manifest(layers: Vec<serde_json::Value>) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2,
         "mediaType": MANIFEST_TYPE,
         "config": { "mediaType": CONFIG_TYPE, "digest": "sha256:00", "size": 2 },
-        "layers": [{
-            "mediaType": FILE_TYPE,
-            "digest": digest,
-            "size": size,
-            "annotations": { TITLE: "output.tar" }
-        }]
+        "layers": layers,
     }))
     .unwrap()
 }
 
-/// The repository `cache` of a registry the test server plays: its host and a client of it.
-fn registry_on(server: &Server) -> (String, Registry) {
+/// A manifest for one `output.tar` layer with the given digest and size.
+fn manifest_for(digest: &str, size: usize) -> Vec<u8> {
+    manifest(vec![layer("output.tar", digest, size)])
+}
+
+/// The repository `cache` of a registry the test server plays: its host and a client of it
+/// with `limits`.
+fn registry_on_with(server: &Server, limits: Limits) -> (String, Registry) {
     let host = server.url().trim_start_matches("http://").to_string();
-    let registry = Registry::open(&format!("{host}/cache")).unwrap();
+    let registry = Registry::open_with(&format!("{host}/cache"), limits).unwrap();
     (host, registry)
+}
+
+/// `registry_on_with` the default limits.
+fn registry_on(server: &Server) -> (String, Registry) {
+    registry_on_with(server, Limits::default())
 }
 
 /// Makes `server` hold the entry tagged `tag` in `cache`: one `output.tar` of `bytes`, whose
 /// digest it returns.
 fn serve_entry(server: &Server, tag: &str, bytes: &[u8]) -> String {
-    let digest = format!("sha256:{}", hex(&Sha256::digest(bytes)));
+    let digest = digest_of(bytes);
     server.route(
         &format!("/v2/cache/manifests/{tag}"),
         Behaviour::Serve(manifest_for(&digest, bytes.len())),
@@ -139,25 +160,57 @@ fn serve_entry(server: &Server, tag: &str, bytes: &[u8]) -> String {
     digest
 }
 
+/// A test server holding the entry `openssl-k1` of `bytes` (see `serve_entry`), the digest of
+/// its file, and a client of it with `limits`.
+fn serving_k1_with(bytes: &[u8], limits: Limits) -> (Server, String, Registry) {
+    let server = Server::start();
+    let digest = serve_entry(&server, "openssl-k1", bytes);
+    let (_, registry) = registry_on_with(&server, limits);
+    (server, digest, registry)
+}
+
+/// `serving_k1_with` the default limits.
+fn serving_k1(bytes: &[u8]) -> (Server, String, Registry) {
+    serving_k1_with(bytes, Limits::default())
+}
+
+/// What pulling the `OUT` files of `openssl-<key>` into `dir` gives; it must not fail.
+fn fetched(registry: &Registry, key: &str, dir: &Path) -> Option<String> {
+    registry.fetch("openssl", key, OUT, dir).unwrap()
+}
+
+/// The error, with its causes, of pulling the `OUT` files of `openssl-<key>` into `dir`,
+/// which must fail.
+fn fetch_error(registry: &Registry, key: &str, dir: &Path) -> String {
+    format!(
+        "{:#}",
+        registry.fetch("openssl", key, OUT, dir).unwrap_err()
+    )
+}
+
+/// A fresh directory holding an entry's `output.tar` of `bytes`, to push.
+fn output_dir(name: &str, bytes: &[u8]) -> TempDir {
+    let dir = TempDir::new(name);
+    std::fs::write(dir.path().join("output.tar"), bytes).unwrap();
+    dir
+}
+
+/// The paths `server` was asked for, in order.
+fn asked_paths(server: &Server) -> Vec<String> {
+    server.requests().into_iter().map(|r| r.path).collect()
+}
+
 #[test]
 fn a_pulled_file_whose_bytes_differ_from_the_manifest_is_refused() {
-    let server = Server::start();
     let good = b"the stage's output".to_vec();
-    let digest = serve_entry(&server, "openssl-k1", &good);
-    let (_, registry) = registry_on(&server);
+    let (server, digest, registry) = serving_k1(&good);
 
     let dir = TempDir::new("registry-pull");
-    let got = registry.fetch("openssl", "k1", OUT, dir.path()).unwrap();
-    let manifest_digest = format!(
-        "sha256:{}",
-        hex(&Sha256::digest(manifest_for(&digest, good.len())))
-    );
+    let got = fetched(&registry, "k1", dir.path());
+    let manifest_digest = digest_of(&manifest_for(&digest, good.len()));
     assert_eq!(got, Some(manifest_digest));
     assert_eq!(std::fs::read(dir.path().join("output.tar")).unwrap(), good);
-    assert_eq!(
-        registry.fetch("openssl", "k2", OUT, dir.path()).unwrap(),
-        None
-    );
+    assert_eq!(fetched(&registry, "k2", dir.path()), None);
 
     // The same manifest, but the registry's blob holds other bytes.
     server.route(
@@ -168,21 +221,13 @@ fn a_pulled_file_whose_bytes_differ_from_the_manifest_is_refused() {
         &format!("/v2/cache/blobs/{digest}"),
         Behaviour::Serve(b"tampered bytes!!!!".to_vec()),
     );
-    let e = format!(
-        "{:#}",
-        registry
-            .fetch("openssl", "k3", OUT, dir.path())
-            .unwrap_err()
-    );
+    let e = fetch_error(&registry, "k3", dir.path());
     assert!(
         e.contains("output.tar do not match the manifest") && e.contains("refused"),
         "{e}"
     );
     // One bad entry does not turn the registry off.
-    assert_eq!(
-        registry.fetch("openssl", "k2", OUT, dir.path()).unwrap(),
-        None
-    );
+    assert_eq!(fetched(&registry, "k2", dir.path()), None);
 }
 
 #[test]
@@ -195,12 +240,7 @@ fn an_unreachable_registry_is_said_once_and_then_left_alone() {
         .port();
     let registry = Registry::open(&format!("127.0.0.1:{port}/cache")).unwrap();
     let dir = TempDir::new("registry-down");
-    let e = format!(
-        "{:#}",
-        registry
-            .fetch("openssl", "k1", OUT, dir.path())
-            .unwrap_err()
-    );
+    let e = fetch_error(&registry, "k1", dir.path());
     assert!(
         e.contains("GET manifest openssl-k1") && e.contains("not asked again"),
         "{e}"
@@ -219,12 +259,7 @@ fn a_refusal_names_the_login_to_make() {
     server.route("/v2/cache/manifests/openssl-k1", Behaviour::Status(401));
     let (host, registry) = registry_on(&server);
     let dir = TempDir::new("registry-401");
-    let e = format!(
-        "{:#}",
-        registry
-            .fetch("openssl", "k1", OUT, dir.path())
-            .unwrap_err()
-    );
+    let e = fetch_error(&registry, "k1", dir.path());
     assert!(
         e.contains("unauthorised") && e.contains(&format!("docker login {host}")),
         "{e}"
@@ -239,23 +274,18 @@ fn a_second_push_of_a_key_sends_nothing_but_its_question() {
         Behaviour::Serve(manifest_for("sha256:00", 1)),
     );
     let (_, registry) = registry_on(&server);
-    let dir = TempDir::new("registry-push");
-    std::fs::write(dir.path().join("output.tar"), b"x").unwrap();
+    let dir = output_dir("registry-push", b"x");
     registry.push("openssl", "k1", dir.path()).unwrap();
-    let asked: Vec<String> = server.requests().into_iter().map(|r| r.path).collect();
-    assert_eq!(asked, ["/v2/cache/manifests/openssl-k1"]);
+    assert_eq!(asked_paths(&server), ["/v2/cache/manifests/openssl-k1"]);
     assert!(registry.has("openssl", "k1").unwrap());
 }
 
 #[test]
 fn a_refused_push_stops_pushing_but_not_pulling() {
-    let server = Server::start();
-    serve_entry(&server, "openssl-k1", b"the stage's output");
+    let (server, _, registry) = serving_k1(b"the stage's output");
     // A login that may pull but not push.
     server.route("/v2/cache/blobs/uploads/", Behaviour::Status(403));
-    let (_, registry) = registry_on(&server);
-    let dir = TempDir::new("registry-pull-only");
-    std::fs::write(dir.path().join("output.tar"), b"new output").unwrap();
+    let dir = output_dir("registry-pull-only", b"new output");
     let e = format!(
         "{:#}",
         registry.push("python", "k2", dir.path()).unwrap_err()
@@ -265,12 +295,7 @@ fn a_refused_push_stops_pushing_but_not_pulling() {
         "{e}"
     );
     let into = TempDir::new("registry-pull-only-into");
-    assert!(
-        registry
-            .fetch("openssl", "k1", OUT, into.path())
-            .unwrap()
-            .is_some()
-    );
+    assert!(fetched(&registry, "k1", into.path()).is_some());
     // Pushing is off: the next push asks nothing.
     let before = server.requests().len();
     registry.push("python", "k3", dir.path()).unwrap();
@@ -362,6 +387,11 @@ impl Scripted {
         self.addr.to_string()
     }
 
+    /// A client of its repository `cache`.
+    fn registry(&self) -> Registry {
+        Registry::open(&format!("{}/cache", self.host())).unwrap()
+    }
+
     fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
     }
@@ -400,9 +430,16 @@ fn asking_registry(
         }
     });
     own.set(server.host()).unwrap();
-    let registry = Registry::open(&format!("{}/cache", server.host())).unwrap();
+    let registry = server.registry();
     let _ = registry.login.set(Some(("user".into(), "secret".into())));
     (server, registry)
+}
+
+/// An `asking_registry` that wants the token `t0k`, from a token service at its own origin
+/// that answers `token`.
+fn with_own_token_service(token: Vec<u8>) -> (Scripted, Registry) {
+    let own = |host: &str| format!("Bearer realm=\"http://{host}/token\"");
+    asking_registry(own, "Bearer t0k", String::new(), token)
 }
 
 #[test]
@@ -420,8 +457,7 @@ fn credentials_go_to_the_registry_origin_only() {
         upload,
         TOKEN.to_vec(),
     );
-    let dir = TempDir::new("registry-origin");
-    std::fs::write(dir.path().join("output.tar"), b"x").unwrap();
+    let dir = output_dir("registry-origin", b"x");
     registry.push("openssl", "k1", dir.path()).unwrap();
     let uploads = elsewhere.seen();
     assert!(uploads.iter().any(|r| r.method == "PUT"), "{uploads:?}");
@@ -443,19 +479,12 @@ fn credentials_go_to_the_registry_origin_only() {
         String::new(),
         TOKEN.to_vec(),
     );
-    assert_eq!(
-        registry.fetch("openssl", "k2", OUT, dir.path()).unwrap(),
-        None
-    );
+    assert_eq!(fetched(&registry, "k2", dir.path()), None);
     let asked = elsewhere.seen();
     let token = asked.iter().find(|r| r.path.starts_with("/token")).unwrap();
     assert_eq!(token.authorization, None, "{asked:?}");
-    let own = |host: &str| format!("Bearer realm=\"http://{host}/token\"");
-    let (home, registry) = asking_registry(own, "Bearer t0k", String::new(), TOKEN.to_vec());
-    assert_eq!(
-        registry.fetch("openssl", "k2", OUT, dir.path()).unwrap(),
-        None
-    );
+    let (home, registry) = with_own_token_service(TOKEN.to_vec());
+    assert_eq!(fetched(&registry, "k2", dir.path()), None);
     let asked = home.seen();
     let token = asked.iter().find(|r| r.path.starts_with("/token")).unwrap();
     assert_eq!(token.authorization.as_deref(), Some(basic), "{asked:?}");
@@ -488,20 +517,12 @@ fn plain_http_locations_and_realms_are_refused_unless_the_registry_is_on_loopbac
 fn a_manifest_or_a_token_answer_beyond_its_cap_is_refused() {
     // Valid JSON, but no manifest of ours is 5 MiB: leading blanks make it so.
     let mut big = vec![b' '; 5 << 20];
-    let digest = format!("sha256:{}", hex(&Sha256::digest(b"out")));
-    big.extend(manifest_for(&digest, 3));
+    big.extend(manifest_for(&digest_of(b"out"), 3));
     for behaviour in [Behaviour::Serve(big.clone()), Behaviour::Unsized(big)] {
-        let server = Server::start();
-        serve_entry(&server, "openssl-k1", b"out");
+        let (server, _, registry) = serving_k1(b"out");
         server.route("/v2/cache/manifests/openssl-k1", behaviour);
-        let (_, registry) = registry_on(&server);
         let dir = TempDir::new("registry-big-manifest");
-        let e = format!(
-            "{:#}",
-            registry
-                .fetch("openssl", "k1", OUT, dir.path())
-                .unwrap_err()
-        );
+        let e = fetch_error(&registry, "k1", dir.path());
         assert!(
             e.contains("more than 4 MiB") && e.contains("not asked again"),
             "{e}"
@@ -509,15 +530,9 @@ fn a_manifest_or_a_token_answer_beyond_its_cap_is_refused() {
     }
     let mut big = vec![b' '; 2 << 20];
     big.extend(TOKEN);
-    let own = |host: &str| format!("Bearer realm=\"http://{host}/token\"");
-    let (_, registry) = asking_registry(own, "Bearer t0k", String::new(), big);
+    let (_, registry) = with_own_token_service(big);
     let dir = TempDir::new("registry-big-token");
-    let e = format!(
-        "{:#}",
-        registry
-            .fetch("openssl", "k1", OUT, dir.path())
-            .unwrap_err()
-    );
+    let e = fetch_error(&registry, "k1", dir.path());
     assert!(
         e.contains("token service") && e.contains("more than 1 MiB"),
         "{e}"
@@ -529,17 +544,10 @@ fn a_blob_of_another_size_than_its_manifest_turns_the_registry_off() {
     let good = b"the stage's output";
     let longer: Vec<u8> = (0..1 << 20).map(|i| i as u8).collect();
     for behaviour in [Behaviour::Serve(longer.clone()), Behaviour::Unsized(longer)] {
-        let server = Server::start();
-        let digest = serve_entry(&server, "openssl-k1", good);
+        let (server, digest, registry) = serving_k1(good);
         server.route(&format!("/v2/cache/blobs/{digest}"), behaviour);
-        let (_, registry) = registry_on(&server);
         let dir = TempDir::new("registry-long-blob");
-        let e = format!(
-            "{:#}",
-            registry
-                .fetch("openssl", "k1", OUT, dir.path())
-                .unwrap_err()
-        );
+        let e = fetch_error(&registry, "k1", dir.path());
         assert!(
             e.contains("its manifest says 18") && e.contains("not asked again"),
             "{e}"
@@ -547,30 +555,19 @@ fn a_blob_of_another_size_than_its_manifest_turns_the_registry_off() {
         let kept = std::fs::metadata(dir.path().join("output.tar")).map_or(0, |m| m.len());
         assert!(kept <= good.len() as u64, "{kept} bytes written");
         let asked = server.requests().len();
-        assert_eq!(
-            registry.fetch("openssl", "k1", OUT, dir.path()).unwrap(),
-            None
-        );
+        assert_eq!(fetched(&registry, "k1", dir.path()), None);
         assert_eq!(server.requests().len(), asked);
     }
     // An entry no stage makes: nothing of it is asked for.
-    let server = Server::start();
-    let digest = serve_entry(&server, "openssl-k1", good);
+    let (server, digest, registry) = serving_k1(good);
     server.route(
         "/v2/cache/manifests/openssl-k1",
         Behaviour::Serve(manifest_for(&digest, 1 << 40)),
     );
-    let (_, registry) = registry_on(&server);
     let dir = TempDir::new("registry-huge-entry");
-    let e = format!(
-        "{:#}",
-        registry
-            .fetch("openssl", "k1", OUT, dir.path())
-            .unwrap_err()
-    );
+    let e = fetch_error(&registry, "k1", dir.path());
     assert!(e.contains("larger than the 16 GiB"), "{e}");
-    let asked: Vec<String> = server.requests().into_iter().map(|r| r.path).collect();
-    assert_eq!(asked, ["/v2/cache/manifests/openssl-k1"]);
+    assert_eq!(asked_paths(&server), ["/v2/cache/manifests/openssl-k1"]);
 }
 
 /// Limits a test can wait for: a second per call, 10 KiB/s over 300 ms for blobs.
@@ -592,20 +589,13 @@ fn a_dripping_or_stalled_registry_is_left_after_the_pace_window() {
         step,
         every: Duration::from_millis(ms),
     };
-    let quick_registry = |server: &Server| {
-        let host = server.url().trim_start_matches("http://").to_string();
-        Registry::open_with(&format!("{host}/cache"), quick()).unwrap()
-    };
     // 2 KB/s for 2 s; then 10 bytes and 3 s of silence.
     for (blob, step, ms) in [(&bytes[..], 100, 50), (&bytes[..20], 10, 3000)] {
-        let server = Server::start();
-        let digest = serve_entry(&server, "openssl-k1", blob);
+        let (server, digest, registry) = serving_k1_with(blob, quick());
         server.route(&format!("/v2/cache/blobs/{digest}"), drip(blob, step, ms));
-        let registry = quick_registry(&server);
         let dir = TempDir::new("registry-drip");
         let started = std::time::Instant::now();
-        let e = registry.fetch("openssl", "k1", OUT, dir.path());
-        let e = format!("{:#}", e.unwrap_err());
+        let e = fetch_error(&registry, "k1", dir.path());
         assert!(
             e.contains("too slow") && e.contains("not asked again"),
             "{e}"
@@ -614,15 +604,12 @@ fn a_dripping_or_stalled_registry_is_left_after_the_pace_window() {
         assert!(took < Duration::from_millis(1500), "{took:?}");
     }
     // A manifest that takes longer than a call may.
-    let server = Server::start();
-    let digest = serve_entry(&server, "openssl-k1", &bytes);
+    let (server, digest, registry) = serving_k1_with(&bytes, quick());
     let manifest = manifest_for(&digest, bytes.len());
     let dripping = drip(&manifest, manifest.len() / 5, 700);
     server.route("/v2/cache/manifests/openssl-k1", dripping);
-    let registry = quick_registry(&server);
     let dir = TempDir::new("registry-drip-manifest");
-    let e = registry.fetch("openssl", "k1", OUT, dir.path());
-    let e = format!("{:#}", e.unwrap_err());
+    let e = fetch_error(&registry, "k1", dir.path());
     assert!(
         e.contains("GET manifest openssl-k1") && e.contains("not asked again"),
         "{e}"
@@ -637,26 +624,17 @@ fn serve_files(server: &Server, key: &str, files: &[(&str, &[u8])]) {
     let layers: Vec<serde_json::Value> = files
         .iter()
         .map(|(title, bytes)| {
-            let digest = format!("sha256:{}", hex(&Sha256::digest(bytes)));
+            let digest = digest_of(bytes);
             server.route(
                 &format!("/v2/cache/blobs/{digest}"),
                 Behaviour::Serve(bytes.to_vec()),
             );
-            serde_json::json!({
-                "mediaType": FILE_TYPE, "digest": digest, "size": bytes.len(),
-                "annotations": { TITLE: title }
-            })
+            layer(title, &digest, bytes.len())
         })
         .collect();
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": MANIFEST_TYPE,
-        "config": { "mediaType": CONFIG_TYPE, "digest": "sha256:00", "size": 2 },
-        "layers": layers,
-    });
     server.route(
         &format!("/v2/cache/manifests/openssl-{key}"),
-        Behaviour::Serve(serde_json::to_vec(&manifest).unwrap()),
+        Behaviour::Serve(manifest(layers)),
     );
 }
 
@@ -722,14 +700,9 @@ fn registry_text_reaches_a_message_with_its_control_characters_escaped() {
             b"oops\x1b]0;owned\x07\x1b[2J\xe2\x80\xae tail\nsecond line".to_vec(),
         )
     });
-    let registry = Registry::open(&format!("{}/cache", server.host())).unwrap();
+    let registry = server.registry();
     let dir = TempDir::new("registry-escape");
-    let e = format!(
-        "{:#}",
-        registry
-            .fetch("openssl", "k1", OUT, dir.path())
-            .unwrap_err()
-    );
+    let e = fetch_error(&registry, "k1", dir.path());
     assert!(e.contains("HTTP 500"), "{e}");
     assert!(
         !e.chars().any(|c| c.is_control() || c == '\u{202e}'),
