@@ -13,6 +13,11 @@ use std::time::Instant;
 
 use support::*;
 
+/// The release the tests build, pinned: cryptography 51 locks crates (asn1 0.25.1) that the crate
+/// registry reachable here does not serve, so an unpinned build broke the day it came out. 50.0.2's
+/// Cargo.lock resolves here and asks for Rust 1.83, which the recipe's rustc-web (1.85) meets.
+const CRYPTOGRAPHY: &str = "cryptography==50.0.2";
+
 /// The test configuration's flags for `wheels`, with the artifacts in `out`.
 fn wheels(out: &Path, extra: &[&str]) -> Output {
     let mirror = setup().to_str().unwrap().to_string();
@@ -45,7 +50,7 @@ fn index_wheel() -> &'static Path {
                 "--python-version",
                 "3.11",
             ])
-            .args(["--dest", dir.to_str().unwrap(), "cryptography"])
+            .args(["--dest", dir.to_str().unwrap(), CRYPTOGRAPHY])
             .output()
             .unwrap();
         assert!(out.status.success(), "pip download: {}", text(&out));
@@ -64,7 +69,7 @@ fn built() -> &'static (PathBuf, f64) {
         cold_build();
         let out = work().join("dist");
         let started = Instant::now();
-        let run = wheels(&out, &["--image", "cryptography"]);
+        let run = wheels(&out, &["--image", CRYPTOGRAPHY]);
         let seconds = started.elapsed().as_secs_f64();
         assert!(run.status.success(), "wheels failed:\n{}", text(&run));
         eprintln!(
@@ -178,6 +183,7 @@ fn built_cryptography_passes_audit_and_verify_in_the_runtime_image() {
         .map(|b| format!("{b:02x}"))
         .collect();
     assert_eq!(component["hashes"][0]["content"], sha256.as_str());
+    assert_eq!(component["version"], "50.0.2");
     assert!(
         component["properties"]
             .as_array()
