@@ -135,8 +135,9 @@ impl Cache {
     ///
     /// A directory is used only if it is empty, carries this tool's `CACHEDIR.TAG`, or holds
     /// nothing but what an older version of the tool made there, with that version's own traces
-    /// (its `.lock`, and `downloads/<sha256>/`); anything else is refused untouched. A `root` that does not exist is made only if its parent exists (a mistyped
-    /// path is an error, not a fresh cache).
+    /// (its `.lock`, and `downloads/<sha256>/`); anything else is refused untouched. A `root`
+    /// that does not exist is made only if its parent exists (a mistyped path is an error, not
+    /// a fresh cache).
     pub fn open(root: Option<&Path>) -> Result<Cache> {
         let explicit = root.is_some();
         let root = resolve(root)?;

@@ -5,9 +5,11 @@ cd /build
 . /build/ccache.sh
 tar -xf "src/$PROVIDER_FILE"
 cd "$PROVIDER_SRC_DIR"
-# The stage's own SOURCE_DATE_EPOCH (unless the recipe pins one), from the provider's tarball.
+# The stage's own SOURCE_DATE_EPOCH (unless the recipe pins one), from the provider's tarball:
+# its newest file. Not its directories: an archive without directory entries (a .crate) leaves
+# them with the time of extraction, which would put today's date into the build.
 if [ -z "${SOURCE_DATE_EPOCH:-}" ]; then
-    SOURCE_DATE_EPOCH=$(find . -printf '%T@\n' | sort -n | tail -n 1 | cut -d. -f1)
+    SOURCE_DATE_EPOCH=$(find . -type f -printf '%T@\n' | sort -n | tail -n 1 | cut -d. -f1)
     export SOURCE_DATE_EPOCH
 fi
 ./Configure ${OPENSSL_TARGET:-} enable-fips
