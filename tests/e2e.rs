@@ -517,13 +517,23 @@ fn the_built_interpreter_enforces_fips_and_passes_cpythons_own_tests() {
         &[
             "sh",
             "-c",
+            // Sealed, the tree's python overrides an OPENSSL_CONF that would take FIPS away.
+            // The behaviour test and CPython's own tests build their configurations through
+            // OPENSSL_CONF (non-FIPS ones among them), so they run on the tree unsealed.
             "set -e; P=/opt/python-fips/bin; $P/python-fips-setup; \
+             OPENSSL_CONF=/dev/null OPENSSL_MODULES=/nowhere $P/python3 -c \
+             'import os, ssl; print(\"sealed:\", ssl.FIPS_mode(), os.environ[\"OPENSSL_CONF\"])'; \
+             sed -i '/^# python-fips-seal/d' /opt/python-fips/ssl/openssl.cnf; \
              $P/python3 /tmp/fips_behaviour.py; $P/python3 /tmp/fips_behaviour.py --non-fips; \
              OPENSSL_CONF=/dev/null $P/python3 -m test test_hashlib test_hmac test_ssl",
         ],
     );
     let log = text(&out);
     assert!(out.status.success(), "{log}");
+    assert!(
+        log.contains("sealed: 1 /opt/python-fips/ssl/openssl.cnf"),
+        "{log}"
+    );
     assert!(log.contains("fips_behaviour: FIPS mode"), "{log}");
     assert!(log.contains("fips_behaviour: non-FIPS mode"), "{log}");
     assert!(

@@ -14,8 +14,14 @@ use support::*;
 /// build: each is a path by which stock CPython still computes a non-FIPS digest, or the API the
 /// patch adds. Every other check must pass without the patch too (it tests OpenSSL, the
 /// configuration, the build or the image, not the patch).
-const PATCH_ROWS: [&str; 8] = [
+const PATCH_ROWS: [&str; 11] = [
     "HMAC objects run in the FIPS provider (EVP_MAC)",
+    // An unpatched python moved elsewhere neither runs the per-machine self-test nor points
+    // OpenSSL at its own tree: it loads /opt/python-fips's configuration and intact fips.so, and
+    // without its own libcrypto it takes the image's (bookworm's 3.0 has every symbol it needs).
+    "the tree copied elsewhere installs its FIPS module and runs on its own OpenSSL",
+    "the tree copied without its libcrypto refuses to import hashlib",
+    "a corrupted fips.so makes hashing fail",
     "ssl.FIPS_mode() == 1",
     "blake2 refuses",
     "_blake2 constructors and subclasses refuse",

@@ -42,7 +42,8 @@ while IFS= read -r lib; do
     copy "$lib"
 done < /tmp/libraries
 
-# CA certificates: the bundle and the hashed directory python-fips-setup linked the tree to.
+# CA certificates: the bundle and the hashed directory the tree's python names in SSL_CERT_FILE
+# and SSL_CERT_DIR.
 for path in /etc/ssl/certs /usr/share/ca-certificates; do
     if [ -d "$path" ]; then
         mkdir -p "$root$(dirname "$path")"

@@ -5,13 +5,22 @@ modules="$PREFIX/lib/ossl-modules"
 test -f "$modules/fips.so"
 mkdir -p "$ssl"
 cat > "$ssl/openssl.cnf" <<CNF
+# python-fips-seal: the tree's python sets OPENSSL_CONF, OPENSSL_CONF_INCLUDE and OPENSSL_MODULES
+# to this tree's, whatever the environment says, and hashlib and ssl refuse to import unless this
+# tree's OpenSSL runs with its FIPS provider active. Deleting this line unseals the tree: it then
+# honours the environment like any OpenSSL, and may run without FIPS.
+#
 # python-fips: every algorithm fetch defaults to the FIPS provider (fips=yes).
 # The default provider stays loaded for explicit non-security uses such as
 # hashlib.md5(usedforsecurity=False); nothing reaches it unless it asks for fips=no.
 config_diagnostics = 1
 openssl_conf = openssl_init
 
-.include $ssl/fipsmodule.cnf
+# fipsmodule.cnf is written on each machine by python-fips-setup. The include is relative, found
+# in OPENSSL_CONF_INCLUDE (which the tree's python sets to the tree's ssl/, wherever it lies) or
+# else in the build's prefix.
+.pragma includedir:$ssl
+.include fipsmodule.cnf
 
 [openssl_init]
 providers = provider_sect
@@ -84,4 +93,23 @@ while IFS= read -r f; do
     chmod 0644 "$out"
     "${tools}strip" --strip-unneeded "$f"
     "${tools}objcopy" --add-gnu-debuglink="$out" "$f"
+done
+
+# Every rpath into $PREFIX becomes relative to the file's own directory ($ORIGIN), so the tree
+# runs from wherever it is unpacked. DT_RPATH rather than DT_RUNPATH: the loader searches it before
+# LD_LIBRARY_PATH and for the libraries loaded through the file too, so a host library of the same
+# soname never stands in for the tree's. fips.so has no rpath, and is never changed (its integrity
+# check covers its bytes).
+find "$PREFIX" -type f \( -perm -u+x -o -name '*.so*' \) ! -path "$debug/*" ! -path "$modules/fips.so" |
+    LC_ALL=C sort |
+while IFS= read -r f; do
+    [ "$(head -c 4 "$f" | od -An -c | tr -d ' ')" = '177ELF' ] || continue
+    rpath=$(patchelf --print-rpath "$f" 2>/dev/null) || continue
+    case ":$rpath:" in
+        *":$PREFIX/lib:"*) ;;
+        *) continue ;;
+    esac
+    rel=$(realpath --relative-to="$(dirname "$f")" "$PREFIX/lib")
+    if [ "$rel" = . ]; then origin='$ORIGIN'; else origin="\$ORIGIN/$rel"; fi
+    patchelf --force-rpath --set-rpath "$origin" "$f"
 done

@@ -2,9 +2,17 @@
 # python-fips-setup: run the FIPS module's self-tests on this machine and record the result.
 #
 # The OpenSSL FIPS security policy requires `openssl fipsinstall` on every machine that uses
-# the module, so run this once after unpacking the tree (image builds do it for you), and again
-# whenever fips.so or the machine changes. As root it also registers the libraries with ldconfig.
+# the module. The tree's python runs this with --first-use when ssl/fipsmodule.cnf is missing (a
+# tree just unpacked or installed by uv), image builds run it, and it can be run again by hand
+# whenever fips.so or the machine changes. As root, and unless --first-use, it also registers the
+# libraries with ldconfig for the other programs of the machine.
 set -eu
+first_use=
+case "${1:-}" in
+    --first-use) first_use=1 ;;
+    "") ;;
+    *) echo "usage: $0 [--first-use]" >&2; exit 2 ;;
+esac
 prefix=$(cd "$(dirname "$0")/.." && pwd)
 openssl="$prefix/bin/openssl"
 # When the provider comes from another release than the libraries, the tree carries that
@@ -15,23 +23,16 @@ if [ -x "$prefix/libexec/openssl-fipsinstall" ]; then
 fi
 module="$prefix/lib/ossl-modules/fips.so"
 cnf="$prefix/ssl/fipsmodule.cnf"
+# A name of this run's own, renamed into place: two first uses at once each write a whole file.
+new="$cnf.$$.new"
+trap 'rm -f "$new"' EXIT
 # The module's self-test must not depend on the configuration it is about to write.
-OPENSSL_CONF=/dev/null "$openssl" fipsinstall -out "$cnf.new" -module "$module"
-mv "$cnf.new" "$cnf"
-OPENSSL_CONF=/dev/null "$openssl" fipsinstall -module "$module" -in "$cnf" -verify
+OPENSSL_CONF=/dev/null "$openssl" fipsinstall -out "$new" -module "$module"
+OPENSSL_CONF=/dev/null "$openssl" fipsinstall -module "$module" -in "$new" -verify
+mv "$new" "$cnf"
 # A cross-compiled tree waited for this self-test; it has run now.
 rm -f "$prefix/share/python-fips/SELFTEST-PENDING"
-# OpenSSL looks for trusted CAs in its own directory: point it at this machine's bundle.
-for bundle in /etc/ssl/certs/ca-certificates.crt /etc/pki/tls/certs/ca-bundle.crt /etc/ssl/cert.pem; do
-    if [ -f "$bundle" ]; then
-        ln -sfn "$bundle" "$prefix/ssl/cert.pem"
-        break
-    fi
-done
-if [ -d /etc/ssl/certs ]; then
-    ln -sfn /etc/ssl/certs "$prefix/ssl/certs"
-fi
-if [ "$(id -u)" = 0 ] && [ -d /etc/ld.so.conf.d ]; then
+if [ -z "$first_use" ] && [ "$(id -u)" = 0 ] && [ -d /etc/ld.so.conf.d ]; then
     cp "$prefix/share/python-fips/ld.so.conf" /etc/ld.so.conf.d/python-fips.conf
     ldconfig
 fi

@@ -26,7 +26,6 @@ PREFIX = "/opt/python-fips"
 OPENSSL = PREFIX + "/bin/openssl"
 FIPS_SO = PREFIX + "/lib/ossl-modules/fips.so"
 FIPSMODULE_CNF = PREFIX + "/ssl/fipsmodule.cnf"
-OPENSSL_CNF = PREFIX + "/ssl/openssl.cnf"
 EXPECT_PYTHON = os.environ.get("PYTHON_FIPS_EXPECT_PYTHON", "")
 EXPECT_OPENSSL = os.environ.get("PYTHON_FIPS_EXPECT_OPENSSL", "")
 EXPECT_PROVIDER = os.environ.get("PYTHON_FIPS_EXPECT_PROVIDER", "")
@@ -659,44 +658,173 @@ def openssl_md5_refused():
     return f"exit {result.returncode}: {last_line(out(result))}"
 
 
-def hash_with_module(directory, module_bytes):
-    """sha256 in a fresh interpreter whose FIPS provider is `module_bytes`, loaded from
-    `directory` through OPENSSL_MODULES and a configuration naming that file."""
-    os.makedirs(directory)
-    module = os.path.join(directory, "fips.so")
-    with open(module, "wb") as f:
-        f.write(module_bytes)
-    with open(FIPSMODULE_CNF) as f:
-        fips_cnf = f.read().replace("[fips_sect]", f"[fips_sect]\nmodule = {module}", 1)
-    with open(os.path.join(directory, "fipsmodule.cnf"), "w") as f:
-        f.write(fips_cnf)
-    with open(OPENSSL_CNF) as f:
-        cnf = f.read().replace(FIPSMODULE_CNF, os.path.join(directory, "fipsmodule.cnf"))
-    with open(os.path.join(directory, "openssl.cnf"), "w") as f:
-        f.write(cnf)
-    env = dict(os.environ, OPENSSL_CONF=os.path.join(directory, "openssl.cnf"),
-               OPENSSL_MODULES=directory)
-    code = "import hashlib; print(hashlib.sha256(b'abc').hexdigest())"
-    return run([sys.executable, "-c", code], env=env, timeout=120)
+def tree_copy(directory):
+    """A copy of the whole tree at `directory`, as a user would unpack it anywhere."""
+    shutil.copytree(PREFIX, directory, symlinks=True)
+    return directory
+
+
+# What a copied tree's python reports about itself: FIPS mode, MD5, the OpenSSL it runs and the
+# libcrypto and configuration it loaded. Run with the copy's own python, no environment added.
+PROBE = """
+import hashlib, json, os, ssl
+try:
+    hashlib.md5(b"")
+    md5 = "allowed"
+except ValueError as e:
+    md5 = "refused: " + str(e)
+maps = open("/proc/self/maps").read().split("\\n")
+print(json.dumps({
+    "fips": ssl.FIPS_mode() if hasattr(ssl, "FIPS_mode") else None,
+    "md5": md5,
+    "openssl": ssl.OPENSSL_VERSION,
+    "sha256": hashlib.sha256(b"abc").hexdigest(),
+    "libcrypto": sorted({l.split(None, 5)[5] for l in maps if "/libcrypto" in l}),
+    "conf": os.environ.get("OPENSSL_CONF"),
+}))
+"""
+
+
+def run_copy(copy, code=PROBE):
+    return run([os.path.join(copy, "bin", "python3"), "-c", code], timeout=120)
+
+
+@check("the tree copied elsewhere installs its FIPS module and runs on its own OpenSSL")
+def relocated_tree():
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = tree_copy(os.path.join(tmp, "moved"))
+        # As unpacked on a new machine: the per-machine self-test has not run yet, and the first
+        # use runs it (python-fips-setup, a shell script: the distroless image, which has no
+        # shell, keeps the copied result instead).
+        cnf = os.path.join(copy, "ssl", "fipsmodule.cnf")
+        first_use = os.path.exists("/bin/sh")
+        if first_use:
+            os.remove(cnf)
+        result = run_copy(copy)
+        if result.returncode != 0:
+            raise Fail(f"exit {result.returncode}: {last_line(out(result))}")
+        if not os.path.exists(cnf):
+            raise Fail("the first use did not write the copy's ssl/fipsmodule.cnf")
+        seen = json.loads(result.stdout.decode().strip().splitlines()[-1])
+        problems = []
+        if seen["fips"] != 1:
+            problems.append(f"FIPS mode {seen['fips']!r}")
+        if not seen["md5"].startswith("refused"):
+            problems.append("md5 allowed")
+        if seen["libcrypto"] != [os.path.join(copy, "lib", "libcrypto.so.3")]:
+            problems.append(f"libcrypto {seen['libcrypto']}")
+        if seen["conf"] != os.path.join(copy, "ssl", "openssl.cnf"):
+            problems.append(f"OPENSSL_CONF {seen['conf']}")
+        if not seen["openssl"].startswith(f"OpenSSL {EXPECT_OPENSSL} "):
+            problems.append(seen["openssl"])
+        if seen["sha256"] != SHA256_ABC:
+            problems.append("sha256 " + seen["sha256"])
+        if problems:
+            raise Fail("; ".join(problems))
+        how = "self-test on first use" if first_use else "no shell: fipsmodule.cnf copied"
+        return f"{how}; {seen['openssl']}, FIPS mode 1, md5 refused; {seen['libcrypto'][0]}"
+
+
+@check("the tree copied without its libcrypto refuses to import hashlib")
+def relocated_without_libcrypto():
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = tree_copy(os.path.join(tmp, "moved"))
+        for name in os.listdir(os.path.join(copy, "lib")):
+            if name.startswith(("libcrypto.so", "libssl.so")):
+                os.remove(os.path.join(copy, "lib", name))
+        result = run_copy(copy, "import hashlib")
+        if result.returncode == 0:
+            raise Fail("import hashlib worked without the tree's libcrypto")
+        return f"exit {result.returncode}: {last_line(out(result))}"
 
 
 @check("a corrupted fips.so makes hashing fail")
 def corrupted_module():
-    with open(FIPS_SO, "rb") as f:
-        intact = f.read()
-    flipped = bytearray(intact)
-    at = len(flipped) // 2
-    flipped[at] ^= 0x01
+    # A copy of the tree whose fips.so has one bit flipped while its fipsmodule.cnf keeps the
+    # intact module's MAC (the copy's own python, unlike OPENSSL_MODULES, cannot be pointed at
+    # another module; the row above is the intact control).
     with tempfile.TemporaryDirectory() as tmp:
-        # The control: the same set-up with an intact copy must hash, or the check proves nothing.
-        control = hash_with_module(os.path.join(tmp, "intact"), intact)
-        if control.returncode != 0 or control.stdout.decode().strip() != SHA256_ABC:
-            raise Fail(f"even the intact copy fails: {last_line(out(control))}")
-        result = hash_with_module(os.path.join(tmp, "flipped"), bytes(flipped))
+        copy = tree_copy(os.path.join(tmp, "flipped"))
+        module = os.path.join(copy, "lib", "ossl-modules", "fips.so")
+        with open(module, "rb") as f:
+            flipped = bytearray(f.read())
+        at = len(flipped) // 2
+        flipped[at] ^= 0x01
+        os.chmod(module, 0o644)
+        with open(module, "wb") as f:
+            f.write(flipped)
+        result = run_copy(copy, "import hashlib; print(hashlib.sha256(b'abc').hexdigest())")
     text = out(result)
     if result.returncode == 0 and SHA256_ABC in text:
         raise Fail(f"byte {at} flipped, yet sha256 still works: {last_line(text)}")
     return f"byte {at} flipped: exit {result.returncode}: {last_line(text)}"
+
+
+def elf_rpaths(path):
+    """The DT_RPATH and DT_RUNPATH strings of a 64-bit little-endian ELF file, or None if
+    `path` is not one."""
+    import struct
+
+    with open(path, "rb") as f:
+        data = f.read()
+    if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
+        return None
+    phoff, = struct.unpack_from("<Q", data, 0x20)
+    phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
+    loads, dynamic = [], None
+    for i in range(phnum):
+        p_type, _, p_offset, p_vaddr, _, p_filesz = struct.unpack_from(
+            "<IIQQQQ", data, phoff + i * phentsize)
+        if p_type == 1:
+            loads.append((p_vaddr, p_offset, p_filesz))
+        elif p_type == 2:
+            dynamic = (p_offset, p_filesz)
+    if dynamic is None:
+        return []
+    entries, strtab = [], None
+    for at in range(dynamic[0], dynamic[0] + dynamic[1], 16):
+        tag, value = struct.unpack_from("<qQ", data, at)
+        if tag == 0:
+            break
+        if tag == 5:
+            strtab = value
+        elif tag in (15, 29):
+            entries.append(value)
+
+    def offset(vaddr):
+        for base, off, size in loads:
+            if base <= vaddr < base + size:
+                return off + vaddr - base
+        raise Fail(f"{path}: string table outside its segments")
+
+    out_ = []
+    for value in entries:
+        start = offset(strtab) + value
+        out_.append(data[start:data.index(b"\0", start)].decode())
+    return out_
+
+
+@check("every rpath is relative to the tree ($ORIGIN)")
+def rpaths_relative():
+    count, bad = 0, []
+    for top, _, files in os.walk(PREFIX):
+        for name in files:
+            path = os.path.join(top, name)
+            if os.path.islink(path) or not (name.endswith(".so") or ".so." in name
+                                            or os.access(path, os.X_OK)):
+                continue
+            rpaths = elf_rpaths(path)
+            if not rpaths:
+                continue
+            count += 1
+            for rpath in rpaths:
+                if any(not part.startswith("$ORIGIN") for part in rpath.split(":")):
+                    bad.append(f"{os.path.relpath(path, PREFIX)}: {rpath}")
+    if bad:
+        raise Fail(f"{len(bad)} absolute: " + "; ".join(bad[:5]))
+    if count == 0:
+        raise Fail("no ELF file has an rpath: python3 cannot find the tree's libraries")
+    return f"{count} files, all $ORIGIN-relative"
 
 
 @check("stdlib extension modules import")
