@@ -10,13 +10,14 @@
 
 mod support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use object::elf::FileHeader64;
 use object::read::elf::FileHeader;
 use object::{Endianness, FileKind};
 use support::*;
+use xtask::testutil::{Behaviour, Server};
 
 const BASE: &str = "arm64v8/debian:bookworm";
 
@@ -200,4 +201,112 @@ fn arm64_image_passes_every_verify_row_as_its_user_under_emulation() {
     ]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "aarch64\npython\n1\n");
+}
+
+/// The aarch64 tree in a uv channel next to the native one: the real uv installs it (uv installs
+/// another architecture's Python when asked by key), and the installed tree, mounted into the arm64
+/// base image, runs its first use under QEMU: the per-machine self-test, then FIPS mode on its own
+/// libcrypto.
+#[test]
+fn the_aarch64_tree_installs_from_a_uv_channel_and_runs_under_emulation() {
+    let _g = serial();
+    let cross = PathBuf::from(cross_build()["artifact"].as_str().unwrap());
+    let native = PathBuf::from(cold_build()["artifact"].as_str().unwrap());
+    let uv_bin = uv_binary();
+    let server = Server::start();
+    let site = work().join("uv-channel-arm64");
+    let _ = std::fs::remove_dir_all(&site);
+    let out = xtask(&[
+        "channel",
+        native.to_str().unwrap(),
+        cross.to_str().unwrap(),
+        "--out",
+        site.to_str().unwrap(),
+        "--base-url",
+        &server.url(),
+    ]);
+    assert!(out.status.success(), "channel failed:\n{}", text(&out));
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(site.join("downloads.json")).unwrap()).unwrap();
+    let keys: Vec<&String> = json.as_object().unwrap().keys().collect();
+    assert_eq!(
+        keys,
+        [
+            "cpython-3.13.15-linux-aarch64-gnu",
+            "cpython-3.13.15-linux-x86_64-gnu"
+        ]
+    );
+    let key = "cpython-3.13.15-linux-aarch64-gnu";
+    assert_eq!(json[key]["arch"]["family"], "aarch64");
+    for entry in std::fs::read_dir(&site).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        server.route(
+            &format!("/{name}"),
+            Behaviour::Serve(std::fs::read(&path).unwrap()),
+        );
+    }
+
+    let home = work().join("uv-arm64");
+    let _ = std::fs::remove_dir_all(&home);
+    std::fs::create_dir_all(&home).unwrap();
+    let json_url = format!("{}/downloads.json", server.url());
+    uv(
+        &uv_bin,
+        &home,
+        &[
+            "python",
+            "install",
+            "--python-downloads-json-url",
+            &json_url,
+            key,
+        ],
+    );
+    let tree = home.join("python").join(key);
+    let python = tree.join("bin/python3.13");
+    assert_eq!(
+        machine("python3.13", &std::fs::read(&python).unwrap()),
+        object::elf::EM_AARCH64
+    );
+    let cnf = tree.join("ssl/fipsmodule.cnf");
+    assert!(
+        !cnf.exists(),
+        "a cross-built tree ships no {}",
+        cnf.display()
+    );
+
+    let mount = format!("{0}:{0}", tree.display());
+    let out = docker(&[
+        "run",
+        "--rm",
+        "-v",
+        &mount,
+        BASE,
+        python.to_str().unwrap(),
+        "-c",
+        TREE_PROBE,
+    ]);
+    let all = text(&out);
+    assert!(out.status.success(), "under QEMU:\n{all}");
+    assert!(
+        cnf.is_file(),
+        "the first use wrote no {}:\n{all}",
+        cnf.display()
+    );
+    let seen: serde_json::Value = serde_json::from_str(
+        all.lines()
+            .find(|l| l.starts_with('{'))
+            .expect("no probe output"),
+    )
+    .unwrap();
+    assert_eq!(seen["fips"], 1, "{all}");
+    assert!(
+        seen["md5"].as_str().unwrap().starts_with("refused"),
+        "{all}"
+    );
+    assert_eq!(
+        seen["libcrypto"],
+        serde_json::json!([tree.join("lib/libcrypto.so.3")]),
+        "{all}"
+    );
 }

@@ -337,3 +337,52 @@ pub fn files_in(
     }
     out
 }
+
+/// The real uv (tests/uv.sh fetches it from PyPI, pinned by sha256); a pure-Python wheel lies
+/// next to it.
+pub fn uv_binary() -> PathBuf {
+    let out = Command::new("bash")
+        .arg(root().join("tests/uv.sh"))
+        .arg(work().join("uv-tools"))
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "tests/uv.sh failed");
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+/// uv with everything it writes kept under `home`: no user configuration, no links in ~/.local.
+pub fn uv(uv: &Path, home: &Path, args: &[&str]) -> std::process::Output {
+    let out = Command::new(uv)
+        .args(args)
+        .env("UV_NO_CONFIG", "1")
+        .env("UV_CACHE_DIR", home.join("cache"))
+        .env("UV_PYTHON_INSTALL_DIR", home.join("python"))
+        .env("UV_PYTHON_BIN_DIR", home.join("bin"))
+        .env("XDG_DATA_HOME", home.join("data"))
+        .env("UV_PYTHON_DOWNLOADS", "manual")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "uv {args:?} failed:\n{}", text(&out));
+    out
+}
+
+/// What an installed tree's interpreter reports, as one JSON line: FIPS mode, MD5, its OpenSSL,
+/// the libcrypto it mapped.
+pub const TREE_PROBE: &str = r#"
+import hashlib, json, ssl
+try:
+    hashlib.md5(b"")
+    md5 = "allowed"
+except ValueError as e:
+    md5 = "refused: " + str(e)
+maps = open("/proc/self/maps").read().splitlines()
+print(json.dumps({
+    "fips": ssl.FIPS_mode(),
+    "md5": md5,
+    "openssl": ssl.OPENSSL_VERSION,
+    "libcrypto": sorted({l.split(None, 5)[5] for l in maps if "/libcrypto" in l}),
+}))
+"#;

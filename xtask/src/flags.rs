@@ -40,6 +40,8 @@ pub enum Cmd {
     Bench(Bench),
     /// Re-hash the cached downloads and check the stage entries; `--evict` moves damaged ones out.
     VerifyCache(VerifyCache),
+    /// Write a uv download channel (install_only tarballs and downloads.json) from runtime tarballs.
+    Channel(Channel),
 }
 
 /// Where the sources come from and where the cache lives.
@@ -298,4 +300,20 @@ pub struct VerifyCache {
     /// Cache root (default: `cache/` at the repository root).
     #[arg(long, value_name = "DIR", env = "PYTHON_FIPS_CACHE")]
     pub cache: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct Channel {
+    /// Runtime tarballs made by `python` (`python-fips-….tar.gz`), one per version and
+    /// architecture.
+    #[arg(required = true, value_name = "TARBALL")]
+    pub tarballs: Vec<PathBuf>,
+    /// The channel directory: each tarball's install_only archive and `downloads.json` go
+    /// there; the entries already in `downloads.json` for other builds are kept.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// The URL the channel directory is served at: each entry's `url` is this plus its
+    /// archive's name.
+    #[arg(long, value_name = "URL")]
+    pub base_url: String,
 }

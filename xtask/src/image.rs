@@ -61,6 +61,9 @@ pub struct TreeInfo {
     pub python: String,
     pub openssl: String,
     pub provider: String,
+    /// The catalog version of the provider's source: `provider`, or a test source's own version
+    /// (`3.1.2-openssl-src`) when the source only carries the release's tree.
+    pub provider_source: String,
     /// The CMVP certificate of the provider's release, if it is a validated one.
     pub cmvp: Option<String>,
     pub licenses: Vec<String>,
@@ -125,6 +128,10 @@ impl TreeInfo {
             provider: field(
                 "fips_provider.source.version",
                 info.fips_provider.source.release(),
+            )?,
+            provider_source: field(
+                "fips_provider.source.version",
+                &info.fips_provider.source.version,
             )?,
             cmvp: info.fips_provider.cmvp.certificate().map(str::to_string),
             licenses,

@@ -12,6 +12,7 @@ mod build_info;
 mod builder;
 mod cache;
 mod catalog;
+mod channel;
 mod config;
 mod date;
 pub mod digest;

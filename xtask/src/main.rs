@@ -28,5 +28,6 @@ fn run() -> Result<()> {
         flags::Cmd::Wheels(cmd) => cmd.run(&sh),
         flags::Cmd::Audit(cmd) => cmd.run(&sh),
         flags::Cmd::VerifyCache(cmd) => cmd.run(&sh),
+        flags::Cmd::Channel(cmd) => cmd.run(&sh),
     }
 }
