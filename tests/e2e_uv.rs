@@ -1,9 +1,10 @@
 //! The uv channel, end to end: the shared cold build's tarball written as a channel by
 //! `cargo xtask channel`, served on loopback HTTP, and installed by the real uv (0.13.9, from
 //! PyPI's wheel, pinned by sha256 in tests/uv.sh) into two directories. In both the tree runs in
-//! FIPS mode on its own OpenSSL, a uv venv installs a wheel, and on Debian trixie, whose own
-//! libcrypto.so.3 (OpenSSL 3.5) satisfies every symbol the tree's modules ask for, a tree without
-//! its libcrypto refuses to import hashlib rather than run on the host's.
+//! FIPS mode on its own OpenSSL, and a uv venv installs a wheel. On Debian trixie, whose own
+//! libcrypto.so.3 is OpenSSL 3.5 (newer than the tree's, so the loader accepts it for every symbol
+//! the tree's modules ask for), the installed tree maps only its own libcrypto, and a copy without
+//! it refuses to import hashlib rather than run on the host's.
 
 mod support;
 
@@ -144,8 +145,8 @@ fn uv_installs_the_channel_and_the_tree_runs_fips_on_its_own_openssl_anywhere() 
         assert_eq!(seen["libcrypto"], serde_json::json!([own]), "{seen}");
     }
 
-    // On a host whose own OpenSSL is 3.3 or newer the loader would accept the host's libcrypto in
-    // place of the tree's: the tree must use its own, and refuse to run without it.
+    // A host with a libcrypto.so.3 new enough for the tree's modules: the loader would take it
+    // in place of a missing one of the tree's, and the tree must refuse it.
     let out = xtask(&["base-image", "--debootstrap", "trixie"]);
     assert!(
         out.status.success(),

@@ -64,7 +64,8 @@ pub fn write(tarballs: &[PathBuf], out: &Path, base_url: &str) -> Result<Vec<Wri
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let json_path = out.join("downloads.json");
     let mut entries = read_downloads(&json_path)?;
-    let mut written = Vec::new();
+    // Every tarball is read and named before anything is written.
+    let mut planned: Vec<(&PathBuf, TreeInfo, String, String)> = Vec::new();
     for tarball in tarballs {
         let info = TreeInfo::read(tarball)?;
         if !info.patched {
@@ -75,26 +76,46 @@ pub fn write(tarballs: &[PathBuf], out: &Path, base_url: &str) -> Result<Vec<Wri
         }
         let arch = info.arch.clone().unwrap_or_else(|| "x86_64".into());
         let key = format!("cpython-{}-linux-{arch}-gnu", info.python);
-        if written.iter().any(|w: &Written| w.key == key) {
+        if planned.iter().any(|(_, _, k, _)| *k == key) {
             bail!("two tarballs give {key}; pass one per version and architecture");
         }
         let name = archive_name(tarball)?;
-        let archive = out.join(&name);
-        let sha256 = repack(tarball, &archive)?;
-        entries.insert(
-            key.clone(),
-            entry(
-                &info,
-                &arch,
-                &format!("{}/{name}", base_url.trim_end_matches('/')),
-                &sha256,
-            )?,
-        );
+        planned.push((tarball, info, key, name));
+    }
+    // Then each archive is written to its .partial name; only when all are whole do they, and
+    // then downloads.json, take their names, so the JSON never names an archive it does not match.
+    let mut partials: Vec<(PathBuf, PathBuf)> = Vec::new();
+    let mut written = Vec::new();
+    for (tarball, info, key, name) in &planned {
+        let archive = out.join(name);
+        let partial = archive.with_extension("partial");
+        let sha256 = match repack(tarball, &partial) {
+            Ok(sha256) => sha256,
+            Err(e) => {
+                for (p, _) in &partials {
+                    let _ = std::fs::remove_file(p);
+                }
+                return Err(e);
+            }
+        };
+        let arch = info.arch.clone().unwrap_or_else(|| "x86_64".into());
+        let url = format!("{}/{name}", base_url.trim_end_matches('/'));
+        entries.insert(key.clone(), entry(info, &arch, &url, &sha256)?);
+        partials.push((partial, archive.clone()));
         written.push(Written {
-            key,
+            key: key.clone(),
             archive,
             sha256,
         });
+    }
+    for (partial, archive) in &partials {
+        std::fs::rename(partial, archive).with_context(|| {
+            format!(
+                "cannot rename {} to {}",
+                partial.display(),
+                archive.display()
+            )
+        })?;
     }
     let mut text = serde_json::to_vec_pretty(&entries)?;
     text.push(b'\n');
@@ -160,13 +181,12 @@ fn read_downloads(path: &Path) -> Result<BTreeMap<String, serde_json::Value>> {
     }
 }
 
-/// Copies the runtime tarball's tree to `archive` under `python/`, byte for byte otherwise (same
+/// Copies the runtime tarball's tree to `tmp` under `python/`, byte for byte otherwise (same
 /// order, modes and times, so the same tarball always gives the same archive). Returns its
-/// sha256.
-fn repack(tarball: &Path, archive: &Path) -> Result<String> {
-    let tmp = archive.with_extension("partial");
+/// sha256; on an error `tmp` is removed.
+fn repack(tarball: &Path, tmp: &Path) -> Result<String> {
     let file =
-        std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        std::fs::File::create(tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
     let gz = GzBuilder::new()
         .mtime(0)
         .operating_system(255)
@@ -194,13 +214,18 @@ fn repack(tarball: &Path, archive: &Path) -> Result<String> {
                 .into_owned();
             let target = if kind.is_hard_link() {
                 match target.strip_prefix(TREE) {
-                    Some(t) => format!("{INSTALL_ONLY}{t}"),
+                    Some(t) if !LEFT_OUT.contains(&t) => format!("{INSTALL_ONLY}{t}"),
+                    Some(t) => bail!("hard link {path} leads to {t}, which a channel leaves out"),
                     None => bail!("hard link {path} leads outside the tree: {target}"),
                 }
             } else if target.starts_with('/') {
                 bail!(
                     "{path} is a symbolic link to the absolute path {target}, which uv refuses \
                      to unpack; rebuild the tree with this version of python-fips"
+                );
+            } else if escapes(rel, &target) {
+                bail!(
+                    "{path} is a symbolic link out of the tree ({target}), which uv refuses to unpack"
                 );
             } else {
                 target
@@ -218,22 +243,14 @@ fn repack(tarball: &Path, archive: &Path) -> Result<String> {
         hashing.file.sync_all()?;
         Ok(hashing.digest())
     });
-    match finish {
-        Ok(sha256) => {
-            std::fs::rename(&tmp, archive).with_context(|| {
-                format!("cannot rename {} to {}", tmp.display(), archive.display())
-            })?;
-            Ok(sha256)
-        }
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            Err(e.context(format!(
-                "cannot write {} from {}",
-                archive.display(),
-                tarball.display()
-            )))
-        }
-    }
+    finish.map_err(|e| {
+        let _ = std::fs::remove_file(tmp);
+        e.context(format!(
+            "cannot write {} from {}",
+            tmp.display(),
+            tarball.display()
+        ))
+    })
 }
 
 /// A file writer that hashes what goes through it.
@@ -267,9 +284,30 @@ impl Write for HashingWriter {
     }
 }
 
+/// Whether the relative link target `target` of the entry `rel` (below the tree root) leads
+/// above the root.
+fn escapes(rel: &str, target: &str) -> bool {
+    let mut depth = rel.trim_end_matches('/').split('/').count() as i64 - 1;
+    for part in target.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => depth -= 1,
+            _ => depth += 1,
+        }
+        if depth < 0 {
+            return true;
+        }
+    }
+    false
+}
+
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("partial");
-    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    let mut file =
+        std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, path)
         .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
 }
@@ -461,6 +499,25 @@ mod tests {
             0,
             "nothing half-written"
         );
+
+        let escaping = dir.path().join("escaping");
+        std::fs::create_dir(&escaping).unwrap();
+        let t = tarball(
+            &escaping,
+            "x86_64",
+            BUILD_INFO,
+            &[("opt/python-fips/lib/passwd", "../../../etc/passwd")],
+        );
+        let err = format!("{:#}", write(&[t], &out, "https://x.example/").unwrap_err());
+        assert!(err.contains("a symbolic link out of the tree"), "{err}");
+        assert_eq!(
+            std::fs::read_dir(&out).unwrap().count(),
+            0,
+            "nothing half-written"
+        );
+        assert!(!escapes("bin/python3", "python3.13"));
+        assert!(!escapes("lib/a/b", "../../bin/x"));
+        assert!(escapes("lib/a/b", "../../../x"));
 
         let unpatched = BUILD_INFO.replace(r#"[{"file": "3.13/fips.patch"}]"#, "[]");
         let plain = dir.path().join("plain");

@@ -100,6 +100,10 @@ done
 # LD_LIBRARY_PATH and for the libraries loaded through the file too, so a host library of the same
 # soname never stands in for the tree's. fips.so has no rpath, and is never changed (its integrity
 # check covers its bytes).
+if ! command -v patchelf >/dev/null 2>&1; then
+    echo "error: patchelf is missing from the builder image; add it to the recipe's [builder] packages" >&2
+    exit 1
+fi
 find "$PREFIX" -type f \( -perm -u+x -o -name '*.so*' \) ! -path "$debug/*" ! -path "$modules/fips.so" |
     LC_ALL=C sort |
 while IFS= read -r f; do

@@ -13,7 +13,7 @@ case "${1:-}" in
     "") ;;
     *) echo "usage: $0 [--first-use]" >&2; exit 2 ;;
 esac
-prefix=$(cd "$(dirname "$0")/.." && pwd)
+prefix=$(cd "$(dirname "$(readlink -f "$0")")/.." && pwd)
 openssl="$prefix/bin/openssl"
 # When the provider comes from another release than the libraries, the tree carries that
 # release's own openssl for fipsinstall: it writes the fields that release's security policy

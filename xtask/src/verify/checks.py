@@ -733,9 +733,14 @@ def relocated_without_libcrypto():
             if name.startswith(("libcrypto.so", "libssl.so")):
                 os.remove(os.path.join(copy, "lib", name))
         result = run_copy(copy, "import hashlib")
+        text = last_line(out(result))
         if result.returncode == 0:
             raise Fail("import hashlib worked without the tree's libcrypto")
-        return f"exit {result.returncode}: {last_line(out(result))}"
+        # Refused by the tree's own check (the image has another libcrypto.so.3), or by the
+        # loader (it has none, as the distroless image).
+        if "python-fips: this tree's" not in text and "libcrypto.so.3: cannot open" not in text:
+            raise Fail(f"failed, but not for want of the tree's libcrypto: {text}")
+        return f"exit {result.returncode}: {text}"
 
 
 @check("a corrupted fips.so makes hashing fail")
@@ -761,14 +766,16 @@ def corrupted_module():
 
 
 def elf_rpaths(path):
-    """The DT_RPATH and DT_RUNPATH strings of a 64-bit little-endian ELF file, or None if
-    `path` is not one."""
+    """(tag, string) of each DT_RPATH (15) and DT_RUNPATH (29) entry of a 64-bit little-endian
+    ELF file, or None if `path` is not an ELF file."""
     import struct
 
     with open(path, "rb") as f:
         data = f.read()
-    if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
+    if data[:4] != b"\x7fELF":
         return None
+    if data[4] != 2 or data[5] != 1:
+        raise Fail(f"{path}: not a 64-bit little-endian ELF file, which this check cannot read")
     phoff, = struct.unpack_from("<Q", data, 0x20)
     phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
     loads, dynamic = [], None
@@ -789,7 +796,7 @@ def elf_rpaths(path):
         if tag == 5:
             strtab = value
         elif tag in (15, 29):
-            entries.append(value)
+            entries.append((tag, value))
 
     def offset(vaddr):
         for base, off, size in loads:
@@ -798,13 +805,13 @@ def elf_rpaths(path):
         raise Fail(f"{path}: string table outside its segments")
 
     out_ = []
-    for value in entries:
+    for tag, value in entries:
         start = offset(strtab) + value
-        out_.append(data[start:data.index(b"\0", start)].decode())
+        out_.append((tag, data[start:data.index(b"\0", start)].decode()))
     return out_
 
 
-@check("every rpath is relative to the tree ($ORIGIN)")
+@check("every rpath is a DT_RPATH relative to the tree ($ORIGIN)")
 def rpaths_relative():
     count, bad = 0, []
     for top, _, files in os.walk(PREFIX):
@@ -817,14 +824,16 @@ def rpaths_relative():
             if not rpaths:
                 continue
             count += 1
-            for rpath in rpaths:
-                if any(not part.startswith("$ORIGIN") for part in rpath.split(":")):
-                    bad.append(f"{os.path.relpath(path, PREFIX)}: {rpath}")
+            for tag, rpath in rpaths:
+                # DT_RPATH: searched before LD_LIBRARY_PATH; DT_RUNPATH would come after it.
+                if tag != 15 or any(not p.startswith("$ORIGIN") for p in rpath.split(":")):
+                    kind = "RPATH" if tag == 15 else "RUNPATH"
+                    bad.append(f"{os.path.relpath(path, PREFIX)}: {kind} {rpath}")
     if bad:
-        raise Fail(f"{len(bad)} absolute: " + "; ".join(bad[:5]))
+        raise Fail(f"{len(bad)} not $ORIGIN-relative DT_RPATH: " + "; ".join(bad[:5]))
     if count == 0:
         raise Fail("no ELF file has an rpath: python3 cannot find the tree's libraries")
-    return f"{count} files, all $ORIGIN-relative"
+    return f"{count} files, each a DT_RPATH relative to $ORIGIN"
 
 
 @check("stdlib extension modules import")
