@@ -17,7 +17,6 @@ use object::elf::FileHeader64;
 use object::read::elf::FileHeader;
 use object::{Endianness, FileKind};
 use support::*;
-use xtask::testutil::{Behaviour, Server};
 
 const BASE: &str = "arm64v8/debian:bookworm";
 
@@ -213,21 +212,7 @@ fn the_aarch64_tree_installs_from_a_uv_channel_and_runs_under_emulation() {
     let cross = PathBuf::from(cross_build()["artifact"].as_str().unwrap());
     let native = PathBuf::from(cold_build()["artifact"].as_str().unwrap());
     let uv_bin = uv_binary();
-    let server = Server::start();
-    let site = work().join("uv-channel-arm64");
-    let _ = std::fs::remove_dir_all(&site);
-    let out = xtask(&[
-        "channel",
-        native.to_str().unwrap(),
-        cross.to_str().unwrap(),
-        "--out",
-        site.to_str().unwrap(),
-        "--base-url",
-        &server.url(),
-    ]);
-    assert!(out.status.success(), "channel failed:\n{}", text(&out));
-    let json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(site.join("downloads.json")).unwrap()).unwrap();
+    let (_server, json_url, json) = served_channel("uv-channel-arm64", &[&native, &cross]);
     let keys: Vec<&String> = json.as_object().unwrap().keys().collect();
     assert_eq!(
         keys,
@@ -238,31 +223,8 @@ fn the_aarch64_tree_installs_from_a_uv_channel_and_runs_under_emulation() {
     );
     let key = "cpython-3.13.15-linux-aarch64-gnu";
     assert_eq!(json[key]["arch"]["family"], "aarch64");
-    for entry in std::fs::read_dir(&site).unwrap() {
-        let path = entry.unwrap().path();
-        let name = path.file_name().unwrap().to_str().unwrap().to_string();
-        server.route(
-            &format!("/{name}"),
-            Behaviour::Serve(std::fs::read(&path).unwrap()),
-        );
-    }
 
-    let home = work().join("uv-arm64");
-    let _ = std::fs::remove_dir_all(&home);
-    std::fs::create_dir_all(&home).unwrap();
-    let json_url = format!("{}/downloads.json", server.url());
-    uv(
-        &uv_bin,
-        &home,
-        &[
-            "python",
-            "install",
-            "--python-downloads-json-url",
-            &json_url,
-            key,
-        ],
-    );
-    let tree = home.join("python").join(key);
+    let tree = uv_install(&uv_bin, &work().join("uv-arm64"), &json_url, key);
     let python = tree.join("bin/python3.13");
     assert_eq!(
         machine("python3.13", &std::fs::read(&python).unwrap()),

@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use support::*;
-use xtask::testutil::{Behaviour, Server};
 
 const KEY: &str = "cpython-3.13.15-linux-x86_64-gnu";
 
@@ -40,48 +39,15 @@ fn uv_installs_the_channel_and_the_tree_runs_fips_on_its_own_openssl_anywhere() 
     let wheel = uv_bin.with_file_name("six-1.16.0-py2.py3-none-any.whl");
 
     // The channel, served as any web server would.
-    let server = Server::start();
-    let site = work().join("uv-channel");
-    let _ = std::fs::remove_dir_all(&site);
-    let out = xtask(&[
-        "channel",
-        tarball.to_str().unwrap(),
-        "--out",
-        site.to_str().unwrap(),
-        "--base-url",
-        &format!("{}/fips/", server.url()),
-    ]);
-    assert!(out.status.success(), "channel failed:\n{}", text(&out));
-    let json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(site.join("downloads.json")).unwrap()).unwrap();
-    let entry = &json[KEY];
+    let (_server, json_url, json) = served_channel("uv-channel", &[&tarball]);
     assert_eq!(
-        entry["build"], "fips-3.1.2-openssl-src+openssl-3.5.7",
+        json[KEY]["build"], "fips-3.1.2-openssl-src+openssl-3.5.7",
         "{json}"
     );
-    let archive = entry["url"].as_str().unwrap().rsplit('/').next().unwrap();
-    for name in ["downloads.json", archive] {
-        let bytes = std::fs::read(site.join(name)).unwrap();
-        server.route(&format!("/fips/{name}"), Behaviour::Serve(bytes));
-    }
-    let json_url = format!("{}/fips/downloads.json", server.url());
 
     let homes = [work().join("uv-a"), work().join("uv-b/a deeper/location")];
     for home in &homes {
-        let _ = std::fs::remove_dir_all(home);
-        std::fs::create_dir_all(home).unwrap();
-        uv(
-            &uv_bin,
-            home,
-            &[
-                "python",
-                "install",
-                "--python-downloads-json-url",
-                &json_url,
-                KEY,
-            ],
-        );
-        let tree = home.join("python").join(KEY);
+        let tree = uv_install(&uv_bin, home, &json_url, KEY);
         let python = tree.join("bin/python3.13");
         assert!(python.is_file(), "uv installed no {}", python.display());
         // The channel leaves the per-machine self-test to the first use, which writes it.

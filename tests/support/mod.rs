@@ -386,3 +386,51 @@ print(json.dumps({
     "libcrypto": sorted({l.split(None, 5)[5] for l in maps if "/libcrypto" in l}),
 }))
 "#;
+
+/// `cargo xtask channel` of `tarballs` into `work()/<dir>`, served at the root of a loopback web
+/// server: the server (it serves while it lives), the URL of downloads.json and its content.
+pub fn served_channel(
+    dir: &str,
+    tarballs: &[&Path],
+) -> (xtask::testutil::Server, String, serde_json::Value) {
+    let server = xtask::testutil::Server::start();
+    let site = work().join(dir);
+    let _ = std::fs::remove_dir_all(&site);
+    let mut args = vec!["channel"];
+    args.extend(tarballs.iter().map(|t| t.to_str().unwrap()));
+    let url = server.url();
+    args.extend(["--out", site.to_str().unwrap(), "--base-url", &url]);
+    let out = xtask(&args);
+    assert!(out.status.success(), "channel failed:\n{}", text(&out));
+    for entry in std::fs::read_dir(&site).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        let bytes = std::fs::read(&path).unwrap();
+        server.route(
+            &format!("/{name}"),
+            xtask::testutil::Behaviour::Serve(bytes),
+        );
+    }
+    let json =
+        serde_json::from_slice(&std::fs::read(site.join("downloads.json")).unwrap()).unwrap();
+    (server, format!("{url}/downloads.json"), json)
+}
+
+/// `uv python install <key>` from the channel at `json_url` into a fresh `home`; returns the
+/// installed tree.
+pub fn uv_install(uv_bin: &Path, home: &Path, json_url: &str, key: &str) -> PathBuf {
+    let _ = std::fs::remove_dir_all(home);
+    std::fs::create_dir_all(home).unwrap();
+    uv(
+        uv_bin,
+        home,
+        &[
+            "python",
+            "install",
+            "--python-downloads-json-url",
+            json_url,
+            key,
+        ],
+    );
+    home.join("python").join(key)
+}

@@ -65,7 +65,7 @@ pub fn write(tarballs: &[PathBuf], out: &Path, base_url: &str) -> Result<Vec<Wri
     let json_path = out.join("downloads.json");
     let mut entries = read_downloads(&json_path)?;
     // Every tarball is read and named before anything is written.
-    let mut planned: Vec<(&PathBuf, TreeInfo, String, String)> = Vec::new();
+    let mut planned: Vec<(&PathBuf, TreeInfo, String, String, String)> = Vec::new();
     for tarball in tarballs {
         let info = TreeInfo::read(tarball)?;
         if !info.patched {
@@ -76,17 +76,17 @@ pub fn write(tarballs: &[PathBuf], out: &Path, base_url: &str) -> Result<Vec<Wri
         }
         let arch = info.arch.clone().unwrap_or_else(|| "x86_64".into());
         let key = format!("cpython-{}-linux-{arch}-gnu", info.python);
-        if planned.iter().any(|(_, _, k, _)| *k == key) {
+        if planned.iter().any(|(_, _, _, k, _)| *k == key) {
             bail!("two tarballs give {key}; pass one per version and architecture");
         }
         let name = archive_name(tarball)?;
-        planned.push((tarball, info, key, name));
+        planned.push((tarball, info, arch, key, name));
     }
     // Then each archive is written to its .partial name; only when all are whole do they, and
     // then downloads.json, take their names, so the JSON never names an archive it does not match.
     let mut partials: Vec<(PathBuf, PathBuf)> = Vec::new();
     let mut written = Vec::new();
-    for (tarball, info, key, name) in &planned {
+    for (tarball, info, arch, key, name) in &planned {
         let archive = out.join(name);
         let partial = archive.with_extension("partial");
         let sha256 = match repack(tarball, &partial) {
@@ -98,9 +98,8 @@ pub fn write(tarballs: &[PathBuf], out: &Path, base_url: &str) -> Result<Vec<Wri
                 return Err(e);
             }
         };
-        let arch = info.arch.clone().unwrap_or_else(|| "x86_64".into());
         let url = format!("{}/{name}", base_url.trim_end_matches('/'));
-        entries.insert(key.clone(), entry(info, &arch, &url, &sha256)?);
+        entries.insert(key.clone(), entry(info, arch, &url, &sha256)?);
         partials.push((partial, archive.clone()));
         written.push(Written {
             key: key.clone(),
