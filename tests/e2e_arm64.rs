@@ -272,3 +272,310 @@ fn the_aarch64_tree_installs_from_a_uv_channel_and_runs_under_emulation() {
         "{all}"
     );
 }
+
+/// `publish` of the native and the aarch64 image under one tag to the test registry, with the
+/// arguments of the test configuration; returns its output and its report.
+fn publish(registry: &str, extra: &[&str]) -> (std::process::Output, Option<serde_json::Value>) {
+    let out_dir = work().join("dist-publish");
+    let mut flags = vec!["--arch", "x86_64,aarch64", "--registry", registry];
+    flags.extend(extra);
+    let args = build_command_args("publish", &out_dir, &flags);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    (xtask(&args), read_report(&out_dir))
+}
+
+/// A blob of the test registry's repository `repository`, by digest.
+fn blob(repository: &str, digest: &str) -> serde_json::Value {
+    let url = format!("http://{}/v2/{repository}/blobs/{digest}", registry());
+    let bytes = reqwest::blocking::get(&url).unwrap().bytes().unwrap();
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{url}: {e}"))
+}
+
+/// What skopeo reads of `reference` in the test registry (`--raw`: the manifest as stored).
+fn skopeo_raw(reference: &str) -> serde_json::Value {
+    let out = skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{}/{reference}", registry()),
+    ]);
+    assert!(out.status.success(), "skopeo {reference}: {}", text(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The two images the suite built, published under one tag with their attachments: skopeo reads
+/// the index and each image's referrers, podman (a second engine) pulls the one tag for each
+/// platform and `verify` passes on both, the arm64 one under QEMU. Publishing again sends
+/// nothing and gives the same digests.
+#[test]
+fn both_images_publish_under_one_tag_and_podman_pulls_and_verifies_each() {
+    let _g = serial();
+    let built = [cold_build(), cross_build()];
+    let repository = "python-fips";
+    let target = format!("{}/{repository}", registry());
+    // A signing key of the user's, made with OpenSSL as the README says.
+    let key = work().join("publish-key.pem");
+    let out = std::process::Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+        ])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let key = key.to_str().unwrap();
+    let source = [
+        "--source",
+        "https://example.org/python-fips",
+        "--sign-key",
+        key,
+    ];
+    let started = std::time::Instant::now();
+    let (out, report) = publish(&target, &source);
+    eprintln!("publish: {:.0} s", started.elapsed().as_secs_f64());
+    assert!(out.status.success(), "publish failed:\n{}", text(&out));
+    let report = report.unwrap();
+    let digest = report["index"]["digest"].as_str().unwrap().to_string();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        stdout,
+        format!("{target}:3.13.15@{digest}\n{target}:3.13@{digest}\n")
+    );
+    let platforms = report["platforms"].as_array().unwrap();
+    for (platform, build) in platforms.iter().zip(built) {
+        assert_eq!(platform["image_id"], build["image"]["id"], "{platform}");
+        assert_eq!(platform["tarball_sha256"], build["sha256"], "{platform}");
+    }
+
+    // skopeo reads the index under both tags: one manifest per platform, with the annotations.
+    let index = skopeo_raw(&format!("{repository}:3.13"));
+    assert_eq!(index, skopeo_raw(&format!("{repository}:3.13.15")));
+    assert_eq!(
+        index["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    let listed: Vec<(String, String)> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["platform"]["architecture"].as_str().unwrap().to_string(),
+                m["digest"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let manifests: Vec<String> = platforms
+        .iter()
+        .map(|p| p["manifest"]["digest"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("amd64".to_string(), manifests[0].clone()),
+            ("arm64".to_string(), manifests[1].clone())
+        ]
+    );
+    let annotations = &index["annotations"];
+    assert_eq!(annotations["org.opencontainers.image.version"], "3.13.15");
+    assert_eq!(
+        annotations["org.opencontainers.image.source"],
+        "https://example.org/python-fips"
+    );
+    assert!(
+        annotations["org.opencontainers.image.created"]
+            .as_str()
+            .unwrap()
+            .ends_with('Z'),
+        "{annotations}"
+    );
+    assert!(
+        annotations["org.opencontainers.image.revision"]
+            .as_str()
+            .is_some_and(|r| r.len() >= 40),
+        "{annotations}"
+    );
+
+    // Each image's attachments, through the fallback tag (this registry, Debian's
+    // docker-registry 2.8, has no referrers API: it answers 404), each read by skopeo and its
+    // document fetched by digest.
+    let api = format!(
+        "http://{}/v2/{repository}/referrers/{}",
+        registry(),
+        manifests[0]
+    );
+    assert_eq!(reqwest::blocking::get(&api).unwrap().status(), 404);
+    for (manifest, build) in manifests.iter().zip(built) {
+        let referrers = skopeo_raw(&format!("{repository}:{}", manifest.replacen(':', "-", 1)));
+        let mut kinds = Vec::new();
+        for entry in referrers["manifests"].as_array().unwrap() {
+            let attached = skopeo_raw(&format!(
+                "{repository}@{}",
+                entry["digest"].as_str().unwrap()
+            ));
+            assert_eq!(attached["subject"]["digest"], *manifest, "{attached}");
+            assert_eq!(attached["artifactType"], entry["artifactType"]);
+            let doc = blob(
+                repository,
+                attached["layers"][0]["digest"].as_str().unwrap(),
+            );
+            let kind = match attached["artifactType"].as_str().unwrap() {
+                "application/vnd.cyclonedx+json" => {
+                    assert_eq!(doc["bomFormat"], "CycloneDX");
+                    "sbom"
+                }
+                "application/vnd.python-fips.verify.v1+json" => {
+                    assert_eq!(doc["passed"], true);
+                    assert_eq!(doc["image_id"], build["image"]["id"]);
+                    assert!(doc["checks"].as_array().unwrap().len() >= 20);
+                    "verify"
+                }
+                "application/vnd.in-toto+json" => {
+                    assert_eq!(
+                        doc["subject"][0]["digest"]["sha256"],
+                        manifest.trim_start_matches("sha256:")
+                    );
+                    match doc["predicateType"].as_str().unwrap() {
+                        "https://slsa.dev/provenance/v1" => {
+                            let deps = doc["predicate"]["buildDefinition"]["resolvedDependencies"]
+                                .to_string();
+                            let info: serde_json::Value = serde_json::from_slice(
+                                &std::fs::read(build["build_info"].as_str().unwrap()).unwrap(),
+                            )
+                            .unwrap();
+                            for source in ["python", "openssl"] {
+                                let sha = info[source]["sha256"].as_str().unwrap();
+                                assert!(deps.contains(sha), "{source} {sha} not in {deps}");
+                            }
+                            let stages = doc["predicate"]["runDetails"]["byproducts"].to_string();
+                            for stage in build["stages"].as_array().unwrap() {
+                                assert!(stages.contains(stage["key"].as_str().unwrap()));
+                            }
+                            "provenance"
+                        }
+                        "urn:python-fips:fips-attestation:v1" => {
+                            let fips = &doc["predicate"];
+                            assert_eq!(fips["module"]["version"], "3.1.2");
+                            assert_eq!(fips["cmvp"]["certificate"], "4985");
+                            assert_eq!(fips["cmvp"]["standard"], "FIPS 140-3");
+                            assert_eq!(fips["cmvp"]["status"], "active");
+                            assert!(fips["cmvp"]["historical_from"].as_str().is_some());
+                            assert_eq!(fips["verify"]["passed"], true);
+                            "fips"
+                        }
+                        other => panic!("an unexpected statement {other}"),
+                    }
+                }
+                other => panic!("an unexpected attachment {other}"),
+            };
+            kinds.push(kind);
+        }
+        assert_eq!(kinds, ["sbom", "verify", "provenance", "fips"]);
+    }
+
+    // The index and each image are signed: OpenSSL verifies each signature over its payload
+    // with the key's public half, and the payload names the digest.
+    assert_eq!(report["signed"].as_array().unwrap().len(), 3);
+    let public = work().join("publish-key.pub");
+    let out = std::process::Command::new("openssl")
+        .args(["pkey", "-pubout", "-in", key, "-out"])
+        .arg(&public)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    for signed in manifests.iter().chain([&digest]) {
+        let sig = skopeo_raw(&format!(
+            "{repository}:{}.sig",
+            signed.replacen(':', "-", 1)
+        ));
+        let layer = &sig["layers"][0];
+        let url = format!(
+            "http://{}/v2/{repository}/blobs/{}",
+            registry(),
+            layer["digest"].as_str().unwrap()
+        );
+        let payload = reqwest::blocking::get(&url).unwrap().bytes().unwrap();
+        let said: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+        assert_eq!(said["critical"]["image"]["docker-manifest-digest"], *signed);
+        use base64::Engine as _;
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(
+                layer["annotations"]["dev.cosignproject.cosign/signature"]
+                    .as_str()
+                    .unwrap(),
+            )
+            .unwrap();
+        let (payload_file, sig_file) = (work().join("signed.json"), work().join("signature.der"));
+        std::fs::write(&payload_file, &payload).unwrap();
+        std::fs::write(&sig_file, der).unwrap();
+        let out = std::process::Command::new("openssl")
+            .args(["dgst", "-sha256", "-verify"])
+            .arg(&public)
+            .arg("-signature")
+            .arg(&sig_file)
+            .arg(&payload_file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "the signature of {signed}: {}",
+            text(&out)
+        );
+    }
+
+    // A second engine pulls the one tag for each platform: the images are the suite's, by id,
+    // and verify passes in each (the arm64 one under QEMU).
+    let (engine, (var, conf)) = podman();
+    for (platform, build) in ["amd64", "arm64"].iter().zip(built) {
+        let image = format!("{target}:3.13");
+        let out = podman_cli(&["pull", "--tls-verify=false", "--arch", platform, &image]);
+        assert!(
+            out.status.success(),
+            "podman pull {platform}: {}",
+            text(&out)
+        );
+        let out = podman_cli(&["image", "inspect", "--format", "{{.Id}}", &image]);
+        let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert_eq!(
+            format!("sha256:{id}"),
+            build["image"]["id"].as_str().unwrap()
+        );
+        let mut args = vec!["verify"];
+        args.extend(engine);
+        args.push(&image);
+        let started = std::time::Instant::now();
+        let out = command(&args).env(var, &conf).output().unwrap();
+        eprintln!(
+            "verify on podman ({platform}): {:.0} s\n{}",
+            started.elapsed().as_secs_f64(),
+            text(&out)
+        );
+        assert!(out.status.success(), "verify {platform} on podman failed");
+        let _ = podman_cli(&["rmi", "--force", &image]);
+    }
+
+    // Again: nothing sent, the same digests.
+    let (out, again) = publish(&target, &source);
+    assert!(out.status.success(), "{}", text(&out));
+    let again = again.unwrap();
+    assert_eq!(again["index"]["digest"], digest.as_str());
+    assert_eq!(
+        again["uploaded"],
+        serde_json::json!({"blobs": 0, "manifests": 0})
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), stdout);
+
+    // A registry that cannot be reached fails the publish before any build, naming it.
+    let (out, _) = publish("127.0.0.1:9/python-fips", &[]);
+    assert!(!out.status.success());
+    let said = text(&out);
+    assert!(
+        said.contains("cannot push to 127.0.0.1:9/python-fips; nothing was built or published"),
+        "{said}"
+    );
+}

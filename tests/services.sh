@@ -11,6 +11,7 @@
 #        tests/services.sh dind WORKDIR BASE_IMAGE      the second daemon, holding BASE_IMAGE
 #        tests/services.sh podman WORKDIR BASE_IMAGE    podman's configuration, BASE_IMAGE
 #                                                       loaded, and none of this project's images
+#        tests/services.sh skopeo                       skopeo, installed if missing
 #        tests/services.sh stop-registry WORKDIR        stop the registry (its storage stays)
 #        tests/services.sh stop-dind WORKDIR            remove the dind container and its volumes
 #
@@ -33,7 +34,7 @@ for_workdir() {
 
 log() { echo "services: $*" >&2; }
 die() { echo "services: error: $*" >&2; exit 1; }
-usage() { die "usage: $0 registry WORKDIR | dind WORKDIR BASE_IMAGE | podman WORKDIR BASE_IMAGE | stop-registry WORKDIR | stop-dind WORKDIR"; }
+usage() { die "usage: $0 registry WORKDIR | dind WORKDIR BASE_IMAGE | podman WORKDIR BASE_IMAGE | skopeo | stop-registry WORKDIR | stop-dind WORKDIR"; }
 
 # True when something accepts TCP connections on 127.0.0.1:$1.
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -262,6 +263,12 @@ start_podman() {
 # --- main ------------------------------------------------------------------------------------
 
 command=${1:-}
+if [ "$command" = skopeo ] && [ $# = 1 ]; then
+    lock
+    command -v skopeo >/dev/null 2>&1 || apt_install skopeo
+    echo "SKOPEO=$(command -v skopeo)"
+    exit 0
+fi
 case $command in
     registry | stop-registry | stop-dind) [ $# = 2 ] || usage ;;
     dind | podman) [ $# = 3 ] || usage ;;

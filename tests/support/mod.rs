@@ -119,10 +119,15 @@ pub fn run_python(out_dir: &Path, extra: &[&str]) -> (Output, Option<serde_json:
 /// The arguments of `python` with the test configuration, its report and outputs in `out_dir`,
 /// and `extra` flags.
 pub fn python_args(out_dir: &Path, extra: &[&str]) -> Vec<String> {
+    build_command_args("python", out_dir, extra)
+}
+
+/// Like `python_args`, for another command that takes the build's flags (`image`, `publish`).
+pub fn build_command_args(command: &str, out_dir: &Path, extra: &[&str]) -> Vec<String> {
     let mirror = setup();
     let report = report_path(out_dir);
     let _ = std::fs::remove_file(&report);
-    let mut args: Vec<&str> = vec!["python"];
+    let mut args: Vec<&str> = vec![command];
     args.extend(VERSION);
     args.extend([
         "--mirror",
@@ -214,6 +219,17 @@ pub fn podman() -> ([&'static str; 2], (&'static str, String)) {
     )
 }
 
+/// Runs podman as `podman()` configures it.
+pub fn podman_cli(args: &[&str]) -> Output {
+    let (_, (var, conf)) = podman();
+    Command::new("podman")
+        .args(args)
+        .env(var, conf)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
 /// Runs `tests/services.sh` with `args` and returns the `KEY=VALUE` lines it prints.
 pub fn services(args: &[&str]) -> std::collections::BTreeMap<String, String> {
     let out = Command::new("bash")
@@ -229,6 +245,19 @@ pub fn services(args: &[&str]) -> std::collections::BTreeMap<String, String> {
         .filter_map(|l| l.split_once('='))
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
+}
+
+/// skopeo, installed by `tests/services.sh` if it is missing.
+pub fn skopeo(args: &[&str]) -> Output {
+    static READY: OnceLock<()> = OnceLock::new();
+    READY.get_or_init(|| {
+        services(&["skopeo"]);
+    });
+    Command::new("skopeo")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
 }
 
 pub fn docker(args: &[&str]) -> Output {

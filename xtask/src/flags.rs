@@ -42,6 +42,9 @@ pub enum Cmd {
     VerifyCache(VerifyCache),
     /// Write a uv download channel (install_only tarballs and downloads.json) from runtime tarballs.
     Channel(Channel),
+    /// Push verified runtime images to an OCI registry under one multi-arch tag, with the SBOM,
+    /// the verify verdict, provenance and a FIPS attestation attached to each.
+    Publish(Publish),
 }
 
 /// Where the sources come from and where the cache lives.
@@ -316,4 +319,31 @@ pub struct Channel {
     /// archive's name.
     #[arg(long, value_name = "URL")]
     pub base_url: String,
+}
+
+#[derive(Args, Debug)]
+pub struct Publish {
+    /// The build, as for `image`: `--arch x86_64,aarch64` publishes both under one index
+    /// (default: the engine's own architecture); `--runtime distroless` publishes that image
+    /// under `-distroless` tags; `--report` gets what was pushed
+    /// (`{registry, tags, index, platforms: [{arch, platform, image_id, tarball_sha256,
+    /// manifest, attachments}], uploaded: {blobs, manifests}}`).
+    #[command(flatten)]
+    pub build: BuildArgs,
+    /// The repository to push to, `host[:port]/repository`. Credentials are those of `docker
+    /// login`/`podman login`; plain HTTP is used for a loopback host only.
+    #[arg(long, value_name = "HOST[:PORT]/REPO")]
+    pub registry: String,
+    /// Put the index under this tag (repeatable; default: the CPython version and its minor,
+    /// `3.13.15` and `3.13`, with `-distroless` for that runtime).
+    #[arg(long)]
+    pub tag: Vec<String>,
+    /// Where the project's source is, for the `org.opencontainers.image.source` annotation
+    /// (none by default: this checkout's address is not something the images should carry).
+    #[arg(long, value_name = "URL")]
+    pub source: Option<String>,
+    /// Sign each image's manifest and the index with this unencrypted P-256 key (PEM), in the
+    /// form `cosign verify --key` checks: the signatures go under `sha256-<hex>.sig`.
+    #[arg(long, value_name = "KEY.pem")]
+    pub sign_key: Option<PathBuf>,
 }

@@ -29,5 +29,6 @@ fn run() -> Result<()> {
         flags::Cmd::Audit(cmd) => cmd.run(&sh),
         flags::Cmd::VerifyCache(cmd) => cmd.run(&sh),
         flags::Cmd::Channel(cmd) => cmd.run(&sh),
+        flags::Cmd::Publish(cmd) => cmd.run(&sh),
     }
 }

@@ -39,10 +39,17 @@ use crate::download::{CopyError, Pace, RetryPolicy, copy_hashing};
 use crate::progress::SilentTransfer;
 use crate::store::Remote;
 
-const MANIFEST_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
+pub(crate) const MANIFEST_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
+pub(crate) const INDEX_TYPE: &str = "application/vnd.oci.image.index.v1+json";
+/// What a manifest request accepts: an image manifest or an index, OCI's or Docker's (a tag
+/// another tool put must be seen, not taken for absent and overwritten).
+const ACCEPT_MANIFESTS: &str = "application/vnd.oci.image.manifest.v1+json, \
+     application/vnd.oci.image.index.v1+json, \
+     application/vnd.docker.distribution.manifest.v2+json, \
+     application/vnd.docker.distribution.manifest.list.v2+json";
 const CONFIG_TYPE: &str = "application/vnd.python-fips.entry.v1+json";
 const FILE_TYPE: &str = "application/vnd.python-fips.file.v1";
-const TITLE: &str = "org.opencontainers.image.title";
+pub(crate) const TITLE: &str = "org.opencontainers.image.title";
 
 /// A repository in an OCI registry that holds stage entries.
 pub struct Registry {
@@ -122,14 +129,28 @@ struct Manifest {
     layers: Vec<Descriptor>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// An OCI content descriptor: what a manifest or an index says of a blob or a manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Descriptor {
-    media_type: String,
-    digest: String,
-    size: u64,
+pub(crate) struct Descriptor {
+    pub media_type: String,
+    pub digest: String,
+    pub size: u64,
+    /// The platform of an image in an index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<Platform>,
+    /// The type of an artifact (an attachment, in a referrers index).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    annotations: std::collections::BTreeMap<String, String>,
+    pub annotations: std::collections::BTreeMap<String, String>,
+}
+
+/// An image's platform, as an index names it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Platform {
+    pub architecture: String,
+    pub os: String,
 }
 
 impl Registry {
@@ -139,8 +160,17 @@ impl Registry {
         Registry::open_with(reference, Limits::default())
     }
 
+    /// Like `open`, for the repository the flag `flag` names (its errors say that flag).
+    pub fn open_for(flag: &str, reference: &str) -> Result<Registry> {
+        Registry::open_flagged(flag, reference, Limits::default())
+    }
+
     fn open_with(reference: &str, limits: Limits) -> Result<Registry> {
-        let (host, repository) = parse_reference(reference)?;
+        Registry::open_flagged("--cache-registry", reference, limits)
+    }
+
+    fn open_flagged(flag: &str, reference: &str, limits: Limits) -> Result<Registry> {
+        let (host, repository) = parse_reference(flag, reference)?;
         let scheme = match is_loopback(&host) {
             true => "http",
             false => "https",
@@ -359,21 +389,9 @@ impl Registry {
 
     /// The manifest tagged `tag` and its digest, or `None` if there is no such tag.
     fn manifest(&self, tag: &str) -> Result<Option<(String, Manifest)>> {
-        let url = self.url(&format!("manifests/{tag}"));
-        let resp = self.send(&format!("GET manifest {tag}"), Access::Read, &|| {
-            Ok(self.call(Method::GET, &url).header("Accept", MANIFEST_TYPE))
-        })?;
-        if resp.status() == StatusCode::NOT_FOUND {
+        let Some((digest, bytes)) = self.get_manifest(tag)? else {
             return Ok(None);
-        }
-        let resp = checked(resp, &format!("GET manifest {tag}"))?;
-        let said = header(&resp, "Docker-Content-Digest");
-        let bytes = read_capped(resp, MANIFEST_CAP, &format!("GET manifest {tag}"))?;
-        let digest = format!("sha256:{}", hex(&Sha256::digest(&bytes)));
-        if let Some(said) = said.filter(|s| s.starts_with("sha256:") && *s != digest) {
-            let said = printable(&said);
-            bail!("the manifest of {tag} hashes to {digest}, not the {said} the registry gave");
-        }
+        };
         let manifest: Manifest = serde_json::from_slice(&bytes)
             .with_context(|| format!("the manifest of {tag} is not an OCI image manifest"))?;
         Ok(Some((digest, manifest)))
@@ -385,7 +403,7 @@ impl Registry {
         let resp = self.send(&format!("HEAD manifest {tag}"), Access::Read, &|| {
             Ok(self
                 .call(Method::HEAD, &url)
-                .header("Accept", MANIFEST_TYPE))
+                .header("Accept", ACCEPT_MANIFESTS))
         })?;
         match resp.status() {
             StatusCode::NOT_FOUND => Ok(false),
@@ -453,8 +471,8 @@ impl Registry {
     }
 
     /// Uploads `bytes` (or the file `path`) as a blob unless the registry has it; returns its
-    /// descriptor.
-    fn push_blob(&self, source: BlobSource, media_type: &str) -> Result<Descriptor> {
+    /// descriptor and whether it was uploaded.
+    fn push_blob(&self, source: BlobSource, media_type: &str) -> Result<(Descriptor, bool)> {
         let (digest, size) = match &source {
             BlobSource::Bytes(b) => (
                 format!("sha256:{}", hex(&Sha256::digest(b))),
@@ -471,6 +489,8 @@ impl Registry {
             media_type: media_type.to_string(),
             digest: digest.clone(),
             size,
+            platform: None,
+            artifact_type: None,
             annotations: Default::default(),
         };
         let url = self.url(&format!("blobs/{digest}"));
@@ -480,7 +500,7 @@ impl Registry {
             .status()
             == StatusCode::OK
         {
-            return Ok(descriptor);
+            return Ok((descriptor, false));
         }
         let what = "POST blob upload";
         let uploads = self.url("blobs/uploads/");
@@ -508,8 +528,141 @@ impl Registry {
                 .body(body))
         })?;
         checked(resp, &what)?;
-        Ok(descriptor)
+        Ok((descriptor, true))
     }
+}
+
+/// What publishing asks of a repository: blobs, manifests and indexes by digest or tag. Unlike
+/// the stage cache's calls, these are never turned off: a failure is the caller's error.
+impl Registry {
+    /// `host[:port]/repository`, as the user gave it.
+    pub(crate) fn reference(&self) -> &str {
+        &self.reference
+    }
+
+    /// Uploads the file `path` as a blob of `media_type` unless the registry has it: its
+    /// descriptor, and whether it was uploaded.
+    pub(crate) fn put_blob_file(
+        &self,
+        path: &Path,
+        media_type: &str,
+    ) -> Result<(Descriptor, bool)> {
+        self.push_blob(BlobSource::File(path.to_path_buf()), media_type)
+    }
+
+    /// Like `put_blob_file`, for bytes in memory.
+    pub(crate) fn put_blob_bytes(
+        &self,
+        bytes: &[u8],
+        media_type: &str,
+    ) -> Result<(Descriptor, bool)> {
+        self.push_blob(BlobSource::Bytes(bytes.to_vec()), media_type)
+    }
+
+    /// The manifest or index at `reference` (a tag or a digest) with its digest, or `None` when
+    /// there is none. Its bytes must hash to the digest the registry gives, and to a digest
+    /// reference.
+    pub(crate) fn get_manifest(&self, reference: &str) -> Result<Option<(String, Vec<u8>)>> {
+        let url = self.url(&format!("manifests/{reference}"));
+        let what = format!("GET manifest {reference}");
+        let resp = self.send(&what, Access::Read, &|| {
+            Ok(self
+                .call(Method::GET, &url)
+                .header("Accept", ACCEPT_MANIFESTS))
+        })?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let resp = checked(resp, &what)?;
+        let said = header(&resp, "Docker-Content-Digest");
+        let bytes = read_capped(resp, MANIFEST_CAP, &what)?;
+        let digest = format!("sha256:{}", hex(&Sha256::digest(&bytes)));
+        let asked = Some(reference.to_string()).filter(|r| r.starts_with("sha256:"));
+        if let Some(said) = said.filter(|s| s.starts_with("sha256:")).or(asked)
+            && said != digest
+        {
+            let said = printable(&said);
+            bail!(
+                "the manifest of {reference} hashes to {digest}, not the {said} the registry gave"
+            );
+        }
+        Ok(Some((digest, bytes)))
+    }
+
+    /// Puts `body` (of `media_type`) at `reference` (a tag, or its own digest) unless it is
+    /// there already, byte for byte.
+    pub(crate) fn put_manifest(
+        &self,
+        reference: &str,
+        media_type: &str,
+        body: &[u8],
+    ) -> Result<ManifestPut> {
+        let digest = format!("sha256:{}", hex(&Sha256::digest(body)));
+        let there = match reference.starts_with("sha256:") {
+            true => self.has_manifest(reference)?,
+            false => self
+                .get_manifest(reference)?
+                .is_some_and(|(d, _)| d == digest),
+        };
+        if there {
+            return Ok(ManifestPut {
+                digest,
+                put: false,
+                subject_indexed: false,
+            });
+        }
+        let url = self.url(&format!("manifests/{reference}"));
+        let what = format!("PUT manifest {reference}");
+        let resp = self.send(&what, Access::Write, &|| {
+            Ok(self
+                .call(Method::PUT, &url)
+                .header("Content-Type", media_type)
+                .body(body.to_vec()))
+        })?;
+        let resp = checked(resp, &what)?;
+        Ok(ManifestPut {
+            digest,
+            put: true,
+            subject_indexed: header(&resp, "OCI-Subject").is_some(),
+        })
+    }
+
+    /// The referrers API's index of the manifest `digest`, or `None` when the registry has no
+    /// referrers API (it answers 404, or 400 or 405 as some do; one that has it answers an
+    /// index, empty or not). Only the first page is read: publish attaches a few documents.
+    pub(crate) fn referrers(&self, digest: &str) -> Result<Option<Vec<u8>>> {
+        let url = self.url(&format!("referrers/{digest}"));
+        let what = format!("GET referrers {digest}");
+        let resp = self.send(&what, Access::Read, &|| {
+            Ok(self.call(Method::GET, &url).header("Accept", INDEX_TYPE))
+        })?;
+        let absent = [
+            StatusCode::NOT_FOUND,
+            StatusCode::BAD_REQUEST,
+            StatusCode::METHOD_NOT_ALLOWED,
+        ];
+        if absent.contains(&resp.status()) {
+            return Ok(None);
+        }
+        let resp = checked(resp, &what)?;
+        let index = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.starts_with(INDEX_TYPE));
+        let bytes = read_capped(resp, MANIFEST_CAP, &what)?;
+        // A registry without the API may answer an unknown path with a page: not an index.
+        Ok(Some(bytes).filter(|_| index))
+    }
+}
+
+/// What `put_manifest` did.
+pub(crate) struct ManifestPut {
+    pub digest: String,
+    /// It was sent (not there already).
+    pub put: bool,
+    /// The registry said it indexed the manifest's subject for the referrers API.
+    pub subject_indexed: bool,
 }
 
 /// What a blob is made from.
@@ -565,7 +718,7 @@ impl Remote for Registry {
             files.sort();
             let mut layers = Vec::new();
             for file in files {
-                let mut d = self.push_blob(BlobSource::File(file.clone()), FILE_TYPE)?;
+                let (mut d, _) = self.push_blob(BlobSource::File(file.clone()), FILE_TYPE)?;
                 let title = file.file_name().unwrap().to_string_lossy().into_owned();
                 d.annotations.insert(TITLE.to_string(), title);
                 layers.push(d);
@@ -574,7 +727,7 @@ impl Remote for Registry {
             let manifest = Manifest {
                 schema_version: 2,
                 media_type: MANIFEST_TYPE.to_string(),
-                config: self.push_blob(BlobSource::Bytes(config), CONFIG_TYPE)?,
+                config: self.push_blob(BlobSource::Bytes(config), CONFIG_TYPE)?.0,
                 layers,
             };
             let body = serde_json::to_vec(&manifest)?;
@@ -742,22 +895,20 @@ fn printable(text: &str) -> String {
 }
 
 /// Splits `host[:port]/repository`, checking both parts.
-fn parse_reference(reference: &str) -> Result<(String, String)> {
+fn parse_reference(flag: &str, reference: &str) -> Result<(String, String)> {
     let example = "registry.example.com/team/python-fips-cache";
     if reference.contains("://") {
         bail!(
-            "--cache-registry {reference:?}: give host/repository without a scheme, e.g. \
+            "{flag} {reference:?}: give host/repository without a scheme, e.g. \
              {example} (HTTPS is used, and plain HTTP for a loopback host only)"
         );
     }
     let Some((host, repository)) = reference.split_once('/') else {
-        bail!(
-            "--cache-registry {reference:?} names no repository; give host/repository, e.g. {example}"
-        );
+        bail!("{flag} {reference:?} names no repository; give host/repository, e.g. {example}");
     };
     if !(host.contains('.') || host.contains(':') || host == "localhost") {
         bail!(
-            "--cache-registry {reference:?} does not start with a registry host (a name with a \
+            "{flag} {reference:?} does not start with a registry host (a name with a \
              dot or a port, or localhost); give host/repository, e.g. {example}"
         );
     }
@@ -766,9 +917,7 @@ fn parse_reference(reference: &str) -> Result<(String, String)> {
         None => host.split_once(':').map(|(_, p)| p),
     };
     if port.is_some_and(|p| p.parse::<u16>().is_err()) {
-        bail!(
-            "--cache-registry {reference:?}: the port of {host:?} is not a number, e.g. {example}"
-        );
+        bail!("{flag} {reference:?}: the port of {host:?} is not a number, e.g. {example}");
     }
     let valid = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-/".contains(c);
     if repository.is_empty()
@@ -776,7 +925,7 @@ fn parse_reference(reference: &str) -> Result<(String, String)> {
         || repository.split('/').any(str::is_empty)
     {
         bail!(
-            "--cache-registry {reference:?}: the repository {repository:?} must be lowercase \
+            "{flag} {reference:?}: the repository {repository:?} must be lowercase \
              letters, digits, `.`, `_`, `-` and `/` (no tag or digest), e.g. {example}"
         );
     }

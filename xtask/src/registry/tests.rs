@@ -7,14 +7,20 @@ use std::time::Duration;
 #[test]
 fn a_reference_needs_a_registry_host_and_a_plain_repository() {
     assert_eq!(
-        parse_reference("registry.example.com/team/python-fips-cache").unwrap(),
+        parse_reference(
+            "--cache-registry",
+            "registry.example.com/team/python-fips-cache"
+        )
+        .unwrap(),
         (
             "registry.example.com".to_string(),
             "team/python-fips-cache".to_string()
         )
     );
     assert_eq!(
-        parse_reference("127.0.0.1:5117/cache").unwrap().0,
+        parse_reference("--cache-registry", "127.0.0.1:5117/cache")
+            .unwrap()
+            .0,
         "127.0.0.1:5117"
     );
     for (bad, says) in [
@@ -27,7 +33,10 @@ fn a_reference_needs_a_registry_host_and_a_plain_repository() {
         ("https://registry.example.com/cache", "without a scheme"),
         ("registry.example.com:abc/cache", "is not a number"),
     ] {
-        let e = format!("{:#}", parse_reference(bad).unwrap_err());
+        let e = format!(
+            "{:#}",
+            parse_reference("--cache-registry", bad).unwrap_err()
+        );
         assert!(e.contains(says) && e.contains(bad), "{bad}: {e}");
         assert!(e.contains("e.g. registry.example.com/"), "{e}");
     }
