@@ -15,7 +15,7 @@
 #        tests/services.sh stop-registry WORKDIR        stop the registry (its storage stays)
 #        tests/services.sh stop-dind WORKDIR            remove the dind container and its volumes
 #
-# stdout holds only KEY=VALUE lines: REGISTRY, REGISTRY_PID, DIND, CONTAINERS_CONF.
+# stdout holds only KEY=VALUE lines: REGISTRY, REGISTRY_PID, DIND, CONTAINERS_CONF, SKOPEO.
 # Everything else goes to stderr.
 set -euo pipefail
 
