@@ -51,6 +51,12 @@ impl Memory {
             .collect()
     }
 
+    /// Fails naming them if requests that write came after the first `before`.
+    fn assert_no_writes_since(&self, before: usize) {
+        let puts = self.puts();
+        assert_eq!(puts.len(), before, "{:?}", &puts[before..]);
+    }
+
     fn tagged(&self, tag: &str) -> Option<serde_json::Value> {
         let store = self.store.lock().unwrap();
         let digest = store.tags.get(tag)?;
@@ -315,12 +321,7 @@ fn one_tag_names_both_platforms_and_a_second_publish_sends_nothing() {
     let (again, _, counts) = publish(&registry, dir.path()).unwrap();
     assert_eq!(again.digest, index.digest);
     assert_eq!((counts.blobs, counts.manifests), (0, 0));
-    assert_eq!(
-        server.puts().len(),
-        before,
-        "{:?}",
-        &server.puts()[before..]
-    );
+    server.assert_no_writes_since(before);
 }
 
 #[test]
@@ -389,12 +390,7 @@ fn an_index_is_not_put_while_a_platform_manifest_is_missing() {
         e.contains("the aarch64 manifest") && e.contains("no tag was moved"),
         "{e}"
     );
-    assert_eq!(
-        server.puts().len(),
-        before,
-        "{:?}",
-        &server.puts()[before..]
-    );
+    server.assert_no_writes_since(before);
 }
 
 #[test]
@@ -431,28 +427,29 @@ fn default_tags_name_the_release_and_its_minor() {
     );
 }
 
+/// A signer with a test key made from `seed`.
+fn test_signer(dir: &Path, seed: u8) -> Signer {
+    let key = dir.join(format!("key-{seed}.pem"));
+    let secret = p256::SecretKey::from_slice(&[seed; 32]).unwrap();
+    let pem = p256::pkcs8::EncodePrivateKey::to_pkcs8_pem(&secret, Default::default()).unwrap();
+    std::fs::write(&key, pem.as_bytes()).unwrap();
+    Signer::load(&key).unwrap()
+}
+
 #[test]
 fn a_signature_is_added_beside_others_once() {
     let dir = TempDir::new("publish-sign");
     let server = Memory::start(false, None);
     let registry = server.registry();
-    let key = dir.path().join("key.pem");
-    let secret = p256::SecretKey::from_slice(&[9u8; 32]).unwrap();
-    let pem = p256::pkcs8::EncodePrivateKey::to_pkcs8_pem(&secret, Default::default()).unwrap();
-    std::fs::write(&key, pem.as_bytes()).unwrap();
-    let signer = Signer::load(&key).unwrap();
-    let other = dir.path().join("other.pem");
-    let secret = p256::SecretKey::from_slice(&[5u8; 32]).unwrap();
-    let pem = p256::pkcs8::EncodePrivateKey::to_pkcs8_pem(&secret, Default::default()).unwrap();
-    std::fs::write(&other, pem.as_bytes()).unwrap();
-    let other = Signer::load(&other).unwrap();
+    let signer = test_signer(dir.path(), 9);
+    let other = test_signer(dir.path(), 5);
     let digest = sha(b"an index");
     let mut counts = Counts::default();
     put_signature(&registry, &signer, &digest, &mut counts).unwrap();
     put_signature(&registry, &other, &digest, &mut counts).unwrap();
     let before = server.puts().len();
     put_signature(&registry, &signer, &digest, &mut counts).unwrap();
-    assert_eq!(server.puts().len(), before);
+    server.assert_no_writes_since(before);
     let sig = server.tagged(&sign::signature_tag(&digest)).unwrap();
     let layers = sig["layers"].as_array().unwrap();
     assert_eq!(layers.len(), 2);
