@@ -336,7 +336,7 @@ struct Subject<'a> {
 
 impl Subject<'_> {
     fn descriptor(&self) -> Descriptor {
-        descriptor(MANIFEST_TYPE, self.digest, self.size)
+        Descriptor::new(MANIFEST_TYPE, self.digest, self.size)
     }
 
     /// The in-toto subject: the image manifest by its digest.
@@ -345,17 +345,6 @@ impl Subject<'_> {
             "name": self.registry,
             "digest": {"sha256": self.digest.trim_start_matches("sha256:")},
         }])
-    }
-}
-
-fn descriptor(media_type: &str, digest: &str, size: u64) -> Descriptor {
-    Descriptor {
-        media_type: media_type.to_string(),
-        digest: digest.to_string(),
-        size,
-        platform: None,
-        artifact_type: None,
-        annotations: BTreeMap::new(),
     }
 }
 
@@ -470,10 +459,8 @@ impl TreeFiles {
                 std::io::copy(e, &mut hasher)?;
                 fips_so = Some(hex(&hasher.finalize()));
             }
-            Ok(sbom
-                .is_some()
-                .then_some(())
-                .and(fips_so.as_ref().map(|_| ())))
+            // Both found: the walk stops.
+            Ok((sbom.is_some() && fips_so.is_some()).then_some(()))
         })?;
         match (sbom, fips_so) {
             (Some(sbom), Some(fips_so)) => Ok(TreeFiles { sbom, fips_so }),
@@ -661,7 +648,7 @@ fn attach(
         )?;
         // A registry that indexed the subject itself lists it through its referrers API.
         unindexed |= !put.subject_indexed;
-        let mut d = descriptor(MANIFEST_TYPE, &one.digest, one.size);
+        let mut d = Descriptor::new(MANIFEST_TYPE, &one.digest, one.size);
         d.artifact_type = Some(doc.artifact_type.to_string());
         d.annotations = annotations;
         listed.push(serde_json::to_value(d)?);
@@ -700,7 +687,7 @@ fn put_index(
                 registry.reference()
             );
         }
-        let mut d = descriptor(MANIFEST_TYPE, &p.manifest.digest, p.manifest.size);
+        let mut d = Descriptor::new(MANIFEST_TYPE, &p.manifest.digest, p.manifest.size);
         d.platform = Some(p.platform.clone());
         manifests.push(d);
     }

@@ -146,6 +146,19 @@ pub(crate) struct Descriptor {
     pub annotations: std::collections::BTreeMap<String, String>,
 }
 
+impl Descriptor {
+    pub fn new(media_type: &str, digest: &str, size: u64) -> Descriptor {
+        Descriptor {
+            media_type: media_type.to_string(),
+            digest: digest.to_string(),
+            size,
+            platform: None,
+            artifact_type: None,
+            annotations: Default::default(),
+        }
+    }
+}
+
 /// An image's platform, as an index names it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Platform {
@@ -485,14 +498,7 @@ impl Registry {
                 (format!("sha256:{}", crate::digest::sha256_file(p)?), size)
             }
         };
-        let descriptor = Descriptor {
-            media_type: media_type.to_string(),
-            digest: digest.clone(),
-            size,
-            platform: None,
-            artifact_type: None,
-            annotations: Default::default(),
-        };
+        let descriptor = Descriptor::new(media_type, &digest, size);
         let url = self.url(&format!("blobs/{digest}"));
         let what = format!("HEAD blob {digest}");
         if self
@@ -529,6 +535,19 @@ impl Registry {
         })?;
         checked(resp, &what)?;
         Ok((descriptor, true))
+    }
+
+    /// PUTs the manifest `body` (of `media_type`) at `reference`, a tag or a digest.
+    fn send_manifest(&self, reference: &str, media_type: &str, body: &[u8]) -> Result<Response> {
+        let url = self.url(&format!("manifests/{reference}"));
+        let what = format!("PUT manifest {reference}");
+        let resp = self.send(&what, Access::Write, &|| {
+            Ok(self
+                .call(Method::PUT, &url)
+                .header("Content-Type", media_type)
+                .body(body.to_vec()))
+        })?;
+        checked(resp, &what)
     }
 }
 
@@ -611,15 +630,7 @@ impl Registry {
                 subject_indexed: false,
             });
         }
-        let url = self.url(&format!("manifests/{reference}"));
-        let what = format!("PUT manifest {reference}");
-        let resp = self.send(&what, Access::Write, &|| {
-            Ok(self
-                .call(Method::PUT, &url)
-                .header("Content-Type", media_type)
-                .body(body.to_vec()))
-        })?;
-        let resp = checked(resp, &what)?;
+        let resp = self.send_manifest(reference, media_type, body)?;
         Ok(ManifestPut {
             digest,
             put: true,
@@ -731,15 +742,7 @@ impl Remote for Registry {
                 layers,
             };
             let body = serde_json::to_vec(&manifest)?;
-            let url = self.url(&format!("manifests/{tag}"));
-            let what = format!("PUT manifest {tag}");
-            let resp = self.send(&what, Access::Write, &|| {
-                Ok(self
-                    .call(Method::PUT, &url)
-                    .header("Content-Type", MANIFEST_TYPE)
-                    .body(body.clone()))
-            })?;
-            checked(resp, &what).map(|_| ())
+            self.send_manifest(&tag, MANIFEST_TYPE, &body).map(|_| ())
         })
     }
 }
