@@ -14,7 +14,7 @@
 
 use std::fs::File;
 use std::io::{BufReader, Read};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use object::{Object, ObjectSymbol};
@@ -28,7 +28,10 @@ use crate::flags;
 use crate::pipeline::PREFIX;
 use crate::tarwalk;
 
+mod loader;
 mod zip;
+
+use loader::{HostRoot, Loader, MemRoot, Root, expand_origin};
 
 /// Functions every OpenSSL-compatible library (OpenSSL, LibreSSL, BoringSSL) defines. A file
 /// that defines some of them, with any binding (a static link keeps them as local symbols), has
@@ -127,6 +130,9 @@ impl Report {
     }
 }
 
+/// The largest `ld.so.conf` file an image walk records.
+const LD_SO_CONF_MAX: u64 = 1 << 20;
+
 /// How much `audit` reads of what it is given.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -153,6 +159,8 @@ fn audit_path_within(path: &Path, limits: Limits) -> Result<Report> {
     if path.is_dir() {
         scanner.scan_dir(path)?;
     } else {
+        let host = HostRoot::new(Path::new("/"), Path::new("/"), limits.file);
+        scanner.system = Some(Loader::new(host));
         let installed = std::path::absolute(path)?.display().to_string();
         if !scanner.scan_regular(path, &installed)? {
             bail!(
@@ -191,6 +199,25 @@ pub fn audit_image(sh: &Shell, engine: &Engine, cache: &Cache, image: &str) -> R
 struct Scanner {
     limits: Limits,
     report: Report,
+    /// The host's file system, where the ELF files of a directory or a file find the libraries
+    /// they load; an image's is recorded in its walk instead.
+    system: Option<Loader<HostRoot>>,
+}
+
+/// An image's file system as one walk records it, and its ELF files audited.
+#[derive(Default)]
+struct ImageWalk {
+    root: MemRoot,
+    audited: Vec<Audited>,
+}
+
+/// An ELF file of an image audited, whose loaded libraries are judged after the walk.
+struct Audited {
+    installed: String,
+    package: String,
+    dynamic: elf::Dynamic,
+    /// Where its findings end in the report, for those about what it loads.
+    at: usize,
 }
 
 impl Scanner {
@@ -201,35 +228,105 @@ impl Scanner {
                 target: target.to_string(),
                 ..Report::default()
             },
+            system: None,
         }
     }
 
-    /// Scans the Python environments in a tar of a root file system.
+    /// Scans the Python environments in a tar of a root file system, recording in the same
+    /// walk what the loader needs of every other file, then judges what each ELF file loads.
     fn scan_tar(&mut self, reader: impl Read) -> Result<()> {
+        let mut walk = ImageWalk::default();
         tarwalk::walk(reader, "the image's file system", |path, entry| {
-            if !entry.header().entry_type().is_file() {
-                return Ok(None::<()>);
-            }
-            // `docker cp container:/ -` names entries `./opt/…` or `/opt/…` depending on the
-            // engine.
-            let installed = format!("/{}", path.trim_start_matches("./").trim_start_matches('/'));
-            let python_env = installed.starts_with(&format!("{PREFIX}/"))
-                || installed.contains("/site-packages/")
-                || installed.contains("/dist-packages/");
-            if !python_env {
-                return Ok(None);
-            }
-            let size = entry.header().size()?;
-            let candidate = read_candidate(&mut *entry, size, self.limits.file)?;
-            let package = package_of(&installed);
-            self.scan_candidate(&installed, Some(&installed), &package, candidate);
-            Ok(None)
+            self.scan_tar_entry(&mut walk, path, entry)?;
+            Ok(None::<()>)
         })?;
+        let loader = Loader::new(walk.root);
+        // From the last file back, so the places of the earlier ones stay where they were.
+        for file in walk.audited.iter().rev() {
+            let found = loaded_through(&loader, &file.installed, &file.dynamic)
+                .into_iter()
+                .map(|(what, why)| Finding {
+                    package: file.package.clone(),
+                    file: file.installed.clone(),
+                    what,
+                    why,
+                });
+            self.report.findings.splice(file.at..file.at, found);
+        }
+        Ok(())
+    }
+
+    /// Records one entry of an image's file system in `walk`, and audits it if it is a file of
+    /// a Python environment.
+    fn scan_tar_entry<R: Read>(
+        &mut self,
+        walk: &mut ImageWalk,
+        path: &str,
+        entry: &mut tar::Entry<'_, R>,
+    ) -> Result<()> {
+        // `docker cp container:/ -` names entries `./opt/…` or `/opt/…` depending on the
+        // engine.
+        let rooted = |p: &str| loader::normalize(p.trim_start_matches("./"));
+        let installed = rooted(path);
+        let kind = entry.header().entry_type();
+        let target = entry.link_name()?.map(|t| t.to_string_lossy().into_owned());
+        match target {
+            Some(target) if kind.is_symlink() => {
+                walk.root.links.insert(installed, target);
+                return Ok(());
+            }
+            Some(target) if kind.is_hard_link() => {
+                if let Some(dynamic) = walk.root.files.get(&rooted(&target)).cloned() {
+                    walk.root.files.insert(installed, dynamic);
+                }
+                return Ok(());
+            }
+            _ if !kind.is_file() => return Ok(()),
+            _ => {}
+        }
+        let size = entry.header().size()?;
+        if loader::is_ld_so_conf(&installed) {
+            let mut text = String::new();
+            entry.take(LD_SO_CONF_MAX).read_to_string(&mut text)?;
+            walk.root.conf.insert(installed, text);
+            return Ok(());
+        }
+        let candidate = read_candidate(&mut *entry, size, self.limits.file)?;
+        let dynamic = match &candidate {
+            Candidate::Elf(data) => elf::parse(data).ok().flatten(),
+            _ => None,
+        };
+        if let Some(dynamic) = &dynamic {
+            walk.root.files.insert(installed.clone(), dynamic.clone());
+        }
+        let python_env = installed.starts_with(&format!("{PREFIX}/"))
+            || installed.contains("/site-packages/")
+            || installed.contains("/dist-packages/");
+        if !python_env {
+            return Ok(());
+        }
+        let package = package_of(&installed);
+        self.scan_candidate(&installed, Some(&installed), &package, candidate);
+        if let Some(dynamic) = dynamic {
+            let at = self.report.findings.len();
+            walk.audited.push(Audited {
+                installed,
+                package,
+                dynamic,
+                at,
+            });
+        }
         Ok(())
     }
 
     fn scan_dir(&mut self, dir: &Path) -> Result<()> {
         let installed_root = installed_root(dir)?;
+        let host = HostRoot::new(
+            &installed_root,
+            &std::path::absolute(dir)?,
+            self.limits.file,
+        );
+        self.system = Some(Loader::new(host));
         let mut stack = vec![dir.to_path_buf()];
         while let Some(at) = stack.pop() {
             let list = || format!("cannot list {}", at.display());
@@ -337,7 +434,13 @@ impl Scanner {
     /// Adds what one ELF file carries to the report.
     fn scan_file(&mut self, shown: &str, installed: Option<&str>, package: &str, data: &[u8]) {
         self.report.elf_files += 1;
-        for (what, why) in classify(data, installed) {
+        let mut found = classify(data, installed);
+        if let (Some(system), Some(installed)) = (&self.system, installed)
+            && let Ok(Some(dynamic)) = elf::parse(data)
+        {
+            found.extend(loaded_through(system, installed, &dynamic));
+        }
+        for (what, why) in found {
             self.report.findings.push(Finding {
                 package: package.to_string(),
                 file: shown.to_string(),
@@ -453,6 +556,8 @@ const WHY_STATIC: &str = "its crypto runs outside the tree's FIPS provider, and 
                           cannot serve a second libcrypto in the same process";
 const WHY_BUNDLED: &str = "the package ships its own libcrypto/libssl beside it, so the tree's \
                            FIPS configuration never applies to it";
+const WHY_THROUGH: &str = "a library it loads brings a second libcrypto/libssl into the process, \
+                           which the tree's FIPS configuration never applies to";
 const WHY_OUTSIDE: &str = "the loader may pick a system libcrypto before the tree's, which does \
                            not load the tree's FIPS provider";
 
@@ -558,6 +663,44 @@ fn loaded_crypto(
     Some((what, WHY_OUTSIDE.to_string()))
 }
 
+/// The findings for the libcrypto and libssl that `installed` (with `dynamic`) loads through
+/// another library, found as the loader of `loader`'s root finds them, unless they are the
+/// tree's. Its own `NEEDED` crypto libraries are judged by `loaded_crypto`, and what a crypto
+/// library loads in turn is part of that finding, not another.
+fn loaded_through<R: Root>(
+    loader: &Loader<R>,
+    installed: &str,
+    dynamic: &elf::Dynamic,
+) -> Vec<(String, String)> {
+    if is_tree_openssl(installed) {
+        return vec![];
+    }
+    let mut out = Vec::new();
+    for lib in loader.loads(installed, dynamic) {
+        let by_crypto = lib.through.iter().any(|(n, _)| crypto_soname(n).is_some());
+        if lib.through.is_empty() || by_crypto || crypto_soname(&lib.needed).is_none() {
+            continue;
+        }
+        let chain: Vec<String> = lib
+            .through
+            .iter()
+            .map(|(needed, path)| format!("{needed} ({path})"))
+            .collect();
+        let chain = chain.join(" -> ");
+        let what = match &lib.found {
+            Some(found) if is_tree_openssl(&found.real) => continue,
+            Some(found) => format!("loads {} through {chain}", found.path),
+            None => format!(
+                "needs {} through {chain}, which the loader finds in none of the directories it \
+                 searches",
+                lib.needed
+            ),
+        };
+        out.push((what, WHY_THROUGH.to_string()));
+    }
+    out
+}
+
 /// Whether `installed` is one of the tree's own OpenSSL files, the crypto everything should use.
 fn is_tree_openssl(installed: &str) -> bool {
     let Some(rel) = installed.strip_prefix(&format!("{PREFIX}/")) else {
@@ -591,35 +734,6 @@ fn crypto_soname(needed: &str) -> Option<bool> {
         );
     }
     (rest.starts_with('-') || rest.starts_with('_')).then_some(false)
-}
-
-/// `$ORIGIN` replaced by the directory the file is installed in, then `..` resolved.
-fn expand_origin(dir: &str, installed: Option<&str>) -> String {
-    if !dir.contains("$ORIGIN") && !dir.contains("${ORIGIN}") {
-        return normalize(dir);
-    }
-    let Some(origin) = installed.and_then(|p| Path::new(p).parent()) else {
-        return dir.to_string();
-    };
-    let origin = origin.display().to_string();
-    normalize(
-        &dir.replace("${ORIGIN}", &origin)
-            .replace("$ORIGIN", &origin),
-    )
-}
-
-fn normalize(path: &str) -> String {
-    let mut out = PathBuf::from("/");
-    for c in Path::new(path).components() {
-        match c {
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::Normal(n) => out.push(n),
-            _ => {}
-        }
-    }
-    out.display().to_string()
 }
 
 /// Crypto library version strings in `data`: `OpenSSL 3.5.7` from `OpenSSL 3.5.7 1 Jul 2025`

@@ -15,7 +15,7 @@ use object::{Endian, Endianness, FileKind};
 use crate::tarwalk::{self, Compression};
 
 /// What one ELF file asks of the dynamic linker, and the name it answers to.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Dynamic {
     /// `DT_NEEDED` sonames, in file order.
     pub needed: Vec<String>,
@@ -24,6 +24,11 @@ pub struct Dynamic {
     /// The directories of `DT_RUNPATH`, else of `DT_RPATH` (the loader ignores RPATH when
     /// RUNPATH is present), in search order, `$ORIGIN` unexpanded.
     pub runpath: Vec<String>,
+    /// Whether `runpath` came from `DT_RPATH`, which the loader also searches for the libraries
+    /// of the libraries this file loads, where `DT_RUNPATH` serves only this file's own.
+    pub rpath: bool,
+    /// `e_machine`: the loader takes a library only of its own machine.
+    pub machine: u16,
 }
 
 /// Reads the dynamic section of `data`: `Ok(None)` for a file that is not ELF, or an ELF file
@@ -68,7 +73,9 @@ fn dynamic<H: FileHeader<Endian = Endianness>>(data: &[u8]) -> Result<Option<Dyn
         entries.push((tag, memory.word(at.wrapping_add(width), width)?));
         at = at.wrapping_add(2 * width);
     }
-    strings(&memory, &entries).map(Some)
+    let mut out = strings(&memory, &entries)?;
+    out.machine = header.e_machine(endian);
+    Ok(Some(out))
 }
 
 /// `NEEDED`, `SONAME` and `RUNPATH` (else `RPATH`) of the dynamic array `entries` (tag, value).
@@ -98,6 +105,7 @@ fn strings(memory: &Memory, entries: &[(u64, u64)]) -> Result<Dynamic> {
             _ => runpath = Some(name),
         }
     }
+    out.rpath = runpath.is_none() && rpath.is_some();
     if let Some(dirs) = runpath.or(rpath) {
         out.runpath = dirs
             .split(':')
