@@ -173,7 +173,8 @@ pub fn is_ld_so_conf(path: &str) -> bool {
 /// Where the loader found a library.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Found {
-    /// The path in the directory searched, as ld.so names it.
+    /// The name searched for in the directory it was found in, that directory's symlinks
+    /// followed (`/usr/lib/x86_64-linux-gnu/libssl.so.3` where `/lib` links to `usr/lib`).
     pub path: String,
     /// That path with its symlinks followed: the file itself.
     pub real: String,
@@ -288,10 +289,15 @@ impl<R: Root> Loader<R> {
         let real = self.real_path(path)?;
         let dynamic = self.root.dynamic_of(&real)?;
         let fits = dynamic.machine == machine || dynamic.machine == 0 || machine == 0;
-        fits.then(|| {
-            let path = normalize(path);
-            (Found { path, real }, dynamic)
-        })
+        if !fits {
+            return None;
+        }
+        let (dir, name) = normalize(path)
+            .rsplit_once('/')
+            .map(|(d, n)| (d.to_string(), n.to_string()))?;
+        let dir = self.real_path(&dir)?;
+        let path = format!("{}/{name}", dir.trim_end_matches('/'));
+        Some((Found { path, real }, dynamic))
     }
 
     /// `path` with every symlink in it followed inside the root; `None` past `MAX_LINKS`.
@@ -442,4 +448,209 @@ pub fn normalize(path: &str) -> String {
         }
     }
     out.display().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An x86-64 library needing `needed`, with `dirs` as its RUNPATH, or its RPATH when
+    /// `rpath`.
+    fn lib(needed: &[&str], dirs: &[&str], rpath: bool) -> Dynamic {
+        Dynamic {
+            needed: needed.iter().map(|n| n.to_string()).collect(),
+            runpath: dirs.iter().map(|d| d.to_string()).collect(),
+            rpath,
+            machine: object::elf::EM_X86_64,
+            ..Dynamic::default()
+        }
+    }
+
+    fn root(files: &[(&str, Dynamic)], links: &[(&str, &str)]) -> MemRoot {
+        MemRoot {
+            files: files
+                .iter()
+                .map(|(p, d)| (p.to_string(), d.clone()))
+                .collect(),
+            links: links
+                .iter()
+                .map(|(p, t)| (p.to_string(), t.to_string()))
+                .collect(),
+            conf: BTreeMap::new(),
+        }
+    }
+
+    /// (needed, path found or "-", depth) of each library `path` loads.
+    fn loads(loader: &Loader<MemRoot>, path: &str) -> Vec<(String, String, usize)> {
+        let dynamic = loader.root.files[path].clone();
+        loader
+            .loads(path, &dynamic)
+            .into_iter()
+            .map(|l| {
+                let found = l.found.map_or("-".to_string(), |f| f.path);
+                (l.needed, found, l.through.len())
+            })
+            .collect()
+    }
+
+    fn triple(needed: &str, found: &str, depth: usize) -> (String, String, usize) {
+        (needed.to_string(), found.to_string(), depth)
+    }
+
+    #[test]
+    fn symlinks_are_followed_inside_the_root() {
+        let loader = Loader::new(root(
+            &[],
+            &[
+                ("/lib", "usr/lib"),
+                ("/usr/lib/x86_64-linux-gnu/libssl.so.3", "libssl.so.3.0.0"),
+                (
+                    "/usr/lib/x86_64-linux-gnu/libz.so.1",
+                    "/usr/lib/z/../libz.so.1.3",
+                ),
+                ("/loop/a", "b"),
+                ("/loop/b", "/loop/a"),
+            ],
+        ));
+        let real = |p: &str| loader.real_path(p);
+        assert_eq!(
+            real("/lib/x86_64-linux-gnu/libssl.so.3").as_deref(),
+            Some("/usr/lib/x86_64-linux-gnu/libssl.so.3.0.0")
+        );
+        // An absolute target starts again from the root's `/`, not the host's.
+        assert_eq!(
+            real("/lib/x86_64-linux-gnu/libz.so.1").as_deref(),
+            Some("/usr/lib/libz.so.1.3")
+        );
+        assert_eq!(real("/loop/a"), None, "a symlink loop ends");
+    }
+
+    #[test]
+    fn ld_so_conf_includes_are_followed_in_order() {
+        let conf = [
+            (
+                "/etc/ld.so.conf",
+                "include /etc/ld.so.conf.d/*.conf\n/opt/last # a comment\n",
+            ),
+            ("/etc/ld.so.conf.d/b.conf", "/usr/local/lib:/opt/b\n"),
+            (
+                "/etc/ld.so.conf.d/a.conf",
+                "# pq\n/usr/pgsql/lib\ninclude more.d/*.conf\n",
+            ),
+            ("/etc/ld.so.conf.d/more.d/x.conf", "/opt/x\n"),
+            ("/etc/ld.so.conf.d/c.conf.disabled", "/opt/never\n"),
+            ("/etc/ld.so.conf.d/.hidden.conf", "/opt/hidden\n"),
+        ]
+        .map(|(p, t)| (p.to_string(), t.to_string()));
+        let dirs = conf_dirs(&BTreeMap::from(conf.clone()));
+        assert_eq!(
+            dirs,
+            [
+                "/usr/pgsql/lib",
+                "/opt/x",
+                "/usr/local/lib",
+                "/opt/b",
+                "/opt/last"
+            ]
+        );
+
+        // The loader searches them before the default directories.
+        let mut r = root(
+            &[
+                ("/app/ext.so", lib(&["libpq.so.5"], &[], false)),
+                ("/usr/pgsql/lib/libpq.so.5", lib(&[], &[], false)),
+                ("/usr/lib/libpq.so.5", lib(&[], &[], false)),
+            ],
+            &[],
+        );
+        r.conf = BTreeMap::from(conf);
+        let loader = Loader::new(r);
+        assert_eq!(
+            loads(&loader, "/app/ext.so"),
+            [triple("libpq.so.5", "/usr/pgsql/lib/libpq.so.5", 0)]
+        );
+    }
+
+    #[test]
+    fn runpath_serves_the_object_alone_and_rpath_is_inherited() {
+        let files = |ext: Dynamic| {
+            root(
+                &[
+                    ("/app/ext.so", ext),
+                    ("/app/libs/libmid.so", lib(&["libdeep.so"], &[], false)),
+                    ("/app/libs/libdeep.so", lib(&[], &[], false)),
+                ],
+                &[],
+            )
+        };
+        let by_rpath = Loader::new(files(lib(&["libmid.so"], &["$ORIGIN/libs"], true)));
+        assert_eq!(
+            loads(&by_rpath, "/app/ext.so"),
+            [
+                triple("libmid.so", "/app/libs/libmid.so", 0),
+                triple("libdeep.so", "/app/libs/libdeep.so", 1)
+            ]
+        );
+        let by_runpath = Loader::new(files(lib(&["libmid.so"], &["$ORIGIN/libs"], false)));
+        assert_eq!(
+            loads(&by_runpath, "/app/ext.so"),
+            [
+                triple("libmid.so", "/app/libs/libmid.so", 0),
+                triple("libdeep.so", "-", 1)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_library_of_another_machine_is_passed_over() {
+        let mut arm = lib(&[], &[], false);
+        arm.machine = object::elf::EM_AARCH64;
+        let loader = Loader::new(root(
+            &[
+                ("/app/ext.so", lib(&["libz.so.1"], &["/opt/arm"], false)),
+                ("/opt/arm/libz.so.1", arm),
+                ("/usr/lib/x86_64-linux-gnu/libz.so.1", lib(&[], &[], false)),
+            ],
+            &[],
+        ));
+        assert_eq!(
+            loads(&loader, "/app/ext.so"),
+            [triple(
+                "libz.so.1",
+                "/usr/lib/x86_64-linux-gnu/libz.so.1",
+                0
+            )]
+        );
+    }
+
+    #[test]
+    fn a_cycle_of_libraries_ends() {
+        let loader = Loader::new(root(
+            &[
+                ("/app/ext.so", lib(&["liba.so"], &["/app"], false)),
+                (
+                    "/app/liba.so",
+                    lib(&["libb.so", "liba.so"], &["$ORIGIN"], false),
+                ),
+                (
+                    "/app/libb.so",
+                    lib(&["liba.so", "libc.so"], &["$ORIGIN"], false),
+                ),
+                (
+                    "/app/libc.so",
+                    lib(&["libb.so", "ext.so"], &["$ORIGIN"], false),
+                ),
+            ],
+            &[("/app/ext.so.link", "ext.so")],
+        ));
+        assert_eq!(
+            loads(&loader, "/app/ext.so"),
+            [
+                triple("liba.so", "/app/liba.so", 0),
+                triple("libb.so", "/app/libb.so", 1),
+                triple("libc.so", "/app/libc.so", 2),
+                triple("ext.so", "/app/ext.so", 3),
+            ]
+        );
+    }
 }
