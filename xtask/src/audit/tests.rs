@@ -804,3 +804,278 @@ fn an_elf_file_over_the_cap_is_a_finding_not_read() {
     scanner.scan_tar(stream.as_slice()).unwrap();
     check(&scanner.report);
 }
+
+/// An x86-64 library of an in-memory root, needing `needed`, with `runpath` as its RUNPATH.
+fn dynamic(needed: &[&str], runpath: &[&str]) -> elf::Dynamic {
+    elf::Dynamic {
+        needed: needed.iter().map(|n| n.to_string()).collect(),
+        runpath: runpath.iter().map(|d| d.to_string()).collect(),
+        machine: object::elf::EM_X86_64,
+        ..elf::Dynamic::default()
+    }
+}
+
+const PSYCOPG: &str =
+    "/venv/lib/python3.13/site-packages/psycopg2/_psycopg.cpython-313-x86_64-linux-gnu.so";
+const MULTIARCH: &str = "/usr/lib/x86_64-linux-gnu";
+
+/// A Debian root (`/lib` a link to `usr/lib`) with psycopg2 built from source against the
+/// system's libpq, whose RUNPATH is `libpq_runpath`, and the tree's OpenSSL.
+fn debian_root(libpq_runpath: &[&str]) -> MemRoot {
+    let mut root = MemRoot::default();
+    let files = [
+        (
+            PSYCOPG.to_string(),
+            dynamic(&["libpq.so.5", "libc.so.6"], &[]),
+        ),
+        (
+            format!("{MULTIARCH}/libpq.so.5.15"),
+            dynamic(
+                &["libssl.so.3", "libcrypto.so.3", "libc.so.6"],
+                libpq_runpath,
+            ),
+        ),
+        (
+            format!("{MULTIARCH}/libssl.so.3.0.0"),
+            dynamic(&["libcrypto.so.3"], &[]),
+        ),
+        (format!("{MULTIARCH}/libcrypto.so.3"), dynamic(&[], &[])),
+        (format!("{MULTIARCH}/libc.so.6"), dynamic(&[], &[])),
+        (
+            "/opt/python-fips/lib/libssl.so.3".into(),
+            dynamic(&["libcrypto.so.3"], &["$ORIGIN"]),
+        ),
+        (
+            "/opt/python-fips/lib/libcrypto.so.3".into(),
+            dynamic(&[], &[]),
+        ),
+    ];
+    root.files.extend(files);
+    let links = [
+        ("/lib".to_string(), "usr/lib".to_string()),
+        (format!("{MULTIARCH}/libpq.so.5"), "libpq.so.5.15".into()),
+        (format!("{MULTIARCH}/libssl.so.3"), "libssl.so.3.0.0".into()),
+    ];
+    root.links.extend(links);
+    let conf = [
+        ("/etc/ld.so.conf", "include /etc/ld.so.conf.d/*.conf\n"),
+        (
+            "/etc/ld.so.conf.d/x86_64-linux-gnu.conf",
+            "/usr/local/lib/x86_64-linux-gnu\n/lib/x86_64-linux-gnu\n/usr/lib/x86_64-linux-gnu\n",
+        ),
+    ];
+    root.conf
+        .extend(conf.map(|(p, t)| (p.to_string(), t.to_string())));
+    root
+}
+
+/// The findings' texts for what `installed` loads through other libraries in `root`.
+fn through(root: MemRoot, installed: &str) -> Vec<String> {
+    let dynamic = root.files[installed].clone();
+    loaded_through(&Loader::new(root), installed, &dynamic)
+        .into_iter()
+        .map(|(what, why)| {
+            assert_eq!(why, WHY_THROUGH);
+            what
+        })
+        .collect()
+}
+
+#[test]
+fn a_system_libssl_loaded_through_another_library_is_found_with_its_chain() {
+    let libpq = format!("libpq.so.5 ({MULTIARCH}/libpq.so.5)");
+    assert_eq!(
+        through(debian_root(&[]), PSYCOPG),
+        [
+            format!("loads {MULTIARCH}/libssl.so.3 through {libpq}"),
+            format!("loads {MULTIARCH}/libcrypto.so.3 through {libpq}"),
+        ]
+    );
+
+    // A libpq whose RUNPATH leads into the tree loads the tree's OpenSSL: clean.
+    let into_tree = "$ORIGIN/../../../opt/python-fips/lib";
+    assert_eq!(
+        through(debian_root(&[into_tree]), PSYCOPG),
+        Vec::<String>::new()
+    );
+
+    // A crypto library the loader finds nowhere is not called clean.
+    let mut missing = debian_root(&[]);
+    missing
+        .files
+        .remove(&format!("{MULTIARCH}/libssl.so.3.0.0"));
+    let found = through(missing, PSYCOPG);
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert_eq!(
+        found[0],
+        format!(
+            "needs libssl.so.3 through {libpq}, which the loader finds in none of the \
+             directories it searches"
+        )
+    );
+
+    // The tree's own OpenSSL and a library of the tree's own are no findings.
+    let root = debian_root(&[]);
+    assert!(through(root, "/opt/python-fips/lib/libssl.so.3").is_empty());
+}
+
+/// Appends to `tar` a file `path` holding `data`, or a symlink to `target`.
+fn tar_entry(tar: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8], target: Option<&str>) {
+    let mut header = tar::Header::new_gnu();
+    header.set_mode(0o755);
+    match target {
+        Some(target) => {
+            header.set_entry_type(tar::EntryType::Symlink);
+            header.set_size(0);
+            tar.append_link(&mut header, path, target).unwrap();
+        }
+        None => {
+            header.set_size(data.len() as u64);
+            tar.append_data(&mut header, path, data).unwrap();
+        }
+    }
+}
+
+/// An image's walk records links, ld.so.conf and every ELF file, then judges what each audited
+/// file loads, its findings kept beside its own.
+#[test]
+fn an_image_walk_follows_libraries_through_its_own_ld_so_conf() {
+    let mut tar = tar::Builder::new(Vec::new());
+    let venv = "venv/lib/python3.13/site-packages";
+    let files: [(&str, Vec<u8>, Option<&str>); 9] = [
+        ("./lib", vec![], Some("usr/lib")),
+        (
+            "./etc/ld.so.conf",
+            b"include /etc/ld.so.conf.d/*.conf\n".to_vec(),
+            None,
+        ),
+        (
+            "./etc/ld.so.conf.d/pgdg.conf",
+            b"/usr/pgsql-16/lib\n".to_vec(),
+            None,
+        ),
+        (
+            &format!("./{venv}/psycopg2/_psycopg.so"),
+            tiny_elf(&["libpq.so.5"], None, None),
+            None,
+        ),
+        (
+            &format!("./{venv}/other/_x.so"),
+            tiny_elf(&["libcrypto.so.3"], None, None),
+            None,
+        ),
+        (
+            "./usr/pgsql-16/lib/libpq.so.5.16",
+            tiny_elf(&["libssl.so.3", "libc.so.6"], None, None),
+            None,
+        ),
+        (
+            "./usr/pgsql-16/lib/libpq.so.5",
+            vec![],
+            Some("libpq.so.5.16"),
+        ),
+        (
+            "./usr/lib/x86_64-linux-gnu/libssl.so.3",
+            tiny_elf(&["libcrypto.so.3"], None, None),
+            None,
+        ),
+        (
+            "./usr/lib/x86_64-linux-gnu/README",
+            b"not ELF".to_vec(),
+            None,
+        ),
+    ];
+    for (path, data, target) in &files {
+        tar_entry(&mut tar, path, data, *target);
+    }
+    let stream = tar.into_inner().unwrap();
+    let mut scanner = Scanner::new("image", LIMITS);
+    scanner.scan_tar(stream.as_slice()).unwrap();
+    let report = scanner.report;
+    assert_eq!(report.elf_files, 2);
+    let found: Vec<(&str, &str)> = report
+        .findings
+        .iter()
+        .map(|f| (f.file.as_str(), f.what.as_str()))
+        .collect();
+    assert_eq!(found.len(), 2, "{found:#?}");
+    assert_eq!(
+        found[0],
+        (
+            format!("/{venv}/psycopg2/_psycopg.so").as_str(),
+            "loads /usr/lib/x86_64-linux-gnu/libssl.so.3 through libpq.so.5 \
+             (/usr/pgsql-16/lib/libpq.so.5)"
+        )
+    );
+    assert_eq!(found[1].0, format!("/{venv}/other/_x.so"));
+    assert!(found[1].1.contains("NEEDED libcrypto.so.3 without RUNPATH"));
+}
+
+/// The issue's case on this machine: an extension whose `$ORIGIN` RUNPATH finds `libmid.so`
+/// beside it, which links the system's libssl, in a venv-like directory.
+#[test]
+fn a_venv_extension_loading_the_systems_libssl_through_a_library_is_found() {
+    let out = Command::new("sh")
+        .args([
+            "-c",
+            "ldconfig -p | awk '$1 == \"libssl.so.3\" { print $NF; exit }'",
+        ])
+        .output()
+        .expect("sh and ldconfig run");
+    let system_ssl = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        !system_ssl.is_empty(),
+        "this test needs the system's libssl.so.3 (Debian: apt-get install libssl3 libssl-dev)"
+    );
+    let venv = TempDir::new("audit-venv-chain");
+    let pkg = venv.path().join("lib/python3.13/site-packages/pkg");
+    std::fs::create_dir_all(&pkg).unwrap();
+    let mid_source = "extern void *SSL_CTX_new(const void *);\n\
+                      void *mid(void) { return SSL_CTX_new(0); }\n";
+    shared(
+        &pkg,
+        "libmid.so",
+        mid_source,
+        &[
+            "-Wl,-soname,libmid.so",
+            "-Wl,--no-as-needed",
+            "-l:libssl.so.3",
+        ],
+    );
+    let libs = format!("-L{}", pkg.display());
+    let ext_args = [
+        libs.as_str(),
+        "-Wl,--no-as-needed",
+        "-lmid",
+        "-Wl,--enable-new-dtags,-rpath,$ORIGIN",
+    ];
+    let ext_source = "extern void *mid(void);\nvoid *PyInit__ext(void) { return mid(); }\n";
+    shared(&pkg, "_ext.so", ext_source, &ext_args);
+
+    let report = audit_path(venv.path()).unwrap();
+    let ext = pkg.join("_ext.so").display().to_string();
+    let mid = pkg.join("libmid.so").display().to_string();
+    let through: Vec<&Finding> = report.findings.iter().filter(|f| f.file == ext).collect();
+    assert_eq!(through.len(), 1, "{:#?}", report.findings);
+    let what = &through[0].what;
+    let loaded = what
+        .strip_prefix("loads ")
+        .and_then(|w| w.strip_suffix(&format!(" through libmid.so ({mid})")))
+        .unwrap_or_else(|| panic!("{what}"));
+    assert!(loaded.ends_with("/libssl.so.3"), "{what}");
+    let real = |p: &str| std::fs::canonicalize(p).unwrap();
+    assert_eq!(real(loaded), real(&system_ssl), "{what}");
+    assert_eq!(through[0].package, "pkg");
+    // libmid.so itself needs libssl without RUNPATH: the direct finding, as before.
+    let direct: Vec<&str> = report
+        .findings
+        .iter()
+        .filter(|f| f.file == mid)
+        .map(|f| f.what.as_str())
+        .collect();
+    assert_eq!(
+        direct,
+        ["NEEDED libssl.so.3 without RUNPATH: resolved by the system's search path"]
+    );
+    assert!(report.ensure_clean().is_err());
+}
