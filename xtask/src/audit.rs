@@ -7,6 +7,20 @@
 //! its `NEEDED` crypto libraries with the `RUNPATH` that resolves them, read from `PT_DYNAMIC`
 //! as the loader reads them.
 //!
+//! A system library can bring a second libcrypto too (psycopg2 built from source links the
+//! distribution's `libpq.so.5`, which links the system's `libssl.so.3`), so each file's `NEEDED`
+//! libraries are also resolved transitively, as ld.so would in the root the file runs in
+//! (`audit/loader.rs`: RUNPATH, else RPATH inherited down the chain, `$ORIGIN`, `ld.so.conf` and
+//! its `include`s, the machine's default directories, symlinks followed inside the root). A
+//! libcrypto or libssl reached through another library that is not the tree's is a finding
+//! naming the chain ("loads /usr/lib/x86_64-linux-gnu/libssl.so.3 through libpq.so.5
+//! (/usr/lib/x86_64-linux-gnu/libpq.so.5)"), and so is one the loader finds nowhere. The root
+//! of an image is what its one tar walk recorded (every ELF file's dynamic section, every
+//! symlink, `/etc/ld.so.conf` and `/etc/ld.so.conf.d/*`), resolved in memory after the walk; the
+//! root of a directory or a file is this machine's `/`, with the directory's own files where
+//! they install (a tree at `/opt/python-fips`); a wheel's members have no root and are judged
+//! by their own `NEEDED` alone.
+//!
 //! Nothing is called clean that was not read: an ELF file whose dynamic array or symbol tables
 //! cannot be read, or that is larger than `Limits::file`, is a finding ("cannot be audited").
 //! Only regular files are read, a wheel member only once its first bytes are `\x7fELF`, and a
@@ -173,7 +187,8 @@ fn audit_path_within(path: &Path, limits: Limits) -> Result<Report> {
 }
 
 /// Audits the Python environments of an image: the tree and every `site-packages` or
-/// `dist-packages` directory, read from a stopped container of it as a tar stream.
+/// `dist-packages` directory, read from a stopped container of it as one tar stream, which also
+/// gives the rest of its file system for the libraries they load.
 pub fn audit_image(sh: &Shell, engine: &Engine, cache: &Cache, image: &str) -> Result<Report> {
     let container = engine.container(
         sh,
