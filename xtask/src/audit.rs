@@ -226,6 +226,33 @@ struct ImageWalk {
     audited: Vec<Audited>,
 }
 
+/// `path` of an image's tar stream as the image's own absolute path: `docker cp container:/ -`
+/// names entries `./opt/…` or `/opt/…` depending on the engine.
+fn rooted(path: &str) -> String {
+    loader::normalize(path.trim_start_matches("./"))
+}
+
+impl ImageWalk {
+    /// Records `entry`, at `installed`, if it is a symlink or a hard link (to a file recorded
+    /// before it); says whether it is a regular file instead, which the caller reads.
+    fn record_link<R: Read>(&mut self, installed: &str, entry: &tar::Entry<'_, R>) -> Result<bool> {
+        let kind = entry.header().entry_type();
+        let target = entry.link_name()?.map(|t| t.to_string_lossy().into_owned());
+        match target {
+            Some(target) if kind.is_symlink() => {
+                self.root.links.insert(installed.to_string(), target);
+            }
+            Some(target) if kind.is_hard_link() => {
+                if let Some(dynamic) = self.root.files.get(&rooted(&target)).cloned() {
+                    self.root.files.insert(installed.to_string(), dynamic);
+                }
+            }
+            _ => return Ok(kind.is_file()),
+        }
+        Ok(false)
+    }
+}
+
 /// An ELF file of an image audited, whose loaded libraries are judged after the walk.
 struct Audited {
     installed: String,
@@ -279,25 +306,9 @@ impl Scanner {
         path: &str,
         entry: &mut tar::Entry<'_, R>,
     ) -> Result<()> {
-        // `docker cp container:/ -` names entries `./opt/…` or `/opt/…` depending on the
-        // engine.
-        let rooted = |p: &str| loader::normalize(p.trim_start_matches("./"));
         let installed = rooted(path);
-        let kind = entry.header().entry_type();
-        let target = entry.link_name()?.map(|t| t.to_string_lossy().into_owned());
-        match target {
-            Some(target) if kind.is_symlink() => {
-                walk.root.links.insert(installed, target);
-                return Ok(());
-            }
-            Some(target) if kind.is_hard_link() => {
-                if let Some(dynamic) = walk.root.files.get(&rooted(&target)).cloned() {
-                    walk.root.files.insert(installed, dynamic);
-                }
-                return Ok(());
-            }
-            _ if !kind.is_file() => return Ok(()),
-            _ => {}
+        if !walk.record_link(&installed, entry)? {
+            return Ok(());
         }
         let size = entry.header().size()?;
         if loader::is_ld_so_conf(&installed) {

@@ -123,8 +123,9 @@ impl HostRoot {
 
 impl Root for HostRoot {
     fn read_link(&self, path: &str) -> Option<String> {
-        // The directory mapped in stands for the installed root itself, whatever it is here.
-        if path == self.installed {
+        // The directory mapped in stands for the installed root, whatever it and the
+        // directories above it are here: they are taken as directories.
+        if path == self.installed || self.installed.starts_with(&format!("{path}/")) {
             return None;
         }
         let target = std::fs::read_link(self.host_path(path)).ok()?;

@@ -1079,3 +1079,44 @@ fn a_venv_extension_loading_the_systems_libssl_through_a_library_is_found() {
     );
     assert!(report.ensure_clean().is_err());
 }
+
+/// A tree audited where it was unpacked installs to `/opt/python-fips`: a library that finds
+/// libssl through `$ORIGIN` in the tree's lib directory finds the tree's own, there.
+#[test]
+fn a_tree_audited_where_it_lies_resolves_its_own_lib_directory() {
+    let tree = TempDir::new("audit-tree-chain");
+    let t = tree.path();
+    let site = t.join("lib/python3.13/site-packages/pkg");
+    std::fs::create_dir_all(&site).unwrap();
+    std::fs::create_dir_all(t.join("bin")).unwrap();
+    std::fs::write(t.join("bin/python-fips-setup"), "#!/bin/sh\n").unwrap();
+    let ext = tiny_elf(&["libmid.so"], Some("$ORIGIN/../../.."), None);
+    std::fs::write(site.join("_ext.so"), ext).unwrap();
+    std::fs::write(t.join("lib/libssl.so.3.5"), tiny_elf(&[], None, None)).unwrap();
+    std::os::unix::fs::symlink("libssl.so.3.5", t.join("lib/libssl.so.3")).unwrap();
+    let mid = |runpath| tiny_elf(&["libssl.so.3"], runpath, None);
+    std::fs::write(t.join("lib/libmid.so"), mid(Some("$ORIGIN"))).unwrap();
+    let report = audit_path(t).unwrap();
+    assert_eq!(report.elf_files, 3);
+    assert!(report.findings.is_empty(), "{:#?}", report.findings);
+
+    // Without its RUNPATH, libmid.so finds the system's libssl, if this machine has one.
+    std::fs::write(t.join("lib/libmid.so"), mid(None)).unwrap();
+    let report = audit_path(t).unwrap();
+    let found: Vec<(&str, &str)> = report
+        .findings
+        .iter()
+        .map(|f| (f.file.as_str(), f.what.as_str()))
+        .collect();
+    assert_eq!(found.len(), 2, "{found:#?}");
+    assert!(found[0].0.ends_with("/lib/libmid.so"), "{found:#?}");
+    assert!(found[0].1.contains("NEEDED libssl.so.3 without RUNPATH"));
+    assert!(found[1].0.ends_with("/pkg/_ext.so"), "{found:#?}");
+    assert!(
+        found[1].1.starts_with("loads /")
+            && found[1]
+                .1
+                .ends_with("/libssl.so.3 through libmid.so (/opt/python-fips/lib/libmid.so)"),
+        "{found:#?}"
+    );
+}
