@@ -411,14 +411,23 @@ fn glob_matches(pattern: &str, path: &str) -> bool {
         })
 }
 
+/// Whether `name` matches `pattern` (`*` any run, `?` any one character), in time linear in
+/// the product of their lengths whatever the pattern (an image's `ld.so.conf` is its own).
 fn component_matches(pattern: &[char], name: &[char]) -> bool {
-    match pattern.split_first() {
-        None => name.is_empty(),
-        Some(('*', rest)) => (0..=name.len()).any(|i| component_matches(rest, &name[i..])),
-        Some((c, rest)) => name
-            .split_first()
-            .is_some_and(|(n, name)| (*c == '?' || c == n) && component_matches(rest, name)),
+    // matches[j]: whether the pattern read so far matches `name[..j]`.
+    let mut matches = vec![false; name.len() + 1];
+    matches[0] = true;
+    for &p in pattern {
+        let mut next = vec![false; name.len() + 1];
+        for j in 0..=name.len() {
+            next[j] = match p {
+                '*' => matches[j] || (j > 0 && next[j - 1]),
+                _ => j > 0 && matches[j - 1] && (p == '?' || p == name[j - 1]),
+            };
+        }
+        matches = next;
     }
+    matches[name.len()]
 }
 
 /// `$ORIGIN` replaced by the directory the file is installed in, then `..` resolved.
@@ -543,6 +552,16 @@ mod tests {
             ("/etc/ld.so.conf.d/.hidden.conf", "/opt/hidden\n"),
         ]
         .map(|(p, t)| (p.to_string(), t.to_string()));
+        let glob = |p: &str, s: &str| {
+            component_matches(
+                &p.chars().collect::<Vec<_>>(),
+                &s.chars().collect::<Vec<_>>(),
+            )
+        };
+        assert!(glob("*.conf", "x86_64-linux-gnu.conf") && glob("a?c*", "abc") && glob("*", ""));
+        assert!(!glob("*.conf", "a.conf.disabled") && !glob("a?c", "ac"));
+        // A pattern made to take exponential time by backtracking is answered at once.
+        assert!(!glob(&"*a".repeat(40), &"a".repeat(39)));
         let dirs = conf_dirs(&BTreeMap::from(conf.clone()));
         assert_eq!(
             dirs,
