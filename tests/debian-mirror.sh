@@ -28,6 +28,7 @@ for spec in "$@"; do
     case $pkg in
         python3.*) want="Python-$upstream.tar" ;;
         openssl) want="openssl-$upstream.tar" ;;
+        postgresql-*) want="postgresql-$upstream.tar" ;;
         *) echo "error: do not know the upstream name of $pkg" >&2; exit 1 ;;
     esac
     if ls "$dir/$want".* "$dir/${want%.tar}.tgz" >/dev/null 2>&1; then

@@ -40,6 +40,7 @@ fi
 
 bash "$here/debian-mirror.sh" "$mirror" \
     python3.13=3.13.15-1 python3.13=3.13.5-2+deb13u5 python3.11=3.11.2-6+deb12u8 \
-    openssl=3.5.7-1~deb13u2 openssl=3.0.20-1~deb12u2
+    openssl=3.5.7-1~deb13u2 openssl=3.0.20-1~deb12u2 \
+    postgresql-15=15.18-0+deb12u1
 # The validated 3.1.2 provider's tree: its release tarball cannot be had here (tests/sources.toml).
 bash "$here/crate-source.sh" "$mirror" openssl-src=300.1.3+3.1.2

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Source {
-    /// `cpython` or `openssl`.
+    /// `cpython`, `openssl` or `postgresql`.
     pub name: String,
     pub version: String,
     /// The upstream file name; mirrors are searched for exactly this name.
@@ -305,6 +305,10 @@ pub struct WheelsSpec {
     pub apt: Vec<String>,
     #[serde(default)]
     pub dnf: Vec<String>,
+    /// The PostgreSQL release (a `postgresql` entry of the catalog) whose libpq is built against
+    /// the tree for the packages that link it (psycopg2).
+    #[serde(default)]
+    pub postgresql: Option<String>,
 }
 
 /// The image the build stages run in: a base image plus build dependencies per package family.

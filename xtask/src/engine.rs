@@ -40,6 +40,8 @@ pub struct ContainerSpec {
     pub workdir: Option<String>,
     /// Allocate a TTY and keep stdin open (interactive shells).
     pub interactive: bool,
+    /// Share the host's network (to reach a service on its loopback) instead of the default.
+    pub host_network: bool,
     pub command: Vec<String>,
 }
 
@@ -266,9 +268,14 @@ impl Engine {
             args.push("--workdir".into());
             args.push(w.clone());
         }
-        // A fixed hostname keeps the build machine's name out of anything the build records.
-        args.push("--hostname".into());
-        args.push("python-fips-build".into());
+        if spec.host_network {
+            // The host's network comes with the host's name: engines refuse to set another.
+            args.push("--network=host".into());
+        } else {
+            // A fixed hostname keeps the build machine's name out of anything the build records.
+            args.push("--hostname".into());
+            args.push("python-fips-build".into());
+        }
         args.push(spec.image.clone());
         args.extend(spec.command.iter().cloned());
         let out = cmd!(sh, "{program} {args...}")

@@ -190,6 +190,10 @@ pub struct Verify {
     /// Write the checks here (default: `<tarball>.verify.json` for a tarball, none for an image).
     #[arg(long, value_name = "FILE.json")]
     pub json: Option<PathBuf>,
+    /// A PostgreSQL server (a libpq connection string, reached from the host's network): an
+    /// image with psycopg2 connects to it over TLS in FIPS mode.
+    #[arg(long, value_name = "DSN")]
+    pub postgres: Option<String>,
     /// Container engine CLI: `docker` or `podman` (default: the first that answers).
     #[arg(long)]
     pub engine: Option<String>,
@@ -272,12 +276,26 @@ pub struct Wheels {
     /// Passed to pip: use only `--find-links`, never an index (for air-gapped machines).
     #[arg(long, conflicts_with = "index_url")]
     pub no_index: bool,
+    /// The lock: every sdist and wheel (and each sdist's build requirements) by version and
+    /// sha256. Built from when it exists; written by resolving the requirements when it does not.
+    #[arg(long, value_name = "FILE", default_value = "wheels.lock")]
+    pub lock: PathBuf,
+    /// Resolve the requirements again and rewrite the lock, taking the index's newest releases.
+    #[arg(long)]
+    pub upgrade: bool,
+    /// Write the lock (when there is none, or with --upgrade) and build nothing.
+    #[arg(long, conflicts_with = "image")]
+    pub lock_only: bool,
     /// Also build the runtime image with the wheels installed, verify it and audit it.
     #[arg(long)]
     pub image: bool,
     /// Tag of that image (default: `python-fips:<python>-wheels`).
     #[arg(long, requires = "image")]
     pub tag: Vec<String>,
+    /// With --image: a PostgreSQL server (a libpq connection string, reached from the host's
+    /// network) that verify connects to over TLS with psycopg2.
+    #[arg(long, value_name = "DSN", requires = "image")]
+    pub postgres: Option<String>,
 }
 
 #[derive(Args, Debug)]

@@ -418,12 +418,12 @@ impl Runner<'_> {
             ]
             .concat(),
             workdir: Some("/build".into()),
-            interactive: false,
             command: vec![
                 "sh".into(),
                 "-c".into(),
                 "exec sh -eu /build/floor/run.sh 2>&1".into(),
             ],
+            ..ContainerSpec::default()
         };
         let container = self.engine.container(self.sh, &spec)?;
         container.copy_in("/", |w| {
@@ -517,6 +517,7 @@ impl Runner<'_> {
             workdir: Some("/build".into()),
             interactive,
             command,
+            ..ContainerSpec::default()
         };
         let container = self.engine.container(self.sh, &spec)?;
         self.send_inputs(stage, &container)?;

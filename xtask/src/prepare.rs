@@ -124,6 +124,11 @@ impl Resolved {
         self.fetcher(reporter).fetch_all(&self.recipe.sources())
     }
 
+    /// Downloads and verifies one source of the catalog (the wheels' PostgreSQL, say).
+    pub fn fetch_one(&self, source: &catalog::Source, reporter: &dyn Reporter) -> Result<PathBuf> {
+        self.fetcher(reporter).fetch(source)
+    }
+
     fn fetcher<'a>(&'a self, reporter: &'a dyn Reporter) -> Fetcher<'a> {
         Fetcher {
             cache: &self.cache,

@@ -96,7 +96,10 @@ impl flags::Verify {
             }
             Target::Image(name) => (name, self.json.clone()),
         };
-        let verdict = check(sh, &engine, &cache, &image, &ui)?;
+        let probes = Probes {
+            postgres: self.postgres.clone(),
+        };
+        let verdict = check_with(sh, &engine, &cache, &image, &probes, &ui)?;
         print!("{}", render(&verdict.checks));
         if let Some(path) = &json {
             verdict.write(path)?;
@@ -245,12 +248,31 @@ fn store_verdict(cache: &Cache, key: &str, verdict: &Verdict) -> Result<()> {
 /// The name of the row that says the checks script stopped before its end.
 const STOPPED_EARLY: &str = "checks ran to the end";
 
+/// Services outside the image that rows of the checks may use.
+#[derive(Debug, Clone, Default)]
+pub struct Probes {
+    /// A PostgreSQL server's libpq connection string, reached from the host's network.
+    pub postgres: Option<String>,
+}
+
 /// Runs the checks in a fresh container of `image` and collects their rows.
 pub fn check(
     sh: &Shell,
     engine: &Engine,
     cache: &Cache,
     image: &str,
+    ui: &dyn Reporter,
+) -> Result<Verdict> {
+    check_with(sh, engine, cache, image, &Probes::default(), ui)
+}
+
+/// `check`, with the rows that reach the services of `probes`.
+pub fn check_with(
+    sh: &Shell,
+    engine: &Engine,
+    cache: &Cache,
+    image: &str,
+    probes: &Probes,
     ui: &dyn Reporter,
 ) -> Result<Verdict> {
     let labels = engine.image_labels(sh, image)?;
@@ -264,7 +286,7 @@ pub fn check(
             )
         })
     };
-    let env = vec![
+    let mut env = vec![
         (
             "PYTHON_FIPS_EXPECT_PYTHON".to_string(),
             label(LABEL_VERSION)?,
@@ -278,6 +300,9 @@ pub fn check(
             label(LABEL_PROVIDER)?,
         ),
     ];
+    if let Some(dsn) = &probes.postgres {
+        env.push(("PYTHON_FIPS_POSTGRES".to_string(), dsn.clone()));
+    }
     // A foreign image (an aarch64 tree's, on an x86_64 engine) runs under QEMU user emulation.
     let image_arch = engine.image_arch(sh, &id)?.unwrap_or_default();
     if let Ok(target) = crate::arch::parse(&image_arch)
@@ -299,6 +324,7 @@ pub fn check(
             labels: crate::pipeline::labels(cache),
             // The image's own user, PATH and working directory: exactly what an application gets.
             command: vec!["python3".into(), CHECKS_PATH.into()],
+            host_network: probes.postgres.is_some(),
             ..ContainerSpec::default()
         },
     )?;

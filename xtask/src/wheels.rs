@@ -21,7 +21,7 @@ use crate::build::{Build, Stages};
 use crate::catalog::BuilderSpec;
 use crate::config::BuildConfig;
 use crate::digest::{Key, hex, sha256_file};
-use crate::pipeline::{Done, Input, StageSpec, unix_now};
+use crate::pipeline::{Done, Input, Runner, StageSpec, unix_now};
 use crate::progress::{Reporter, StepEvent, Terminal};
 use crate::tarwalk::{self, Compression};
 use crate::{audit, builder, cache, flags, image, verify};
@@ -29,6 +29,11 @@ use crate::{audit, builder, cache, flags, image, verify};
 const SCRIPT: &str = include_str!("wheels/wheels.sh");
 const BUILD_PY: &str = include_str!("wheels/wheels.py");
 const DOCKERFILE: &str = include_str!("wheels/Dockerfile.in");
+const LIBPQ_SCRIPT: &str = include_str!("wheels/libpq.sh");
+/// The version of the lock file's format that `wheels.py` writes and this reads.
+const LOCK_FORMAT: u32 = 1;
+/// Packages that link libpq: a lock that names one gets the `libpq` stage.
+const LIBPQ_USERS: [&str; 2] = ["psycopg2", "psycopg-c"];
 /// Label of an image with wheels installed: the content key it was built from.
 pub const LABEL_WHEELS_KEY: &str = "org.python-fips.wheels.key";
 
@@ -44,6 +49,113 @@ pub struct Request {
     /// URLs of `--find-links` (directories are in `find_link_dirs`).
     pub find_link_urls: Vec<String>,
     pub find_link_dirs: Vec<PathBuf>,
+    /// The lock file: read when it exists, written when it does not or on `upgrade`.
+    pub lock: PathBuf,
+    /// Resolve again and rewrite the lock even when it exists.
+    pub upgrade: bool,
+    /// Stop once the lock is written (or found): build nothing.
+    pub lock_only: bool,
+}
+
+impl Request {
+    /// Whether a requirement line names a package that links libpq.
+    fn names_libpq_user(&self) -> bool {
+        self.requirements.lines().any(|line| {
+            let name: String = line
+                .trim()
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c))
+                .map(|c| match c {
+                    '_' | '.' => '-',
+                    c => c.to_ascii_lowercase(),
+                })
+                .collect();
+            LIBPQ_USERS.contains(&name.as_str())
+        })
+    }
+}
+
+/// A lock file (`wheels.lock`): the requirements it was made for and every file it pins.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Lock {
+    #[serde(rename = "python-fips-wheels-lock")]
+    pub format: u32,
+    /// The interpreter it was resolved with (`3.13.15`): kept wheels are built for its minor.
+    pub python: String,
+    pub arch: String,
+    pub requirements: Vec<String>,
+    pub packages: Vec<LockedFile>,
+}
+
+/// One pinned file of a lock: a sdist to build, or a wheel to keep.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LockedFile {
+    pub name: String,
+    pub version: String,
+    pub file: String,
+    pub sha256: String,
+    /// Built from this sdist here (or kept as the wheel it is).
+    pub build: bool,
+    /// The wheels its build runs with, pinned the same way.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub build_requires: Vec<LockedFile>,
+}
+
+impl Lock {
+    /// The lock at `path`, or `None` when there is no file there.
+    fn read(path: &Path) -> Result<Option<Lock>> {
+        let bytes = match std::fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        };
+        let lock: Lock = serde_json::from_slice(&bytes).with_context(|| {
+            format!(
+                "{} is not a wheels lock; remove it (or pass --upgrade) to lock again",
+                path.display()
+            )
+        })?;
+        if lock.format != LOCK_FORMAT {
+            bail!(
+                "{} is a lock of format {}, and this version reads format {LOCK_FORMAT}; pass \
+                 --upgrade to lock again",
+                path.display(),
+                lock.format
+            );
+        }
+        Ok(Some(lock))
+    }
+
+    /// Refuses a lock made for other requirements, another CPython minor or architecture.
+    fn check(&self, request: &Request, python: &str, arch: &str) -> Result<()> {
+        let asked: Vec<&str> = request.requirements.lines().collect();
+        let path = request.lock.display();
+        if asked != self.requirements {
+            bail!(
+                "{path} locks `{}`, not `{}`; pass --upgrade to lock these requirements, or \
+                 --lock FILE to keep this lock and use another",
+                self.requirements.join(" "),
+                asked.join(" ")
+            );
+        }
+        if crate::catalog::minor_of(&self.python) != crate::catalog::minor_of(python)
+            || self.arch != arch
+        {
+            bail!(
+                "{path} was locked for CPython {} on {}, not {python} on {arch}: its wheels do \
+                 not fit; pass --upgrade to lock for this build, or --lock FILE for another lock",
+                self.python,
+                self.arch
+            );
+        }
+        Ok(())
+    }
+
+    fn links_libpq(&self) -> bool {
+        self.packages
+            .iter()
+            .any(|p| p.build && LIBPQ_USERS.contains(&p.name.as_str()))
+    }
 }
 
 /// One wheel of the result, as `lock.json` records it.
@@ -83,7 +195,10 @@ impl flags::Wheels {
             );
         }
         let done = build.run_all(&ui)?;
-        let built = build.wheels(&done, &request, &ui)?;
+        let Some(built) = build.wheels(&done, &request, &ui)? else {
+            println!("{}", request.lock.display());
+            return Ok(());
+        };
         ui.message(&format!(
             "{:<14} {} (key {})",
             "wheels",
@@ -115,7 +230,11 @@ impl flags::Wheels {
                 false => self.tag.clone(),
             };
             let id = install(&build, &runtime.id, &built, &tags, &ui)?;
-            let mut verdict = verify::check(sh, &build.engine, &build.ctx.cache, &id, &ui)?;
+            let probes = verify::Probes {
+                postgres: self.postgres.clone(),
+            };
+            let mut verdict =
+                verify::check_with(sh, &build.engine, &build.ctx.cache, &id, &probes, &ui)?;
             verdict.image = tags[0].clone();
             for line in verify::render(&verdict.checks).lines() {
                 ui.message(line);
@@ -186,14 +305,23 @@ impl flags::Wheels {
             cert: self.cert.clone(),
             find_link_urls: urls,
             find_link_dirs: dirs,
+            lock: std::path::absolute(&self.lock)?,
+            upgrade: self.upgrade,
+            lock_only: self.lock_only,
         })
     }
 }
 
 impl Build<'_> {
-    /// Builds (or finds cached) the wheels of `request` with the interpreter of `done` and
-    /// copies them to `<out>/wheels/<python>-<arch>/`.
-    pub fn wheels(&self, done: &Stages, request: &Request, ui: &dyn Reporter) -> Result<Built> {
+    /// Builds (or finds cached) the wheels `request`'s lock names with the interpreter of `done`
+    /// (locking the requirements first when there is no lock, or on `--upgrade`) and copies them
+    /// to `<out>/wheels/<python>-<arch>/`; with `lock_only`, stops at the lock.
+    pub fn wheels(
+        &self,
+        done: &Stages,
+        request: &Request,
+        ui: &dyn Reporter,
+    ) -> Result<Option<Built>> {
         let finalize = done.of(crate::graph::Stage::Finalize)?.clone();
         let r = &self.ctx.recipe;
         if r.wheels.apt.is_empty() && r.wheels.dnf.is_empty() {
@@ -215,83 +343,58 @@ impl Build<'_> {
             shared: &[],
         };
         let toolchain = images.ensure_image(&spec, "wheels", ui)?;
-        // The wheels stage's keys name a toolchain image no other machine has: nothing to share.
+        // The wheels stages' keys name a toolchain image no other machine has: nothing to share.
         let mut b = self.runner();
         b.image_id = toolchain;
         b.remotes = &[];
 
-        let scratch = self.ctx.cache.scratch("wheels-request")?;
-        let requirements = scratch.join("requirements.in");
-        std::fs::write(&requirements, &request.requirements)
-            .with_context(|| format!("cannot write {}", requirements.display()))?;
-        let mut inputs = vec![Input {
-            dest: "requirements.in".into(),
-            host: requirements,
-            content: hex(&Sha256::digest(&request.requirements)),
-        }];
-        for (n, dir) in request.find_link_dirs.iter().enumerate() {
-            inputs.push(Input {
-                dest: format!("find-links/{n}"),
-                host: dir.clone(),
-                content: dir_key(dir)?,
-            });
-        }
-        let mut env = Vec::new();
-        if let Some(cert) = &request.cert {
-            let text = std::fs::read(cert).with_context(|| {
-                format!("cannot read the CA bundle {} (--cert)", cert.display())
-            })?;
-            inputs.push(Input {
-                dest: "cert.pem".into(),
-                host: cert.clone(),
-                content: hex(&Sha256::digest(&text)),
-            });
-            for var in ["PIP_CERT", "CARGO_HTTP_CAINFO", "SSL_CERT_FILE"] {
-                env.push((var.to_string(), "/build/cert.pem".to_string()));
+        let mut libpq = None;
+        let lock = match Lock::read(&request.lock)? {
+            Some(lock) if !request.upgrade => {
+                lock.check(request, &r.python.version, &self.arch)?;
+                ui.message(&format!(
+                    "{:<14} {} ({} files; --upgrade re-resolves)",
+                    "wheels lock",
+                    request.lock.display(),
+                    lock.packages.len()
+                ));
+                lock
             }
-        }
-        if let Some(url) = &request.index_url {
-            env.push(("PIP_INDEX_URL".to_string(), url.clone()));
-        }
-        if request.no_index {
-            env.push(("PIP_NO_INDEX".to_string(), "1".to_string()));
-        }
-        if !request.find_link_urls.is_empty() {
-            env.push((
-                "PIP_FIND_LINKS".to_string(),
-                request.find_link_urls.join(" "),
-            ));
-        }
-        let stage = StageSpec {
-            name: "wheels",
-            script: SCRIPT,
-            files: vec![("wheels.py", BUILD_PY)],
-            env,
-            inputs,
-            deps: vec![finalize],
-            output: "/out",
-            source_date_epoch: Some(self.tree.source_date_epoch),
-            reuse: false,
+            _ => {
+                // psycopg2's metadata comes from its setup.py, which asks pg_config: the lock
+                // stage gets the libpq the build will link when the requirements name it.
+                let mut deps = vec![finalize.clone()];
+                if request.names_libpq_user() {
+                    let done = self.libpq(&b, &finalize, ui)?;
+                    deps.push(done.clone());
+                    libpq = Some(done);
+                }
+                self.lock_wheels(&b, deps, request, ui)?
+            }
         };
-        let key = stage.key(&b);
-        let ran = b.run(&stage, ui);
-        cache::remove(&scratch)?;
-        let stage_done = match ran {
-            Ok(done) => done,
-            Err(err) => return Err(explain(err, &self.ctx.cache, &key, request)),
-        };
+        if request.lock_only {
+            return Ok(None);
+        }
+        let mut deps = vec![finalize.clone()];
+        if lock.links_libpq() {
+            deps.push(match libpq {
+                Some(done) => done,
+                None => self.libpq(&b, &finalize, ui)?,
+            });
+        }
+        let stage_done = self.run_wheels_stage(&b, deps, request, &lock, ui)?;
 
         let dir = self
             .out_dir()
             .join("wheels")
             .join(format!("{}-{}", r.python.version, self.arch));
         unpack(&stage_done.output, &dir)?;
-        let lock: Vec<Locked> =
+        let locked: Vec<Locked> =
             serde_json::from_slice(&std::fs::read(dir.join("lock.json")).with_context(|| {
                 format!("the wheels stage wrote no lock.json in {}", dir.display())
             })?)?;
         let mut wheels = Vec::new();
-        for locked in lock {
+        for locked in locked {
             let path = dir.join(&locked.wheel);
             let sha256 = sha256_file(&path)?;
             let size = std::fs::metadata(&path)
@@ -304,12 +407,185 @@ impl Build<'_> {
             &dir.join("wheels.cdx.json"),
             &serde_json::to_vec_pretty(&sbom)?,
         )?;
-        Ok(Built {
+        Ok(Some(Built {
             dir,
             wheels,
             stage: stage_done,
-        })
+        }))
     }
+
+    /// Resolves `request` in the toolchain image and writes its lock to `request.lock`. Never
+    /// cached: a lock is made to take the index as it is now.
+    fn lock_wheels(
+        &self,
+        b: &Runner,
+        deps: Vec<Done>,
+        request: &Request,
+        ui: &dyn Reporter,
+    ) -> Result<Lock> {
+        let scratch = self.ctx.cache.scratch("wheels-request")?;
+        let result = (|| -> Result<Lock> {
+            let mut stage = wheels_stage(&scratch, request, "lock")?;
+            stage.name = "wheels-lock";
+            stage.env.push(("LOCKED_AT".into(), unix_now().to_string()));
+            stage.deps = deps;
+            stage.source_date_epoch = Some(self.tree.source_date_epoch);
+            let key = stage.key(b);
+            let done = b
+                .run(&stage, ui)
+                .map_err(|err| explain(err, &self.ctx.cache, "wheels-lock", &key, request))?;
+            let bytes = read_member(&done.output, "wheels.lock")?;
+            let lock: Lock = serde_json::from_slice(&bytes)
+                .context("the wheels-lock stage wrote a lock that does not parse")?;
+            cache::write_atomic(&request.lock, &bytes)?;
+            ui.message(&format!(
+                "{:<14} {} ({} files, {} built from source; commit it, --upgrade re-resolves)",
+                "wheels lock",
+                request.lock.display(),
+                lock.packages.len(),
+                lock.packages.iter().filter(|p| p.build).count()
+            ));
+            Ok(lock)
+        })();
+        cache::remove(&scratch)?;
+        result
+    }
+
+    /// The `libpq` stage: PostgreSQL's client library built against the tree's OpenSSL.
+    fn libpq(&self, b: &Runner, finalize: &Done, ui: &dyn Reporter) -> Result<Done> {
+        let r = &self.ctx.recipe;
+        let version = r.wheels.postgresql.as_deref().with_context(|| {
+            format!(
+                "the lock names psycopg2, which links libpq, and the recipe of CPython {} names \
+                 no PostgreSQL release to build it from; add `postgresql = \"15.18\"` to its \
+                 [wheels] section",
+                r.minor
+            )
+        })?;
+        let source = self.ctx.catalog.get("postgresql", version)?.clone();
+        let tarball = self.ctx.fetch_one(&source, ui)?;
+        let stage = StageSpec {
+            name: "libpq",
+            script: LIBPQ_SCRIPT,
+            files: vec![],
+            env: vec![],
+            inputs: vec![Input {
+                dest: "postgresql.tar.bz2".into(),
+                host: tarball,
+                content: source.sha256.clone(),
+            }],
+            deps: vec![finalize.clone()],
+            output: "/out/libpq",
+            source_date_epoch: Some(self.tree.source_date_epoch),
+            reuse: false,
+        };
+        b.run(&stage, ui)
+    }
+
+    /// The `wheels` stage: builds what `lock` names, and nothing else.
+    fn run_wheels_stage(
+        &self,
+        b: &Runner,
+        deps: Vec<Done>,
+        request: &Request,
+        lock: &Lock,
+        ui: &dyn Reporter,
+    ) -> Result<Done> {
+        let scratch = self.ctx.cache.scratch("wheels-request")?;
+        let result = (|| -> Result<Done> {
+            let mut stage = wheels_stage(&scratch, request, "build")?;
+            let bytes = serde_json::to_vec_pretty(lock)?;
+            let file = scratch.join("wheels.lock");
+            std::fs::write(&file, &bytes)
+                .with_context(|| format!("cannot write {}", file.display()))?;
+            stage.inputs.push(Input {
+                dest: "wheels.lock".into(),
+                host: file,
+                content: hex(&Sha256::digest(&bytes)),
+            });
+            stage.deps = deps;
+            stage.source_date_epoch = Some(self.tree.source_date_epoch);
+            let key = stage.key(b);
+            b.run(&stage, ui)
+                .map_err(|err| explain(err, &self.ctx.cache, "wheels", &key, request))
+        })();
+        cache::remove(&scratch)?;
+        result
+    }
+}
+
+/// The stage spec both wheels stages share: the script, where pip looks, the CA bundle, and
+/// (for `lock`) the requirements, written into `scratch`.
+fn wheels_stage(scratch: &Path, request: &Request, mode: &str) -> Result<StageSpec> {
+    let mut inputs = Vec::new();
+    if mode == "lock" {
+        let requirements = scratch.join("requirements.in");
+        std::fs::write(&requirements, &request.requirements)
+            .with_context(|| format!("cannot write {}", requirements.display()))?;
+        inputs.push(Input {
+            dest: "requirements.in".into(),
+            host: requirements,
+            content: hex(&Sha256::digest(&request.requirements)),
+        });
+    }
+    for (n, dir) in request.find_link_dirs.iter().enumerate() {
+        inputs.push(Input {
+            dest: format!("find-links/{n}"),
+            host: dir.clone(),
+            content: dir_key(dir)?,
+        });
+    }
+    let mut env = vec![("MODE".to_string(), mode.to_string())];
+    if let Some(cert) = &request.cert {
+        let text = std::fs::read(cert)
+            .with_context(|| format!("cannot read the CA bundle {} (--cert)", cert.display()))?;
+        inputs.push(Input {
+            dest: "cert.pem".into(),
+            host: cert.clone(),
+            content: hex(&Sha256::digest(&text)),
+        });
+        for var in ["PIP_CERT", "CARGO_HTTP_CAINFO", "SSL_CERT_FILE"] {
+            env.push((var.to_string(), "/build/cert.pem".to_string()));
+        }
+    }
+    if let Some(url) = &request.index_url {
+        env.push(("PIP_INDEX_URL".to_string(), url.clone()));
+    }
+    if request.no_index {
+        env.push(("PIP_NO_INDEX".to_string(), "1".to_string()));
+    }
+    if !request.find_link_urls.is_empty() {
+        env.push((
+            "PIP_FIND_LINKS".to_string(),
+            request.find_link_urls.join(" "),
+        ));
+    }
+    Ok(StageSpec {
+        name: "wheels",
+        script: SCRIPT,
+        files: vec![("wheels.py", BUILD_PY)],
+        env,
+        inputs,
+        deps: vec![],
+        output: "/out",
+        source_date_epoch: None,
+        reuse: false,
+    })
+}
+
+/// The bytes of the file `name` in a stage's output tar.
+fn read_member(output: &Path, name: &str) -> Result<Vec<u8>> {
+    let found = tarwalk::for_each_entry(output, Compression::None, |path, entry| {
+        if !entry.header().entry_type().is_file()
+            || Path::new(path).file_name() != Some(name.as_ref())
+        {
+            return Ok(None);
+        }
+        let mut bytes = Vec::new();
+        entry.read_to_end(&mut bytes)?;
+        Ok(Some(bytes))
+    })?;
+    found.with_context(|| format!("the stage wrote no {name} ({})", output.display()))
 }
 
 /// A content key of a `--find-links` directory: its file names and their sha256.
@@ -357,10 +633,11 @@ fn unpack(output: &Path, dir: &Path) -> Result<()> {
 fn explain(
     err: anyhow::Error,
     cache: &cache::Cache,
+    stage: &str,
     key: &str,
     request: &Request,
 ) -> anyhow::Error {
-    let Some(log) = newest_log(cache, key) else {
+    let Some(log) = newest_log(cache, stage, key) else {
         return err;
     };
     let text = std::fs::read_to_string(&log).unwrap_or_default();
@@ -403,21 +680,47 @@ fn explain(
             name.trim()
         ));
     }
+    if let Some(changed) = hash_mismatch(&text) {
+        return err.context(format!(
+            "{changed}: the file is not the one {} pinned. The same version now has other \
+             bytes (a re-upload, or a tampered copy); if the change is expected, lock again \
+             with --upgrade and review the difference (log: {})",
+            request.lock.display(),
+            log.display()
+        ));
+    }
     if let Some(what) = text
         .lines()
-        .find_map(|l| l.strip_prefix("python-fips-wheels: FAILED building "))
+        .find_map(|l| l.strip_prefix("python-fips-wheels: FAILED "))
     {
+        // `<name> <version> at <step>: <cause>`
+        let (who, rest) = what.split_once(" at ").unwrap_or((what, ""));
         return err.context(format!(
-            "cannot build the wheel of {}; the end of the build's log follows",
-            what.trim()
+            "cannot build {who}: {} (log: {})",
+            rest.trim(),
+            log.display()
         ));
     }
     err
 }
 
-/// The newest log of the wheels stage with `key`.
-fn newest_log(cache: &cache::Cache, key: &str) -> Option<PathBuf> {
-    let prefix = format!("wheels-{}-", &key[..12]);
+/// pip's `--require-hashes` refusal, as `<requirement> (<file>): expected sha256 A, got B`.
+fn hash_mismatch(log: &str) -> Option<String> {
+    let at = log.find("DO NOT MATCH THE HASHES")?;
+    let mut lines = log[at..].lines().skip(1).map(str::trim);
+    let from = lines.find(|l| l.contains(" from ") && l.ends_with(':'))?;
+    let (requirement, url) = from.trim_end_matches(':').split_once(" from ")?;
+    let file = url.rsplit('/').next().unwrap_or(url);
+    let expected = lines.next()?.strip_prefix("Expected sha256")?.trim();
+    let got = lines.next()?.strip_prefix("Got")?.trim();
+    Some(format!(
+        "{requirement} ({file}): expected sha256 {expected}, got {got}"
+    ))
+}
+
+/// The newest log of the stage `stage` with `key`.
+fn newest_log(cache: &cache::Cache, stage: &str, key: &str) -> Option<PathBuf> {
+    let prefix = format!("{stage}-{}-", &key[..12]);
     std::fs::read_dir(cache.dir("logs"))
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -565,4 +868,106 @@ fn install(
         },
     );
     Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::TempDir;
+
+    fn lock_of(requirements: &[&str]) -> Lock {
+        Lock {
+            format: LOCK_FORMAT,
+            python: "3.13.15".into(),
+            arch: "x86_64".into(),
+            requirements: requirements.iter().map(|r| r.to_string()).collect(),
+            packages: vec![LockedFile {
+                name: "psycopg2".into(),
+                version: "2.9.13".into(),
+                file: "psycopg2-2.9.13.tar.gz".into(),
+                sha256: "ab".repeat(32),
+                build: true,
+                build_requires: vec![],
+            }],
+        }
+    }
+
+    #[test]
+    fn a_lock_is_refused_for_other_requirements_another_minor_or_arch() {
+        let dir = TempDir::new("wheels-lock");
+        let request = Request {
+            requirements: "psycopg2==2.9.13\n".into(),
+            lock: dir.path().join("wheels.lock"),
+            ..Request::default()
+        };
+        assert!(request.names_libpq_user());
+        let lock = lock_of(&["psycopg2==2.9.13"]);
+        lock.check(&request, "3.13.9", "x86_64").unwrap();
+        assert!(lock.links_libpq());
+
+        let err = lock_of(&["cryptography"])
+            .check(&request, "3.13.15", "x86_64")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("locks `cryptography`, not `psycopg2==2.9.13`; pass --upgrade"),
+            "{err}"
+        );
+        let err = lock.check(&request, "3.12.9", "x86_64").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("locked for CPython 3.13.15 on x86_64, not 3.12.9")
+        );
+        assert!(lock.check(&request, "3.13.15", "aarch64").is_err());
+    }
+
+    #[test]
+    fn requirements_that_link_libpq_are_named_as_pip_spells_them() {
+        let request = |text: &str| Request {
+            requirements: text.into(),
+            ..Request::default()
+        };
+        for named in [
+            "Psycopg2>=2.9\n",
+            "fastapi\npsycopg_c ; python_version>'3'\n",
+        ] {
+            assert!(request(named).names_libpq_user(), "{named}");
+        }
+        for other in ["psycopg2-binary\n", "psycopg[binary]\n", "cryptography\n"] {
+            assert!(!request(other).names_libpq_user(), "{other}");
+        }
+    }
+
+    #[test]
+    fn a_lock_file_of_another_format_or_none_is_named() {
+        let dir = TempDir::new("wheels-lock-read");
+        let path = dir.path().join("wheels.lock");
+        assert!(Lock::read(&path).unwrap().is_none());
+        std::fs::write(&path, "not json").unwrap();
+        let err = format!("{:#}", Lock::read(&path).unwrap_err());
+        assert!(err.contains("is not a wheels lock; remove it"), "{err}");
+        let mut lock = lock_of(&["psycopg2"]);
+        lock.format = 9;
+        std::fs::write(&path, serde_json::to_vec(&lock).unwrap()).unwrap();
+        let err = Lock::read(&path).unwrap_err().to_string();
+        assert!(err.contains("a lock of format 9"), "{err}");
+        lock.format = LOCK_FORMAT;
+        std::fs::write(&path, serde_json::to_vec(&lock).unwrap()).unwrap();
+        assert_eq!(Lock::read(&path).unwrap().unwrap().packages.len(), 1);
+    }
+
+    #[test]
+    fn pips_hash_refusal_becomes_one_line_with_both_digests() {
+        let log = "Collecting python-fips-pinned==1.0\n\
+            ERROR: THESE PACKAGES DO NOT MATCH THE HASHES FROM THE REQUIREMENTS FILE. If you have \
+            updated the package versions, please update the hashes. Otherwise, examine the \
+            package contents carefully; someone may have tampered with them.\n    \
+            python-fips-pinned==1.0 from file:///build/find-links/0/python_fips_pinned-1.0.tar.gz:\n        \
+            Expected sha256 1111\n             Got        2222\n";
+        assert_eq!(
+            hash_mismatch(log).unwrap(),
+            "python-fips-pinned==1.0 (python_fips_pinned-1.0.tar.gz): expected sha256 1111, got 2222"
+        );
+        assert!(hash_mismatch("ERROR: No matching distribution found for x").is_none());
+    }
 }

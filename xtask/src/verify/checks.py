@@ -874,14 +874,29 @@ def venv_pip():
         return text.split(" from ")[0]
 
 
-# Rows for wheels built by `cargo xtask wheels`, present only when cryptography is installed.
-def cryptography_installed():
+def installed(module):
     import importlib.util
 
-    return importlib.util.find_spec("cryptography") is not None
+    return importlib.util.find_spec(module) is not None
 
 
-if cryptography_installed():
+def loaded_by(path):
+    """The libraries a fresh process maps after loading only `path`: what its own NEEDED entries
+    resolve to, not what the checks' process loaded already."""
+    probe = (
+        "import ctypes, sys\n"
+        "ctypes.CDLL(sys.argv[1])\n"
+        "print(open('/proc/self/maps').read())\n"
+    )
+    result = run([sys.executable, "-S", "-I", "-c", probe, path])
+    if result.returncode != 0:
+        raise Fail(f"cannot load {path}: {last_line(out(result))}")
+    fields = [line.split() for line in result.stdout.decode().splitlines()]
+    return sorted({f[-1] for f in fields if len(f) >= 6 and f[-1].startswith("/") and ".so" in f[-1]})
+
+
+# Rows for wheels built by `cargo xtask wheels`, present only when cryptography is installed.
+if installed("cryptography"):
 
     @check("cryptography uses the tree's OpenSSL")
     def cryptography_openssl():
@@ -911,26 +926,64 @@ if cryptography_installed():
 
     @check("cryptography's libcrypto is the tree's")
     def cryptography_libcrypto():
-        # A fresh process that loads only the extension: what its own NEEDED entries resolve
-        # to, not the libcrypto _hashlib loaded already.
         import cryptography.hazmat.bindings._rust as rust
 
-        probe = (
-            "import ctypes, sys\n"
-            "ctypes.CDLL(sys.argv[1])\n"
-            "print(open('/proc/self/maps').read())\n"
-        )
-        result = run([sys.executable, "-S", "-I", "-c", probe, rust.__file__])
-        if result.returncode != 0:
-            raise Fail(f"cannot load {rust.__file__}: {last_line(out(result))}")
-        loaded = sorted({
-            line.split()[-1] for line in result.stdout.decode().splitlines()
-            if "/libcrypto" in line or "/libssl" in line
-        })
+        loaded = [p for p in loaded_by(rust.__file__)
+                  if "/libcrypto" in p or "/libssl" in p]
         outside = [p for p in loaded if not p.startswith(PREFIX + "/lib/")]
         if not loaded or outside:
             raise Fail(f"{os.path.basename(rust.__file__)} loads {loaded or 'no libcrypto'}")
         return f"{os.path.basename(rust.__file__)} loads {', '.join(loaded)}"
+
+
+# Rows for psycopg2 built by `cargo xtask wheels` against the libpq of the `libpq` stage.
+if installed("psycopg2"):
+
+    @check("psycopg2's libpq and libssl are the tree's")
+    def psycopg2_libraries():
+        import psycopg2._psycopg as ext
+
+        loaded = loaded_by(ext.__file__)
+        libpq = [p for p in loaded if os.path.basename(p).startswith("libpq.")]
+        crypto = [p for p in loaded
+                  if os.path.basename(p).startswith(("libssl.", "libcrypto."))]
+        outside = [p for p in crypto if not p.startswith(PREFIX + "/lib/")]
+        if len(libpq) != 1 or "/psycopg2.libs/" not in libpq[0]:
+            raise Fail(f"{os.path.basename(ext.__file__)} loads {libpq or 'no libpq'}, not the "
+                       "libpq bundled in psycopg2.libs")
+        if len(crypto) != 2 or outside:
+            raise Fail(f"{os.path.basename(ext.__file__)} loads {crypto}")
+        return f"{os.path.basename(ext.__file__)} loads {', '.join(libpq + crypto)}"
+
+
+# A TLS session to a real server, when the caller names one (`verify --postgres DSN`): libpq
+# negotiates it through the tree's libssl, under the FIPS provider.
+if os.environ.get("PYTHON_FIPS_POSTGRES"):
+
+    @check("PostgreSQL TLS in FIPS mode")
+    def postgres_tls():
+        if not installed("psycopg2"):
+            raise Fail("psycopg2 is not installed in this image; build it with `wheels --image "
+                       "psycopg2`")
+        import _hashlib
+        import psycopg2
+
+        try:
+            conn = psycopg2.connect(os.environ["PYTHON_FIPS_POSTGRES"], sslmode="require",
+                                    connect_timeout=10)
+        except psycopg2.Error as e:
+            raise Fail(f"cannot connect with sslmode=require: {str(e).strip()}")
+        try:
+            cur = conn.cursor()
+            cur.execute("SELECT ssl, version, cipher FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            ssl, version, cipher = cur.fetchone()
+        finally:
+            conn.close()
+        if not ssl:
+            raise Fail("the server says this session is not TLS")
+        if _hashlib.get_fips_mode() != 1:
+            raise Fail(f"{version} {cipher}, but the process is not in FIPS mode")
+        return f"{version} {cipher}"
 
 
 def main():
