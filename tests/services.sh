@@ -3,7 +3,10 @@
 # cache and a second container engine:
 #   - a Docker registry (Debian's docker-registry), storage in WORKDIR/registry;
 #   - a second Docker daemon in a privileged container (Docker-in-Docker), with its own storage;
-#   - rootful podman, with a containers.conf that works here and BASE_IMAGE loaded.
+#   - rootful podman, with a containers.conf that works here and BASE_IMAGE loaded;
+#   - a PostgreSQL server that takes only TLS on TCP (Debian's postgresql, a self-signed
+#     certificate), its cluster in /var/tmp where the postgres user can reach it; and libpq-dev,
+#     which the tests build a host psycopg2 against.
 # Idempotent: what already runs is reused. Must run as root (it installs Debian packages). The
 # ports and the container's name are derived from WORKDIR, so suites of two checkouts coexist.
 #
@@ -11,11 +14,13 @@
 #        tests/services.sh dind WORKDIR BASE_IMAGE      the second daemon, holding BASE_IMAGE
 #        tests/services.sh podman WORKDIR BASE_IMAGE    podman's configuration, BASE_IMAGE
 #                                                       loaded, and none of this project's images
+#        tests/services.sh postgres WORKDIR             the PostgreSQL server
 #        tests/services.sh skopeo                       skopeo, installed if missing
 #        tests/services.sh stop-registry WORKDIR        stop the registry (its storage stays)
 #        tests/services.sh stop-dind WORKDIR            remove the dind container and its volumes
 #
-# stdout holds only KEY=VALUE lines: REGISTRY, REGISTRY_PID, DIND, CONTAINERS_CONF, SKOPEO.
+# stdout holds only KEY=VALUE lines: REGISTRY, REGISTRY_PID, DIND, CONTAINERS_CONF, POSTGRES
+# (a libpq connection string), SKOPEO.
 # Everything else goes to stderr.
 set -euo pipefail
 
@@ -24,17 +29,21 @@ set -euo pipefail
 REGISTRY_PORT=
 DIND_PORT=
 DIND_NAME=
+POSTGRES_PORT=
+POSTGRES_DIR=
 for_workdir() {
     local n
     n=$(printf '%s' "$1" | cksum | cut -d' ' -f1)
     REGISTRY_PORT=$((20000 + n % 10000))
     DIND_PORT=$((30000 + n % 10000))
     DIND_NAME=python-fips-test-dind-$((n % 100000))
+    POSTGRES_PORT=$((40000 + n % 10000))
+    POSTGRES_DIR=/var/tmp/python-fips-test-postgres-$((n % 100000))
 }
 
 log() { echo "services: $*" >&2; }
 die() { echo "services: error: $*" >&2; exit 1; }
-usage() { die "usage: $0 registry WORKDIR | dind WORKDIR BASE_IMAGE | podman WORKDIR BASE_IMAGE | skopeo | stop-registry WORKDIR | stop-dind WORKDIR"; }
+usage() { die "usage: $0 registry WORKDIR | dind WORKDIR BASE_IMAGE | podman WORKDIR BASE_IMAGE | postgres WORKDIR | skopeo | stop-registry WORKDIR | stop-dind WORKDIR"; }
 
 # True when something accepts TCP connections on 127.0.0.1:$1.
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -260,6 +269,55 @@ start_podman() {
     echo "CONTAINERS_CONF=$CONTAINERS_CONF"
 }
 
+# --- PostgreSQL ------------------------------------------------------------------------------
+
+start_postgres() {
+    local dir=$POSTGRES_DIR bin
+    bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+    if [ -z "$bin" ] || [ ! -x "$bin/postgres" ]; then
+        apt_install postgresql
+        bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+    fi
+    command -v pg_config >/dev/null 2>&1 || apt_install libpq-dev
+    id postgres >/dev/null 2>&1 || die "the postgresql package made no postgres user"
+    local as_postgres=(runuser -u postgres --)
+    if "${as_postgres[@]}" "$bin/pg_ctl" -D "$dir/data" status >/dev/null 2>&1 \
+        && port_open "$POSTGRES_PORT"; then
+        log "PostgreSQL already runs ($dir)"
+    else
+        if port_open "$POSTGRES_PORT"; then
+            die "port 127.0.0.1:$POSTGRES_PORT is taken by something that is not the server of $dir:
+$(ss -ltnp "sport = :$POSTGRES_PORT" 2>/dev/null || true)"
+        fi
+        rm -rf "$dir"
+        mkdir -p "$dir"
+        chown postgres: "$dir"
+        log "initializing a cluster in $dir/data"
+        "${as_postgres[@]}" "$bin/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 \
+            --locale=C.UTF-8 >&2
+        # A self-signed RSA 2048 certificate: the clients ask for TLS (sslmode=require), not for
+        # the server's identity.
+        "${as_postgres[@]}" openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj /CN=localhost \
+            -keyout "$dir/server.key" -out "$dir/server.crt" 2>/dev/null
+        chmod 600 "$dir/server.key"
+        cat >>"$dir/data/postgresql.conf" <<EOF
+listen_addresses = '127.0.0.1'
+port = $POSTGRES_PORT
+unix_socket_directories = '$dir'
+ssl = on
+ssl_cert_file = '$dir/server.crt'
+ssl_key_file = '$dir/server.key'
+EOF
+        # TCP connections only over TLS; the local socket for the tests' own checks.
+        printf 'local all all trust\nhostssl all all 127.0.0.1/32 trust\n' >"$dir/data/pg_hba.conf"
+        log "starting PostgreSQL on 127.0.0.1:$POSTGRES_PORT (log: $dir/log)"
+        "${as_postgres[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w -t 60 start 9>&- >&2 \
+            || die "PostgreSQL did not start:
+$(tail -n 20 "$dir/log")"
+    fi
+    echo "POSTGRES=host=127.0.0.1 port=$POSTGRES_PORT user=postgres dbname=postgres"
+}
+
 # --- main ------------------------------------------------------------------------------------
 
 command=${1:-}
@@ -270,7 +328,7 @@ if [ "$command" = skopeo ] && [ $# = 1 ]; then
     exit 0
 fi
 case $command in
-    registry | stop-registry | stop-dind) [ $# = 2 ] || usage ;;
+    registry | stop-registry | stop-dind | postgres) [ $# = 2 ] || usage ;;
     dind | podman) [ $# = 3 ] || usage ;;
     *) usage ;;
 esac
@@ -284,4 +342,5 @@ case $command in
     dind) start_dind "$3" ;;
     stop-dind) stop_dind ;;
     podman) start_podman "$workdir" "$3" ;;
+    postgres) start_postgres ;;
 esac
