@@ -153,6 +153,42 @@ fn sdist(dir: &Path, name: &str, setup_py: &str) -> PathBuf {
     path
 }
 
+/// A venv of this machine's Python at `work()/name`, made afresh, with `pip install <args>` run
+/// in it.
+fn host_venv(name: &str, args: &[&str]) -> PathBuf {
+    let venv = work().join(name);
+    let _ = std::fs::remove_dir_all(&venv);
+    let made = Command::new("python3")
+        .args(["-m", "venv", venv.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "venv: {}", text(&made));
+    let installed = Command::new(venv.join("bin/pip"))
+        .arg("install")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        installed.status.success(),
+        "pip install {args:?} on the host: {}",
+        text(&installed)
+    );
+    venv
+}
+
+/// `audit DIR --json`: the run and the report it wrote.
+fn audit_json(dir: &Path) -> (Output, serde_json::Value) {
+    let json = dir.with_extension("audit.json");
+    let out = xtask(&[
+        "audit",
+        dir.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let report = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    (out, report)
+}
+
 fn sha256_hex(path: &Path) -> String {
     let bytes = std::fs::read(path).unwrap();
     <sha2::Sha256 as sha2::Digest>::digest(&bytes)
@@ -178,41 +214,16 @@ fn the_index_wheel_is_flagged_as_a_file_and_in_a_venv() {
     assert!(shown.contains("OpenSSL "), "{shown}");
 
     // Installed into a venv of this machine's Python, it is found there too.
-    let venv = work().join("index-venv");
-    let _ = std::fs::remove_dir_all(&venv);
-    let made = Command::new("python3")
-        .args(["-m", "venv", venv.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(made.status.success(), "venv: {}", text(&made));
-    let pip = venv.join("bin/pip");
-    let installed = Command::new(&pip)
-        .args([
-            "install",
-            "--no-deps",
-            "--no-index",
-            wheel.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        installed.status.success(),
-        "pip install: {}",
-        text(&installed)
+    let venv = host_venv(
+        "index-venv",
+        &["--no-deps", "--no-index", wheel.to_str().unwrap()],
     );
-    let json = work().join("index-venv.audit.json");
-    let out = xtask(&[
-        "audit",
-        venv.to_str().unwrap(),
-        "--json",
-        json.to_str().unwrap(),
-    ]);
+    let (out, report) = audit_json(&venv);
     assert!(
         !out.status.success(),
         "audit passed the venv:\n{}",
         text(&out)
     );
-    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let findings = report["findings"].as_array().unwrap();
     assert!(
         findings.iter().any(|f| f["package"] == "cryptography"
@@ -225,40 +236,14 @@ fn the_index_wheel_is_flagged_as_a_file_and_in_a_venv() {
 fn psycopg2_on_the_systems_libpq_is_flagged_through_libpq() {
     // libpq-dev and its pg_config come with the loopback server's packages.
     postgres();
-    let venv = work().join("host-psycopg2-venv");
-    let _ = std::fs::remove_dir_all(&venv);
-    let made = Command::new("python3")
-        .args(["-m", "venv", venv.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(made.status.success(), "venv: {}", text(&made));
-    let installed = Command::new(venv.join("bin/pip"))
-        .args([
-            "install",
-            "--no-cache-dir",
-            "--no-binary",
-            "psycopg2",
-            PSYCOPG2,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        installed.status.success(),
-        "pip install psycopg2 from its sdist on the host (libpq-dev, gcc): {}",
-        text(&installed)
+    let venv = host_venv(
+        "host-psycopg2-venv",
+        &["--no-cache-dir", "--no-binary", "psycopg2", PSYCOPG2],
     );
-    let json = work().join("host-psycopg2.audit.json");
-    let out = xtask(&[
-        "audit",
-        venv.to_str().unwrap(),
-        "--json",
-        json.to_str().unwrap(),
-    ]);
-    let shown = text(&out);
-    eprintln!("{shown}");
-    assert!(!out.status.success(), "audit passed:\n{shown}");
+    let (out, report) = audit_json(&venv);
+    eprintln!("{}", text(&out));
+    assert!(!out.status.success(), "audit passed:\n{}", text(&out));
     // The extension's own NEEDED entries hold no crypto library: libpq.so.5 brings it.
-    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let through: Vec<&str> = report["findings"]
         .as_array()
         .unwrap()

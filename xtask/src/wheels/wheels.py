@@ -213,12 +213,15 @@ def lock_build_requirements(entry, tree):
     report = ENVS / f"{entry['name']}.json"
     install = ["install", "--ignore-installed", "--only-binary", ":all:", "--report", str(report),
                "--quiet", *links()]
-    run([*install, *requires], python=python)
+    if requires:
+        run([*install, *requires], python=python)
     caller = BuildBackendHookCaller(str(tree), backend, backend_path=backend_path,
                                     python_executable=str(python))
     added = caller.get_requires_for_build_wheel({})
     if added:
         run([*install, *requires, *added], python=python)
+    if not requires and not added:
+        return []
     return [dict(e, build=False) for e in entries_of(report)]
 
 
