@@ -102,7 +102,6 @@ fn build_gives_a_tarball_whose_python_uses_its_own_openssl() {
     for want in [
         "opt/python-fips/include/python3.13/Python.h",
         "opt/python-fips/include/openssl/evp.h",
-        "opt/python-fips/lib/libcrypto.a",
         "opt/python-fips/lib/python3.13/config-3.13-x86_64-linux-gnu/libpython3.13.a",
         "opt/python-fips/lib/python3.13/config-3.13-x86_64-linux-gnu/Makefile",
         "opt/python-fips/lib/python3.13/test/test_hashlib.py",
@@ -110,6 +109,14 @@ fn build_gives_a_tarball_whose_python_uses_its_own_openssl() {
         assert!(
             dev_files.contains_key(want),
             "{want} is not in the development tarball"
+        );
+    }
+    // OpenSSL comes as shared libraries only: nothing can link a copy of it.
+    for archive in ["lib/libcrypto.a", "lib/libssl.a"] {
+        let path = format!("opt/python-fips/{archive}");
+        assert!(
+            !runtime_files.contains_key(&path) && !dev_files.contains_key(&path),
+            "{path} is in a tarball"
         );
     }
     for path in runtime_files.keys() {
@@ -288,89 +295,6 @@ fn one_openssl_build_serves_every_cpython_release_that_pins_it() {
             && said.contains("--fips-provider 3.1.2 (#4985, FIPS 140-3, active until 2030-03-10)"),
         "{said}"
     );
-}
-
-#[test]
-fn patch_change_reruns_python_and_later_and_a_killed_run_recovers() {
-    let _g = serial();
-    let cold = cold_build();
-    let mirror = setup().to_str().unwrap().to_string();
-
-    // A test copy of the patches with a header comment changed, differently on every run so that
-    // a cache kept from an earlier run holds nothing for it.
-    let patches = work().join(format!("patches-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&patches);
-    std::fs::create_dir_all(patches.join("3.13")).unwrap();
-    let original = std::fs::read(root().join("patches/3.13/fips.patch")).unwrap();
-    let nonce = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let mut changed = format!("test copy {nonce}\n").into_bytes();
-    changed.extend_from_slice(&original);
-    std::fs::write(patches.join("3.13/fips.patch"), &changed).unwrap();
-    let patches_s = patches.to_str().unwrap().to_string();
-
-    // Kill the run while the python stage is running.
-    let mut args: Vec<&str> = vec!["python"];
-    args.extend(VERSION);
-    let out_dir = work().join("dist-patch-change");
-    args.extend([
-        "--mirror",
-        &mirror,
-        "--patches",
-        &patches_s,
-        "--out",
-        out_dir.to_str().unwrap(),
-    ]);
-    let mut child = command(&args)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let killed_pid = child.id();
-    let stderr = child.stderr.take().unwrap();
-    let mut seen = String::new();
-    for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
-        let line = line.unwrap();
-        seen.push_str(&line);
-        seen.push('\n');
-        if line.starts_with("python") && line.contains("running") {
-            std::thread::sleep(std::time::Duration::from_secs(20));
-            child.kill().unwrap();
-            break;
-        }
-    }
-    child.wait().unwrap();
-    assert!(
-        seen.contains("python"),
-        "the python stage never started:\n{seen}"
-    );
-
-    // The image and `verify` of a build are the other test files' business.
-    let report = build_to(&out_dir, &["--patches", &patches_s, "--no-verify"]);
-    let ran: Vec<(String, bool)> = stages(&report);
-    assert_eq!(
-        ran,
-        vec![
-            ("openssl".to_string(), true),
-            ("fips-provider".to_string(), true),
-            ("python".to_string(), false),
-            ("finalize".to_string(), false),
-        ],
-        "a patch change must re-run python and later stages only"
-    );
-    assert_ne!(report["sha256"], cold["sha256"]);
-    // The next run removed the container the killed run left behind.
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
-    let owner = format!("label=python-fips.owner={}:{killed_pid}", host.trim());
-    let ps = docker(&["ps", "--all", "--filter", &owner, "--format", "{{.Names}}"]);
-    assert_eq!(
-        String::from_utf8_lossy(&ps.stdout).trim(),
-        "",
-        "the killed run's container is still there"
-    );
-    std::fs::remove_dir_all(&patches).unwrap();
 }
 
 #[test]
@@ -560,10 +484,90 @@ const FAIL_UNPATCHED: [&str; 12] = [
     "test_pbkdf2_sp800_132_lower_bounds",
 ];
 
+/// The unpatched control, which is also the suite's patch change: a run killed while its python
+/// stage runs, then a run that builds python and finalize only, and a tree that fails exactly the
+/// behaviour tests the patch is for. `e2e_verify.rs` takes the same control from the cache.
 #[test]
-fn the_behaviour_test_fails_on_an_unpatched_build_where_the_patch_matters() {
+fn a_patch_change_after_a_killed_run_rebuilds_python_and_the_control_fails_where_the_patch_matters()
+{
     let _g = serial();
+    let cold = cold_build();
+
+    // A cache kept from an earlier run may hold the control: its python and finalize entries go,
+    // so that the killed run meets a python stage that runs.
+    let plan_dir = work().join("plan-unpatched");
+    let (out, plan) = run_python(&plan_dir, &["--no-fips-patch", "--dry-run"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let plan = plan.expect("a dry run writes its plan");
+    for name in ["python", "finalize"] {
+        let key = stage(&plan, name)["key"].as_str().unwrap();
+        let _ = std::fs::remove_dir_all(work().join(format!("cache/stages/{name}-{key}")));
+    }
+
+    // Kill the run while the python stage is running.
+    let args = python_args(&work().join("dist"), &["--no-fips-patch", "--no-verify"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut child = command(&args)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let killed_pid = child.id();
+    let stderr = child.stderr.take().unwrap();
+    let mut seen = String::new();
+    let mut killed = false;
+    for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.starts_with("python ") && line.contains(" running") {
+            std::thread::sleep(std::time::Duration::from_secs(20));
+            child.kill().unwrap();
+            killed = true;
+            break;
+        }
+    }
+    let status = child.wait().unwrap();
+    assert!(
+        killed && !status.success(),
+        "the python stage never started, or the run ended first ({status}):\n{seen}"
+    );
+    // What the killed run leaves: its stage container, and no entry for the stage.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let owner = format!("label=python-fips.owner={}:{killed_pid}", host.trim());
+    let left = |docker_args: &[&str]| {
+        let ps = docker(docker_args);
+        assert!(ps.status.success(), "{}", text(&ps));
+        String::from_utf8_lossy(&ps.stdout).trim().to_string()
+    };
+    let ps = ["ps", "--all", "--filter", &owner, "--format", "{{.Names}}"];
+    assert_ne!(left(&ps), "", "the killed run left no container:\n{seen}");
+    let python_entry = |report: &serde_json::Value| {
+        let key = stage(report, "python")["key"].as_str().unwrap().to_string();
+        work().join(format!("cache/stages/python-{key}"))
+    };
+    assert!(
+        !python_entry(&plan).exists(),
+        "the killed run made an entry"
+    );
+
+    // The image and `verify` of the control are e2e_verify.rs's business.
     let report = build(&["--no-fips-patch", "--no-verify"]);
+    assert_eq!(
+        stages(&report),
+        vec![
+            ("openssl".to_string(), true),
+            ("fips-provider".to_string(), true),
+            ("python".to_string(), false),
+            ("finalize".to_string(), false),
+        ],
+        "a patch change must re-run python and later stages only"
+    );
+    assert_ne!(report["sha256"], cold["sha256"]);
+    assert!(python_entry(&report).is_dir());
+    // The next run removed the container the killed run left behind.
+    assert_eq!(left(&ps), "", "the killed run's container is still there");
+
     let tarball = PathBuf::from(report["artifact"].as_str().unwrap());
     assert!(tarball.to_str().unwrap().ends_with("-unpatched.tar.gz"));
     let script = std::fs::read(root().join("tests/fips_behaviour.py")).unwrap();

@@ -305,10 +305,10 @@ fn skopeo_raw(reference: &str) -> serde_json::Value {
 
 /// The two images the suite built, published under one tag with their attachments: skopeo reads
 /// the index and each image's referrers, podman (a second engine) pulls the one tag for each
-/// platform and `verify` passes on both, the arm64 one under QEMU. Publishing again sends
-/// nothing and gives the same digests.
+/// platform and gets the suite's images by id, and `verify` passes on its native one. Publishing
+/// again sends nothing and gives the same digests.
 #[test]
-fn both_images_publish_under_one_tag_and_podman_pulls_and_verifies_each() {
+fn both_images_publish_under_one_tag_and_podman_pulls_each_by_id() {
     let _g = serial();
     let built = [cold_build(), cross_build()];
     let repository = "python-fips";
@@ -528,8 +528,9 @@ fn both_images_publish_under_one_tag_and_podman_pulls_and_verifies_each() {
         );
     }
 
-    // A second engine pulls the one tag for each platform: the images are the suite's, by id,
-    // and verify passes in each (the arm64 one under QEMU).
+    // A second engine pulls the one tag for each platform: the images are the suite's, by id.
+    // `verify` runs on podman's pull of the native one; the arm64 one, the same image by id, was
+    // verified under QEMU when it was built.
     let (engine, (var, conf)) = podman();
     for (platform, build) in ["amd64", "arm64"].iter().zip(built) {
         let image = format!("{target}:3.13");
@@ -545,17 +546,17 @@ fn both_images_publish_under_one_tag_and_podman_pulls_and_verifies_each() {
             format!("sha256:{id}"),
             build["image"]["id"].as_str().unwrap()
         );
-        let mut args = vec!["verify"];
-        args.extend(engine);
-        args.push(&image);
-        let started = std::time::Instant::now();
-        let out = command(&args).env(var, &conf).output().unwrap();
-        eprintln!(
-            "verify on podman ({platform}): {:.0} s\n{}",
-            started.elapsed().as_secs_f64(),
-            text(&out)
-        );
-        assert!(out.status.success(), "verify {platform} on podman failed");
+        if *platform == "amd64" {
+            let mut args = vec!["verify"];
+            args.extend(engine);
+            args.push(&image);
+            let out = command(&args).env(var, &conf).output().unwrap();
+            assert!(
+                out.status.success(),
+                "verify on podman failed:\n{}",
+                text(&out)
+            );
+        }
         let _ = podman_cli(&["rmi", "--force", &image]);
     }
 

@@ -8,10 +8,11 @@
 //!
 //! What this costs: the second daemon's image (once per machine), B's pull of the builder image
 //! and every stage (with its runtime image and `verify`), the python and finalize stages of a
-//! patch change on B, and the fips-provider stage on podman. The patch change's python stage is
-//! also the reproducibility check across engines and of the compiler cache: its patch differs
-//! from A's only in a header line and it compiles from A's compiler cache, so its tree must be
-//! A's, which was compiled cold. The podman build's fips-provider stage must give A's bytes too.
+//! patch change on B, and the fips-provider stage on podman. Both compiling stages start from A's
+//! compiler cache (its reuse directory), so they are also the reproducibility checks across
+//! engines and of the compiler cache: B's patch differs from A's only in a header line, so its
+//! tree must be A's, which was compiled cold, and podman's fips.so and the provider release's
+//! `openssl` must be A's byte for byte.
 
 mod support;
 
@@ -41,6 +42,56 @@ fn empty_cache(name: &str) -> PathBuf {
     let dir = work().join(name);
     let _ = std::fs::remove_dir_all(&dir);
     dir
+}
+
+/// An empty cache directory holding only A's reuse directory (compiler cache) of the stage
+/// `stage`, for the same builder image: a new machine whose compiles of that stage are hits.
+fn empty_cache_with_reuse(name: &str, stage: &str) -> PathBuf {
+    let cache = empty_cache(name);
+    std::fs::create_dir_all(cache.join("reuse")).unwrap();
+    std::fs::copy(
+        work().join("cache/CACHEDIR.TAG"),
+        cache.join("CACHEDIR.TAG"),
+    )
+    .unwrap();
+    let prefix = format!("{stage}-x86_64-");
+    let reused: Vec<_> = std::fs::read_dir(work().join("cache/reuse"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(&prefix)
+        })
+        .collect();
+    assert_eq!(reused.len(), 1, "{reused:?}");
+    std::fs::copy(
+        &reused[0],
+        cache.join("reuse").join(reused[0].file_name().unwrap()),
+    )
+    .unwrap();
+    cache
+}
+
+/// The last `Hits: N / M` count of ccache's statistics in the log of `stage`'s entry in `cache`:
+/// how many compiles the stage took from the compiler cache.
+fn compiler_cache_hits(cache: &Path, report: &serde_json::Value, stage: &str) -> u64 {
+    let key = support::stage(report, stage)["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let meta = cache
+        .join("stages")
+        .join(format!("{stage}-{key}"))
+        .join("meta.json");
+    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(meta).unwrap()).unwrap();
+    let log = std::fs::read_to_string(meta["log"].as_str().unwrap()).unwrap();
+    log.lines()
+        .filter_map(|l| l.trim().strip_prefix("Hits:"))
+        .filter_map(|rest| rest.split('/').next()?.trim().parse().ok())
+        .next_back()
+        .unwrap_or_else(|| panic!("no compiler cache statistics in {}", meta["log"]))
 }
 
 /// Runs `python` on the second engine with the cache `cache` and `extra` flags, sharing through
@@ -188,31 +239,9 @@ fn a_patch_change_on_the_second_engine_runs_there_and_outlives_the_registry() {
     changed.extend(std::fs::read(root().join("patches/3.13/fips.patch")).unwrap());
     std::fs::write(patches.join("3.13/fips.patch"), &changed).unwrap();
 
-    // A new machine, but with A's compiler cache for the python stage (the reuse directory of
-    // the same builder image): B's compiles are cache hits, and the tree must still be A's.
-    let cache = empty_cache("cache-b-patched");
-    std::fs::create_dir_all(cache.join("reuse")).unwrap();
-    std::fs::copy(
-        work().join("cache/CACHEDIR.TAG"),
-        cache.join("CACHEDIR.TAG"),
-    )
-    .unwrap();
-    let reused: Vec<_> = std::fs::read_dir(work().join("cache/reuse"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("python-x86_64-")
-        })
-        .collect();
-    assert_eq!(reused.len(), 1, "{reused:?}");
-    std::fs::copy(
-        &reused[0],
-        cache.join("reuse").join(reused[0].file_name().unwrap()),
-    )
-    .unwrap();
+    // A new machine, but with A's compiler cache for the python stage: B's compiles are cache
+    // hits, and the tree must still be A's.
+    let cache = empty_cache_with_reuse("cache-b-patched", "python");
 
     // The registry stops once the python stage has started on B, and runs again after this
     // test whatever happens (the other tests use it).
@@ -267,23 +296,10 @@ fn a_patch_change_on_the_second_engine_runs_there_and_outlives_the_registry() {
         warnings[0]
     );
     // Its log holds ccache's statistics (`Hits: N / M`) for the make that just ran.
-    let python = support::stage(&report, "python");
-    let meta = cache
-        .join("stages")
-        .join(format!("python-{}", python["key"].as_str().unwrap()))
-        .join("meta.json");
-    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(meta).unwrap()).unwrap();
-    let log = std::fs::read_to_string(meta["log"].as_str().unwrap()).unwrap();
-    let hits: u64 = log
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("Hits:"))
-        .filter_map(|rest| rest.split('/').next()?.trim().parse().ok())
-        .next_back()
-        .unwrap_or_else(|| panic!("no compiler cache statistics in {}", meta["log"]));
+    let hits = compiler_cache_hits(&cache, &report, "python");
     assert!(
         hits > 100,
-        "only {hits} compiler cache hits in {}",
-        meta["log"]
+        "only {hits} compiler cache hits in python's log"
     );
     // Built on another engine from the compiler cache, the tree is A's (built cold) but for
     // the records of the patch's bytes.
@@ -332,8 +348,11 @@ fn podman_loads_the_shared_builder_and_builds_the_fips_provider_to_the_same_byte
     flags.extend(["--cache-registry", &registry]);
     let args = python_args(&out_dir, &flags);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    // A's compiler cache for the stage: podman's compiles are hits, its links and the module's
+    // assembly are its own, and fips.so must still be A's (compiled cold) byte for byte.
+    let cache = empty_cache_with_reuse("cache-podman", "fips-provider");
     let out = command(&args)
-        .env("PYTHON_FIPS_CACHE", empty_cache("cache-podman"))
+        .env("PYTHON_FIPS_CACHE", &cache)
         .env(conf.0, conf.1)
         .output()
         .unwrap();
@@ -359,6 +378,11 @@ fn podman_loads_the_shared_builder_and_builds_the_fips_provider_to_the_same_byte
         said.lines()
             .any(|l| l.starts_with("builder ") && l.contains(&format!("pulled from {registry}"))),
         "{said}"
+    );
+    let hits = compiler_cache_hits(&cache, &report, "fips-provider");
+    assert!(
+        hits > 1000,
+        "only {hits} compiler cache hits in fips-provider's log"
     );
     assert_eq!(report["sha256"], a["sha256"], "{said}");
     assert_eq!(report["verify"]["passed"], true, "{:#}", report["verify"]);

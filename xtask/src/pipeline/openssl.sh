@@ -15,8 +15,12 @@ fi
 # A cross build names the target and the toolchain (OPENSSL_TARGET, set only then).
 ./Configure ${OPENSSL_TARGET:-} $OPENSSL_CONFIGURE shared no-tests \
     --prefix="$PREFIX" --openssldir="$PREFIX/ssl" --libdir=lib "-Wl,-rpath,$PREFIX/lib"
-make -j"$JOBS" build_sw
-make install_sw $OPENSSL_INSTALL_EXTRA
+# Shared libraries only: `LIBS=` and `INSTALL_LIBS=` leave out libcrypto.a and libssl.a, which a
+# `shared` build would otherwise compile every source of a second time for. Nothing in the tree
+# links them, and an extension that linked a static libcrypto would carry its own copy of OpenSSL,
+# which `audit` refuses.
+make -j"$JOBS" build_sw LIBS=
+make install_sw LIBS= INSTALL_LIBS= $OPENSSL_INSTALL_EXTRA
 ccache_summary
 # A cross build never runs what it made: its openssl is for the target.
 if [ -z "${CROSS_HOST:-}" ]; then
