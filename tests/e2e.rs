@@ -111,7 +111,8 @@ fn build_gives_a_tarball_whose_python_uses_its_own_openssl() {
             "{want} is not in the development tarball"
         );
     }
-    // OpenSSL comes as shared libraries only: nothing can link a copy of it.
+    // OpenSSL comes as shared libraries only: an extension built against the tree links the
+    // tree's libcrypto, never a copy of it.
     for archive in ["lib/libcrypto.a", "lib/libssl.a"] {
         let path = format!("opt/python-fips/{archive}");
         assert!(
@@ -535,13 +536,16 @@ fn a_patch_change_after_a_killed_run_rebuilds_python_and_the_control_fails_where
     // What the killed run leaves: its stage container, and no entry for the stage.
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
     let owner = format!("label=python-fips.owner={}:{killed_pid}", host.trim());
-    let left = |docker_args: &[&str]| {
-        let ps = docker(docker_args);
+    let containers_left = || {
+        let ps = docker(&["ps", "--all", "--filter", &owner, "--format", "{{.Names}}"]);
         assert!(ps.status.success(), "{}", text(&ps));
         String::from_utf8_lossy(&ps.stdout).trim().to_string()
     };
-    let ps = ["ps", "--all", "--filter", &owner, "--format", "{{.Names}}"];
-    assert_ne!(left(&ps), "", "the killed run left no container:\n{seen}");
+    assert_ne!(
+        containers_left(),
+        "",
+        "the killed run left no container:\n{seen}"
+    );
     let python_entry = |report: &serde_json::Value| {
         let key = stage(report, "python")["key"].as_str().unwrap().to_string();
         work().join(format!("cache/stages/python-{key}"))
@@ -566,7 +570,11 @@ fn a_patch_change_after_a_killed_run_rebuilds_python_and_the_control_fails_where
     assert_ne!(report["sha256"], cold["sha256"]);
     assert!(python_entry(&report).is_dir());
     // The next run removed the container the killed run left behind.
-    assert_eq!(left(&ps), "", "the killed run's container is still there");
+    assert_eq!(
+        containers_left(),
+        "",
+        "the killed run's container is still there"
+    );
 
     let tarball = PathBuf::from(report["artifact"].as_str().unwrap());
     assert!(tarball.to_str().unwrap().ends_with("-unpatched.tar.gz"));
