@@ -2,7 +2,7 @@
 //! under QEMU.
 //!
 //! What this costs: the cross builder image, the four cross stages, the arm64 base image
-//! (debootstrap under emulation), and the runtime image and `verify` under emulation. The native
+//! (mmdebstrap under emulation), and the runtime image and `verify` under emulation. The native
 //! openssl and python stages the cross build takes its build interpreter from are the shared cold
 //! build's, so when `e2e` ran first in this test directory they are cached. A second clean cross
 //! build (`--check-reproducible --arch aarch64`) would cost about 24 minutes more than CI has:
@@ -18,14 +18,21 @@ use object::read::elf::FileHeader;
 use object::{Endianness, FileKind};
 use support::*;
 
-const BASE: &str = "arm64v8/debian:bookworm";
+const BASE: &str = "arm64v8/debian:bookworm-slim";
 
 /// The arm64 base image, made once per process (the command keeps an existing one).
 fn arm64_base() {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
         setup();
-        let out = xtask(&["base-image", "--debootstrap", "bookworm", "--arch", "arm64"]);
+        let out = xtask(&[
+            "base-image",
+            "--suite",
+            "bookworm",
+            "--slim",
+            "--arch",
+            "arm64",
+        ]);
         assert!(out.status.success(), "base-image failed:\n{}", text(&out));
     });
 }

@@ -12,7 +12,10 @@
 //! compiler cache (its reuse directory), so they are also the reproducibility checks across
 //! engines and of the compiler cache: B's patch differs from A's only in a header line, so its
 //! tree must be A's, which was compiled cold, and podman's fips.so and the provider release's
-//! `openssl` must be A's byte for byte.
+//! `openssl` must be A's byte for byte. `rebuild` of A's tarball on B's engine with an empty cache
+//! compiles python and finalize from nothing and must give A's sha256; and podman makes the slim
+//! base image again with mmdebstrap, which must be docker's by id, while B takes it from the
+//! registry.
 
 mod support;
 
@@ -33,7 +36,7 @@ fn second_engine() -> &'static str {
         let work = work();
         let work = work.to_str().unwrap();
         services(&["stop-dind", work]);
-        services(&["dind", work, "debian:bookworm"])["DIND"].clone()
+        services(&["dind", work, "debian:bookworm", "debian:bookworm-slim"])["DIND"].clone()
     })
 }
 
@@ -409,5 +412,142 @@ fn delete_from_registry(repository: &str, tag: &str) {
         resp.status().is_success(),
         "DELETE {url}: {}",
         resp.status()
+    );
+}
+
+/// The id of `image` in podman as `podman()` configures it, as `sha256:<hex>`.
+fn podman_image_id(image: &str) -> String {
+    let out = podman_cli(&["image", "inspect", "--format", "{{.Id}}", image]);
+    assert!(out.status.success(), "{}", text(&out));
+    format!("sha256:{}", String::from_utf8_lossy(&out.stdout).trim())
+}
+
+/// The id of `image` in the Docker engine at `host` (this machine's when `None`).
+fn docker_image_id(host: Option<&str>, image: &str) -> String {
+    let mut c = std::process::Command::new("docker");
+    c.args(["image", "inspect", "--format", "{{.Id}}", image]);
+    if let Some(host) = host {
+        c.env("DOCKER_HOST", host);
+    }
+    let out = c.output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn base_images_made_on_two_engines_are_one_image_and_the_registry_gives_it_to_a_third() {
+    let _g = serial();
+    setup();
+    let slim = "debian:bookworm-slim";
+    let made_here = docker_image_id(None, slim);
+    // podman makes it again from the mirror (`--force`: services.sh loaded this machine's copy
+    // into podman), a second mmdebstrap run on a second engine: the same image id.
+    let (engine_flags, conf) = podman();
+    let mut args = vec!["base-image", "--suite", "bookworm", "--slim", "--force"];
+    args.extend(engine_flags);
+    let out = command(&args).env(conf.0, conf.1).output().unwrap();
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("mmdebstrap bookworm (amd64)"), "{said}");
+    assert_eq!(podman_image_id(slim), made_here, "{said}");
+    // Its packages are recorded in the image.
+    let out = std::process::Command::new("docker")
+        .args([
+            "image",
+            "inspect",
+            "--format",
+            "{{json .Config.Labels}}",
+            slim,
+        ])
+        .output()
+        .unwrap();
+    let labels: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let packages = labels["org.python-fips.base.packages"].as_str().unwrap();
+    assert!(
+        packages.split(' ').any(|p| p.starts_with("libc6=")),
+        "{packages}"
+    );
+    // This machine gives it to the registry; the second daemon, which never made it, takes it
+    // from there under a name of its own.
+    let registry = cache_registry();
+    let out = xtask(&[
+        "base-image",
+        "--suite",
+        "bookworm",
+        "--slim",
+        "--cache-registry",
+        &registry,
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let shared = "python-fips-test/shared-base:bookworm-slim";
+    let out = command(&[
+        "base-image",
+        "--suite",
+        "bookworm",
+        "--slim",
+        "--cache-registry",
+        &registry,
+        "--tag",
+        shared,
+    ])
+    .env("DOCKER_HOST", second_engine())
+    .output()
+    .unwrap();
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains(&format!("pulled from {registry}")), "{said}");
+    assert!(!said.contains("mmdebstrap bookworm"), "{said}");
+    assert_eq!(docker_image_id(Some(second_engine()), shared), made_here);
+}
+
+#[test]
+fn a_rebuild_of_the_cold_builds_record_on_a_fresh_machine_gives_its_sha256() {
+    let _g = serial();
+    let a = cold_build();
+    let mirror = setup();
+    let registry = cache_registry();
+    let report = work().join("rebuild-report.json");
+    let _ = std::fs::remove_file(&report);
+    // Machine B's engine and an empty cache: the base image is there (by id), the builder comes
+    // from the registry, openssl and fips-provider by their recorded keys; python and finalize
+    // compile from nothing (a fresh cache's compiler cache is empty).
+    let out = command(&[
+        "rebuild",
+        a["artifact"].as_str().unwrap(),
+        "--mirror",
+        mirror.to_str().unwrap(),
+        "--cache-registry",
+        &registry,
+        "--reuse-stage",
+        "openssl",
+        "--reuse-stage",
+        "fips-provider",
+        "--report",
+        report.to_str().unwrap(),
+    ])
+    .env("DOCKER_HOST", second_engine())
+    .env("PYTHON_FIPS_CACHE", empty_cache("cache-rebuild"))
+    .output()
+    .unwrap();
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    let outcome: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(outcome["identical"], true, "{outcome:#}");
+    assert_eq!(outcome["sha256"], a["sha256"], "{outcome:#}");
+    assert_eq!(
+        outcome["recompiled"],
+        serde_json::json!(["python", "finalize"]),
+        "{said}"
+    );
+    assert_eq!(
+        outcome["reused"],
+        serde_json::json!(["openssl", "fips-provider"]),
+        "{said}"
+    );
+    assert!(
+        said.lines()
+            .any(|l| l.starts_with("builder ") && l.contains(&format!("pulled from {registry}"))),
+        "{said}"
     );
 }

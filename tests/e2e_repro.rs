@@ -1,10 +1,11 @@
 //! End to end: the SBOM, what the tree must not hold, and hash-based bytecode.
 //!
-//! The reproducibility checks that need a second build live where that build is paid for
-//! anyway: `e2e_remote.rs` rebuilds the native python stage on a second engine from the compiler
-//! cache, whose tree must be the shared cold build's, and the fips-provider stage under podman
-//! from nothing, whose tarball must be the shared cold build's. A whole second clean build
-//! (`--check-reproducible`) does not fit in CI's time: it is run by hand (README).
+//! The reproducibility checks that need a second build live in `e2e_remote.rs`: `rebuild` of the
+//! shared cold build's record on a second engine compiles python and finalize from nothing and
+//! must give its sha256; the python stage after a patch change there, and the fips-provider stage
+//! under podman, compile from the cold build's compiler cache and must give its bytes. A whole
+//! second clean build (`--check-reproducible`) does not fit in CI's time: it is run by hand
+//! (README).
 
 mod support;
 

@@ -113,7 +113,7 @@ fn uv_installs_the_channel_and_the_tree_runs_fips_on_its_own_openssl_anywhere() 
 
     // A host with a libcrypto.so.3 new enough for the tree's modules: the loader would take it
     // in place of a missing one of the tree's, and the tree must refuse it.
-    let out = xtask(&["base-image", "--debootstrap", "trixie"]);
+    let out = xtask(&["base-image", "--suite", "trixie"]);
     assert!(
         out.status.success(),
         "base-image trixie failed:\n{}",

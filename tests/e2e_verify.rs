@@ -120,7 +120,7 @@ fn build_is_verified_in_a_runtime_image_without_the_toolchain() {
     assert_eq!(labels["org.opencontainers.image.version"], "3.13.15");
     assert_eq!(
         labels["org.opencontainers.image.base.name"],
-        "debian:bookworm"
+        "debian:bookworm-slim"
     );
     assert_eq!(labels["org.python-fips.openssl.version"], "3.5.7");
     assert_eq!(labels["org.python-fips.fips-provider.version"], "3.1.2");
@@ -129,6 +129,12 @@ fn build_is_verified_in_a_runtime_image_without_the_toolchain() {
 
     let user = docker_text(&["image", "inspect", "--format", "{{.Config.User}}", id]);
     assert_eq!(user, "python");
+    // Its size budget, on the slim base (the engine's MB, 10^6 bytes).
+    let size: u64 = docker_text(&["image", "inspect", "--format", "{{.Size}}", id])
+        .parse()
+        .unwrap();
+    eprintln!("runtime image: {size} bytes");
+    assert!(size <= 150_000_000, "the runtime image is {size} bytes");
     let env = docker_text(&["image", "inspect", "--format", "{{json .Config.Env}}", id]);
     assert!(env.contains("PATH=/opt/python-fips/bin:"), "{env}");
     assert!(!env.contains("LD_LIBRARY_PATH"), "{env}");
@@ -408,4 +414,6 @@ fn distroless_image_passes_verify_with_no_shell_and_no_package_manager() {
         .parse()
         .unwrap();
     eprintln!("distroless image: {} bytes, {} files", size, files.len());
+    // Its size budget (the engine's MB, 10^6 bytes).
+    assert!(size <= 80_000_000, "the distroless image is {size} bytes");
 }

@@ -3,7 +3,7 @@
 # cache and a second container engine:
 #   - a Docker registry (Debian's docker-registry), storage in WORKDIR/registry;
 #   - a second Docker daemon in a privileged container (Docker-in-Docker), with its own storage;
-#   - rootful podman, with a containers.conf that works here and BASE_IMAGE loaded;
+#   - rootful podman, with a containers.conf that works here and the BASE_IMAGEs loaded;
 #   - a PostgreSQL server that takes only TLS on TCP (Debian's postgresql, a self-signed
 #     certificate), its cluster in /var/tmp where the postgres user can reach it; and libpq-dev,
 #     which the tests build a host psycopg2 against.
@@ -11,8 +11,9 @@
 # ports and the container's name are derived from WORKDIR, so suites of two checkouts coexist.
 #
 # usage: tests/services.sh registry WORKDIR             the registry
-#        tests/services.sh dind WORKDIR BASE_IMAGE      the second daemon, holding BASE_IMAGE
-#        tests/services.sh podman WORKDIR BASE_IMAGE    podman's configuration, BASE_IMAGE
+#        tests/services.sh dind WORKDIR BASE_IMAGE...   the second daemon, made from the first
+#                                                       BASE_IMAGE and holding them all
+#        tests/services.sh podman WORKDIR BASE_IMAGE... podman's configuration, the BASE_IMAGEs
 #                                                       loaded, and none of this project's images
 #        tests/services.sh postgres WORKDIR             the PostgreSQL server
 #        tests/services.sh skopeo                       skopeo, installed if missing
@@ -43,7 +44,7 @@ for_workdir() {
 
 log() { echo "services: $*" >&2; }
 die() { echo "services: error: $*" >&2; exit 1; }
-usage() { die "usage: $0 registry WORKDIR | dind WORKDIR BASE_IMAGE | podman WORKDIR BASE_IMAGE | postgres WORKDIR | skopeo | stop-registry WORKDIR | stop-dind WORKDIR"; }
+usage() { die "usage: $0 registry WORKDIR | dind WORKDIR BASE_IMAGE... | podman WORKDIR BASE_IMAGE... | postgres WORKDIR | skopeo | stop-registry WORKDIR | stop-dind WORKDIR"; }
 
 # True when something accepts TCP connections on 127.0.0.1:$1.
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -168,8 +169,8 @@ set_privileged_flags() {
 start_dind() {
     local base=$1 base_id ctx tag current
     base_id=$(docker image inspect --format '{{.Id}}' "$base" 2>/dev/null) \
-        || die "base image $base is missing: make it with \`cargo xtask base-image --debootstrap bookworm\`"
-    # The base image made by debootstrap carries the machine's mirror in its sources.list.
+        || die "base image $base is missing: make it with \`cargo xtask base-image --suite bookworm\`"
+    # The base image made by base-image carries the machine's mirror in its sources.list.
     ctx=$(mktemp -d)
     cat >"$ctx/Dockerfile" <<EOF
 FROM $base
@@ -225,10 +226,15 @@ $(docker logs --tail 30 "$DIND_NAME" 2>&1)"
     done
     # The base image, as this machine has it: the same id gives the same builder key here and
     # there. Saved and loaded through the client, as nothing of this filesystem is there.
-    if [ "$(DOCKER_HOST=tcp://127.0.0.1:$DIND_PORT docker image inspect --format '{{.Id}}' "$base" 2>/dev/null)" != "$base_id" ]; then
-        log "loading $base into $DIND_NAME"
-        docker save "$base" | DOCKER_HOST=tcp://127.0.0.1:$DIND_PORT docker load >&2
-    fi
+    local image
+    for image in "$@"; do
+        base_id=$(docker image inspect --format '{{.Id}}' "$image" 2>/dev/null) \
+            || die "base image $image is missing: \`cargo xtask base-image\` makes it"
+        if [ "$(DOCKER_HOST=tcp://127.0.0.1:$DIND_PORT docker image inspect --format '{{.Id}}' "$image" 2>/dev/null)" != "$base_id" ]; then
+            log "loading $image into $DIND_NAME"
+            docker save "$image" | DOCKER_HOST=tcp://127.0.0.1:$DIND_PORT docker load >&2
+        fi
+    done
     echo "DIND=tcp://127.0.0.1:$DIND_PORT"
 }
 
@@ -252,12 +258,15 @@ start_podman() {
     export CONTAINERS_CONF=$dir/containers.conf
     # The same image as docker's (podman shows its id without "sha256:"); podman stores a short
     # name loaded from a docker archive as localhost/NAME, which still answers to NAME.
-    docker_id=$(docker image inspect --format '{{.Id}}' "$base")
-    podman_id=$(podman image inspect --format '{{.Id}}' "$base" 2>/dev/null || true)
-    if [ "sha256:$podman_id" != "$docker_id" ]; then
-        log "loading $base into podman"
-        docker save "$base" | podman load >&2
-    fi
+    for base in "${@:2}"; do
+        docker_id=$(docker image inspect --format '{{.Id}}' "$base") \
+            || die "base image $base is missing: \`cargo xtask base-image\` makes it"
+        podman_id=$(podman image inspect --format '{{.Id}}' "$base" 2>/dev/null || true)
+        if [ "sha256:$podman_id" != "$docker_id" ]; then
+            log "loading $base into podman"
+            docker save "$base" | podman load >&2
+        fi
+    done
     # Like a new machine, podman holds none of this project's images (builders, runtime images).
     local images
     images=$(podman images --format '{{.Repository}}:{{.Tag}}' | grep '^localhost/python-fips' || true)
@@ -329,7 +338,7 @@ if [ "$command" = skopeo ] && [ $# = 1 ]; then
 fi
 case $command in
     registry | stop-registry | stop-dind | postgres) [ $# = 2 ] || usage ;;
-    dind | podman) [ $# = 3 ] || usage ;;
+    dind | podman) [ $# -ge 3 ] || usage ;;
     *) usage ;;
 esac
 mkdir -p "$2"
@@ -339,8 +348,8 @@ lock
 case $command in
     registry) start_registry "$workdir" ;;
     stop-registry) stop_registry "$workdir" ;;
-    dind) start_dind "$3" ;;
+    dind) start_dind "${@:3}" ;;
     stop-dind) stop_dind ;;
-    podman) start_podman "$workdir" "$3" ;;
+    podman) start_podman "$workdir" "${@:3}" ;;
     postgres) start_postgres ;;
 esac

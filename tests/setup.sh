@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Prepares a machine for the end-to-end tests: installs debootstrap and QEMU user emulation if
+# Prepares a machine for the end-to-end tests: installs mmdebstrap and QEMU user emulation if
 # they are missing and fills a local mirror with real upstream tarballs taken from Debian source
 # packages and the Rust crate registry.
 # usage: tests/setup.sh MIRROR_DIR
@@ -7,17 +7,17 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 mirror=${1:?usage: tests/setup.sh MIRROR_DIR}
 
-if ! command -v debootstrap >/dev/null 2>&1; then
+if ! command -v mmdebstrap >/dev/null 2>&1; then
     if [ "$(id -u)" != 0 ]; then
-        echo "error: debootstrap is missing; install it with \`sudo apt-get install debootstrap\`" >&2
+        echo "error: mmdebstrap is missing; install it with \`sudo apt-get install mmdebstrap\`" >&2
         exit 1
     fi
     apt-get update -qq >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmdebstrap >&2
 fi
 
 # QEMU user emulation for the arm64 tests: they run the cross-compiled tree's image (never a
-# build step) and debootstrap the arm64 base image. binfmt_misc must be mounted for the
+# build step) and make the arm64 base image (mmdebstrap runs its packages' scripts under QEMU). binfmt_misc must be mounted for the
 # registration; CI containers often have /proc/sys/fs/binfmt_misc with nothing mounted on it.
 if [ "$(uname -m)" != aarch64 ]; then
     binfmt=/proc/sys/fs/binfmt_misc

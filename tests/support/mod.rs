@@ -48,7 +48,7 @@ pub fn serial() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Installs debootstrap if needed, fills the mirror and makes the base image; once per process.
+/// Installs mmdebstrap if needed, fills the mirror and makes the base images; once per process.
 pub fn setup() -> &'static Path {
     static MIRROR: OnceLock<PathBuf> = OnceLock::new();
     MIRROR.get_or_init(|| {
@@ -59,8 +59,13 @@ pub fn setup() -> &'static Path {
             .status()
             .unwrap();
         assert!(status.success(), "tests/setup.sh failed");
-        let out = xtask(&["base-image", "--debootstrap", "bookworm"]);
-        assert!(out.status.success(), "base-image failed:\n{}", text(&out));
+        // The builders' base and the runtime images' slim one.
+        for extra in [&[][..], &["--slim"]] {
+            let mut args = vec!["base-image", "--suite", "bookworm"];
+            args.extend(extra);
+            let out = xtask(&args);
+            assert!(out.status.success(), "base-image failed:\n{}", text(&out));
+        }
         mirror
     })
 }
@@ -212,7 +217,12 @@ pub fn registry() -> &'static str {
 /// Podman as the tests run it (its configuration written and the base image loaded by
 /// `tests/services.sh`): the flags that select it and the environment variable it needs.
 pub fn podman() -> ([&'static str; 2], (&'static str, String)) {
-    let conf = services(&["podman", work().to_str().unwrap(), "debian:bookworm"]);
+    let conf = services(&[
+        "podman",
+        work().to_str().unwrap(),
+        "debian:bookworm",
+        "debian:bookworm-slim",
+    ]);
     (
         ["--engine", "podman"],
         ("CONTAINERS_CONF", conf["CONTAINERS_CONF"].clone()),

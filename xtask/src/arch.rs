@@ -11,7 +11,7 @@ use crate::flags::BuildArgs;
 pub struct Arch {
     /// The kernel's spelling, used in artifact names and keys: `x86_64`, `aarch64`.
     pub name: &'static str,
-    /// Debian's architecture (`dpkg --add-architecture`, `:arm64` packages, debootstrap).
+    /// Debian's architecture (`dpkg --add-architecture`, `:arm64` packages, mmdebstrap).
     pub deb: &'static str,
     /// The GNU triplet of the toolchain (`--host`, the cross tools' prefix).
     pub triplet: &'static str,

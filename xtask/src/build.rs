@@ -47,6 +47,11 @@ pub struct Build<'a> {
     pub started: Instant,
     /// Seconds `start` took: resolving, fetching, preparing the tree and the builder image.
     pub start_seconds: f64,
+    /// The builder's base image: its id and the content key `base-image` labelled it with.
+    pub base_id: String,
+    pub base_key: String,
+    /// The project checkout this build runs from.
+    pub revision: build_info::Revision,
     _lock: crate::cache::CacheLock,
 }
 
@@ -124,7 +129,15 @@ impl<'a> Build<'a> {
             }
             None => native_image_id.clone(),
         };
+        let base = &ctx.recipe.builder.base_image;
+        let base_id = engine.image_id(sh, base)?.unwrap_or_default();
+        let base_key = (engine.image_labels(sh, base)?)
+            .remove(crate::base_image::LABEL_KEY)
+            .unwrap_or_default();
         Ok(Build {
+            base_id,
+            base_key,
+            revision: build_info::Revision::of_checkout(&crate::project_root()),
             ctx,
             tree,
             engine,
@@ -155,6 +168,7 @@ impl<'a> Build<'a> {
             dry_run: self.dry_run,
             origin: self.started,
             remotes: &self.remotes,
+            shared_stages: self.config.shared_stages.as_ref(),
         }
     }
 
@@ -744,6 +758,8 @@ impl<'a> Build<'a> {
             builder_image: build_info::BuilderImage {
                 base: r.builder.base_image.clone(),
                 id: self.image_id.clone(),
+                base_id: self.base_id.clone(),
+                base_key: self.base_key.clone(),
             },
             arch: self.arch.clone(),
             build_arch: self.build_arch.clone(),
@@ -756,6 +772,7 @@ impl<'a> Build<'a> {
                     key: d.key.clone(),
                 })
                 .collect(),
+            revision: self.revision.clone(),
         })
     }
 }

@@ -30,6 +30,18 @@ pub struct BuildInfo {
     pub sbom: String,
     /// Every stage of the build with its content key, in the order they ran.
     pub stages: Vec<StageKey>,
+    /// The project checkout the build ran from: its recipes, patches and stage scripts.
+    pub revision: Revision,
+}
+
+/// A git commit of the project, and whether the checkout differed from it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Revision {
+    /// Empty when the project is not a git checkout.
+    pub git_commit: String,
+    /// Files of the checkout were changed or added and not committed.
+    pub modified: bool,
 }
 
 /// An upstream tarball the tree was built from.
@@ -164,6 +176,10 @@ pub struct ConfigureFlag {
 pub struct BuilderImage {
     pub base: String,
     pub id: String,
+    /// The base image's id, and the content key `base-image` gave it (empty for a base image
+    /// made otherwise): a shared cache holds it under that key.
+    pub base_id: String,
+    pub base_key: String,
 }
 
 /// A stage of the build and its content key.
@@ -172,6 +188,40 @@ pub struct BuilderImage {
 pub struct StageKey {
     pub name: String,
     pub key: String,
+}
+
+/// The paths of the project whose contents a build consumes: a change to any of them that is not
+/// committed makes the checkout `modified`.
+const BUILD_INPUTS: &[&str] = &["Cargo.toml", "Cargo.lock", "xtask", "recipes", "patches"];
+
+impl Revision {
+    /// The commit the project checkout at `root` is at, and whether the paths a build consumes
+    /// differ from it; an empty commit when `root` is not a git checkout (or git is missing).
+    pub fn of_checkout(root: &std::path::Path) -> Revision {
+        let git = |args: &[&str]| {
+            std::process::Command::new("git")
+                .arg("-C")
+                .arg(root)
+                .args(args)
+                .stdin(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        };
+        let Some(commit) = git(&["rev-parse", "--verify", "HEAD"]) else {
+            return Revision::default();
+        };
+        let mut status = vec!["status", "--porcelain", "--"];
+        status.extend(BUILD_INPUTS);
+        // A checkout whose status cannot be read counts as modified: nothing is claimed.
+        let modified = git(&status).is_none_or(|text| !text.is_empty());
+        Revision {
+            git_commit: commit,
+            modified,
+        }
+    }
 }
 
 impl BuildInfo {
@@ -222,6 +272,8 @@ mod tests {
             builder_image: BuilderImage {
                 base: "debian:bookworm".into(),
                 id: "sha256:abc".into(),
+                base_id: "sha256:def".into(),
+                base_key: "ef".repeat(32),
             },
             arch: "aarch64".into(),
             build_arch: "x86_64".into(),
@@ -238,6 +290,10 @@ mod tests {
                     key: "02".repeat(32),
                 },
             ],
+            revision: Revision {
+                git_commit: "1f".repeat(20),
+                modified: false,
+            },
         }
     }
 
@@ -271,13 +327,19 @@ mod tests {
                 "enable_shared": b.configure.enable_shared,
                 "pgo": b.configure.pgo,
             },
-            "builder_image": {"base": b.builder_image.base, "id": b.builder_image.id},
+            "builder_image": {
+                "base": b.builder_image.base,
+                "id": b.builder_image.id,
+                "base_id": b.builder_image.base_id,
+                "base_key": b.builder_image.base_key,
+            },
             "arch": b.arch,
             "build_arch": b.build_arch,
             "source_date_epoch": b.source_date_epoch,
             "reproducible": b.reproducible,
             "sbom": b.sbom,
             "stages": b.stages.iter().map(|d| json!({"name": d.name, "key": d.key})).collect::<Vec<_>>(),
+            "revision": {"git_commit": b.revision.git_commit, "modified": b.revision.modified},
         });
         serde_json::to_vec_pretty(&value).unwrap()
     }

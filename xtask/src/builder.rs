@@ -91,11 +91,8 @@ impl Images<'_> {
             base_id = engine.image_id(sh, &spec.base_image)?;
         }
         let Some(base_id) = base_id else {
-            let hint = match spec.base_image.strip_prefix("debian:") {
-                Some(suite) => format!(
-                    "without a registry, make it with `cargo xtask base-image --debootstrap {suite} --tag {}`",
-                    spec.base_image
-                ),
+            let hint = match base_image_command(&spec.base_image) {
+                Some(command) => format!("without a registry, make it with `{command}`"),
                 None => format!(
                     "load it with `{}` or point the recipe at an image you have",
                     engine.load_hint()
@@ -127,20 +124,7 @@ impl Images<'_> {
                 },
             );
             // A shared cache that lacks it gets it, so that other machines find this builder.
-            let mut lacking: Vec<&(dyn Remote + Sync)> = Vec::new();
-            for remote in shared {
-                match remote.has(name, &key) {
-                    Ok(true) => {}
-                    Ok(false) => lacking.push(remote.as_ref()),
-                    Err(e) => ui.message(&format!(
-                        "warning: the stage cache {} cannot say whether it has {name}-{}: {e:#}; \
-                         the build goes on",
-                        remote.name(),
-                        &key[..12]
-                    )),
-                }
-            }
-            self.push(name, &key, &tag, &lacking, ui)?;
+            self.share(name, &key, &tag, ui)?;
             return Ok(id);
         }
         if let Some(id) = self.pull(name, &key, &tag, ui)? {
@@ -208,9 +192,33 @@ impl Images<'_> {
         Ok(id)
     }
 
+    /// Gives the local image `tag` to each shared cache that lacks it as `name`-`key`.
+    pub(crate) fn share(&self, name: &str, key: &str, tag: &str, ui: &dyn Reporter) -> Result<()> {
+        let mut lacking: Vec<&(dyn Remote + Sync)> = Vec::new();
+        for remote in self.shared {
+            match remote.has(name, key) {
+                Ok(true) => {}
+                Ok(false) => lacking.push(remote.as_ref()),
+                Err(e) => ui.message(&format!(
+                    "warning: the stage cache {} cannot say whether it has {name}-{}: {e:#}; \
+                     the build goes on",
+                    remote.name(),
+                    &key[..12]
+                )),
+            }
+        }
+        self.push(name, key, tag, &lacking, ui)
+    }
+
     /// Loads the image `name`-`key` from the first shared cache that has it and returns its id.
     /// A shared cache that fails costs a warning: the image is then built here.
-    fn pull(&self, name: &str, key: &str, tag: &str, ui: &dyn Reporter) -> Result<Option<String>> {
+    pub(crate) fn pull(
+        &self,
+        name: &str,
+        key: &str,
+        tag: &str,
+        ui: &dyn Reporter,
+    ) -> Result<Option<String>> {
         let (sh, engine, cache) = (self.sh, self.engine, self.cache);
         for remote in self.shared {
             let scratch = cache.scratch(name)?;
@@ -248,7 +256,7 @@ impl Images<'_> {
     }
 
     /// Gives the image `tag` to each of `to`, as `name`-`key`.
-    fn push(
+    pub(crate) fn push(
         &self,
         name: &str,
         key: &str,
@@ -298,7 +306,7 @@ pub fn cross_packages(apt: &[String], target: &Arch) -> Vec<String> {
 /// The id of the image in an engine's image archive (`save`): its config's digest, which both
 /// docker and podman name in the archive's `manifest.json` (`<hex>.json`, or
 /// `blobs/sha256/<hex>` in an OCI layout).
-fn archived_image_id(archive: &std::path::Path) -> Result<String> {
+pub(crate) fn archived_image_id(archive: &std::path::Path) -> Result<String> {
     let manifest = crate::tarwalk::for_each_entry(
         archive,
         crate::tarwalk::Compression::None,
@@ -327,6 +335,27 @@ fn archived_image_id(archive: &std::path::Path) -> Result<String> {
         );
     }
     Ok(format!("sha256:{hex}"))
+}
+
+/// The `base-image` command that makes `image` when it is one of the names that command gives
+/// (`debian:bookworm`, `debian:bookworm-slim`, `arm64v8/debian:bookworm-slim`), else `None`.
+pub fn base_image_command(image: &str) -> Option<String> {
+    let (arch, name) = crate::arch::KNOWN
+        .iter()
+        .find_map(|(a, _)| image.strip_prefix(a.hub).map(|rest| (Some(a), rest)))
+        .unwrap_or((None, image));
+    let suite = name.strip_prefix("debian:")?;
+    let (suite, slim) = match suite.strip_suffix("-slim") {
+        Some(s) => (s, " --slim"),
+        None => (suite, ""),
+    };
+    if suite.is_empty() || !suite.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return None;
+    }
+    let arch = arch.map_or(String::new(), |a| format!(" --arch {}", a.deb));
+    Some(format!(
+        "cargo xtask base-image --suite {suite}{slim}{arch}"
+    ))
 }
 
 /// The file a shared builder image entry holds: the engine's image archive.
@@ -359,6 +388,19 @@ mod tests {
                 format!("sha256:{hex}")
             );
         }
+    }
+
+    #[test]
+    fn the_hint_for_a_missing_base_names_the_command_that_makes_it() {
+        assert_eq!(
+            base_image_command("debian:bookworm").unwrap(),
+            "cargo xtask base-image --suite bookworm"
+        );
+        assert_eq!(
+            base_image_command("arm64v8/debian:bookworm-slim").unwrap(),
+            "cargo xtask base-image --suite bookworm --slim --arch arm64"
+        );
+        assert_eq!(base_image_command("rockylinux:9"), None);
     }
 
     #[test]

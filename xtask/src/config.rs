@@ -67,6 +67,8 @@ pub struct BuildConfig {
     /// Make the runtime image and verify it after the build.
     pub verify: bool,
     pub runtime: Runtime,
+    /// The only stages taken from and given to the shared cache (`None`: all of them).
+    pub shared_stages: Option<std::collections::BTreeSet<String>>,
 }
 
 impl BuildConfig {
@@ -100,6 +102,7 @@ impl BuildConfig {
             report: args.report.clone(),
             verify: !args.no_verify,
             runtime: args.runtime,
+            shared_stages: None,
         })
     }
 

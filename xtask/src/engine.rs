@@ -157,21 +157,6 @@ impl Engine {
             .is_ok()
     }
 
-    /// Imports the root filesystem in `dir` as the image `tag`. GNU tar packs it (device nodes and
-    /// all, owners as numbers), and the engine reads the stream.
-    pub fn import_rootfs(&self, sh: &Shell, dir: &Path, tag: &str) -> Result<()> {
-        let script = format!(
-            "tar --numeric-owner -C '{}' -c . | {} import - '{tag}'",
-            dir.display(),
-            self.program
-        );
-        cmd!(sh, "sh -c {script}")
-            .quiet()
-            .ignore_stdout()
-            .run()
-            .with_context(|| format!("cannot import {} as the image {tag}", dir.display()))
-    }
-
     /// The architecture an image's config records (`amd64`, `arm64`), or `None` if it is missing.
     pub fn image_arch(&self, sh: &Shell, image: &str) -> Result<Option<String>> {
         let program = &self.program;
@@ -184,52 +169,6 @@ impl Engine {
             .status
             .success()
             .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string()))
-    }
-
-    /// Makes the image `tag` of another platform (`linux/arm64`) from the root filesystem in
-    /// `dir`. `import` records the engine's own architecture whatever `--platform` says (Docker
-    /// 20.10 and 26 alike), so the rootfs goes in by a legacy build of `FROM scratch` and
-    /// `ADD rootfs.tar /`, which records the platform it is given. `scratch` is assembled in
-    /// the cache's tmp/ and removed by the caller.
-    pub fn import_rootfs_for(
-        &self,
-        sh: &Shell,
-        dir: &Path,
-        scratch: &Path,
-        platform: &str,
-        tag: &str,
-    ) -> Result<()> {
-        let tarball = scratch.join("rootfs.tar");
-        let script = format!(
-            "tar --numeric-owner -C '{}' -cf '{}' .",
-            dir.display(),
-            tarball.display()
-        );
-        cmd!(sh, "sh -c {script}")
-            .quiet()
-            .run()
-            .with_context(|| format!("cannot pack {}", dir.display()))?;
-        let dockerfile = scratch.join("Dockerfile");
-        std::fs::write(&dockerfile, "FROM scratch\nADD rootfs.tar /\n")
-            .with_context(|| format!("cannot write {}", dockerfile.display()))?;
-        let log = scratch.join("build.log");
-        let ok = self.build_for(
-            Some(platform),
-            scratch,
-            &[tag.to_string()],
-            &[],
-            &log,
-            |_| {},
-        )?;
-        if !ok {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            bail!(
-                "cannot make the {platform} image {tag} from {}:\n{}",
-                dir.display(),
-                last_lines(&text, 20)
-            );
-        }
-        Ok(())
     }
 
     /// Creates a container from `spec`, owned by the returned guard: it is removed when the

@@ -34,7 +34,9 @@ pub enum Cmd {
     Audit(Audit),
     /// Open an interactive shell in a stage's container.
     Shell(ShellCmd),
-    /// Make a local base image with debootstrap (for machines without an image registry).
+    /// Build a shipped tarball again from its record and compare it byte for byte.
+    Rebuild(Rebuild),
+    /// Make a reproducible Debian base image with mmdebstrap (for machines without an image registry).
     BaseImage(BaseImage),
     /// Time the floor, then a cold build, a warm no-op and two patch changes, each to a verified image.
     Bench(Bench),
@@ -203,6 +205,40 @@ pub struct Verify {
 }
 
 #[derive(Args, Debug)]
+pub struct Rebuild {
+    /// The shipped runtime tarball, or the `<artifact>.build-info.json` beside it: the record
+    /// (its BUILD-INFO.json) and the sha256 to reach (its `.sha256` file).
+    pub record: PathBuf,
+    /// The sha256 to reach, when the record's `.sha256` file is not beside it.
+    #[arg(long, value_name = "HEX")]
+    pub sha256: Option<String>,
+    /// Look for the sources here first (as `python --mirror`). Repeatable.
+    #[arg(long, value_name = "URL")]
+    pub mirror: Vec<String>,
+    /// The OCI repository the base and builder images (by the record's ids) come from, and the
+    /// stages of `--reuse-stage`.
+    #[arg(long, value_name = "REF", env = "PYTHON_FIPS_CACHE_REGISTRY")]
+    pub cache_registry: Option<String>,
+    /// Take this stage's entry from `--cache-registry` by its recorded key instead of compiling
+    /// it (repeatable): a partial rebuild, for when a whole one costs too much. Every other stage
+    /// runs in a fresh cache, whose compiler cache is empty.
+    #[arg(long, value_name = "STAGE")]
+    pub reuse_stage: Vec<crate::graph::Stage>,
+    /// Container engine CLI: `docker` or `podman` (default: the first that answers).
+    #[arg(long)]
+    pub engine: Option<String>,
+    /// Parallel make jobs (default: all cores).
+    #[arg(long)]
+    pub jobs: Option<usize>,
+    /// The cache whose scratch space holds the rebuild's fresh cache (default: `cache/`).
+    #[arg(long, value_name = "DIR", env = "PYTHON_FIPS_CACHE")]
+    pub cache: Option<PathBuf>,
+    /// Write `{record, expected, sha256, identical, recompiled, reused, differences}` here.
+    #[arg(long, value_name = "FILE.json")]
+    pub report: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
 pub struct ShellCmd {
     #[command(flatten)]
     pub build: BuildArgs,
@@ -216,9 +252,13 @@ pub struct ShellCmd {
 
 #[derive(Args, Debug)]
 pub struct BaseImage {
-    /// Debian suite to bootstrap, e.g. `bookworm`.
-    #[arg(long, value_name = "SUITE")]
-    pub debootstrap: String,
+    /// Debian suite to make the image of, e.g. `bookworm`.
+    #[arg(long, value_name = "SUITE", alias = "debootstrap")]
+    pub suite: String,
+    /// Leave out manuals, translations and documentation but copyright files (the runtime
+    /// image's base); the default tag is then `debian:<suite>-slim`.
+    #[arg(long)]
+    pub slim: bool,
     /// Image tag (default: `debian:<suite>`).
     #[arg(long)]
     pub tag: Option<String>,
@@ -237,6 +277,10 @@ pub struct BaseImage {
     pub engine: Option<String>,
     #[arg(long, value_name = "DIR", env = "PYTHON_FIPS_CACHE")]
     pub cache: Option<PathBuf>,
+    /// An OCI repository (`host:port/name`) the image is taken from when it has the same one
+    /// (the same suite, mirror state and options), and given to when it does not.
+    #[arg(long, value_name = "REF", env = "PYTHON_FIPS_CACHE_REGISTRY")]
+    pub cache_registry: Option<String>,
 }
 
 #[derive(Args, Debug)]

@@ -78,6 +78,13 @@ pub struct TreeInfo {
 impl TreeInfo {
     /// Reads `opt/python-fips/BUILD-INFO.json` from the tarball.
     pub fn read(tarball: &Path) -> Result<TreeInfo> {
+        let text = TreeInfo::read_build_info(tarball)?;
+        TreeInfo::parse(&text)
+            .with_context(|| format!("the BUILD-INFO.json of {}", tarball.display()))
+    }
+
+    /// The text of the tarball's `opt/python-fips/BUILD-INFO.json`.
+    pub fn read_build_info(tarball: &Path) -> Result<String> {
         let found = tarwalk::for_each_entry(tarball, Compression::Gzip, |path, entry| {
             if Path::new(path) != Path::new("opt/python-fips/BUILD-INFO.json") {
                 return Ok(None);
@@ -94,8 +101,7 @@ impl TreeInfo {
             Ok(Some(text))
         })?;
         if let Some(text) = found {
-            return TreeInfo::parse(&text)
-                .with_context(|| format!("the BUILD-INFO.json of {}", tarball.display()));
+            return Ok(text);
         }
         bail!(
             "{} has no opt/python-fips/BUILD-INFO.json; is it a tarball made by `cargo xtask python`?",
@@ -335,16 +341,15 @@ pub fn ensure(
     ui: &dyn Reporter,
 ) -> Result<RuntimeImage> {
     let Some(base_id) = engine.image_id(sh, plan.base_image)? else {
+        let hint = match crate::builder::base_image_command(plan.base_image) {
+            Some(command) => format!("make it with `{command}`"),
+            None => format!("load it with `{}`", engine.load_hint()),
+        };
         bail!(
-            "the runtime base image {} is not available to {}; there is no registry here, so make \
-             it with `cargo xtask base-image --debootstrap bookworm --tag {}{}`",
+            "the runtime base image {} is not available to {} and there is no registry to pull it \
+             from; {hint}",
             plan.base_image,
             engine,
-            plan.base_image,
-            match crate::arch::parse(plan.arch) {
-                Ok(a) if plan.base_image.starts_with(a.hub) => format!(" --arch {}", a.deb),
-                _ => String::new(),
-            }
         );
     };
     // An image of another architecture is built (its RUN steps run the finished tree) under
@@ -472,11 +477,16 @@ fn foreign_platform(sh: &Shell, engine: &Engine, plan: &Plan) -> Result<Option<&
     }
     let base_arch = engine.image_arch(sh, plan.base_image)?.unwrap_or_default();
     if crate::arch::parse(&base_arch).ok() != Some(target) {
+        let command = crate::builder::base_image_command(plan.base_image).unwrap_or_else(|| {
+            format!(
+                "cargo xtask base-image --suite bookworm --slim --arch {}",
+                target.deb
+            )
+        });
         bail!(
-            "the runtime base image {} is {base_arch}, not {}; make a {} one with \
-             `cargo xtask base-image --debootstrap bookworm --arch {}` (it is tagged {})",
+            "the runtime base image {} is {base_arch}, not {}; make a {} one with `{command} \
+             --tag {}`",
             plan.base_image,
-            target.deb,
             target.deb,
             target.deb,
             plan.base_image
@@ -958,7 +968,9 @@ exit 0
             &some_labels(),
         );
         assert!(text.contains("FROM debian:bookworm\n"));
-        assert!(text.contains("packages='libffi8 libsqlite3-0 ca-certificates'"));
+        assert!(text.contains("packages='libffi8 libsqlite3-0'"));
+        // The CA bundle comes without Debian's openssl, which ca-certificates depends on.
+        assert!(text.contains("apt-get download ca-certificates"));
         assert!(!text.contains('@'), "a placeholder is left:\n{text}");
         assert!(!text.contains("LD_LIBRARY_PATH="));
         assert!(text.contains("\nUSER python\n"));

@@ -31,6 +31,7 @@ mod prepare;
 mod progress;
 mod publish;
 mod python;
+mod rebuild;
 mod registry;
 mod repro;
 mod sbom;

@@ -30,5 +30,6 @@ fn run() -> Result<()> {
         flags::Cmd::VerifyCache(cmd) => cmd.run(&sh),
         flags::Cmd::Channel(cmd) => cmd.run(&sh),
         flags::Cmd::Publish(cmd) => cmd.run(&sh),
+        flags::Cmd::Rebuild(cmd) => cmd.run(&sh),
     }
 }

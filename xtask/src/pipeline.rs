@@ -120,6 +120,9 @@ pub struct Runner<'a> {
     pub origin: Instant,
     /// The shared stage caches asked after the local one (`--cache-registry`).
     pub remotes: &'a [Box<dyn Remote + Sync>],
+    /// The only stages the shared caches are asked for and given (`None`: every stage):
+    /// `rebuild` takes just these and recompiles the rest.
+    pub shared_stages: Option<&'a std::collections::BTreeSet<String>>,
 }
 
 /// Where the reuse directory lives in a stage's container.
@@ -204,12 +207,13 @@ fn outside_key(name: &str) -> bool {
 
 impl Runner<'_> {
     pub fn entry(&self, name: &str, key: &str) -> PathBuf {
-        self.stage_cache().entry(name, key)
+        self.stage_cache(name).entry(name, key)
     }
 
-    /// The stage cache this builder reads and fills.
-    fn stage_cache(&self) -> StageCache<'_> {
-        StageCache::new(self.cache, self.remotes)
+    /// The stage cache this builder reads and fills for the stage `name`.
+    fn stage_cache(&self, name: &str) -> StageCache<'_> {
+        let shared = self.shared_stages.is_none_or(|only| only.contains(name));
+        StageCache::new(self.cache, if shared { self.remotes } else { &[] })
     }
 
     /// Runs `stage` unless its output is cached.
@@ -220,7 +224,7 @@ impl Runner<'_> {
         let found = match self.dry_run {
             // A dry run looks only at the local cache: it moves nothing.
             true => entry.join("output.tar").is_file().then_some(Origin::Local),
-            false => self.stage_cache().lookup(stage.name, &key, ui)?,
+            false => self.stage_cache(stage.name).lookup(stage.name, &key, ui)?,
         };
         if let Some(origin) = found {
             let what = match &origin {
@@ -334,7 +338,9 @@ impl Runner<'_> {
         let meta_file = scratch.join("meta.json");
         std::fs::write(&meta_file, serde_json::to_vec_pretty(&meta)?)
             .with_context(|| format!("cannot write {}", meta_file.display()))?;
-        let entry = self.stage_cache().publish(stage.name, &key, &scratch, ui)?;
+        let entry = self
+            .stage_cache(stage.name)
+            .publish(stage.name, &key, &scratch, ui)?;
         ui.step(
             stage.name,
             StepEvent::Ran {
@@ -808,6 +814,7 @@ mod tests {
             dry_run: false,
             origin: Instant::now(),
             remotes: &[],
+            shared_stages: None,
         };
         f(&b)
     }

@@ -348,7 +348,7 @@ fn read_files(tarball: &Path, paths: &[&str]) -> Result<BTreeMap<String, Vec<u8>
 
 /// Runs diffoscope on the first few files whose content differs, in a container made from the
 /// builder image plus diffoscope, and puts its text reports in `reports`.
-fn explain(
+pub(crate) fn explain(
     sh: &Shell,
     first: &Build,
     a: &[&Path],

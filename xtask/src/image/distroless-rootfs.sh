@@ -42,9 +42,9 @@ while IFS= read -r lib; do
     copy "$lib"
 done < /tmp/libraries
 
-# CA certificates: the bundle and the hashed directory the tree's python names in SSL_CERT_FILE
-# and SSL_CERT_DIR.
-for path in /etc/ssl/certs /usr/share/ca-certificates; do
+# CA certificates: the bundle the tree's python names in SSL_CERT_FILE (and its licence), and the
+# certificate directories of a base that installed the ca-certificates package itself.
+for path in /etc/ssl/certs /usr/share/ca-certificates /usr/share/doc/ca-certificates; do
     if [ -d "$path" ]; then
         mkdir -p "$root$(dirname "$path")"
         cp -a "$path" "$root$(dirname "$path")/"
