@@ -66,6 +66,11 @@ impl flags::BaseImage {
                 false => name,
             }
         });
+        // An engine archive names its image `name:tag`: `--tag name` means `name:latest`.
+        let tag = match tag.rsplit('/').next().is_some_and(|last| last.contains(':')) {
+            true => tag,
+            false => format!("{tag}:latest"),
+        };
         let mirror = match self.mirror_uri.clone() {
             Some(m) => m,
             None => apt_mirror()?,
