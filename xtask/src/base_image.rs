@@ -67,7 +67,11 @@ impl flags::BaseImage {
             }
         });
         // An engine archive names its image `name:tag`: `--tag name` means `name:latest`.
-        let tag = match tag.rsplit('/').next().is_some_and(|last| last.contains(':')) {
+        let tag = match tag
+            .rsplit('/')
+            .next()
+            .is_some_and(|last| last.contains(':'))
+        {
             true => tag,
             false => format!("{tag}:latest"),
         };
