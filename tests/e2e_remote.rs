@@ -424,12 +424,9 @@ fn podman_image_id(image: &str) -> String {
 
 /// The id of `image` in the Docker engine at `host` (this machine's when `None`).
 fn docker_image_id(host: Option<&str>, image: &str) -> String {
-    let mut c = std::process::Command::new("docker");
-    c.args(["image", "inspect", "--format", "{{.Id}}", image]);
-    if let Some(host) = host {
-        c.env("DOCKER_HOST", host);
-    }
-    let out = c.output().unwrap();
+    let mut args = host.map_or(vec![], |h| vec!["--host", h]);
+    args.extend(["image", "inspect", "--format", "{{.Id}}", image]);
+    let out = docker(&args);
     assert!(out.status.success(), "{}", text(&out));
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
@@ -451,16 +448,13 @@ fn base_images_made_on_two_engines_are_one_image_and_the_registry_gives_it_to_a_
     assert!(said.contains("mmdebstrap bookworm (amd64)"), "{said}");
     assert_eq!(podman_image_id(slim), made_here, "{said}");
     // Its packages are recorded in the image.
-    let out = std::process::Command::new("docker")
-        .args([
-            "image",
-            "inspect",
-            "--format",
-            "{{json .Config.Labels}}",
-            slim,
-        ])
-        .output()
-        .unwrap();
+    let out = docker(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{json .Config.Labels}}",
+        slim,
+    ]);
     let labels: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let packages = labels["org.python-fips.base.packages"].as_str().unwrap();
     assert!(
@@ -510,7 +504,9 @@ fn a_rebuild_of_the_cold_builds_record_on_a_fresh_machine_gives_its_sha256() {
     let _ = std::fs::remove_file(&report);
     // Machine B's engine and an empty cache: the base image is there (by id), the builder comes
     // from the registry, openssl and fips-provider by their recorded keys; python and finalize
-    // compile from nothing (a fresh cache's compiler cache is empty).
+    // compile from nothing (a fresh cache's compiler cache is empty). B holds no builder before
+    // or after, whichever of B's tests runs first (machine B's first run must pull it too).
+    remove_builders_on_b();
     let out = command(&[
         "rebuild",
         a["artifact"].as_str().unwrap(),
@@ -529,6 +525,7 @@ fn a_rebuild_of_the_cold_builds_record_on_a_fresh_machine_gives_its_sha256() {
     .env("PYTHON_FIPS_CACHE", empty_cache("cache-rebuild"))
     .output()
     .unwrap();
+    remove_builders_on_b();
     let said = text(&out);
     assert!(out.status.success(), "{said}");
     let outcome: serde_json::Value =
@@ -550,4 +547,28 @@ fn a_rebuild_of_the_cold_builds_record_on_a_fresh_machine_gives_its_sha256() {
             .any(|l| l.starts_with("builder ") && l.contains(&format!("pulled from {registry}"))),
         "{said}"
     );
+}
+
+/// Removes every builder image from the second engine.
+fn remove_builders_on_b() {
+    let host = second_engine();
+    let out = docker(&[
+        "--host",
+        host,
+        "images",
+        "--format",
+        "{{.Repository}}:{{.Tag}}",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let builders: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with("python-fips-builder"))
+        .map(String::from)
+        .collect();
+    if !builders.is_empty() {
+        let mut args = vec!["--host", host, "rmi", "--force"];
+        args.extend(builders.iter().map(String::as_str));
+        let out = docker(&args);
+        assert!(out.status.success(), "{}", text(&out));
+    }
 }

@@ -55,45 +55,28 @@ impl flags::BaseImage {
             None => engine_arch,
         };
         let foreign = target.name != engine_arch.name;
-        let suite = &self.suite;
-        let tag = self.tag.clone().unwrap_or_else(|| {
-            let name = match self.slim {
-                true => format!("debian:{suite}-slim"),
-                false => format!("debian:{suite}"),
-            };
-            match foreign {
-                true => target.foreign_image(&name),
-                false => name,
-            }
-        });
-        // An engine archive names its image `name:tag`: `--tag name` means `name:latest`.
-        let tag = match tag
-            .rsplit('/')
-            .next()
-            .is_some_and(|last| last.contains(':'))
-        {
-            true => tag,
-            false => format!("{tag}:latest"),
-        };
+        let tag = self.tag(target, foreign);
         let mirror = match self.mirror_uri.clone() {
             Some(m) => m,
             None => apt_mirror()?,
         };
-        let release = release_file(&mirror, suite)?;
-        let epoch = match std::env::var("SOURCE_DATE_EPOCH") {
-            Ok(v) => v.trim().parse::<u64>().with_context(|| {
-                format!("SOURCE_DATE_EPOCH is {v:?}, not a number of seconds; unset it to take the suite's date")
-            })?,
-            Err(_) => release_date(&release).with_context(|| {
-                format!("the mirror's InRelease of {suite} has no Date: field; set SOURCE_DATE_EPOCH")
-            })?,
+        let existing = engine.image_id(sh, &tag)?.filter(|_| !self.force);
+        let release = match (release_file(&mirror, &self.suite), &existing) {
+            (Ok(release), _) => release,
+            // Without the mirror, an image that is there stays as it is.
+            (Err(e), Some(id)) => {
+                eprintln!("warning: {e:#}; keeping {tag} as it is");
+                println!("{tag} {id}");
+                return Ok(());
+            }
+            (Err(e), None) => return Err(e),
         };
         let plan = Plan {
-            suite,
+            suite: &self.suite,
             target,
             slim: self.slim,
             mirror: &mirror,
-            epoch,
+            epoch: epoch(&release, &self.suite)?,
         };
         let key = plan.key(&release);
         let cache = Cache::open(self.cache.as_deref())?;
@@ -108,45 +91,125 @@ impl flags::BaseImage {
             engine: &engine,
             cache: &cache,
             shared: &remotes,
+            make: true,
         };
-        let name = ENTRY;
-        if let Some(id) = engine.image_id(sh, &tag)?.filter(|_| !self.force) {
-            let labels = engine.image_labels(sh, &tag)?;
-            if labels.get(LABEL_KEY) != Some(&key) {
-                ui.message(&format!(
-                    "{tag} exists already but is not this mirror state's image (pass --force to \
-                     make it again)"
-                ));
-            } else {
-                images.share(name, &key, &tag, &ui)?;
+        if let Some(id) = existing {
+            let kept = kept(sh, &engine, &tag, &key, &ui)?;
+            if let Kept::Ours = kept {
+                images.share(ENTRY, &key, &tag, &ui)?;
             }
-            println!("{tag} {id}");
-            return Ok(());
+            if !matches!(kept, Kept::Outdated) {
+                println!("{tag} {id}");
+                return Ok(());
+            }
         }
-        if let Some(id) = images.pull(name, &key, &tag, &ui)? {
-            println!("{tag} {id}");
-            return Ok(());
-        }
-        if cmd!(sh, "mmdebstrap --version")
-            .quiet()
-            .ignore_stdout()
-            .ignore_stderr()
-            .run()
-            .is_err()
+        // `--force` makes the image here; otherwise a shared cache that has it gives it.
+        if !self.force
+            && let Some(id) = images.pull(ENTRY, &key, &tag, &ui)?
         {
-            bail!("mmdebstrap is not installed; install it with `apt-get install mmdebstrap`");
+            println!("{tag} {id}");
+            return Ok(());
         }
-        if foreign {
-            arch::ensure_emulation(target)?;
-        }
-        let scratch = cache.scratch("base-image")?;
-        let made = plan.make(sh, &engine, &cache, &scratch, &key, &tag, &ui);
-        crate::cache::remove(&scratch)?;
-        let id = made?;
-        let all: Vec<&(dyn Remote + Sync)> = remotes.iter().map(|r| r.as_ref()).collect();
-        images.push(name, &key, &tag, &all, &ui)?;
+        let id = self.make_and_share(plan, &key, &tag, &images, &ui)?;
         println!("{tag} {id}");
         Ok(())
+    }
+
+    /// Makes the image here, gives it to the shared caches and returns its id.
+    fn make_and_share(
+        &self,
+        plan: Plan,
+        key: &str,
+        tag: &str,
+        images: &Images,
+        ui: &dyn Reporter,
+    ) -> Result<String> {
+        // mmdebstrap runs here, whatever engine loads the image: this machine must run the
+        // target's binaries.
+        if plan.target.name != std::env::consts::ARCH {
+            arch::ensure_emulation(plan.target)?;
+        }
+        let scratch = images.cache.scratch("base-image")?;
+        let made = plan.make(
+            images.sh,
+            images.engine,
+            images.cache,
+            &scratch,
+            key,
+            tag,
+            ui,
+        );
+        let removed = crate::cache::remove(&scratch);
+        let id = made?;
+        removed?;
+        let all: Vec<&(dyn Remote + Sync)> = images.shared.iter().map(|r| r.as_ref()).collect();
+        images.push(ENTRY, key, tag, &all, ui)?;
+        Ok(id)
+    }
+
+    /// `--tag`, or `debian:<suite>[-slim]` (under Docker Hub's namespace for a foreign
+    /// architecture); `name:latest` for a `--tag name`, as an engine archive names its image.
+    fn tag(&self, target: &Arch, foreign: bool) -> String {
+        let suite = &self.suite;
+        let tag = self.tag.clone().unwrap_or_else(|| {
+            let name = match self.slim {
+                true => format!("debian:{suite}-slim"),
+                false => format!("debian:{suite}"),
+            };
+            match foreign {
+                true => target.foreign_image(&name),
+                false => name,
+            }
+        });
+        match tag.rsplit('/').next().is_some_and(|l| l.contains(':')) {
+            true => tag,
+            false => format!("{tag}:latest"),
+        }
+    }
+}
+
+/// What becomes of an image that exists under the tag.
+enum Kept {
+    /// This mirror state's image: it stays and is shared.
+    Ours,
+    /// Not made by `base-image`: it stays (only `--force` replaces it) and is not shared.
+    Foreign,
+    /// Made by `base-image` from another mirror state: it is made again.
+    Outdated,
+}
+
+fn kept(sh: &Shell, engine: &Engine, tag: &str, key: &str, ui: &dyn Reporter) -> Result<Kept> {
+    let labels = engine.image_labels(sh, tag)?;
+    Ok(match labels.get(LABEL_KEY) {
+        Some(k) if k == key => Kept::Ours,
+        Some(_) => {
+            ui.message(&format!(
+                "{tag} was made from another state of the mirror; making it again"
+            ));
+            Kept::Outdated
+        }
+        None => {
+            ui.message(&format!(
+                "{tag} exists already and was not made by base-image; it stays as it is (pass \
+                 --force to make it here)"
+            ));
+            Kept::Foreign
+        }
+    })
+}
+
+/// `SOURCE_DATE_EPOCH` if set, else the Unix time of the suite's `InRelease` `Date:`.
+fn epoch(release: &[u8], suite: &str) -> Result<u64> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) => v.trim().parse::<u64>().with_context(|| {
+            format!(
+                "SOURCE_DATE_EPOCH is {v:?}, not a number of seconds; unset it to take the \
+                 suite's date"
+            )
+        }),
+        Err(_) => release_date(release).with_context(|| {
+            format!("the mirror's InRelease of {suite} has no Date: field; set SOURCE_DATE_EPOCH")
+        }),
     }
 }
 
@@ -207,6 +270,15 @@ impl Plan<'_> {
         tag: &str,
         ui: &dyn Reporter,
     ) -> Result<String> {
+        if cmd!(sh, "mmdebstrap --version")
+            .quiet()
+            .ignore_stdout()
+            .ignore_stderr()
+            .run()
+            .is_err()
+        {
+            bail!("mmdebstrap is not installed; install it with `apt-get install mmdebstrap`");
+        }
         let rootfs = scratch.join("rootfs.tar");
         let log = cache.dir("logs").join(format!("{}.log", self.log_name()));
         ui.message(&format!(

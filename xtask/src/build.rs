@@ -118,6 +118,7 @@ impl<'a> Build<'a> {
             engine: &engine,
             cache: &ctx.cache,
             shared: &remotes,
+            make: config.make_builder,
         };
         let native_image_id = images.ensure(&ctx.recipe.builder, ui)?;
         let image_id = match cross {

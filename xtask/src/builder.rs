@@ -23,6 +23,9 @@ pub struct Images<'a> {
     pub engine: &'a Engine,
     pub cache: &'a Cache,
     pub shared: &'a [Box<dyn Remote + Sync>],
+    /// Build an image that neither the engine nor a shared cache has (`rebuild` never does: a
+    /// builder made again installs that day's packages).
+    pub make: bool,
 }
 
 impl Images<'_> {
@@ -85,6 +88,7 @@ impl Images<'_> {
             engine,
             cache,
             shared,
+            ..
         } = *self;
         let mut base_id = engine.image_id(sh, &spec.base_image)?;
         if base_id.is_none() && engine.pull(sh, &spec.base_image) {
@@ -129,6 +133,13 @@ impl Images<'_> {
         }
         if let Some(id) = self.pull(name, &key, &tag, ui)? {
             return Ok(id);
+        }
+        if !self.make {
+            bail!(
+                "the image {tag} is neither in {engine} nor in a shared cache, and this command \
+                 does not make it (made again, it would install that day's packages); pass \
+                 --cache-registry with the registry the build gave it to"
+            );
         }
 
         let started = std::time::Instant::now();

@@ -69,6 +69,8 @@ pub struct BuildConfig {
     pub runtime: Runtime,
     /// The only stages taken from and given to the shared cache (`None`: all of them).
     pub shared_stages: Option<std::collections::BTreeSet<String>>,
+    /// Make a builder image that neither the engine nor the shared cache has (`rebuild`: no).
+    pub make_builder: bool,
 }
 
 impl BuildConfig {
@@ -103,6 +105,7 @@ impl BuildConfig {
             verify: !args.no_verify,
             runtime: args.runtime,
             shared_stages: None,
+            make_builder: true,
         })
     }
 

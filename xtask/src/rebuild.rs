@@ -48,19 +48,7 @@ impl flags::Rebuild {
     pub fn run(self, sh: &Shell) -> Result<()> {
         let ui = Terminal::new();
         let record = Record::read(&self.record, self.sha256.as_deref())?;
-        let info = &record.info;
-        if !info.reproducible {
-            bail!(
-                "{} records a build that is not reproducible (profile-guided optimization): \
-                 there is nothing to compare a rebuild with",
-                record.path.display()
-            );
-        }
-        check_reuse(&self.reuse_stage)?;
-        check_revision(
-            &info.revision,
-            &Revision::of_checkout(&crate::project_root()),
-        )?;
+        self.check(&record.info)?;
         let engine = Engine::detect(sh, self.engine.as_deref())?;
         let remotes: Vec<Box<dyn Remote + Sync>> = match &self.cache_registry {
             Some(reference) => vec![Box::new(Registry::open(reference)?)],
@@ -68,54 +56,44 @@ impl flags::Rebuild {
         };
         let user_cache = Cache::open(self.cache.as_deref())?;
         let _lock = user_cache.lock(&ui)?;
-        ensure_base(sh, &engine, &user_cache, &remotes, info, &ui)?;
+        ensure_base(sh, &engine, &user_cache, &remotes, &record.info, &ui)?;
         let root = user_cache.scratch("rebuild")?;
-        let config = self.config(info, &root)?;
+        let config = self.config(&record.info, &root)?;
+        let reused: Vec<&str> = self.reuse_stage.iter().map(|s| s.name()).collect();
         ui.message(&format!(
-            "rebuilding {} in a fresh cache ({}), from the shared cache only the images{}",
+            "rebuilding {} in a fresh cache ({}), taking from the shared cache only the images{}",
             record.path.display(),
             root.display(),
-            match self.reuse_stage.is_empty() {
+            match reused.is_empty() {
                 true => String::new(),
-                false => format!(
-                    " and {}",
-                    (self.reuse_stage.iter().map(|s| s.name()))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
+                false => format!(" and {}", reused.join(", ")),
             }
         ));
         let outcome = rebuild(sh, &config, &record, &ui)?;
         if let Some(path) = &self.report {
             crate::cache::write_atomic(path, &serde_json::to_vec_pretty(&outcome)?)?;
         }
-        if outcome.identical {
-            crate::cache::remove(&root)?;
-            println!(
-                "rebuilt: sha256 {} as recorded (recompiled: {}; reused: {})",
-                outcome.sha256,
-                outcome.recompiled.join(", "),
-                match outcome.reused.is_empty() {
-                    true => "nothing".to_string(),
-                    false => outcome.reused.join(", "),
-                }
+        crate::cache::remove(&root)?;
+        println!("{}", outcome.verdict(&record)?);
+        Ok(())
+    }
+
+    /// Refuses what cannot be rebuilt from here, before anything is fetched or built.
+    fn check(&self, info: &BuildInfo) -> Result<()> {
+        if !info.reproducible {
+            bail!(
+                "{} records a build that is not reproducible (profile-guided optimization): \
+                 there is nothing to compare a rebuild with",
+                self.record.display()
             );
-            return Ok(());
         }
-        let shown: Vec<String> = (outcome.differences.iter().take(20))
-            .map(|d| format!("  {}: {}", d.path, d.what))
-            .collect();
-        bail!(
-            "the rebuild gives sha256 {} where {} records {}; the files that differ:\n{}\n(the \
-             rebuilt tarball is {}; diffoscope's reports are beside it when it could run)",
-            outcome.sha256,
-            record.path.display(),
-            outcome.expected,
-            shown.join("\n"),
-            outcome
-                .tarball
-                .as_deref()
-                .map_or("gone".into(), |p| p.display().to_string())
+        if !self.reuse_stage.is_empty() && self.cache_registry.is_none() {
+            bail!("--reuse-stage takes stages from a shared cache: pass --cache-registry too");
+        }
+        check_reuse(&self.reuse_stage)?;
+        check_revision(
+            &info.revision,
+            &Revision::of_checkout(&crate::project_root()),
         )
     }
 
@@ -143,6 +121,7 @@ impl flags::Rebuild {
             ..BuildArgs::default()
         };
         let mut config = BuildConfig::from_args(&args)?;
+        config.make_builder = false;
         config.shared_stages = Some(
             (self.reuse_stage.iter())
                 .map(|s| s.name().to_string())
@@ -234,8 +213,9 @@ fn check_reuse(reuse: &[Stage]) -> Result<()> {
 fn check_revision(recorded: &Revision, here: &Revision) -> Result<()> {
     if recorded.git_commit.is_empty() {
         bail!(
-            "the record names no project revision (it was built outside a git checkout), so the \
-             recipes and stage scripts it was built with cannot be had again"
+            "the record names no project revision (it was built outside a git checkout, or by an \
+             xtask older than the field), so the recipes and stage scripts it was built with \
+             cannot be had again"
         );
     }
     if recorded.modified {
@@ -289,17 +269,23 @@ fn ensure_base(
             engine,
             cache,
             shared: remotes,
+            make: false,
         };
-        if let Some(id) = images.pull(crate::base_image::ENTRY, &b.base_key, &b.base, ui)?
-            && id == b.base_id
-        {
+        let pulled = images.pull(crate::base_image::ENTRY, &b.base_key, &b.base, ui)?;
+        if pulled.as_deref() == Some(b.base_id.as_str()) {
+            if let Some(old) = &have {
+                ui.message(&format!(
+                    "{} now names the record's base image {} (it named {old})",
+                    b.base, b.base_id
+                ));
+            }
             return Ok(());
         }
     }
     let make = crate::builder::base_image_command(&b.base).map_or(String::new(), |c| {
         format!(
-            " `{c}` makes it again from a mirror in the state it was made from (the same suite \
-             release);"
+            " `{c} --force` makes it again from the mirror (the same URI) in the state it was \
+             made from;"
         )
     });
     bail!(
@@ -314,15 +300,68 @@ fn ensure_base(
     )
 }
 
-/// Runs the build `config`, checks its inputs against the record on the way, and compares.
+/// Runs the build `config` once its inputs are the record's, and compares.
 fn rebuild(
     sh: &Shell,
     config: &BuildConfig,
     record: &Record,
     ui: &dyn Reporter,
 ) -> Result<Outcome> {
-    let info = &record.info;
-    let build = Build::start(sh, config, ui)?;
+    let mut build = Build::start(sh, config, ui)?;
+    check_inputs(&mut build, &record.info, ui)?;
+    let done = build.run_all(ui)?;
+    let artifact = build.package(&done, ui)?;
+    let (mut recompiled, mut reused) = (Vec::new(), Vec::new());
+    for d in &done.stages {
+        match d.origin {
+            Some(Origin::Remote { .. }) => reused.push(d.name.clone()),
+            Some(Origin::Ran) => recompiled.push(d.name.clone()),
+            _ => {}
+        }
+    }
+    let identical = artifact.sha256 == record.expected;
+    let mut outcome = Outcome {
+        record: record.path.clone(),
+        expected: record.expected.clone(),
+        sha256: artifact.sha256.clone(),
+        identical,
+        recompiled,
+        reused,
+        differences: vec![],
+        tarball: None,
+    };
+    if !identical {
+        // Kept beside the record, out of the scratch cache that goes with this run.
+        let kept = record
+            .path
+            .with_file_name(format!("{}.rebuilt.tar.gz", build.artifact_name()));
+        std::fs::copy(&artifact.tarball, &kept)
+            .with_context(|| format!("cannot keep the rebuilt tarball as {}", kept.display()))?;
+        if let Some(shipped) = &record.tarball {
+            outcome.differences = repro::diff_tarballs(shipped, &kept)?;
+            let reports = (record.path)
+                .with_file_name(format!("{}.rebuild-diffoscope", build.artifact_name()));
+            let pair = (&[shipped.as_path()][..], &[kept.as_path()][..]);
+            if let Err(e) = repro::explain(
+                sh,
+                &build,
+                pair.0,
+                pair.1,
+                &outcome.differences,
+                &reports,
+                ui,
+            ) {
+                ui.message(&format!("warning: diffoscope could not run: {e:#}"));
+            }
+        }
+        outcome.tarball = Some(kept);
+    }
+    Ok(outcome)
+}
+
+/// Fails unless the build's sources, builder image and every stage key are the record's: the
+/// stages are planned (a dry run, which runs nothing) before any of them runs.
+fn check_inputs(build: &mut Build, info: &BuildInfo, ui: &dyn Reporter) -> Result<()> {
     let recipe = &build.ctx.recipe;
     for (what, recorded, here) in [
         ("CPython", &info.python.sha256, &recipe.python.sha256),
@@ -342,66 +381,64 @@ fn rebuild(
     }
     if build.image_id != info.builder_image.id {
         bail!(
-            "the builder image here is {}, and the record's is {}: the builder is found by its \
-             base image and packages, so pass --cache-registry with the registry the build gave \
-             it to (a builder made again installs that day's packages)",
+            "the builder image here is {}, and the record's is {}: remove this one (`docker rmi \
+             {}`) and pass --cache-registry with the registry the recorded build gave its \
+             builder to",
             build.image_id,
-            info.builder_image.id
+            info.builder_image.id,
+            build.image_id.trim_start_matches("sha256:")
         );
     }
-    let done = build.run_all(ui)?;
+    build.dry_run = true;
+    let planned = build.run_all(ui);
+    build.dry_run = false;
+    let planned = planned?;
     for recorded in &info.stages {
-        let here = done.get(&recorded.name).map(|d| d.key.as_str());
+        let here = planned.get(&recorded.name).map(|d| d.key.as_str());
         if here != Some(recorded.key.as_str()) {
             bail!(
-                "the {} stage's key here is {}, and the record's is {}: its inputs differ from \
-                 the recorded build's",
+                "the {} stage's key here is {}, and the record's is {}: its inputs (the patched \
+                 tree, the recipe's flags, the stage script) differ from the recorded build's",
                 recorded.name,
                 here.unwrap_or("missing"),
                 recorded.key
             );
         }
     }
-    let artifact = build.package(&done, ui)?;
-    let (mut recompiled, mut reused) = (Vec::new(), Vec::new());
-    for d in &done.stages {
-        match d.origin {
-            Some(Origin::Remote { .. }) => reused.push(d.name.clone()),
-            Some(Origin::Ran) => recompiled.push(d.name.clone()),
-            _ => {}
+    Ok(())
+}
+
+impl Outcome {
+    /// What was rebuilt when the sha256 is the recorded one; an error naming the differing
+    /// files otherwise.
+    fn verdict(&self, record: &Record) -> Result<String> {
+        if self.identical {
+            return Ok(format!(
+                "rebuilt: sha256 {} as recorded (recompiled: {}; reused: {})",
+                self.sha256,
+                self.recompiled.join(", "),
+                match self.reused.is_empty() {
+                    true => "nothing".to_string(),
+                    false => self.reused.join(", "),
+                }
+            ));
         }
+        let files = match &record.tarball {
+            Some(_) => (self.differences.iter().take(20))
+                .map(|d| format!("\n  {}: {}", d.path, d.what))
+                .collect::<String>(),
+            None => " (the shipped tarball is not here to compare file by file)".to_string(),
+        };
+        bail!(
+            "the rebuild gives sha256 {} where {} records {}; the files that differ:{files}\n\
+             the rebuilt tarball is kept as {} (diffoscope's reports, when it could run, are in \
+             <artifact>.rebuild-diffoscope/ beside it)",
+            self.sha256,
+            record.path.display(),
+            self.expected,
+            (self.tarball.as_deref()).map_or("(none)".into(), |p| p.display().to_string())
+        )
     }
-    let identical = artifact.sha256 == record.expected;
-    let differences = match (&record.tarball, identical) {
-        (Some(shipped), false) => repro::diff_tarballs(shipped, &artifact.tarball)?,
-        _ => vec![],
-    };
-    if let (Some(shipped), false) = (&record.tarball, differences.is_empty()) {
-        let reports = record
-            .path
-            .with_file_name(format!("{}.rebuild-diffoscope", build.artifact_name()));
-        if let Err(e) = repro::explain(
-            sh,
-            &build,
-            &[shipped],
-            &[&artifact.tarball],
-            &differences,
-            &reports,
-            ui,
-        ) {
-            ui.message(&format!("warning: diffoscope could not run: {e:#}"));
-        }
-    }
-    Ok(Outcome {
-        record: record.path.clone(),
-        expected: record.expected.clone(),
-        sha256: artifact.sha256,
-        identical,
-        recompiled,
-        reused,
-        differences,
-        tarball: (!identical).then_some(artifact.tarball),
-    })
 }
 
 #[cfg(test)]

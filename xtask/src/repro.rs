@@ -406,6 +406,7 @@ pub(crate) fn explain(
         engine: &first.engine,
         cache: &first.ctx.cache,
         shared: &[],
+        make: true,
     };
     let image = images
         .ensure_image(&spec, "diffoscope", ui)

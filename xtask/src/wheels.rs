@@ -341,6 +341,7 @@ impl Build<'_> {
             engine: &self.engine,
             cache: &self.ctx.cache,
             shared: &[],
+            make: true,
         };
         let toolchain = images.ensure_image(&spec, "wheels", ui)?;
         // The wheels stages' keys name a toolchain image no other machine has: nothing to share.
