@@ -215,6 +215,9 @@ pub struct Rebuild {
     /// Look for the sources here first (as `python --mirror`). Repeatable.
     #[arg(long, value_name = "URL")]
     pub mirror: Vec<String>,
+    /// The extra source catalog the recorded build read (as `python --source-catalog`).
+    #[arg(long, value_name = "FILE", env = "PYTHON_FIPS_SOURCE_CATALOG")]
+    pub source_catalog: Option<PathBuf>,
     /// The OCI repository the base and builder images (by the record's ids) come from, and the
     /// stages of `--reuse-stage`.
     #[arg(long, value_name = "REF", env = "PYTHON_FIPS_CACHE_REGISTRY")]

@@ -108,6 +108,7 @@ impl flags::Rebuild {
                 openssl: Some(info.openssl.version.clone()),
                 fips_provider: Some(info.fips_provider.source.version.clone()),
                 mirror: self.mirror.clone(),
+                source_catalog: self.source_catalog.clone(),
                 cache: Some(root.to_path_buf()),
                 no_fips_patch: info.patches.is_empty(),
                 ..SourceArgs::default()
