@@ -464,29 +464,21 @@ fn base_images_made_on_two_engines_are_one_image_and_the_registry_gives_it_to_a_
     // This machine gives it to the registry; the second daemon, which never made it, takes it
     // from there under a name of its own.
     let registry = cache_registry();
-    let out = xtask(&[
+    let args = [
         "base-image",
         "--suite",
         "bookworm",
         "--slim",
         "--cache-registry",
         &registry,
-    ]);
+    ];
+    let out = xtask(&args);
     assert!(out.status.success(), "{}", text(&out));
     let shared = "python-fips-test/shared-base:bookworm-slim";
-    let out = command(&[
-        "base-image",
-        "--suite",
-        "bookworm",
-        "--slim",
-        "--cache-registry",
-        &registry,
-        "--tag",
-        shared,
-    ])
-    .env("DOCKER_HOST", second_engine())
-    .output()
-    .unwrap();
+    let out = command(&[&args[..], &["--tag", shared]].concat())
+        .env("DOCKER_HOST", second_engine())
+        .output()
+        .unwrap();
     let said = text(&out);
     assert!(out.status.success(), "{said}");
     assert!(said.contains(&format!("pulled from {registry}")), "{said}");
