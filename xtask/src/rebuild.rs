@@ -4,9 +4,10 @@
 //! The record names everything a build consumes: the sources by sha256, the patches by sha256,
 //! the builder image and its base by id, the project revision (recipes and stage scripts), and
 //! each stage's content key. The rebuild refuses to start when this checkout or this engine
-//! cannot give the same inputs, saying which and how to get them; it then builds in a fresh cache
+//! cannot give the same inputs, saying which and how to get them, and checks every stage key of a
+//! dry-run plan against the record before anything compiles; it then builds in a fresh cache
 //! (whose compiler cache is empty), taking from the shared cache only the images and the stages
-//! `--reuse-stage` names, and checks every stage key against the record before the tarball.
+//! `--reuse-stage` names, and compares the tarball.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
