@@ -22,7 +22,6 @@ use crate::digest::{Key, hex};
 use crate::engine::Engine;
 use crate::flags;
 use crate::progress::{Reporter, Terminal};
-use crate::registry::Registry;
 use crate::store::Remote;
 
 /// dpkg paths a slim image leaves out: manuals, translations, documentation but the copyright
@@ -82,10 +81,7 @@ impl flags::BaseImage {
         let cache = Cache::open(self.cache.as_deref())?;
         let ui = Terminal::new();
         let _lock = cache.lock(&ui)?;
-        let remotes: Vec<Box<dyn Remote + Sync>> = match &self.cache_registry {
-            Some(reference) => vec![Box::new(Registry::open(reference)?)],
-            None => vec![],
-        };
+        let remotes = crate::registry::shared_caches(self.cache_registry.as_deref())?;
         let images = Images {
             sh,
             engine: &engine,
@@ -436,12 +432,11 @@ fn write_archive(
 fn release_file(mirror: &str, suite: &str) -> Result<Vec<u8>> {
     let url = format!("{}/dists/{suite}/InRelease", mirror.trim_end_matches('/'));
     let what = || format!("cannot read {url}; is the mirror reachable and does it carry {suite}?");
-    if let Some(path) = url.strip_prefix("file://") {
+    if url.starts_with("file:") {
+        let path = crate::download::file_url_path(&url).map_err(anyhow::Error::msg)?;
         return std::fs::read(path).with_context(what);
     }
-    let response = reqwest::blocking::Client::builder()
-        .timeout(std::time::Duration::from_secs(60))
-        .build()?
+    let response = crate::download::http_client(std::time::Duration::from_secs(60))?
         .get(&url)
         .send()
         .and_then(|r| r.error_for_status())
@@ -518,6 +513,23 @@ mod tests {
         let release = b"-----BEGIN PGP SIGNED MESSAGE-----\nOrigin: Debian\nDate: Sat, 11 Jul 2026 10:16:37 UTC\nSuite: stable\n";
         assert_eq!(release_date(release), Some(1_783_764_997));
         assert_eq!(release_date(b"Origin: Debian\n"), None);
+    }
+
+    #[test]
+    fn a_file_mirror_gives_its_release_file_and_a_missing_suite_is_named() {
+        let dir = crate::testutil::TempDir::new("release-file");
+        let dists = dir.path().join("dists/bookworm");
+        std::fs::create_dir_all(&dists).unwrap();
+        std::fs::write(
+            dists.join("InRelease"),
+            b"Date: Sat, 11 Jul 2026 10:16:37 UTC\n",
+        )
+        .unwrap();
+        let mirror = format!("file://{}", dir.path().display());
+        let release = release_file(&mirror, "bookworm").unwrap();
+        assert_eq!(release_date(&release), Some(1_783_764_997));
+        let err = format!("{:#}", release_file(&mirror, "trixie").unwrap_err());
+        assert!(err.contains("does it carry trixie"), "{err}");
     }
 
     #[test]

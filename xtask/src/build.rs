@@ -17,7 +17,6 @@ use crate::engine::Engine;
 use crate::pipeline::{self, Done, Input, Runner, StageSpec};
 use crate::prepare::{Resolved, SourceTree, file_name};
 use crate::progress::{Reporter, StepEvent};
-use crate::registry::Registry;
 use crate::store::Remote;
 use crate::tarwalk::{self, Compression};
 use crate::{builder, graph, package, sbom};
@@ -109,10 +108,7 @@ impl<'a> Build<'a> {
         pipeline::prune_stale(sh, &engine, &ctx.cache)?;
         let build_arch = engine.arch(sh)?;
         let cross = target.filter(|t| t.name != build_arch);
-        let remotes: Vec<Box<dyn Remote + Sync>> = match &config.cache_registry {
-            Some(reference) => vec![Box::new(Registry::open(reference)?)],
-            None => vec![],
-        };
+        let remotes = crate::registry::shared_caches(config.cache_registry.as_deref())?;
         let images = builder::Images {
             sh,
             engine: &engine,

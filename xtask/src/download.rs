@@ -601,7 +601,7 @@ impl<'a> Fetcher<'a> {
 }
 
 /// `stall`: the longest a read may wait (a server silent that long is under any minimum speed).
-fn http_client(stall: Duration) -> Result<Client> {
+pub(crate) fn http_client(stall: Duration) -> Result<Client> {
     Client::builder()
         .user_agent(concat!("python-fips-xtask/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(15))
@@ -615,7 +615,7 @@ fn is_http(url: &str) -> bool {
     url.starts_with("http://") || url.starts_with("https://")
 }
 
-fn file_url_path(url: &str) -> Result<PathBuf, String> {
+pub(crate) fn file_url_path(url: &str) -> Result<PathBuf, String> {
     reqwest::Url::parse(url)
         .ok()
         .and_then(|u| u.to_file_path().ok())

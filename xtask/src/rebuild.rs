@@ -25,7 +25,6 @@ use crate::engine::Engine;
 use crate::flags::{self, BuildArgs, SourceArgs};
 use crate::graph::Stage;
 use crate::progress::{Reporter, Terminal};
-use crate::registry::Registry;
 use crate::repro::{self, Difference};
 use crate::store::{Origin, Remote};
 
@@ -51,10 +50,7 @@ impl flags::Rebuild {
         let record = Record::read(&self.record, self.sha256.as_deref())?;
         self.check(&record.info)?;
         let engine = Engine::detect(sh, self.engine.as_deref())?;
-        let remotes: Vec<Box<dyn Remote + Sync>> = match &self.cache_registry {
-            Some(reference) => vec![Box::new(Registry::open(reference)?)],
-            None => vec![],
-        };
+        let remotes = crate::registry::shared_caches(self.cache_registry.as_deref())?;
         let user_cache = Cache::open(self.cache.as_deref())?;
         let _lock = user_cache.lock(&ui)?;
         ensure_base(sh, &engine, &user_cache, &remotes, &record.info, &ui)?;

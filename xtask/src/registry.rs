@@ -166,6 +166,14 @@ pub(crate) struct Platform {
     pub os: String,
 }
 
+/// The shared stage caches of a command's `--cache-registry`: that registry, or none.
+pub fn shared_caches(reference: Option<&str>) -> Result<Vec<Box<dyn crate::store::Remote + Sync>>> {
+    match reference {
+        Some(reference) => Ok(vec![Box::new(Registry::open(reference)?)]),
+        None => Ok(vec![]),
+    }
+}
+
 impl Registry {
     /// The registry repository `reference` (`registry.example.com/team/python-fips-cache`), with
     /// the user's credentials for its host. Nothing is sent yet.
