@@ -207,7 +207,7 @@ impl flags::Bench {
 /// compiler cache off. `None` for a cross build.
 fn floor(sh: &Shell, args: &BuildConfig, ui: &dyn Reporter) -> Result<Option<Floor>> {
     let build = Build::start(sh, args, ui)?;
-    if build.cross.is_some() {
+    if build.facts().cross() {
         ui.message("floor: not measured for a cross-compiled target");
         return Ok(None);
     }
@@ -243,7 +243,7 @@ fn timed(sh: &Shell, name: String, args: &BuildConfig, ui: &dyn Reporter) -> Res
         ratio: None,
         floor: None,
         ratio_to: "floor",
-        stages: done.stages,
+        stages: done.into_vec(),
         timeline,
     })
 }

@@ -2,7 +2,7 @@
 //! run through the stage cache, and the package made from its outputs.
 
 use std::ops::ControlFlow;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context as _, Result, bail};
@@ -10,81 +10,144 @@ use sha2::{Digest, Sha256};
 use xshell::Shell;
 
 use crate::arch::{self, Arch};
-use crate::build_info::{self, BuildInfo, Cmvp};
+use crate::build_info::{self, Origin};
+use crate::cache::Cache;
+use crate::catalog::Recipe;
 use crate::config::BuildConfig;
-use crate::digest::{Key, hex, sha256_file};
+use crate::digest::hex;
 use crate::engine::Engine;
 use crate::pipeline::{self, Done, Input, Runner, StageSpec};
 use crate::prepare::{Resolved, SourceTree, file_name};
-use crate::progress::{Reporter, StepEvent};
+use crate::progress::Reporter;
 use crate::store::Remote;
-use crate::tarwalk::{self, Compression};
-use crate::{builder, graph, package, sbom};
+use crate::{builder, graph, sbom};
 
-/// A build in progress: the resolved recipe, its patched tree, the engine and the builder image.
+/// A build in progress: the resolved recipe, its patched tree, the engine and the builder
+/// images. Other modules read it through its methods and its `Facts`.
 pub struct Build<'a> {
-    pub ctx: Resolved,
-    pub tree: SourceTree,
-    pub engine: Engine,
-    pub image_id: String,
-    /// The target architecture, in the kernel's spelling.
-    pub arch: String,
-    /// The engine's own architecture, which runs every build step.
-    pub build_arch: String,
-    /// The target, when it is not the engine's own: the tree is cross-compiled.
-    pub cross: Option<&'static Arch>,
-    /// The builder image of the engine's own architecture (the cross build's build interpreter
-    /// comes from it); `image_id` itself unless cross-compiling.
-    pub native_image_id: String,
+    ctx: Resolved,
+    tree: SourceTree,
+    engine: Engine,
     /// The shared stage caches (`--cache-registry`), asked after the local cache.
-    pub remotes: Vec<Box<dyn Remote + Sync>>,
-    pub config: BuildConfig,
-    pub sh: &'a Shell,
+    remotes: Vec<Box<dyn Remote + Sync>>,
+    config: BuildConfig,
+    sh: &'a Shell,
+    facts: Facts,
+    /// The builder image of the engine's own architecture (the cross build's build interpreter
+    /// comes from it); `facts.builder_id` itself unless cross-compiling.
+    native_image_id: String,
     /// `--dry-run`: stages report their keys and run nothing.
-    pub dry_run: bool,
+    dry_run: bool,
     /// When the run began (before fetching): every step's start is measured from here.
-    pub started: Instant,
+    started: Instant,
     /// Seconds `start` took: resolving, fetching, preparing the tree and the builder image.
-    pub start_seconds: f64,
+    start_seconds: f64,
+    _lock: crate::cache::CacheLock,
+}
+
+/// What a build is, found once by `Build::start`: everything the package step, the images and
+/// the reports need to know of it besides the recipe.
+pub struct Facts {
+    /// `python-fips-<python>-openssl-<lib>-fips-<provider>-linux-<arch>`.
+    pub artifact: String,
+    /// The target architecture.
+    pub arch: &'static Arch,
+    /// The engine's own architecture, which runs every build step.
+    pub build_arch: &'static Arch,
+    /// The builder image (the cross builder when cross-compiling), by id.
+    pub builder_id: String,
     /// The builder's base image: its id and the content key `base-image` labelled it with.
     pub base_id: String,
     pub base_key: String,
     /// The project checkout this build runs from.
     pub revision: build_info::Revision,
-    _lock: crate::cache::CacheLock,
+    /// The patched tree's SOURCE_DATE_EPOCH.
+    pub source_date_epoch: u64,
+    /// The patches applied, as `<minor>/<file>` with the sha256 of their bytes.
+    pub patches: Vec<sbom::Patch>,
+    /// Where the tarballs, SBOM and checksums go.
+    pub out: PathBuf,
 }
 
-/// The stages that ran (or were cached), in order.
+impl Facts {
+    /// Whether the tree is cross-compiled (its target is not the engine's architecture).
+    pub fn cross(&self) -> bool {
+        self.arch != self.build_arch
+    }
+}
+
+/// The stages that ran (or were cached), in order, each under its graph node.
 pub struct Stages {
-    pub stages: Vec<Done>,
+    stages: Vec<(graph::Stage, Done)>,
 }
 
 impl Stages {
-    pub fn get(&self, name: &str) -> Option<&Done> {
-        self.stages.iter().find(|d| d.name == name)
+    fn new() -> Stages {
+        Stages { stages: Vec::new() }
+    }
+
+    /// The outcome of `stage`, if this build has run it.
+    pub fn get(&self, stage: graph::Stage) -> Option<&Done> {
+        self.stages
+            .iter()
+            .find(|(s, _)| *s == stage)
+            .map(|(_, d)| d)
     }
 
     /// The outcome of `stage`, which the graph's order guarantees has run.
     pub fn of(&self, stage: graph::Stage) -> Result<&Done> {
-        self.get(stage.name()).with_context(|| {
+        self.get(stage).with_context(|| {
             format!("the {stage} stage has not run before the stages that read it")
         })
     }
+
+    /// The outcome of the stage whose graph node is named `name`.
+    pub fn by_name(&self, name: &str) -> Option<&Done> {
+        self.iter().find(|d| d.name == name)
+    }
+
+    /// The outcomes in the order the stages ran.
+    pub fn iter(&self) -> impl Iterator<Item = &Done> {
+        self.stages.iter().map(|(_, d)| d)
+    }
+
+    /// The outcomes in the order the stages ran, taken out.
+    pub fn into_vec(self) -> Vec<Done> {
+        self.stages.into_iter().map(|(_, d)| d).collect()
+    }
 }
 
-/// The shipped tarballs (the runtime tree and the development tree), their checksums and the SBOM.
-pub struct Artifact {
-    pub tarball: PathBuf,
-    pub sha256: String,
-    /// `<artifact>-dev.tar.gz`, unpacked over the runtime tree.
-    pub dev_tarball: PathBuf,
-    pub dev_sha256: String,
-    pub sbom: PathBuf,
-    /// `<artifact>.build-info.json`: the tree's BUILD-INFO.json with each stage's origin in
-    /// this run (`store::Origin`), which the tree's own copy cannot hold and stay reproducible.
-    pub build_info: PathBuf,
-    /// Whether the package step found its output cached.
-    pub cached: bool,
+/// What one stage reads of the stages before it: the outcomes of its graph edges that this
+/// build has.
+struct Deps<'d> {
+    stage: graph::Stage,
+    found: Vec<(graph::Stage, &'d Done)>,
+}
+
+impl<'d> Deps<'d> {
+    /// The edges of `stage` (`graph::Stage::deps`) among the stages of `plan`, from `done`.
+    fn of(stage: graph::Stage, plan: &[graph::Stage], done: &'d Stages) -> Result<Deps<'d>> {
+        let mut found = Vec::new();
+        for &dep in stage.deps().iter().filter(|d| plan.contains(d)) {
+            found.push((dep, done.of(dep)?));
+        }
+        Ok(Deps { stage, found })
+    }
+
+    /// The outcome of `dep`, when this build has that stage.
+    fn get(&self, dep: graph::Stage) -> Option<&'d Done> {
+        self.found.iter().find(|(s, _)| *s == dep).map(|(_, d)| *d)
+    }
+
+    /// The outcome of `dep`, which every build with this stage has.
+    fn need(&self, dep: graph::Stage) -> Result<&'d Done> {
+        self.get(dep).with_context(|| {
+            format!(
+                "the {} stage reads the {dep} stage, which this build lacks",
+                self.stage
+            )
+        })
+    }
 }
 
 impl<'a> Build<'a> {
@@ -92,7 +155,6 @@ impl<'a> Build<'a> {
     /// builder image.
     pub fn start(sh: &'a Shell, config: &BuildConfig, ui: &dyn Reporter) -> Result<Build<'a>> {
         let started = Instant::now();
-        let target = config.target;
         let ctx = Resolved::new(&config.sources)?;
         // Before any download: without an engine, nothing fetched could be used.
         let engine = Engine::detect(sh, config.engine.as_deref())?;
@@ -106,8 +168,11 @@ impl<'a> Build<'a> {
         ctx.fetch(ui)?;
         let tree = ctx.prepare(ui)?;
         pipeline::prune_stale(sh, &engine, &ctx.cache)?;
-        let build_arch = engine.arch(sh)?;
-        let cross = target.filter(|t| t.name != build_arch);
+        let engine_arch = engine.arch(sh)?;
+        let build_arch = arch::parse(&engine_arch).with_context(|| {
+            format!("the engine runs on {engine_arch}, an architecture this tool cannot build on")
+        })?;
+        let arch = config.target.unwrap_or(build_arch);
         let remotes = crate::registry::shared_caches(config.cache_registry.as_deref())?;
         let images = builder::Images {
             sh,
@@ -117,35 +182,36 @@ impl<'a> Build<'a> {
             make: config.make_builder,
         };
         let native_image_id = images.ensure(&ctx.recipe.builder, ui)?;
-        let image_id = match cross {
-            Some(target) => {
-                arch::parse(&build_arch).with_context(|| {
-                    format!("cannot cross-compile for {} on this engine", target.name)
-                })?;
-                images.ensure_cross(&ctx.recipe.builder, target, ui)?
-            }
-            None => native_image_id.clone(),
+        let builder_id = match arch == build_arch {
+            true => native_image_id.clone(),
+            false => images.ensure_cross(&ctx.recipe.builder, arch, ui)?,
         };
         let base = &ctx.recipe.builder.base_image;
         let base_id = engine.image_id(sh, base)?.unwrap_or_default();
         let base_key = (engine.image_labels(sh, base)?)
             .remove(crate::base_image::LABEL_KEY)
             .unwrap_or_default();
-        Ok(Build {
+        let facts = Facts {
+            artifact: artifact_name(&ctx.recipe, arch),
+            arch,
+            build_arch,
+            builder_id,
             base_id,
             base_key,
             revision: build_info::Revision::of_checkout(&crate::project_root()),
+            source_date_epoch: tree.source_date_epoch,
+            patches: patches(&ctx.recipe)?,
+            out: config.out.clone(),
+        };
+        Ok(Build {
             ctx,
             tree,
             engine,
-            image_id,
-            arch: target.map_or(build_arch.clone(), |t| t.name.to_string()),
-            build_arch,
-            cross,
-            native_image_id,
             remotes,
             config: config.clone(),
             sh,
+            facts,
+            native_image_id,
             dry_run: false,
             started,
             start_seconds: started.elapsed().as_secs_f64(),
@@ -153,13 +219,65 @@ impl<'a> Build<'a> {
         })
     }
 
+    pub fn facts(&self) -> &Facts {
+        &self.facts
+    }
+
+    pub fn recipe(&self) -> &Recipe {
+        &self.ctx.recipe
+    }
+
+    pub fn resolved(&self) -> &Resolved {
+        &self.ctx
+    }
+
+    pub fn cache(&self) -> &Cache {
+        &self.ctx.cache
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn shell(&self) -> &'a Shell {
+        self.sh
+    }
+
+    pub fn config(&self) -> &BuildConfig {
+        &self.config
+    }
+
+    /// When the run began: every step's start is measured from here.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// Seconds `start` took.
+    pub fn start_seconds(&self) -> f64 {
+        self.start_seconds
+    }
+
+    /// Makes every later stage report its key and whether it is cached instead of running.
+    pub fn set_dry_run(&mut self) {
+        self.dry_run = true;
+    }
+
+    /// Every stage's key, planned as `--dry-run` plans it: nothing runs, and the build runs
+    /// as before afterwards.
+    pub fn plan_keys(&mut self, ui: &dyn Reporter) -> Result<Stages> {
+        let was = std::mem::replace(&mut self.dry_run, true);
+        let planned = self.run_all(ui);
+        self.dry_run = was;
+        planned
+    }
+
     pub fn runner(&self) -> Runner<'_> {
         Runner {
             sh: self.sh,
             engine: &self.engine,
             cache: &self.ctx.cache,
-            image_id: self.image_id.clone(),
-            arch: self.arch.clone(),
+            image_id: self.facts.builder_id.clone(),
+            arch: self.facts.arch.name.to_string(),
             jobs: self.config.jobs,
             reuse: true,
             dry_run: self.dry_run,
@@ -173,7 +291,7 @@ impl<'a> Build<'a> {
     fn native_runner(&self) -> Runner<'_> {
         Runner {
             image_id: self.native_image_id.clone(),
-            arch: self.build_arch.clone(),
+            arch: self.facts.build_arch.name.to_string(),
             ..self.runner()
         }
     }
@@ -181,42 +299,40 @@ impl<'a> Build<'a> {
     /// What a cross build adds to a stage's environment (nothing for a native build, so that
     /// native keys do not change): the target's triplet and OpenSSL's cross target.
     fn cross_env(&self) -> Vec<(String, String)> {
-        let Some(target) = self.cross else {
+        let Facts {
+            arch, build_arch, ..
+        } = &self.facts;
+        if !self.facts.cross() {
             return vec![];
-        };
-        let build = arch::parse(&self.build_arch).map_or("", |a| a.triplet);
+        }
         vec![
-            env("CROSS_HOST", target.triplet),
-            env("CROSS_BUILD", build),
+            env("CROSS_HOST", arch.triplet),
+            env("CROSS_BUILD", build_arch.triplet),
             env(
                 "OPENSSL_TARGET",
-                &format!(
-                    "{} --cross-compile-prefix={}-",
-                    target.openssl, target.triplet
-                ),
+                &format!("{} --cross-compile-prefix={}-", arch.openssl, arch.triplet),
             ),
         ]
     }
 
     /// The native openssl and python stages of the same recipe, run (or found cached: they are
     /// exactly a native build's) for the interpreter a cross build runs its Python steps with.
-    /// Returns them as they ran, named `native-openssl` and `native-python`.
     pub fn build_python(&self, ui: &dyn Reporter) -> Result<Vec<Done>> {
-        let mut done = Stages { stages: Vec::new() };
-        for stage in [graph::Stage::NativeOpenssl, graph::Stage::NativePython] {
-            let spec = self.describe(stage, &done)?;
-            let mut d = self.runner_for(stage).run(&spec, ui)?;
-            d.name = stage.name().into();
-            done.stages.push(d);
+        let tools = [graph::Stage::NativeOpenssl, graph::Stage::NativePython];
+        let mut done = Stages::new();
+        for stage in tools {
+            let spec = self.describe(stage, &tools, &done)?;
+            let d = self.run_stage(stage, &spec, ui)?;
+            done.stages.push((stage, d));
         }
-        Ok(done.stages)
+        Ok(done.into_vec())
     }
 
     /// The stages this build runs, in order (the graph's plan for its shape).
     pub fn plan(&self) -> Vec<graph::Stage> {
         graph::plan(graph::Shape {
             separate_provider: self.ctx.recipe.separate_provider(),
-            cross: self.cross.is_some(),
+            cross: self.facts.cross(),
         })
     }
 
@@ -226,6 +342,12 @@ impl<'a> Build<'a> {
             true => self.native_runner(),
             false => self.runner(),
         }
+    }
+
+    /// Runs `spec`, the description of the graph node `stage`, with that node's builder; its
+    /// outcome and its progress lines go by the node's name.
+    fn run_stage(&self, stage: graph::Stage, spec: &StageSpec, ui: &dyn Reporter) -> Result<Done> {
+        self.runner_for(stage).run_as(spec, stage.name(), ui)
     }
 
     /// Runs every container stage.
@@ -254,25 +376,24 @@ impl<'a> Build<'a> {
             if until == Some(stage) {
                 return Ok(ControlFlow::Break(spec));
             }
-            Ok(ControlFlow::Continue(
-                self.runner_for(stage).run(&spec, ui)?,
-            ))
+            Ok(ControlFlow::Continue(self.run_stage(stage, &spec, ui)?))
         })
     }
 
     /// Every container stage of this build, described but not run (their deps are
     /// placeholders): what `bench` runs in one container as the floor. Native builds only.
     pub fn stage_plan(&self) -> Result<Vec<StageSpec>> {
-        if self.cross.is_some() {
+        if self.facts.cross() {
             bail!("the floor is measured for native builds only");
         }
         let mut plan = Vec::new();
         self.walk(&mut |stage, spec| {
             let placeholder = Done {
                 name: stage.name().into(),
+                entry: spec.name.into(),
                 key: format!("unrun-{stage}"),
                 cached: false,
-                origin: None,
+                origin: None::<Origin>,
                 start: 0.0,
                 seconds: 0.0,
                 script_seconds: 0.0,
@@ -291,65 +412,67 @@ impl<'a> Build<'a> {
         &self,
         visit: &mut dyn FnMut(graph::Stage, StageSpec) -> Result<ControlFlow<StageSpec, Done>>,
     ) -> Result<(Stages, Option<StageSpec>)> {
-        let mut done = Stages { stages: Vec::new() };
-        for stage in self.plan() {
-            let spec = self.describe(stage, &done)?;
+        let plan = self.plan();
+        let mut done = Stages::new();
+        for &stage in &plan {
+            let spec = self.describe(stage, &plan, &done)?;
             match visit(stage, spec)? {
                 ControlFlow::Break(spec) => return Ok((done, Some(spec))),
-                ControlFlow::Continue(mut d) => {
-                    // A native tool stage is keyed and cached as a native build's own stage,
-                    // and named as the node it is here.
-                    d.name = stage.name().into();
-                    done.stages.push(d);
-                }
+                ControlFlow::Continue(d) => done.stages.push((stage, d)),
             }
         }
         Ok((done, None))
     }
 
-    /// What `stage` runs, given the outcomes of the stages before it.
-    fn describe(&self, stage: graph::Stage, done: &Stages) -> Result<StageSpec> {
-        let r = &self.ctx.recipe;
-        let cross = self.cross.is_some();
+    /// What `stage` runs in a build whose stages are `plan`, given the outcomes of the stages
+    /// before it: what it reads comes through the graph's edges.
+    fn describe(
+        &self,
+        stage: graph::Stage,
+        plan: &[graph::Stage],
+        done: &Stages,
+    ) -> Result<StageSpec> {
+        use graph::Stage as S;
+        let deps = Deps::of(stage, plan, done)?;
+        let cross = self.facts.cross();
         Ok(match stage {
-            graph::Stage::Openssl => self.openssl_stage(cross),
-            graph::Stage::NativeOpenssl => self.openssl_stage(false),
-            graph::Stage::FipsProvider => StageSpec {
-                name: "fips-provider",
-                script: include_str!("pipeline/fips-provider.sh"),
-                files: vec![],
-                env: [
-                    vec![
-                        env("PROVIDER_SRC_DIR", &r.fips_provider.tree_dir()),
-                        env("PROVIDER_FILE", &r.fips_provider.file),
-                    ],
-                    self.cross_env(),
-                ]
-                .concat(),
-                inputs: vec![self.source_input(&r.fips_provider)],
-                deps: vec![],
-                output: "/out/python-fips",
-                source_date_epoch: r.source_date_epoch,
-                reuse: true,
-            },
-            graph::Stage::NativePython => {
-                // Keyed exactly as a native build's python stage, so it is that stage: its
-                // dependency goes by the name it has there (a dependency's name is in the key).
-                let mut openssl = done.of(graph::Stage::NativeOpenssl)?.clone();
-                openssl.name = graph::Stage::Openssl.name().into();
-                self.python_stage(&openssl, None, false)
+            S::Openssl => self.openssl_stage(cross),
+            // Keyed exactly as a native build's stages, so they are those stages.
+            S::NativeOpenssl => self.openssl_stage(false),
+            S::NativePython => self.python_stage(deps.need(S::NativeOpenssl)?, None, false),
+            S::FipsProvider => self.provider_stage(),
+            S::Python => {
+                self.python_stage(deps.need(S::Openssl)?, deps.get(S::NativePython), cross)
             }
-            graph::Stage::Python => self.python_stage(
-                done.of(graph::Stage::Openssl)?,
-                done.get(graph::Stage::NativePython.name()),
-                cross,
-            ),
-            graph::Stage::Finalize => self.finalize_stage(
-                done.of(graph::Stage::Python)?,
-                done.get(graph::Stage::FipsProvider.name()),
-                done.get(graph::Stage::NativePython.name()),
+            S::Finalize => self.finalize_stage(
+                deps.need(S::Python)?,
+                deps.get(S::FipsProvider),
+                deps.get(S::NativePython),
             ),
         })
+    }
+
+    /// The fips-provider stage: the FIPS provider from its own validated release.
+    fn provider_stage(&self) -> StageSpec {
+        let r = &self.ctx.recipe;
+        StageSpec {
+            name: "fips-provider",
+            script: include_str!("pipeline/fips-provider.sh"),
+            files: vec![],
+            env: [
+                vec![
+                    env("PROVIDER_SRC_DIR", &r.fips_provider.tree_dir()),
+                    env("PROVIDER_FILE", &r.fips_provider.file),
+                ],
+                self.cross_env(),
+            ]
+            .concat(),
+            inputs: vec![self.source_input(&r.fips_provider)],
+            deps: vec![],
+            output: "/out/python-fips",
+            source_date_epoch: r.source_date_epoch,
+            reuse: true,
+        }
     }
 
     /// The finalize stage over the python stage's output (and the provider's, when separate);
@@ -487,346 +610,32 @@ impl<'a> Build<'a> {
             content: source.sha256.clone(),
         }
     }
+}
 
-    /// `python-fips-<python>-openssl-<lib>-fips-<provider>-linux-<arch>`.
-    pub fn artifact_name(&self) -> String {
-        let r = &self.ctx.recipe;
-        let mut name = format!(
-            "python-fips-{}-openssl-{}-fips-{}-linux-{}",
-            r.python.version, r.openssl.version, r.fips_provider.version, self.arch
-        );
-        if r.patches.is_empty() {
-            name.push_str("-unpatched");
-        }
-        name
+/// `python-fips-<python>-openssl-<lib>-fips-<provider>-linux-<arch>`.
+fn artifact_name(r: &Recipe, arch: &Arch) -> String {
+    let mut name = format!(
+        "python-fips-{}-openssl-{}-fips-{}-linux-{}",
+        r.python.version, r.openssl.version, r.fips_provider.version, arch.name
+    );
+    if r.patches.is_empty() {
+        name.push_str("-unpatched");
     }
+    name
+}
 
-    pub fn out_dir(&self) -> PathBuf {
-        self.config.out.clone()
-    }
-
-    /// The package stage: BUILD-INFO.json, the SBOM and two deterministic tarballs (the runtime
-    /// tree and the development tree), cached by key, copied to the output directory with a
-    /// `.sha256` each and the SBOM (`.cdx.json`) beside them.
-    pub fn package(&self, done: &Stages, ui: &dyn Reporter) -> Result<Artifact> {
-        let finalize = done.of(graph::Stage::Finalize)?;
-        let info = self.build_info(done)?.to_json()?;
-        let artifact = self.artifact_name();
-        let mut sbom_input = self.sbom(&artifact, ui)?;
-        let started = std::time::Instant::now();
-        let key = Key::new()
-            .set("stage", "package")
-            .set_sha256("code", include_str!("package.rs"))
-            .set("dep:finalize", finalize.key.clone())
-            .set_sha256("build-info", &info)
-            // The SBOM without the tarballs' hashes (outputs of this step) and without the
-            // shipped files' hashes: those come from the finalize output, which `dep:finalize`
-            // already keys, so a cached package never reads that output.
-            .set_sha256("sbom", serde_json::to_vec(&sbom::cyclonedx(&sbom_input))?)
-            .hex();
-        let name = format!("{artifact}.tar.gz");
-        let dev_name = format!("{artifact}-dev.tar.gz");
-        let sbom_name = format!("{artifact}.cdx.json");
-        let entry = self.runner().entry("package", &key);
-        let cached = entry.join(&sbom_name).is_file();
-        if !cached {
-            let wanted: Vec<String> = sbom::shipped_files(&self.ctx.recipe)
-                .into_iter()
-                .map(|(_, p)| p)
-                .collect();
-            sbom_input.files = package::sha256_of_entries(&finalize.output, &wanted)?;
-            let scratch = self.ctx.cache.scratch("package")?;
-            let tree = package::Tree::read(&finalize.output)?;
-            let epoch = self.tree.source_date_epoch;
-            tree.write(package::Part::Dev, &[], epoch, &scratch.join(&dev_name))?;
-            let dev_sha256 = sha256_file(&scratch.join(&dev_name))?;
-            sbom_input.tarballs = Some(sbom::Tarballs {
-                runtime: name.clone(),
-                dev: dev_name.clone(),
-                dev_sha256: dev_sha256.clone(),
-            });
-            let mut bom = sbom::cyclonedx(&sbom_input);
-            tree.write(
-                package::Part::Runtime,
-                &[
-                    ("BUILD-INFO.json", &info),
-                    (SBOM_IN_TREE, &serde_json::to_vec_pretty(&bom)?),
-                ],
-                epoch,
-                &scratch.join(&name),
-            )?;
-            let sha256 = sha256_file(&scratch.join(&name))?;
-            sbom::add_runtime_sha256(&mut bom, &sha256);
-            let sbom_file = scratch.join(&sbom_name);
-            std::fs::write(&sbom_file, serde_json::to_vec_pretty(&bom)?)
-                .with_context(|| format!("cannot write {}", sbom_file.display()))?;
-            let sums_file = scratch.join(SUMS);
-            std::fs::write(
-                &sums_file,
-                format!("{sha256}  {name}\n{dev_sha256}  {dev_name}\n"),
-            )
-            .with_context(|| format!("cannot write {}", sums_file.display()))?;
-            crate::cache::publish(&scratch, &entry)?;
-        }
-        let out = self.out_dir();
-        std::fs::create_dir_all(&out)
-            .with_context(|| format!("cannot create {}", out.display()))?;
-        let sums = std::fs::read_to_string(entry.join(SUMS)).unwrap_or_default();
-        let mut shipped = Vec::new();
-        for file in [&name, &dev_name] {
-            // The entry's own record of its sha256, or (an entry made before it kept one) the hash.
-            let sha256 = match sums
-                .lines()
-                .find_map(|l| l.strip_suffix(&format!("  {file}")))
-            {
-                Some(sha256) => sha256.to_string(),
-                None => sha256_file(&entry.join(file))?,
-            };
-            ship(&entry.join(file), &out.join(file))?;
-            write_if_changed(
-                &out.join(format!("{file}.sha256")),
-                format!("{sha256}  {file}\n").as_bytes(),
-            )?;
-            shipped.push((out.join(file), sha256));
-        }
-        // Beside the tarball, unlike in it: where each stage came from in this run.
-        let provenance: Vec<(String, String)> = (done.stages.iter())
-            .filter_map(|d| Some((d.name.clone(), d.origin.as_ref()?.describe())))
-            .collect();
-        let sbom_path = out.join(&sbom_name);
-        let bom = std::fs::read(entry.join(&sbom_name))
-            .with_context(|| format!("cannot read {}", entry.join(&sbom_name).display()))?;
-        let mut bom: serde_json::Value = serde_json::from_slice(&bom)
-            .with_context(|| format!("{} is not JSON", entry.join(&sbom_name).display()))?;
-        sbom::add_provenance(&mut bom, &provenance);
-        write_if_changed(&sbom_path, &serde_json::to_vec_pretty(&bom)?)?;
-        let build_info_path = out.join(format!("{artifact}.build-info.json"));
-        let mut beside: serde_json::Value = serde_json::from_slice(&info)?;
-        for stage in beside["stages"].as_array_mut().into_iter().flatten() {
-            let origin = done.get(stage["name"].as_str().unwrap_or_default());
-            if let Some(origin) = origin.and_then(|d| d.origin.as_ref()) {
-                stage["origin"] = serde_json::to_value(origin)?;
-            }
-        }
-        write_if_changed(&build_info_path, &serde_json::to_vec_pretty(&beside)?)?;
-        let seconds = started.elapsed().as_secs_f64();
-        if cached {
-            ui.step("package", StepEvent::Skipped { what: "cached" });
-        } else {
-            ui.step(
-                "package",
-                StepEvent::Ran {
-                    seconds,
-                    note: None,
-                },
-            );
-        }
-        let (dev, runtime) = (shipped.pop().unwrap(), shipped.pop().unwrap());
-        Ok(Artifact {
-            tarball: runtime.0,
-            sha256: runtime.1,
-            dev_tarball: dev.0,
-            dev_sha256: dev.1,
-            sbom: sbom_path,
-            build_info: build_info_path,
-            cached,
-        })
-    }
-
-    /// The patches applied, as `<minor>/<file>` with the sha256 of their bytes.
-    fn patches(&self) -> Result<Vec<sbom::Patch>> {
-        let r = &self.ctx.recipe;
-        r.patches
-            .iter()
-            .map(|p| {
-                let bytes =
-                    std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
-                Ok(sbom::Patch {
-                    file: format!("{}/{}", r.minor, file_name(p)),
-                    sha256: hex(&Sha256::digest(&bytes)),
-                })
+/// The patches applied, as `<minor>/<file>` with the sha256 of their bytes.
+fn patches(r: &Recipe) -> Result<Vec<sbom::Patch>> {
+    (r.patches.iter())
+        .map(|p| {
+            let bytes = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
+            Ok(sbom::Patch {
+                file: format!("{}/{}", r.minor, file_name(p)),
+                sha256: hex(&Sha256::digest(&bytes)),
             })
-            .collect()
-    }
-
-    /// The packages installed in the builder image, listed once per image by a small stage.
-    fn builder_packages(&self, ui: &dyn Reporter) -> Result<Vec<sbom::Package>> {
-        let stage = StageSpec {
-            name: "packages",
-            script: include_str!("pipeline/packages.sh"),
-            env: vec![],
-            inputs: vec![],
-            deps: vec![],
-            files: vec![],
-            output: "/out/packages",
-            source_date_epoch: None,
-            reuse: false,
-        };
-        let done = self.runner().run(&stage, ui)?;
-        let found = tarwalk::for_each_entry(&done.output, Compression::None, |path, entry| {
-            if !Path::new(path).ends_with("packages.tsv") {
-                return Ok(None);
-            }
-            let mut text = String::new();
-            std::io::Read::read_to_string(entry, &mut text)?;
-            Ok(Some(text))
-        })?;
-        if let Some(text) = found {
-            return Ok(sbom::parse_packages(&text));
-        }
-        anyhow::bail!(
-            "the packages stage wrote no packages.tsv; see its log under {}",
-            self.ctx.cache.dir("logs").display()
-        )
-    }
-
-    /// What the CycloneDX SBOM of the tree that `finalize` produced says, but the tarballs.
-    /// The shipped files' hashes are left empty: `package` fills them in when it writes.
-    fn sbom<'s>(&'s self, artifact: &'s str, ui: &dyn Reporter) -> Result<sbom::Input<'s>> {
-        let r = &self.ctx.recipe;
-        let input = sbom::Input {
-            artifact,
-            recipe: r,
-            patches: self.patches()?,
-            builder: sbom::BuilderImage {
-                base_image: r.builder.base_image.clone(),
-                id: self.image_id.clone(),
-                packages: self.builder_packages(ui)?,
-            },
-            files: Default::default(),
-            arch: &self.arch,
-            source_date_epoch: self.tree.source_date_epoch,
-            reproducible: !r.python_build.pgo,
-            tarballs: None,
-        };
-        Ok(input)
-    }
-
-    fn build_info(&self, done: &Stages) -> Result<BuildInfo> {
-        let r = &self.ctx.recipe;
-        let source = |s: &crate::catalog::Source| build_info::Source {
-            version: s.version.clone(),
-            file: s.file.clone(),
-            sha256: s.sha256.clone(),
-            license: s.license.clone(),
-            carries: s.carries.as_ref().map(|c| build_info::Carried {
-                release: c.release.clone(),
-                what: c.what.clone(),
-            }),
-        };
-        let patches = self
-            .patches()?
-            .into_iter()
-            .map(|p| build_info::Patch {
-                file: p.file,
-                sha256: p.sha256,
-            })
-            .collect();
-        // The certificate's status on the build's date (SOURCE_DATE_EPOCH), as the SBOM gives it.
-        let day = crate::date::day_of(self.tree.source_date_epoch);
-        let cmvp = match &r.fips_provider.cmvp {
-            Some(c) => Cmvp::Validated(build_info::Certificate {
-                certificate: c.certificate.clone(),
-                standard: c.standard.clone(),
-                historical_from: c.historical_from.clone(),
-                status: r.fips_provider.cmvp_status(&day).as_str().to_string(),
-                status_as_of: day,
-            }),
-            None => Cmvp::NotValidated,
-        };
-        Ok(BuildInfo {
-            python: source(&r.python),
-            openssl: source(&r.openssl),
-            fips_provider: build_info::FipsProvider {
-                source: source(&r.fips_provider),
-                cmvp,
-            },
-            patches,
-            configure: build_info::Configure {
-                python: (r.python_build.configure.iter())
-                    .map(|f| build_info::ConfigureFlag {
-                        flag: f.flag.clone(),
-                        why: f.why.clone(),
-                    })
-                    .collect(),
-                enable_shared: r.python_build.enable_shared,
-                pgo: r.python_build.pgo,
-            },
-            builder_image: build_info::BuilderImage {
-                base: r.builder.base_image.clone(),
-                id: self.image_id.clone(),
-                base_id: self.base_id.clone(),
-                base_key: self.base_key.clone(),
-            },
-            arch: self.arch.clone(),
-            build_arch: self.build_arch.clone(),
-            source_date_epoch: self.tree.source_date_epoch,
-            reproducible: !r.python_build.pgo,
-            sbom: SBOM_IN_TREE.to_string(),
-            stages: (done.stages.iter())
-                .map(|d| build_info::StageKey {
-                    name: d.name.clone(),
-                    key: d.key.clone(),
-                })
-                .collect(),
-            revision: self.revision.clone(),
         })
-    }
+        .collect()
 }
-
-/// The package entry's record of its tarballs' sha256s, in `sha256sum` format.
-const SUMS: &str = "SHA256SUMS";
-
-/// Copies the cached file `from` to `to` (through a synced temporary file and a rename), unless
-/// `to` already holds the same bytes: a no-op run rewrites nothing in the output directory.
-fn ship(from: &Path, to: &Path) -> Result<()> {
-    if same_bytes(from, to)? {
-        return Ok(());
-    }
-    let name = to.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = to.with_file_name(format!(".{name}.partial"));
-    std::fs::copy(from, &tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
-    crate::cache::sync(&tmp)?;
-    std::fs::rename(&tmp, to)
-        .with_context(|| format!("cannot rename {} to {}", tmp.display(), to.display()))?;
-    crate::cache::sync(to.parent().unwrap_or(to))
-}
-
-/// `write_atomic`, unless `path` already holds exactly `bytes`.
-fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<()> {
-    if std::fs::read(path).is_ok_and(|have| have == bytes) {
-        return Ok(());
-    }
-    crate::cache::write_atomic(path, bytes)
-}
-
-/// Whether the regular file `b` exists and has the same bytes as `a`.
-fn same_bytes(a: &Path, b: &Path) -> Result<bool> {
-    use std::io::Read;
-    let (Ok(meta_a), Ok(meta_b)) = (std::fs::metadata(a), std::fs::symlink_metadata(b)) else {
-        return Ok(false);
-    };
-    if !meta_b.is_file() || meta_a.len() != meta_b.len() {
-        return Ok(false);
-    }
-    let open =
-        |p: &Path| std::fs::File::open(p).with_context(|| format!("cannot open {}", p.display()));
-    let (mut fa, mut fb) = (open(a)?, open(b)?);
-    let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
-    loop {
-        let n = fa.read(&mut ba)?;
-        if n == 0 {
-            return Ok(fb.read(&mut bb[..1])? == 0);
-        }
-        // A file that shrank under us is simply not the same.
-        if fb.read_exact(&mut bb[..n]).is_err() || ba[..n] != bb[..n] {
-            return Ok(false);
-        }
-    }
-}
-
-/// Where the SBOM goes inside the tree, next to BUILD-INFO.json.
-pub const SBOM_IN_TREE: &str = "SBOM.cdx.json";
 
 fn env(k: &str, v: &str) -> (String, String) {
     (k.to_string(), v.to_string())
@@ -837,37 +646,6 @@ mod tests {
     use super::*;
 
     use crate::testutil::TempDir;
-    use std::os::unix::fs::MetadataExt;
-
-    #[test]
-    fn shipping_an_unchanged_file_again_rewrites_nothing() {
-        let dir = TempDir::new("ship");
-        let from = dir.path().join("entry.tar.gz");
-        let to = dir.path().join("dist.tar.gz");
-        std::fs::write(&from, vec![7u8; 3 << 20]).unwrap();
-        ship(&from, &to).unwrap();
-        assert_eq!(std::fs::read(&to).unwrap(), std::fs::read(&from).unwrap());
-        let inode = std::fs::metadata(&to).unwrap().ino();
-        ship(&from, &to).unwrap();
-        assert_eq!(std::fs::metadata(&to).unwrap().ino(), inode, "rewritten");
-        // A changed byte at the end, or another length: replaced.
-        let mut bytes = std::fs::read(&from).unwrap();
-        *bytes.last_mut().unwrap() = 8;
-        std::fs::write(&to, &bytes).unwrap();
-        ship(&from, &to).unwrap();
-        assert_eq!(std::fs::read(&to).unwrap(), std::fs::read(&from).unwrap());
-        std::fs::write(&to, b"short").unwrap();
-        ship(&from, &to).unwrap();
-        assert_eq!(std::fs::read(&to).unwrap(), std::fs::read(&from).unwrap());
-
-        let sums = dir.path().join("x.sha256");
-        write_if_changed(&sums, b"a  x\n").unwrap();
-        let inode = std::fs::metadata(&sums).unwrap().ino();
-        write_if_changed(&sums, b"a  x\n").unwrap();
-        assert_eq!(std::fs::metadata(&sums).unwrap().ino(), inode);
-        write_if_changed(&sums, b"b  x\n").unwrap();
-        assert_eq!(std::fs::read(&sums).unwrap(), b"b  x\n");
-    }
 
     #[test]
     fn a_build_looks_for_the_engine_before_fetching_anything() {

@@ -188,6 +188,33 @@ pub struct BuilderImage {
 pub struct StageKey {
     pub name: String,
     pub key: String,
+    /// Where the stage's output came from in the run that wrote this record: only in the copy
+    /// beside the tarball (`<artifact>.build-info.json`), never in the tree's own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
+}
+
+/// Where a stage's output came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "from")]
+pub enum Origin {
+    /// It ran in this run.
+    Ran,
+    /// The local cache had it.
+    Local,
+    /// A remote had it: `remote` names the backend, `digest` the bytes that were checked.
+    Remote { remote: String, digest: String },
+}
+
+impl Origin {
+    /// One line for the SBOM: `ran`, `local-cache`, or `registry <name>@<digest>`.
+    pub fn describe(&self) -> String {
+        match self {
+            Origin::Ran => "ran".to_string(),
+            Origin::Local => "local-cache".to_string(),
+            Origin::Remote { remote, digest } => format!("registry {remote}@{digest}"),
+        }
+    }
 }
 
 /// The paths of the project whose contents a build consumes: a change to any of them that is not
@@ -284,10 +311,12 @@ mod tests {
                 StageKey {
                     name: "openssl".into(),
                     key: "01".repeat(32),
+                    origin: None,
                 },
                 StageKey {
                     name: "finalize".into(),
                     key: "02".repeat(32),
+                    origin: None,
                 },
             ],
             revision: Revision {

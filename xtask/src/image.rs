@@ -13,7 +13,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use xshell::Shell;
 
-use crate::build::{Artifact, Build};
+use crate::build::Build;
 use crate::build_info::BuildInfo;
 use crate::cache::{self, Cache};
 use crate::digest::Key;
@@ -21,6 +21,7 @@ use crate::engine::{ContainerSpec, Engine};
 use crate::flags::Runtime;
 use crate::pipeline::unix_now;
 use crate::progress::{Reporter, StepEvent};
+use crate::ship::Artifact;
 use crate::tarwalk::{self, Compression};
 use crate::{catalog, elf};
 
@@ -199,21 +200,22 @@ pub struct ImageInputs<'a> {
 impl<'a> ImageInputs<'a> {
     /// The inputs of `build`'s runtime image.
     pub fn of(build: &'a Build) -> ImageInputs<'a> {
-        let recipe_base = &build.ctx.recipe.runtime.base_image;
+        let recipe_base = &build.recipe().runtime.base_image;
+        let facts = build.facts();
         ImageInputs {
-            sh: build.sh,
-            engine: &build.engine,
-            cache: &build.ctx.cache,
-            base_image: match build.cross {
-                Some(target) => target.foreign_image(recipe_base),
-                None => recipe_base.clone(),
+            sh: build.shell(),
+            engine: build.engine(),
+            cache: build.cache(),
+            base_image: match facts.cross() {
+                true => facts.arch.foreign_image(recipe_base),
+                false => recipe_base.clone(),
             },
-            builder_image: &build.image_id,
-            arch: &build.arch,
-            runtime: build.config.runtime,
-            arch_named: build.config.target.is_some(),
-            cross: build.cross.is_some(),
-            store: !build.ctx.offline,
+            builder_image: &facts.builder_id,
+            arch: facts.arch.name,
+            runtime: build.config().runtime,
+            arch_named: build.config().target.is_some(),
+            cross: facts.cross(),
+            store: !build.resolved().offline,
         }
     }
 }

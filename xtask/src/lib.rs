@@ -36,6 +36,7 @@ mod registry;
 mod repro;
 mod sbom;
 mod shell;
+mod ship;
 mod sign;
 mod store;
 mod tarwalk;

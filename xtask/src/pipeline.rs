@@ -62,7 +62,12 @@ pub struct StageSpec {
 /// A finished (or cached) stage.
 #[derive(Debug, Clone, Serialize)]
 pub struct Done {
+    /// The name the stage is reported and recorded under: its graph node (`native-python`).
     pub name: String,
+    /// The name of its cache entry and of its output in the keys of the stages that read it:
+    /// a native tool stage is cached as the native build's own stage (`python`).
+    #[serde(skip)]
+    pub entry: String,
     pub key: String,
     pub cached: bool,
     /// Where its output came from (none under `--dry-run`, where nothing ran).
@@ -149,7 +154,7 @@ impl StageSpec {
             key.set(format!("input:{}", i.dest), i.content.clone());
         }
         for d in &self.deps {
-            key.set(format!("dep:{}", d.name), d.key.clone());
+            key.set(format!("dep:{}", d.entry), d.key.clone());
         }
         key
     }
@@ -218,22 +223,29 @@ impl Runner<'_> {
 
     /// Runs `stage` unless its output is cached.
     pub fn run(&self, stage: &StageSpec, ui: &dyn Reporter) -> Result<Done> {
+        self.run_as(stage, stage.name, ui)
+    }
+
+    /// Runs `stage` unless its output is cached, reporting it as `node` (its graph node, which
+    /// differs from its entry's name for a native tool stage).
+    pub fn run_as(&self, stage: &StageSpec, node: &str, ui: &dyn Reporter) -> Result<Done> {
         let start = self.origin.elapsed().as_secs_f64();
         let key = stage.key(self);
         let entry = self.entry(stage.name, &key);
         let found = match self.dry_run {
             // A dry run looks only at the local cache: it moves nothing.
             true => entry.join("output.tar").is_file().then_some(Origin::Local),
-            false => self.stage_cache(stage.name).lookup(stage.name, &key, ui)?,
+            false => self.stage_cache(node).lookup(stage.name, &key, ui)?,
         };
         if let Some(origin) = found {
             let what = match &origin {
                 Origin::Remote { remote, digest } => format!("pulled from {remote} ({digest})"),
                 _ => "cached".to_string(),
             };
-            ui.step(stage.name, StepEvent::Skipped { what: &what });
+            ui.step(node, StepEvent::Skipped { what: &what });
             return Ok(Done {
-                name: stage.name.into(),
+                name: node.into(),
+                entry: stage.name.into(),
                 key,
                 cached: true,
                 origin: Some(origin),
@@ -245,13 +257,14 @@ impl Runner<'_> {
         }
         if self.dry_run {
             ui.step(
-                stage.name,
+                node,
                 StepEvent::Skipped {
                     what: &format!("would run (key {})", &key[..12]),
                 },
             );
             return Ok(Done {
-                name: stage.name.into(),
+                name: node.into(),
+                entry: stage.name.into(),
                 key,
                 cached: false,
                 origin: None,
@@ -290,17 +303,17 @@ impl Runner<'_> {
         }
 
         ui.step(
-            stage.name,
+            node,
             StepEvent::Started {
                 doing: "running",
                 log: &log,
             },
         );
         let script_started = Instant::now();
-        let ok = container.run_logged(&log, |line| ui.step(stage.name, StepEvent::Output { line }));
+        let ok = container.run_logged(&log, |line| ui.step(node, StepEvent::Output { line }));
         let script_seconds = script_started.elapsed().as_secs_f64();
         if !matches!(ok, Ok(true)) {
-            ui.step(stage.name, StepEvent::Failed { log: &log });
+            ui.step(node, StepEvent::Failed { log: &log });
         }
         if !ok.with_context(|| format!("cannot run stage {}", stage.name))? {
             // The failed stage's container stays for `shell --failed`.
@@ -339,17 +352,18 @@ impl Runner<'_> {
         std::fs::write(&meta_file, serde_json::to_vec_pretty(&meta)?)
             .with_context(|| format!("cannot write {}", meta_file.display()))?;
         let entry = self
-            .stage_cache(stage.name)
+            .stage_cache(node)
             .publish(stage.name, &key, &scratch, ui)?;
         ui.step(
-            stage.name,
+            node,
             StepEvent::Ran {
                 seconds,
                 note: None,
             },
         );
         Ok(Done {
-            name: stage.name.into(),
+            name: node.into(),
+            entry: stage.name.into(),
             key,
             cached: false,
             origin: Some(Origin::Ran),
@@ -773,6 +787,7 @@ mod tests {
                 content: "tree-a".into(),
             }],
             deps: vec![Done {
+                entry: "openssl".into(),
                 name: "openssl".into(),
                 key: "k-openssl".into(),
                 cached: true,

@@ -26,7 +26,7 @@ use sha2::{Digest, Sha256};
 use xshell::{Shell, cmd};
 
 use crate::arch::{self, Arch};
-use crate::build::{Artifact, Build};
+use crate::build::Build;
 use crate::build_info::BuildInfo;
 use crate::config::BuildConfig;
 use crate::digest::hex;
@@ -39,6 +39,7 @@ use crate::python::build_and_prove;
 use crate::registry::{
     Descriptor, INDEX_TYPE, MANIFEST_TYPE, ManifestPut, Platform, Registry, TITLE,
 };
+use crate::ship::Artifact;
 use crate::sign::{self, Signer};
 use crate::verify::Verdict;
 
@@ -217,10 +218,10 @@ impl Ready {
         verdict.ensure_passed(Some(&json))?;
         let info = read_build_info(&outcome.artifact.build_info)?;
         let tree = TreeFiles::read(&outcome.artifact.tarball, &info)?;
-        let scratch = build.ctx.cache.scratch("publish")?;
+        let scratch = build.cache().scratch("publish")?;
         let archive = scratch.join("image.tar");
         ui.message(&format!("publish: reading {} ({})", image.id, target.name));
-        build.engine.save(build.sh, &image.id, &archive)?;
+        build.engine().save(build.shell(), &image.id, &archive)?;
         let oci = oci::from_archive(&archive, &image.id, &scratch)?;
         let _ = std::fs::remove_file(&archive);
         if oci.architecture != target.deb || oci.os != "linux" {
@@ -237,7 +238,7 @@ impl Ready {
             oci,
             verdict,
             artifact: outcome.artifact,
-            stages: outcome.done.stages,
+            stages: outcome.done.into_vec(),
             info,
             tree,
         })

@@ -8,13 +8,14 @@ use serde::Serialize;
 use xshell::Shell;
 
 use crate::arch;
-use crate::build::{Artifact, Build, Stages};
+use crate::build::{Build, Stages};
 use crate::config::BuildConfig;
 use crate::flags;
 use crate::image::{ImageInputs, RuntimeImage, runtime_image};
 use crate::pipeline::Done;
 use crate::progress::{Reporter, Terminal};
 use crate::repro;
+use crate::ship::{self, Artifact};
 use crate::timings::{Step, Timeline};
 use crate::verify::{Verdict, verify_image};
 
@@ -35,13 +36,13 @@ impl flags::Python {
         let ui = Terminal::new();
         let mut build = Build::start(sh, &BuildConfig::from_args(&self.build)?, &ui)?;
         if self.check_reproducible {
-            repro::refuse_unreproducible(&build.ctx.recipe)?;
+            repro::refuse_unreproducible(build.recipe())?;
         }
         if self.dry_run {
-            build.dry_run = true;
+            build.set_dry_run();
             let done = build.run_all(&ui)?;
             if let Some(path) = &self.build.report {
-                let plan = serde_json::json!({ "stages": done.stages });
+                let plan = serde_json::json!({ "stages": done.into_vec() });
                 crate::cache::write_atomic(path, &serde_json::to_vec_pretty(&plan)?)?;
             }
             return Ok(());
@@ -64,7 +65,7 @@ impl flags::Python {
         };
         if let Some(path) = &self.build.report {
             let report = Report {
-                stages: done.stages.clone(),
+                stages: done.iter().cloned().collect(),
                 artifact: artifact.tarball.clone(),
                 sha256: artifact.sha256.clone(),
                 dev_artifact: artifact.dev_tarball.clone(),
@@ -109,7 +110,7 @@ impl flags::Image {
         let ui = Terminal::new();
         let build = Build::start(sh, &BuildConfig::from_args(&self.build)?, &ui)?;
         let done = build.run_all(&ui)?;
-        let artifact = build.package(&done, &ui)?;
+        let artifact = ship::package(&build, &done, &ui)?;
         let inputs = ImageInputs::of(&build);
         let image = runtime_image(&inputs, &artifact, &self.tag, &ui)?;
         let verdict = match self.build.no_verify {
@@ -173,14 +174,14 @@ pub struct Outcome {
 /// A failed check is in the verdict, not an error. `bench` times this same path.
 pub fn build_and_prove(build: &Build, ui: &dyn Reporter) -> Result<Outcome> {
     let done = build.run_all(ui)?;
-    let mut steps = vec![Step::new("start", false, 0.0, build.start_seconds)];
-    steps.extend(done.stages.iter().map(Step::of_stage));
-    let at = || build.started.elapsed().as_secs_f64();
+    let mut steps = vec![Step::new("start", false, 0.0, build.start_seconds())];
+    steps.extend(done.iter().map(Step::of_stage));
+    let at = || build.started().elapsed().as_secs_f64();
     let start = at();
-    let artifact = build.package(&done, ui)?;
+    let artifact = ship::package(build, &done, ui)?;
     steps.push(Step::new("package", artifact.cached, start, at() - start));
     // Every build proves itself in its runtime image unless told not to.
-    let proof = match build.config.verify {
+    let proof = match build.config().verify {
         false => None,
         true => {
             let start = at();
@@ -194,7 +195,7 @@ pub fn build_and_prove(build: &Build, ui: &dyn Reporter) -> Result<Outcome> {
         }
     };
     let timeline = Timeline {
-        title: build.artifact_name(),
+        title: build.facts().artifact.clone(),
         steps,
         seconds: at(),
     };

@@ -308,9 +308,9 @@ fn rebuild(
     let mut build = Build::start(sh, config, ui)?;
     check_inputs(&mut build, &record.info, ui)?;
     let done = build.run_all(ui)?;
-    let artifact = build.package(&done, ui)?;
+    let artifact = crate::ship::package(&build, &done, ui)?;
     let (mut recompiled, mut reused) = (Vec::new(), Vec::new());
-    for d in &done.stages {
+    for d in done.iter() {
         match d.origin {
             Some(Origin::Remote { .. }) => reused.push(d.name.clone()),
             Some(Origin::Ran) => recompiled.push(d.name.clone()),
@@ -332,13 +332,13 @@ fn rebuild(
         // Kept beside the record, out of the scratch cache that goes with this run.
         let kept = record
             .path
-            .with_file_name(format!("{}.rebuilt.tar.gz", build.artifact_name()));
+            .with_file_name(format!("{}.rebuilt.tar.gz", build.facts().artifact));
         std::fs::copy(&artifact.tarball, &kept)
             .with_context(|| format!("cannot keep the rebuilt tarball as {}", kept.display()))?;
         if let Some(shipped) = &record.tarball {
             outcome.differences = repro::diff_tarballs(shipped, &kept)?;
             let reports = (record.path)
-                .with_file_name(format!("{}.rebuild-diffoscope", build.artifact_name()));
+                .with_file_name(format!("{}.rebuild-diffoscope", build.facts().artifact));
             let pair = (&[shipped.as_path()][..], &[kept.as_path()][..]);
             if let Err(e) = repro::explain(
                 sh,
@@ -360,7 +360,7 @@ fn rebuild(
 /// Fails unless the build's sources, builder image and every stage key are the record's: the
 /// stages are planned (a dry run, which runs nothing) before any of them runs.
 fn check_inputs(build: &mut Build, info: &BuildInfo, ui: &dyn Reporter) -> Result<()> {
-    let recipe = &build.ctx.recipe;
+    let recipe = build.recipe();
     for (what, recorded, here) in [
         ("CPython", &info.python.sha256, &recipe.python.sha256),
         ("OpenSSL", &info.openssl.sha256, &recipe.openssl.sha256),
@@ -377,22 +377,20 @@ fn check_inputs(build: &mut Build, info: &BuildInfo, ui: &dyn Reporter) -> Resul
             );
         }
     }
-    if build.image_id != info.builder_image.id {
+    let builder_id = &build.facts().builder_id;
+    if *builder_id != info.builder_image.id {
         bail!(
             "the builder image here is {}, and the record's is {}: remove this one (`docker rmi \
              {}`) and pass --cache-registry with the registry the recorded build gave its \
              builder to",
-            build.image_id,
+            builder_id,
             info.builder_image.id,
-            build.image_id.trim_start_matches("sha256:")
+            builder_id.trim_start_matches("sha256:")
         );
     }
-    build.dry_run = true;
-    let planned = build.run_all(ui);
-    build.dry_run = false;
-    let planned = planned?;
+    let planned = build.plan_keys(ui)?;
     for recorded in &info.stages {
-        let here = planned.get(&recorded.name).map(|d| d.key.as_str());
+        let here = planned.by_name(&recorded.name).map(|d| d.key.as_str());
         if here != Some(recorded.key.as_str()) {
             bail!(
                 "the {} stage's key here is {}, and the record's is {}: its inputs (the patched \

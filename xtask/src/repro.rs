@@ -14,12 +14,13 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use xshell::Shell;
 
-use crate::build::{Artifact, Build};
+use crate::build::Build;
 use crate::cache::{self, Cache};
 use crate::catalog::{BuilderSpec, Recipe};
 use crate::digest::hex;
 use crate::pipeline::{Input, Runner, StageSpec};
 use crate::progress::Reporter;
+use crate::ship::{self, Artifact};
 use crate::tarwalk::{self, Compression};
 
 /// How many differing files diffoscope is run on.
@@ -65,10 +66,10 @@ pub fn refuse_unreproducible(recipe: &Recipe) -> Result<()> {
 
 /// Builds again in a fresh cache and compares the result with `artifact`.
 pub fn check(sh: &Shell, first: &Build, artifact: &Artifact, ui: &dyn Reporter) -> Result<Check> {
-    let root = first.ctx.cache.scratch("reproducible")?;
+    let root = first.cache().scratch("reproducible")?;
     let fresh = Cache::open(Some(&root))?;
-    for source in first.ctx.recipe.sources() {
-        let from = first.ctx.cache.download_path(source);
+    for source in first.recipe().sources() {
+        let from = first.cache().download_path(source);
         let to = fresh.download_path(source);
         let dir = to.parent().expect("a download has a directory");
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -79,7 +80,7 @@ pub fn check(sh: &Shell, first: &Build, artifact: &Artifact, ui: &dyn Reporter) 
     }
     // A cross build's interpreter for its Python steps is a build tool, like the compilers of
     // the builder image: the second build gets the first's (a native build has none).
-    if first.cross.is_some() {
+    if first.facts().cross() {
         for tool in first.build_python(ui)? {
             let entry = tool
                 .output
@@ -98,7 +99,7 @@ pub fn check(sh: &Shell, first: &Build, artifact: &Artifact, ui: &dyn Reporter) 
             cache::publish(&scratch, &fresh.dir("stages").join(name))?;
         }
     }
-    let mut config = first.config.in_cache(root.clone());
+    let mut config = first.config().in_cache(root.clone());
     config.sources.offline = true;
     ui.message(&format!(
         "second build, in a fresh cache that shares only the downloads and the builder image \
@@ -107,17 +108,18 @@ pub fn check(sh: &Shell, first: &Build, artifact: &Artifact, ui: &dyn Reporter) 
     ));
     let (sha256, tarball, dev_tarball) = {
         let second = Build::start(sh, &config, ui)?;
-        if second.image_id != first.image_id {
+        let (ids, first_id) = (&second.facts().builder_id, &first.facts().builder_id);
+        if ids != first_id {
             bail!(
                 "the second build got builder image {} where the first had {}; was the base image \
                  {} replaced during the check?",
-                second.image_id,
-                first.image_id,
-                first.ctx.recipe.builder.base_image
+                ids,
+                first_id,
+                first.recipe().builder.base_image
             );
         }
         let done = second.run_all(ui)?;
-        let a = second.package(&done, ui)?;
+        let a = ship::package(&second, &done, ui)?;
         (a.sha256, a.tarball, a.dev_tarball)
     };
     if sha256 == artifact.sha256 {
@@ -135,9 +137,9 @@ pub fn check(sh: &Shell, first: &Build, artifact: &Artifact, ui: &dyn Reporter) 
     }
     // Kept beside the first, out of tmp/ (which the next run empties), for a closer look.
     let keep = |from: &Path, suffix: &str| -> Result<PathBuf> {
-        let kept = first.out_dir().join(format!(
+        let kept = first.facts().out.join(format!(
             "{}{suffix}.second-build.tar.gz",
-            first.artifact_name()
+            first.facts().artifact
         ));
         std::fs::rename(from, &kept)
             .or_else(|_| std::fs::copy(from, &kept).map(|_| ()))
@@ -152,9 +154,7 @@ pub fn check(sh: &Shell, first: &Build, artifact: &Artifact, ui: &dyn Reporter) 
         (&artifact.tarball, &tarball),
         (&artifact.dev_tarball, &dev_tarball),
     ])?;
-    let reports = first
-        .out_dir()
-        .join(format!("{}.diffoscope", first.artifact_name()));
+    let reports = (first.facts().out).join(format!("{}.diffoscope", first.facts().artifact));
     let (diffoscope, diffoscope_error) = match explain(
         sh,
         first,
@@ -374,7 +374,7 @@ pub(crate) fn explain(
         Ok(files)
     };
     let (files_a, files_b) = (read_all(a)?, read_all(b)?);
-    let dir = first.ctx.cache.scratch("diffoscope")?.join("diff");
+    let dir = first.cache().scratch("diffoscope")?.join("diff");
     let mut names = String::new();
     let mut content = Sha256::new();
     for (n, path) in paths.iter().enumerate() {
@@ -397,14 +397,14 @@ pub(crate) fn explain(
     content.update(names.as_bytes());
 
     let spec = BuilderSpec {
-        base_image: first.image_id.clone(),
+        base_image: first.facts().builder_id.clone(),
         apt: vec!["diffoscope-minimal".into()],
         dnf: vec!["diffoscope".into()],
     };
     let images = crate::builder::Images {
         sh,
-        engine: &first.engine,
-        cache: &first.ctx.cache,
+        engine: first.engine(),
+        cache: first.cache(),
         shared: &[],
         make: true,
     };

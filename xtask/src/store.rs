@@ -7,33 +7,11 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
-use serde::Serialize;
 
 use crate::cache::{self, Cache};
 use crate::progress::Reporter;
 
-/// Where a stage's output came from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case", tag = "from")]
-pub enum Origin {
-    /// It ran in this run.
-    Ran,
-    /// The local cache had it.
-    Local,
-    /// A remote had it: `remote` names the backend, `digest` the bytes that were checked.
-    Remote { remote: String, digest: String },
-}
-
-impl Origin {
-    /// One line for the SBOM: `ran`, `local-cache`, or `registry <name>@<digest>`.
-    pub fn describe(&self) -> String {
-        match self {
-            Origin::Ran => "ran".to_string(),
-            Origin::Local => "local-cache".to_string(),
-            Origin::Remote { remote, digest } => format!("registry {remote}@{digest}"),
-        }
-    }
-}
+pub use crate::build_info::Origin;
 
 /// The files of a stage entry.
 const ENTRY_FILES: &[&str] = &["output.tar", "meta.json"];

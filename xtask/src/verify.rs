@@ -10,7 +10,6 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use xshell::Shell;
 
-use crate::build::Artifact;
 use crate::cache::Cache;
 use crate::digest::Key;
 use crate::engine::{ContainerSpec, Engine};
@@ -19,6 +18,7 @@ use crate::image::{
     self, ImageInputs, LABEL_OPENSSL, LABEL_PROVIDER, LABEL_TARBALL, LABEL_VERSION, RuntimeImage,
 };
 use crate::progress::{Reporter, StepEvent, Terminal};
+use crate::ship::Artifact;
 
 const CHECKS: &str = include_str!("verify/checks.py");
 /// Where the checks script lands in the container.

@@ -185,13 +185,13 @@ impl flags::Wheels {
         let ui = Terminal::new();
         let request = self.request()?;
         let build = Build::start(sh, &BuildConfig::from_args(&self.build)?, &ui)?;
-        if build.cross.is_some() {
+        if build.facts().cross() {
             // The wheels stage runs the recipe's interpreter in the builder, which a cross-built
             // tree cannot do.
             bail!(
                 "wheels are built for the engine's own architecture ({}) only, not with --arch {}\nhint: run `wheels` on an engine of that architecture",
-                build.build_arch,
-                build.arch
+                build.facts().build_arch.name,
+                build.facts().arch.name
             );
         }
         let done = build.run_all(&ui)?;
@@ -221,7 +221,7 @@ impl flags::Wheels {
         }
         audit.ensure_clean()?;
         if self.image {
-            let artifact = build.package(&done, &ui)?;
+            let artifact = crate::ship::package(&build, &done, &ui)?;
             let runtime =
                 image::runtime_image(&image::ImageInputs::of(&build), &artifact, &[], &ui)?;
             let info = image::TreeInfo::read(&artifact.tarball)?;
@@ -234,7 +234,7 @@ impl flags::Wheels {
                 postgres: self.postgres.clone(),
             };
             let mut verdict =
-                verify::check_with(sh, &build.engine, &build.ctx.cache, &id, &probes, &ui)?;
+                verify::check_with(sh, build.engine(), build.cache(), &id, &probes, &ui)?;
             verdict.image = tags[0].clone();
             for line in verify::render(&verdict.checks).lines() {
                 ui.message(line);
@@ -242,7 +242,7 @@ impl flags::Wheels {
             let json = built.dir.join("verify.json");
             verdict.write(&json)?;
             verdict.ensure_passed(Some(&json))?;
-            let mut audit = audit::audit_image(sh, &build.engine, &build.ctx.cache, &id)?;
+            let mut audit = audit::audit_image(sh, build.engine(), build.cache(), &id)?;
             audit.target = tags[0].clone();
             for line in audit::render(&audit).lines() {
                 ui.message(line);
@@ -323,7 +323,7 @@ impl Build<'_> {
         ui: &dyn Reporter,
     ) -> Result<Option<Built>> {
         let finalize = done.of(crate::graph::Stage::Finalize)?.clone();
-        let r = &self.ctx.recipe;
+        let r = &self.recipe();
         if r.wheels.apt.is_empty() && r.wheels.dnf.is_empty() {
             bail!(
                 "the recipe of CPython {} has no [wheels] section naming the toolchain to build \
@@ -332,14 +332,14 @@ impl Build<'_> {
             );
         }
         let spec = BuilderSpec {
-            base_image: self.image_id.clone(),
+            base_image: self.facts().builder_id.clone(),
             apt: r.wheels.apt.clone(),
             dnf: r.wheels.dnf.clone(),
         };
         let images = builder::Images {
-            sh: self.sh,
-            engine: &self.engine,
-            cache: &self.ctx.cache,
+            sh: self.shell(),
+            engine: self.engine(),
+            cache: self.cache(),
             shared: &[],
             make: true,
         };
@@ -352,7 +352,7 @@ impl Build<'_> {
         let mut libpq = None;
         let lock = match Lock::read(&request.lock)? {
             Some(lock) if !request.upgrade => {
-                lock.check(request, &r.python.version, &self.arch)?;
+                lock.check(request, &r.python.version, self.facts().arch.name)?;
                 ui.message(&format!(
                     "{:<14} {} ({} files; --upgrade re-resolves)",
                     "wheels lock",
@@ -385,10 +385,11 @@ impl Build<'_> {
         }
         let stage_done = self.run_wheels_stage(&b, deps, request, &lock, ui)?;
 
-        let dir = self
-            .out_dir()
-            .join("wheels")
-            .join(format!("{}-{}", r.python.version, self.arch));
+        let dir = self.facts().out.join("wheels").join(format!(
+            "{}-{}",
+            r.python.version,
+            self.facts().arch.name
+        ));
         unpack(&stage_done.output, &dir)?;
         let locked: Vec<Locked> =
             serde_json::from_slice(&std::fs::read(dir.join("lock.json")).with_context(|| {
@@ -403,7 +404,12 @@ impl Build<'_> {
                 .len();
             wheels.push((locked, sha256, size));
         }
-        let sbom = sbom(&wheels, &stage_done, &r.python.version, &self.arch);
+        let sbom = sbom(
+            &wheels,
+            &stage_done,
+            &r.python.version,
+            self.facts().arch.name,
+        );
         cache::write_atomic(
             &dir.join("wheels.cdx.json"),
             &serde_json::to_vec_pretty(&sbom)?,
@@ -424,17 +430,17 @@ impl Build<'_> {
         request: &Request,
         ui: &dyn Reporter,
     ) -> Result<Lock> {
-        let scratch = self.ctx.cache.scratch("wheels-request")?;
+        let scratch = self.cache().scratch("wheels-request")?;
         let result = (|| -> Result<Lock> {
             let mut stage = wheels_stage(&scratch, request, "lock")?;
             stage.name = "wheels-lock";
             stage.env.push(("LOCKED_AT".into(), unix_now().to_string()));
             stage.deps = deps;
-            stage.source_date_epoch = Some(self.tree.source_date_epoch);
+            stage.source_date_epoch = Some(self.facts().source_date_epoch);
             let key = stage.key(b);
             let done = b
                 .run(&stage, ui)
-                .map_err(|err| explain(err, &self.ctx.cache, "wheels-lock", &key, request))?;
+                .map_err(|err| explain(err, self.cache(), "wheels-lock", &key, request))?;
             let bytes = read_member(&done.output, "wheels.lock")?;
             let lock: Lock = serde_json::from_slice(&bytes)
                 .context("the wheels-lock stage wrote a lock that does not parse")?;
@@ -454,7 +460,7 @@ impl Build<'_> {
 
     /// The `libpq` stage: PostgreSQL's client library built against the tree's OpenSSL.
     fn libpq(&self, b: &Runner, finalize: &Done, ui: &dyn Reporter) -> Result<Done> {
-        let r = &self.ctx.recipe;
+        let r = &self.recipe();
         let version = r.wheels.postgresql.as_deref().with_context(|| {
             format!(
                 "the lock names psycopg2, which links libpq, and the recipe of CPython {} names \
@@ -463,8 +469,8 @@ impl Build<'_> {
                 r.minor
             )
         })?;
-        let source = self.ctx.catalog.get("postgresql", version)?.clone();
-        let tarball = self.ctx.fetch_one(&source, ui)?;
+        let source = self.resolved().catalog.get("postgresql", version)?.clone();
+        let tarball = self.resolved().fetch_one(&source, ui)?;
         let stage = StageSpec {
             name: "libpq",
             script: LIBPQ_SCRIPT,
@@ -477,7 +483,7 @@ impl Build<'_> {
             }],
             deps: vec![finalize.clone()],
             output: "/out/libpq",
-            source_date_epoch: Some(self.tree.source_date_epoch),
+            source_date_epoch: Some(self.facts().source_date_epoch),
             reuse: false,
         };
         b.run(&stage, ui)
@@ -492,7 +498,7 @@ impl Build<'_> {
         lock: &Lock,
         ui: &dyn Reporter,
     ) -> Result<Done> {
-        let scratch = self.ctx.cache.scratch("wheels-request")?;
+        let scratch = self.cache().scratch("wheels-request")?;
         let result = (|| -> Result<Done> {
             let mut stage = wheels_stage(&scratch, request, "build")?;
             let bytes = serde_json::to_vec_pretty(lock)?;
@@ -505,10 +511,10 @@ impl Build<'_> {
                 content: hex(&Sha256::digest(&bytes)),
             });
             stage.deps = deps;
-            stage.source_date_epoch = Some(self.tree.source_date_epoch);
+            stage.source_date_epoch = Some(self.facts().source_date_epoch);
             let key = stage.key(b);
             b.run(&stage, ui)
-                .map_err(|err| explain(err, &self.ctx.cache, "wheels", &key, request))
+                .map_err(|err| explain(err, self.cache(), "wheels", &key, request))
         })();
         cache::remove(&scratch)?;
         result
@@ -792,7 +798,7 @@ fn install(
     tags: &[String],
     ui: &dyn Reporter,
 ) -> Result<String> {
-    let (sh, engine, cache) = (build.sh, &build.engine, &build.ctx.cache);
+    let (sh, engine, cache) = (build.shell(), build.engine(), build.cache());
     let mut key = Key::new();
     key.set("runtime-image", runtime)
         .set_sha256("dockerfile", DOCKERFILE);
