@@ -10,6 +10,7 @@ use anyhow::{Context as _, Result, bail};
 use serde::Serialize;
 use xshell::Shell;
 
+use crate::arch::Arch;
 use crate::build::Build;
 use crate::config::BuildConfig;
 use crate::flags;
@@ -111,74 +112,32 @@ impl flags::Bench {
         // Not --offline: an offline run writes no verify verdict, so the warm no-op would run
         // the checks again, which a user's does not. The downloads are linked, so nothing is
         // fetched.
-        // With --arch, the engine's own architecture is measured first in the same run, so the
-        // figures stand side by side (and a cross build's interpreter is the native build's).
-        let mut targets = vec![None];
-        if let Some(arch) = config.target {
-            targets = vec![Some(None), Some(Some(arch))];
-        }
         let mut figures = Figures {
             floors: Vec::new(),
             runs: Vec::new(),
             clean: Vec::new(),
         };
-        for target in targets {
-            let mut args = scratch.clone();
-            let suffix = match target {
-                None => String::new(),
-                Some(None) => {
-                    args.target = None;
-                    " (native)".to_string()
-                }
-                Some(Some(arch)) => {
-                    args.target = Some(arch);
-                    format!(" ({})", arch.name)
-                }
-            };
+        for target in targets(&config) {
+            let (args, suffix) = target_args(&scratch, target);
             // The floor runs on the main cache's sources (the same bytes as the cold run's) so
             // that it leaves nothing the cold run could find in the scratch cache.
             let mut floor_args = config.clone();
             floor_args.target = args.target;
             let floor = floor(sh, &floor_args, &ui)?;
-            let mut run = |name: String, to_python: bool| -> Result<()> {
-                let mut run = timed(sh, name, &args, &ui)?;
-                run.ratio_to = match to_python {
-                    true => "floor python.sh",
-                    false => "floor",
-                };
-                run.floor = floor.as_ref().map(|f| match to_python {
-                    true => f.python_seconds,
-                    false => f.together.seconds,
-                });
-                run.ratio = run.floor.and_then(|f| ratio_of(run.seconds, f));
-                if self.timings {
-                    let out = &args.out;
-                    std::fs::create_dir_all(out)
-                        .with_context(|| format!("cannot create {}", out.display()))?;
-                    let slug: String = run
-                        .name
-                        .chars()
-                        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-                        .collect();
-                    let page = out.join(format!("bench-{slug}.timings.html"));
-                    let mut timeline = run.timeline.clone();
-                    timeline.title = format!("{}: {}", run.name, timeline.title);
-                    crate::cache::write_atomic(
-                        &page,
-                        timeline
-                            .html(run.floor.map(|f| (run.ratio_to, f)))
-                            .as_bytes(),
-                    )?;
-                }
-                figures.runs.push(run);
-                Ok(())
+            let floor_of = floor.as_ref();
+            let run = |name: String, to_python: bool| {
+                self.timed_against(sh, name, to_python, &args, floor_of, &ui)
             };
-            run(format!("cold{suffix}"), false)?;
-            run(format!("warm no-op{suffix}"), false)?;
+            figures.runs.push(run(format!("cold{suffix}"), false)?);
+            figures
+                .runs
+                .push(run(format!("warm no-op{suffix}"), false)?);
             for change in [Change::Lib, Change::C] {
                 let changed = change_patches(&patches, change)?;
                 ui.message(&format!("{}: changed {changed}", change.run_name()));
-                run(format!("{}{suffix}", change.run_name()), true)?;
+                figures
+                    .runs
+                    .push(run(format!("{}{suffix}", change.run_name()), true)?);
             }
             let incremental = figures.runs.last().expect("a run was timed");
             let clean = clean_build(sh, &args, &root, &ui)?;
@@ -201,6 +160,84 @@ impl flags::Bench {
         }
         Ok(())
     }
+
+    /// Times the run `name` of `args` and sets its ratio to `floor`: to the floor's python.sh for
+    /// a change to CPython's patches (`to_python`), to the whole floor otherwise.
+    fn timed_against(
+        &self,
+        sh: &Shell,
+        name: String,
+        to_python: bool,
+        args: &BuildConfig,
+        floor: Option<&Floor>,
+        ui: &dyn Reporter,
+    ) -> Result<Run> {
+        let mut run = timed(sh, name, args, ui)?;
+        run.ratio_to = match to_python {
+            true => "floor python.sh",
+            false => "floor",
+        };
+        run.floor = floor.map(|f| match to_python {
+            true => f.python_seconds,
+            false => f.together.seconds,
+        });
+        run.ratio = run.floor.and_then(|f| ratio_of(run.seconds, f));
+        if self.timings {
+            write_timings_page(&run, &args.out)?;
+        }
+        Ok(run)
+    }
+}
+
+/// The targets bench measures: the build's own without --arch. With --arch, the engine's own
+/// architecture is measured first in the same run, so the figures stand side by side (and a
+/// cross build's interpreter is the native build's).
+fn targets(config: &BuildConfig) -> Vec<Option<Option<&'static Arch>>> {
+    let mut targets = vec![None];
+    if let Some(arch) = config.target {
+        targets = vec![Some(None), Some(Some(arch))];
+    }
+    targets
+}
+
+/// `scratch` set for one target of the bench, and the suffix of its runs' names: ` (native)` or
+/// ` (<arch>)` with --arch, nothing without.
+fn target_args(
+    scratch: &BuildConfig,
+    target: Option<Option<&'static Arch>>,
+) -> (BuildConfig, String) {
+    let mut args = scratch.clone();
+    let suffix = match target {
+        None => String::new(),
+        Some(None) => {
+            args.target = None;
+            " (native)".to_string()
+        }
+        Some(Some(arch)) => {
+            args.target = Some(arch);
+            format!(" ({})", arch.name)
+        }
+    };
+    (args, suffix)
+}
+
+/// Writes `run`'s `--timings` page to `out` as `bench-<name>.timings.html`.
+fn write_timings_page(run: &Run, out: &Path) -> Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let slug: String = run
+        .name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let page = out.join(format!("bench-{slug}.timings.html"));
+    let mut timeline = run.timeline.clone();
+    timeline.title = format!("{}: {}", run.name, timeline.title);
+    crate::cache::write_atomic(
+        &page,
+        timeline
+            .html(run.floor.map(|f| (run.ratio_to, f)))
+            .as_bytes(),
+    )
 }
 
 /// The floor of `args`' build: its stage scripts one after the other in one container, with the
@@ -258,13 +295,14 @@ fn clean_build(
 ) -> Result<(f64, String)> {
     let clean = root.with_file_name("clean");
     scratch_cache(&clean, &root.join("downloads"))?;
+    let cache = crate::cache::Cache::open(Some(&clean))?;
     let stages = root.join("stages");
     let list = || format!("cannot list {}", stages.display());
     for entry in std::fs::read_dir(&stages).with_context(list)? {
         let entry = entry.with_context(list)?;
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.starts_with("openssl-") || name.starts_with("fips-provider-") {
-            link_tree(&entry.path(), &clean.join("stages").join(&name))?;
+            link_entry(&cache, &entry.path(), &clean.join("stages").join(&name))?;
         }
     }
     let mut args = args.in_cache(clean.clone());
@@ -282,8 +320,16 @@ fn clean_build(
 /// downloads are hard links to `downloads`.
 fn scratch_cache(root: &Path, downloads: &Path) -> Result<()> {
     crate::cache::remove(root)?;
-    crate::cache::Cache::open(Some(root))?;
-    link_tree(downloads, &root.join("downloads"))
+    let cache = crate::cache::Cache::open(Some(root))?;
+    link_entry(&cache, downloads, &root.join("downloads"))
+}
+
+/// Puts the directory `from` into `cache` at `to` as every entry appears there: hard-linked (or
+/// copied) into the cache's scratch, then renamed into place.
+fn link_entry(cache: &crate::cache::Cache, from: &Path, to: &Path) -> Result<()> {
+    let scratch = cache.scratch("bench")?;
+    link_tree(from, &scratch)?;
+    crate::cache::publish(&scratch, to)
 }
 
 /// `seconds / floor`, when the floor is a time at all.

@@ -106,24 +106,11 @@ fn unpack(input: Box<dyn Read>, dest: &Path, limits: Limits) -> Result<()> {
     // Directory modes and mtimes are set last: a read-only directory would refuse its entries,
     // and every entry written into a directory changes its mtime.
     let mut dirs: Vec<(PathBuf, u32, u64)> = Vec::new();
-    let (mut bytes, mut count) = (0u64, 0u64);
+    let mut tally = Tally::default();
     for entry in archive.entries().context("cannot read the archive")? {
-        let mut entry = entry.map_err(|e| header_error(e, count))?;
+        let mut entry = entry.map_err(|e| header_error(e, tally.entries))?;
         let shown = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-        count += 1;
-        bytes = bytes.saturating_add(entry.header().size().unwrap_or(0));
-        if count > limits.entries {
-            bail!(
-                "the archive has more than {} entries; refused as a decompression bomb",
-                limits.entries
-            );
-        }
-        if bytes > limits.bytes {
-            bail!(
-                "the archive holds more than {} bytes (at entry {shown:?}); refused as a decompression bomb",
-                limits.bytes
-            );
-        }
+        tally.add(&entry, &shown, limits)?;
         let refuse = |why: String| anyhow!("entry {shown:?} {why}");
         let kind = entry.header().entry_type();
         if kind.is_pax_global_extensions()
@@ -142,58 +129,125 @@ fn unpack(input: Box<dyn Read>, dest: &Path, limits: Limits) -> Result<()> {
         }
         let target = dest.join(&rel);
         match kind {
-            EntryType::Directory => {
-                no_links_on_the_way(dest, &rel, true).map_err(refuse)?;
-                std::fs::create_dir_all(&target)
-                    .with_context(|| format!("cannot create {}", target.display()))?;
-                // A directory its owner cannot enter (mode 000) would stop the build and
-                // the cache's own clean-up: every directory is at least rwxr-xr-x.
-                let mode = (entry.header().mode().unwrap_or(0o755) & 0o777) | 0o755;
-                let mtime = entry.header().mtime().unwrap_or(0);
-                dirs.push((target, mode, mtime));
-            }
+            EntryType::Directory => dirs.push(unpack_dir(&entry, dest, &rel, target, &refuse)?),
             EntryType::Regular | EntryType::Continuous => {
                 prepare_parent(dest, &rel).map_err(refuse)?;
                 entry
                     .unpack(&target)
                     .map_err(|e| io_error(e, &shown, &target, dest))?;
             }
-            EntryType::Symlink => {
-                let link = entry
-                    .link_name()
-                    .map_err(|e| refuse(format!("has an unreadable link target: {e}")))?
-                    .ok_or_else(|| refuse("is a symlink without a target".into()))?;
-                symlink_stays_inside(&rel, &link).map_err(refuse)?;
-                prepare_parent(dest, &rel).map_err(refuse)?;
-                remove_non_dir(&target)?;
-                make_symlink(&link, &target)
-                    .with_context(|| format!("cannot create the symlink {}", target.display()))?;
-            }
-            EntryType::Link => {
-                let link = entry
-                    .link_name()
-                    .map_err(|e| refuse(format!("has an unreadable link target: {e}")))?
-                    .ok_or_else(|| refuse("is a hard link without a target".into()))?;
-                let link_rel = relative_inside(&link)
-                    .map_err(|why| refuse(format!("links to {}: {why}", link.display())))?;
-                no_links_on_the_way(dest, &link_rel, false)
-                    .map_err(|why| refuse(format!("links to {}: {why}", link.display())))?;
-                let source = dest.join(&link_rel);
-                if !std::fs::symlink_metadata(&source).is_ok_and(|m| m.is_file()) {
-                    return Err(refuse(format!(
-                        "links to {}, which is not a regular file extracted before it",
-                        link.display()
-                    )));
-                }
-                prepare_parent(dest, &rel).map_err(refuse)?;
-                remove_non_dir(&target)?;
-                std::fs::hard_link(&source, &target).with_context(|| {
-                    format!("cannot link {} to {}", target.display(), source.display())
-                })?;
-            }
+            EntryType::Symlink => unpack_symlink(&entry, dest, &rel, &target, &refuse)?,
+            EntryType::Link => unpack_hard_link(&entry, dest, &rel, &target, &refuse)?,
             other => return Err(refuse(format!("has an unsupported type ({other:?})"))),
         }
     }
+    set_dir_modes_and_mtimes(&dirs)
+}
+
+/// The entries and bytes of an archive so far, checked against its limits.
+#[derive(Default)]
+struct Tally {
+    bytes: u64,
+    entries: u64,
+}
+
+impl Tally {
+    /// Counts `entry` (shown as `shown`), refusing the archive once it is over `limits`.
+    fn add<R: Read>(
+        &mut self,
+        entry: &tar::Entry<'_, R>,
+        shown: &str,
+        limits: Limits,
+    ) -> Result<()> {
+        self.entries += 1;
+        self.bytes = self
+            .bytes
+            .saturating_add(entry.header().size().unwrap_or(0));
+        if self.entries > limits.entries {
+            bail!(
+                "the archive has more than {} entries; refused as a decompression bomb",
+                limits.entries
+            );
+        }
+        if self.bytes > limits.bytes {
+            bail!(
+                "the archive holds more than {} bytes (at entry {shown:?}); refused as a decompression bomb",
+                limits.bytes
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Creates the directory entry `rel` at `target`, and returns its mode and mtime to set last.
+fn unpack_dir<R: Read>(
+    entry: &tar::Entry<'_, R>,
+    dest: &Path,
+    rel: &Path,
+    target: PathBuf,
+    refuse: &dyn Fn(String) -> anyhow::Error,
+) -> Result<(PathBuf, u32, u64)> {
+    no_links_on_the_way(dest, rel, true).map_err(refuse)?;
+    std::fs::create_dir_all(&target)
+        .with_context(|| format!("cannot create {}", target.display()))?;
+    // A directory its owner cannot enter (mode 000) would stop the build and
+    // the cache's own clean-up: every directory is at least rwxr-xr-x.
+    let mode = (entry.header().mode().unwrap_or(0o755) & 0o777) | 0o755;
+    let mtime = entry.header().mtime().unwrap_or(0);
+    Ok((target, mode, mtime))
+}
+
+/// Creates the symlink entry `rel` at `target`, if its target stays inside `dest`.
+fn unpack_symlink<R: Read>(
+    entry: &tar::Entry<'_, R>,
+    dest: &Path,
+    rel: &Path,
+    target: &Path,
+    refuse: &dyn Fn(String) -> anyhow::Error,
+) -> Result<()> {
+    let link = entry
+        .link_name()
+        .map_err(|e| refuse(format!("has an unreadable link target: {e}")))?
+        .ok_or_else(|| refuse("is a symlink without a target".into()))?;
+    symlink_stays_inside(rel, &link).map_err(refuse)?;
+    prepare_parent(dest, rel).map_err(refuse)?;
+    remove_non_dir(target)?;
+    make_symlink(&link, target)
+        .with_context(|| format!("cannot create the symlink {}", target.display()))
+}
+
+/// Creates the hard link entry `rel` at `target`, if it links to a regular file extracted
+/// before it.
+fn unpack_hard_link<R: Read>(
+    entry: &tar::Entry<'_, R>,
+    dest: &Path,
+    rel: &Path,
+    target: &Path,
+    refuse: &dyn Fn(String) -> anyhow::Error,
+) -> Result<()> {
+    let link = entry
+        .link_name()
+        .map_err(|e| refuse(format!("has an unreadable link target: {e}")))?
+        .ok_or_else(|| refuse("is a hard link without a target".into()))?;
+    let link_rel = relative_inside(&link)
+        .map_err(|why| refuse(format!("links to {}: {why}", link.display())))?;
+    no_links_on_the_way(dest, &link_rel, false)
+        .map_err(|why| refuse(format!("links to {}: {why}", link.display())))?;
+    let source = dest.join(&link_rel);
+    if !std::fs::symlink_metadata(&source).is_ok_and(|m| m.is_file()) {
+        return Err(refuse(format!(
+            "links to {}, which is not a regular file extracted before it",
+            link.display()
+        )));
+    }
+    prepare_parent(dest, rel).map_err(refuse)?;
+    remove_non_dir(target)?;
+    std::fs::hard_link(&source, target)
+        .with_context(|| format!("cannot link {} to {}", target.display(), source.display()))
+}
+
+/// Sets the modes and mtimes of the extracted directories, deepest (last made) first.
+fn set_dir_modes_and_mtimes(dirs: &[(PathBuf, u32, u64)]) -> Result<()> {
     for (dir, mode, mtime) in dirs.iter().rev() {
         set_mode(dir, *mode)?;
         let time = SystemTime::UNIX_EPOCH + Duration::from_secs(*mtime);

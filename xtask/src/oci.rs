@@ -74,21 +74,7 @@ pub fn from_archive(archive: &Path, image_id: &str, dir: &Path) -> Result<OciIma
 
 /// Puts the image together from its archive's members, as its `manifest.json` names them.
 fn assemble(mut members: BTreeMap<String, Member>, image_id: &str, dir: &Path) -> Result<OciImage> {
-    #[derive(serde::Deserialize)]
-    #[serde(rename_all = "PascalCase")]
-    struct Entry {
-        config: String,
-        layers: Vec<String>,
-    }
-    let manifest: Vec<Entry> = match members.get("manifest.json") {
-        Some(Member::Small(bytes)) => {
-            serde_json::from_slice(bytes).context("its manifest.json is not an image list")?
-        }
-        _ => bail!("it has no manifest.json; is it an image archive?"),
-    };
-    let [entry] = &manifest[..] else {
-        bail!("its manifest.json lists {} images, not one", manifest.len());
-    };
+    let entry = manifest_entry(&members)?;
     let config = match follow(&members, &entry.config) {
         Some(Member::Small(bytes)) => bytes.clone(),
         _ => bail!("its config {} is missing", entry.config),
@@ -101,17 +87,7 @@ fn assemble(mut members: BTreeMap<String, Member>, image_id: &str, dir: &Path) -
              publish from the classic store or podman"
         );
     }
-    #[derive(serde::Deserialize)]
-    struct Config {
-        architecture: String,
-        os: String,
-        rootfs: RootFs,
-    }
-    #[derive(serde::Deserialize)]
-    struct RootFs {
-        diff_ids: Vec<String>,
-    }
-    let parsed: Config =
+    let parsed: ImageConfig =
         serde_json::from_slice(&config).context("its config is not an image config")?;
     if parsed.rootfs.diff_ids.len() != entry.layers.len() {
         bail!(
@@ -120,9 +96,61 @@ fn assemble(mut members: BTreeMap<String, Member>, image_id: &str, dir: &Path) -
             entry.layers.len()
         );
     }
-    // Small layers (an empty one is 1 KiB) are compressed now, each once.
-    for (n, name) in entry.layers.iter().enumerate() {
-        let Some(name) = final_name(&members, name) else {
+    compress_small_layers(&mut members, &entry.layers, dir)?;
+    let layers = checked_layers(&members, &entry.layers, &parsed.rootfs.diff_ids)?;
+    Ok(OciImage {
+        config,
+        layers,
+        architecture: parsed.architecture,
+        os: parsed.os,
+    })
+}
+
+/// The one image a `manifest.json` lists.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ManifestEntry {
+    config: String,
+    layers: Vec<String>,
+}
+
+/// What is read of an image's config.
+#[derive(serde::Deserialize)]
+struct ImageConfig {
+    architecture: String,
+    os: String,
+    rootfs: RootFs,
+}
+
+/// The uncompressed digests of an image's layers, in order.
+#[derive(serde::Deserialize)]
+struct RootFs {
+    diff_ids: Vec<String>,
+}
+
+/// The archive's `manifest.json`, which must list exactly one image.
+fn manifest_entry(members: &BTreeMap<String, Member>) -> Result<ManifestEntry> {
+    let manifest: Vec<ManifestEntry> = match members.get("manifest.json") {
+        Some(Member::Small(bytes)) => {
+            serde_json::from_slice(bytes).context("its manifest.json is not an image list")?
+        }
+        _ => bail!("it has no manifest.json; is it an image archive?"),
+    };
+    let len = manifest.len();
+    let Ok([entry]) = <[ManifestEntry; 1]>::try_from(manifest) else {
+        bail!("its manifest.json lists {len} images, not one");
+    };
+    Ok(entry)
+}
+
+/// Compresses the layers still held in memory (an empty one is 1 KiB), each once.
+fn compress_small_layers(
+    members: &mut BTreeMap<String, Member>,
+    layers: &[String],
+    dir: &Path,
+) -> Result<()> {
+    for (n, name) in layers.iter().enumerate() {
+        let Some(name) = final_name(members, name) else {
             continue;
         };
         if let Some(Member::Small(bytes)) = members.get(&name) {
@@ -131,9 +159,18 @@ fn assemble(mut members: BTreeMap<String, Member>, image_id: &str, dir: &Path) -
             members.insert(name, Member::Compressed { diff_id, layer });
         }
     }
-    let mut layers = Vec::new();
-    for (name, want) in entry.layers.iter().zip(&parsed.rootfs.diff_ids) {
-        let Some(Member::Compressed { diff_id, layer }) = follow(&members, name) else {
+    Ok(())
+}
+
+/// The compressed layers named in `layers`, each checked against the diff id its config names.
+fn checked_layers(
+    members: &BTreeMap<String, Member>,
+    layers: &[String],
+    diff_ids: &[String],
+) -> Result<Vec<Layer>> {
+    let mut out = Vec::new();
+    for (name, want) in layers.iter().zip(diff_ids) {
+        let Some(Member::Compressed { diff_id, layer }) = follow(members, name) else {
             bail!("its layer {name} is missing");
         };
         if diff_id != want {
@@ -143,18 +180,13 @@ fn assemble(mut members: BTreeMap<String, Member>, image_id: &str, dir: &Path) -
                  is not supported)"
             );
         }
-        layers.push(Layer {
+        out.push(Layer {
             path: layer.path.clone(),
             digest: layer.digest.clone(),
             size: layer.size,
         });
     }
-    Ok(OciImage {
-        config,
-        layers,
-        architecture: parsed.architecture,
-        os: parsed.os,
-    })
+    Ok(out)
 }
 
 /// The member `name`, through links.

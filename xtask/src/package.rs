@@ -6,6 +6,7 @@
 //! in two ([`part_of`]): the runtime tarball, and the development one (headers, static
 //! libraries, debug information, the test suite) that unpacks on top of it.
 
+use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::path::Path;
 
@@ -121,12 +122,32 @@ impl Tree {
     /// e.g. `BUILD-INFO.json`, which belong to the runtime part). Each part holds the directories
     /// above its files, so either unpacks alone and the two unpack in either order.
     pub fn write(&self, part: Part, extra: &[(&str, &[u8])], epoch: u64, out: &Path) -> Result<()> {
+        let (mut entries, parents) = self.entries_of(part, extra)?;
+        let extra = extra_entries(extra, epoch);
+        if part == Part::Runtime {
+            entries.extend(&extra);
+        } else if !extra.is_empty() {
+            bail!("extra files belong to the runtime part");
+        }
+        let dirs = self.missing_parents(&parents, &entries, epoch);
+        entries.extend(&dirs);
+        entries.sort_by(|a, b| a.path.cmp(&b.path));
+        entries.dedup_by(|a, b| a.path == b.path);
+        write_tar_gz(&entries, epoch, out)
+    }
+
+    /// The entries of `part`, but not those `extra` replaces, and every directory above them.
+    fn entries_of(
+        &self,
+        part: Part,
+        extra: &[(&str, &[u8])],
+    ) -> Result<(Vec<&Entry>, BTreeSet<String>)> {
         let of = |path: &str| match path.strip_prefix("opt/python-fips/") {
             Some(rel) => part_of(rel),
             None => Part::Runtime,
         };
         let mut entries: Vec<&Entry> = Vec::new();
-        let mut parents = std::collections::BTreeSet::new();
+        let mut parents = BTreeSet::new();
         for e in &self.entries {
             if extra
                 .iter()
@@ -148,24 +169,17 @@ impl Tree {
                 );
             }
         }
-        let extra: Vec<Entry> = extra
-            .iter()
-            .map(|(rel, bytes)| Entry {
-                path: format!("opt/python-fips/{rel}"),
-                kind: tar::EntryType::Regular,
-                mode: 0o644,
-                mtime: epoch,
-                link: None,
-                data: bytes.to_vec(),
-            })
-            .collect();
-        if part == Part::Runtime {
-            entries.extend(&extra);
-        } else if !extra.is_empty() {
-            bail!("extra files belong to the runtime part");
-        }
-        // The directories above this part's entries, where the other part holds them.
-        let dirs: Vec<Entry> = parents
+        Ok((entries, parents))
+    }
+
+    /// The directories above this part's entries, where the other part holds them.
+    fn missing_parents(
+        &self,
+        parents: &BTreeSet<String>,
+        entries: &[&Entry],
+        epoch: u64,
+    ) -> Vec<Entry> {
+        parents
             .iter()
             .filter(|p| !entries.iter().any(|e| &e.path == *p))
             .map(|p| {
@@ -183,31 +197,47 @@ impl Tree {
                     data: vec![],
                 }
             })
-            .collect();
-        entries.extend(&dirs);
-        entries.sort_by(|a, b| a.path.cmp(&b.path));
-        entries.dedup_by(|a, b| a.path == b.path);
-
-        let tmp = out.with_extension("partial");
-        let file = std::fs::File::create(&tmp)
-            .with_context(|| format!("cannot create {}", tmp.display()))?;
-        let gz = GzBuilder::new()
-            .mtime(0)
-            .operating_system(255)
-            .write(file, Compression::default());
-        let mut tar = tar::Builder::new(gz);
-        let write = || format!("cannot write {}", tmp.display());
-        for e in &entries {
-            append(&mut tar, e, epoch).with_context(write)?;
-        }
-        let gz = tar.into_inner().with_context(write)?;
-        let file = gz.finish().with_context(write)?;
-        file.sync_all()
-            .with_context(|| format!("cannot sync {}", tmp.display()))?;
-        std::fs::rename(&tmp, out)
-            .with_context(|| format!("cannot rename {} to {}", tmp.display(), out.display()))?;
-        Ok(())
+            .collect()
     }
+}
+
+/// The `extra` files as entries of the tree, dated `epoch`.
+fn extra_entries(extra: &[(&str, &[u8])], epoch: u64) -> Vec<Entry> {
+    extra
+        .iter()
+        .map(|(rel, bytes)| Entry {
+            path: format!("opt/python-fips/{rel}"),
+            kind: tar::EntryType::Regular,
+            mode: 0o644,
+            mtime: epoch,
+            link: None,
+            data: bytes.to_vec(),
+        })
+        .collect()
+}
+
+/// Writes `entries`, in their order, as a reproducible `.tar.gz` at `out`, through a partial
+/// file renamed into place once synced.
+fn write_tar_gz(entries: &[&Entry], epoch: u64, out: &Path) -> Result<()> {
+    let tmp = out.with_extension("partial");
+    let file =
+        std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    let gz = GzBuilder::new()
+        .mtime(0)
+        .operating_system(255)
+        .write(file, Compression::default());
+    let mut tar = tar::Builder::new(gz);
+    let write = || format!("cannot write {}", tmp.display());
+    for e in entries {
+        append(&mut tar, e, epoch).with_context(write)?;
+    }
+    let gz = tar.into_inner().with_context(write)?;
+    let file = gz.finish().with_context(write)?;
+    file.sync_all()
+        .with_context(|| format!("cannot sync {}", tmp.display()))?;
+    std::fs::rename(&tmp, out)
+        .with_context(|| format!("cannot rename {} to {}", tmp.display(), out.display()))?;
+    Ok(())
 }
 
 /// The sha256 of each regular file among `paths` (relative to the tree root) in a stage output

@@ -64,22 +64,7 @@ const ATTACHMENT: &str = "org.python-fips.attachment";
 impl flags::Publish {
     pub fn run(self, sh: &Shell) -> Result<()> {
         let registry = Registry::open_for("--registry", &self.registry)?;
-        if self.build.no_verify {
-            bail!("publish pushes verified images only; drop --no-verify");
-        }
-        if self.build.sources.no_fips_patch {
-            bail!(
-                "publish pushes patched trees only; --no-fips-patch builds the negative control, \
-                 which is never for shipping"
-            );
-        }
-        let archs = match self.build.arch.as_deref() {
-            Some(list) => arch::parse_list(list)?,
-            None => {
-                let engine = Engine::detect(sh, self.build.engine.as_deref())?;
-                vec![arch::parse(&engine.arch(sh)?)?]
-            }
-        };
+        let archs = self.targets(sh)?;
         let signer = self.sign_key.as_deref().map(Signer::load).transpose()?;
         for tag in &self.tag {
             check_tag(tag)?;
@@ -119,15 +104,10 @@ impl flags::Publish {
         };
         // Signed before it is tagged: a tag never names an unsigned index when a key was given.
         let (index, body) = put_index(&registry, &platforms, &mut counts)?;
-        let mut signed = Vec::new();
-        if let Some(signer) = &signer {
-            let digests = (platforms.iter().map(|p| &p.manifest.digest)).chain([&index.digest]);
-            for digest in digests {
-                put_signature(&registry, signer, digest, &mut counts)
-                    .with_context(|| format!("cannot sign {digest}; no tag was moved"))?;
-                signed.push(digest.clone());
-            }
-        }
+        let signed = match &signer {
+            Some(signer) => sign_all(&registry, signer, &platforms, &index, &mut counts)?,
+            None => Vec::new(),
+        };
         move_tags(&registry, &tags, &body, &mut counts, &ui)?;
         for tag in &tags {
             println!("{}:{tag}@{}", registry.reference(), index.digest);
@@ -144,6 +124,28 @@ impl flags::Publish {
             crate::cache::write_atomic(path, &serde_json::to_vec_pretty(&report)?)?;
         }
         Ok(())
+    }
+
+    /// The architectures to publish, once the flags are known to make images fit for shipping:
+    /// `--arch`'s, or the engine's own.
+    fn targets(&self, sh: &Shell) -> Result<Vec<&'static Arch>> {
+        if self.build.no_verify {
+            bail!("publish pushes verified images only; drop --no-verify");
+        }
+        if self.build.sources.no_fips_patch {
+            bail!(
+                "publish pushes patched trees only; --no-fips-patch builds the negative control, \
+                 which is never for shipping"
+            );
+        }
+        let archs = match self.build.arch.as_deref() {
+            Some(list) => arch::parse_list(list)?,
+            None => {
+                let engine = Engine::detect(sh, self.build.engine.as_deref())?;
+                vec![arch::parse(&engine.arch(sh)?)?]
+            }
+        };
+        Ok(archs)
     }
 
     /// Builds (or finds) the image of `target`, proves it, and pushes it with its attachments.
@@ -746,6 +748,24 @@ fn check_tag(tag: &str) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Signs each platform's manifest and then the index; returns the digests signed.
+fn sign_all(
+    registry: &Registry,
+    signer: &Signer,
+    platforms: &[PlatformImage],
+    index: &Pushed,
+    counts: &mut Counts,
+) -> Result<Vec<String>> {
+    let mut signed = Vec::new();
+    let digests = (platforms.iter().map(|p| &p.manifest.digest)).chain([&index.digest]);
+    for digest in digests {
+        put_signature(registry, signer, digest, counts)
+            .with_context(|| format!("cannot sign {digest}; no tag was moved"))?;
+        signed.push(digest.clone());
+    }
+    Ok(signed)
 }
 
 /// Signs `digest` (cosign's form, `sign.rs`) and adds the signature to those under its `.sig`

@@ -15,12 +15,13 @@ use sha2::{Digest, Sha256};
 use xshell::Shell;
 
 use crate::build::Build;
+use crate::ship::{self, Artifact};
 use crate::cache::{self, Cache};
 use crate::catalog::{BuilderSpec, Recipe};
+use crate::config::BuildConfig;
 use crate::digest::hex;
 use crate::pipeline::{Input, Runner, StageSpec};
 use crate::progress::Reporter;
-use crate::ship::{self, Artifact};
 use crate::tarwalk::{self, Compression};
 
 /// How many differing files diffoscope is run on.
@@ -68,36 +69,11 @@ pub fn refuse_unreproducible(recipe: &Recipe) -> Result<()> {
 pub fn check(sh: &Shell, first: &Build, artifact: &Artifact, ui: &dyn Reporter) -> Result<Check> {
     let root = first.cache().scratch("reproducible")?;
     let fresh = Cache::open(Some(&root))?;
-    for source in first.recipe().sources() {
-        let from = first.cache().download_path(source);
-        let to = fresh.download_path(source);
-        let dir = to.parent().expect("a download has a directory");
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        if std::fs::hard_link(&from, &to).is_err() {
-            std::fs::copy(&from, &to)
-                .with_context(|| format!("cannot copy {} to {}", from.display(), to.display()))?;
-        }
-    }
+    share_downloads(first, &fresh)?;
     // A cross build's interpreter for its Python steps is a build tool, like the compilers of
     // the builder image: the second build gets the first's (a native build has none).
     if first.facts().cross() {
-        for tool in first.build_python(ui)? {
-            let entry = tool
-                .output
-                .parent()
-                .expect("a stage output lies in its entry");
-            let name = entry.file_name().expect("an entry has a name");
-            let scratch = fresh.scratch("tool")?;
-            for file in ["output.tar", "meta.json"] {
-                let (from, to) = (entry.join(file), scratch.join(file));
-                if std::fs::hard_link(&from, &to).is_err() {
-                    std::fs::copy(&from, &to).with_context(|| {
-                        format!("cannot copy {} to {}", from.display(), to.display())
-                    })?;
-                }
-            }
-            cache::publish(&scratch, &fresh.dir("stages").join(name))?;
-        }
+        share_build_python(first, &fresh, ui)?;
     }
     let mut config = first.config().in_cache(root.clone());
     config.sources.offline = true;
@@ -106,28 +82,16 @@ pub fn check(sh: &Shell, first: &Build, artifact: &Artifact, ui: &dyn Reporter) 
          (and a cross build's build interpreter): {}",
         root.display()
     ));
-    let (sha256, tarball, dev_tarball) = {
-        let second = Build::start(sh, &config, ui)?;
-        let (ids, first_id) = (&second.facts().builder_id, &first.facts().builder_id);
-        if ids != first_id {
-            bail!(
-                "the second build got builder image {} where the first had {}; was the base image \
-                 {} replaced during the check?",
-                ids,
-                first_id,
-                first.recipe().builder.base_image
-            );
-        }
-        let done = second.run_all(ui)?;
-        let a = ship::package(&second, &done, ui)?;
-        (a.sha256, a.tarball, a.dev_tarball)
-    };
-    if sha256 == artifact.sha256 {
-        ui.message(&format!("reproducible: both builds give sha256 {sha256}"));
+    let second = second_build(sh, first, &config, ui)?;
+    if second.sha256 == artifact.sha256 {
+        ui.message(&format!(
+            "reproducible: both builds give sha256 {}",
+            second.sha256
+        ));
         cache::remove(&root)?;
         return Ok(Check {
             first: artifact.sha256.clone(),
-            second: sha256,
+            second: second.sha256,
             identical: true,
             second_tarball: None,
             differences: vec![],
@@ -135,26 +99,102 @@ pub fn check(sh: &Shell, first: &Build, artifact: &Artifact, ui: &dyn Reporter) 
             diffoscope_error: None,
         });
     }
-    // Kept beside the first, out of tmp/ (which the next run empties), for a closer look.
-    let keep = |from: &Path, suffix: &str| -> Result<PathBuf> {
-        let kept = first.facts().out.join(format!(
-            "{}{suffix}.second-build.tar.gz",
-            first.facts().artifact
-        ));
-        std::fs::rename(from, &kept)
-            .or_else(|_| std::fs::copy(from, &kept).map(|_| ()))
-            .with_context(|| format!("cannot keep {} as {}", from.display(), kept.display()))?;
-        Ok(kept)
-    };
-    let tarball = keep(&tarball, "")?;
-    let dev_tarball = keep(&dev_tarball, "-dev")?;
+    mismatch(sh, first, artifact, second, ui)
+}
+
+/// The tarballs of the second build and the runtime one's sha256.
+struct Second {
+    sha256: String,
+    tarball: PathBuf,
+    dev_tarball: PathBuf,
+}
+
+/// Hard-links (or copies) `from` to `to`.
+fn link_or_copy(from: &Path, to: &Path) -> Result<()> {
+    if std::fs::hard_link(from, to).is_err() {
+        std::fs::copy(from, to)
+            .with_context(|| format!("cannot copy {} to {}", from.display(), to.display()))?;
+    }
+    Ok(())
+}
+
+/// Gives the fresh cache the first build's verified downloads.
+fn share_downloads(first: &Build, fresh: &Cache) -> Result<()> {
+    for source in first.recipe().sources() {
+        let from = first.cache().download_path(source);
+        // Like every entry, it appears by rename from the fresh cache's scratch.
+        let to = fresh.download_path(source);
+        let dir = to.parent().expect("a download has a directory");
+        let scratch = fresh.scratch("download")?;
+        link_or_copy(&from, &scratch.join(&source.file))?;
+        cache::publish(&scratch, dir)?;
+    }
+    Ok(())
+}
+
+/// Gives the fresh cache the first build's build interpreter stages (a cross build's).
+fn share_build_python(first: &Build, fresh: &Cache, ui: &dyn Reporter) -> Result<()> {
+    for tool in first.build_python(ui)? {
+        let entry = tool
+            .output
+            .parent()
+            .expect("a stage output lies in its entry");
+        let name = entry.file_name().expect("an entry has a name");
+        let scratch = fresh.scratch("tool")?;
+        for file in ["output.tar", "meta.json"] {
+            link_or_copy(&entry.join(file), &scratch.join(file))?;
+        }
+        cache::publish(&scratch, &fresh.dir("stages").join(name))?;
+    }
+    Ok(())
+}
+
+/// Runs the second build with `config` and packages it, on the first build's builder image.
+fn second_build(
+    sh: &Shell,
+    first: &Build,
+    config: &BuildConfig,
+    ui: &dyn Reporter,
+) -> Result<Second> {
+    let second = Build::start(sh, config, ui)?;
+    let (ids, first_id) = (&second.facts().builder_id, &first.facts().builder_id);
+    if ids != first_id {
+        bail!(
+            "the second build got builder image {} where the first had {}; was the base image \
+             {} replaced during the check?",
+            ids,
+            first_id,
+            first.recipe().builder.base_image
+        );
+    }
+    let done = second.run_all(ui)?;
+    let a = ship::package(&second, &done, ui)?;
+    Ok(Second {
+        sha256: a.sha256,
+        tarball: a.tarball,
+        dev_tarball: a.dev_tarball,
+    })
+}
+
+/// The check of builds that differ: keeps the second build's tarballs beside the first's, names
+/// the entries that differ and has diffoscope explain the first few.
+fn mismatch(
+    sh: &Shell,
+    first: &Build,
+    artifact: &Artifact,
+    second: Second,
+    ui: &dyn Reporter,
+) -> Result<Check> {
+    let tarball = keep_second(first, &second.tarball, "")?;
+    let dev_tarball = keep_second(first, &second.dev_tarball, "-dev")?;
     // The runtime tarball's SBOM holds the development tarball's sha256, so a difference in
     // either shows in the runtime one: compare both to name the files.
     let differences = diff_pairs(&[
         (&artifact.tarball, &tarball),
         (&artifact.dev_tarball, &dev_tarball),
     ])?;
-    let reports = (first.facts().out).join(format!("{}.diffoscope", first.facts().artifact));
+    let facts = first.facts();
+    let reports = (facts.out).join(format!("{}.diffoscope", facts.artifact));
     let (diffoscope, diffoscope_error) = match explain(
         sh,
         first,
@@ -170,13 +210,24 @@ pub fn check(sh: &Shell, first: &Build, artifact: &Artifact, ui: &dyn Reporter) 
     };
     Ok(Check {
         first: artifact.sha256.clone(),
-        second: sha256,
+        second: second.sha256,
         identical: false,
         second_tarball: Some(tarball),
         differences,
         diffoscope,
         diffoscope_error,
     })
+}
+
+/// Keeps a second build's tarball beside the first, out of tmp/ (which the next run empties),
+/// for a closer look.
+fn keep_second(first: &Build, from: &Path, suffix: &str) -> Result<PathBuf> {
+    let facts = first.facts();
+    let kept = (facts.out).join(format!("{}{suffix}.second-build.tar.gz", facts.artifact));
+    std::fs::rename(from, &kept)
+        .or_else(|_| std::fs::copy(from, &kept).map(|_| ()))
+        .with_context(|| format!("cannot keep {} as {}", from.display(), kept.display()))?;
+    Ok(kept)
 }
 
 impl Check {
@@ -375,11 +426,33 @@ pub(crate) fn explain(
     };
     let (files_a, files_b) = (read_all(a)?, read_all(b)?);
     let dir = first.cache().scratch("diffoscope")?.join("diff");
+    let content = lay_out_pairs(&dir, &paths, &files_a, &files_b)?;
+    let image = diffoscope_image(sh, first, ui)?;
+    // Its output explains one comparison: nothing to share.
+    let builder = Runner {
+        image_id: image,
+        remotes: &[],
+        ..first.runner()
+    };
+    let done = builder.run(&diffoscope_stage(dir, content), ui)?;
+    save_reports(&done.output, reports)?;
+    ui.message(&format!("diffoscope's reports: {}", reports.display()));
+    Ok(Some(reports.to_path_buf()))
+}
+
+/// Writes each differing file of both builds under `dir` (`a/<n>/<name>`, `b/<n>/<name>`) and
+/// `names.tsv` of what `<n>` was; returns the sha256 of all of it, the stage input's content.
+fn lay_out_pairs(
+    dir: &Path,
+    paths: &[&str],
+    files_a: &BTreeMap<String, Vec<u8>>,
+    files_b: &BTreeMap<String, Vec<u8>>,
+) -> Result<String> {
     let mut names = String::new();
     let mut content = Sha256::new();
     for (n, path) in paths.iter().enumerate() {
         let name = path.rsplit('/').next().unwrap_or(path);
-        for (side, files) in [("a", &files_a), ("b", &files_b)] {
+        for (side, files) in [("a", files_a), ("b", files_b)] {
             let bytes = files.get(*path).map(Vec::as_slice).unwrap_or_default();
             let at = dir.join(side).join(n.to_string());
             std::fs::create_dir_all(&at)
@@ -395,7 +468,11 @@ pub(crate) fn explain(
     std::fs::write(&names_file, &names)
         .with_context(|| format!("cannot write {}", names_file.display()))?;
     content.update(names.as_bytes());
+    Ok(hex(&content.finalize()))
+}
 
+/// The builder image plus diffoscope, made if it is not there yet.
+fn diffoscope_image(sh: &Shell, first: &Build, ui: &dyn Reporter) -> Result<String> {
     let spec = BuilderSpec {
         base_image: first.facts().builder_id.clone(),
         apt: vec!["diffoscope-minimal".into()],
@@ -408,35 +485,36 @@ pub(crate) fn explain(
         shared: &[],
         make: true,
     };
-    let image = images
+    images
         .ensure_image(&spec, "diffoscope", ui)
-        .context("cannot make an image with diffoscope (apt-get install diffoscope-minimal)")?;
-    // Its output explains one comparison: nothing to share.
-    let builder = Runner {
-        image_id: image,
-        remotes: &[],
-        ..first.runner()
-    };
-    let stage = StageSpec {
+        .context("cannot make an image with diffoscope (apt-get install diffoscope-minimal)")
+}
+
+/// The stage that runs diffoscope on the files laid out in `dir`, whose sha256 is `content`.
+fn diffoscope_stage(dir: PathBuf, content: String) -> StageSpec {
+    StageSpec {
         name: "diffoscope",
         script: include_str!("pipeline/diffoscope.sh"),
         env: vec![],
         inputs: vec![Input {
             dest: "diff".into(),
             host: dir,
-            content: hex(&content.finalize()),
+            content,
         }],
         deps: vec![],
         files: vec![],
         output: "/out/diffoscope",
         source_date_epoch: None,
         reuse: false,
-    };
-    let done = builder.run(&stage, ui)?;
+    }
+}
+
+/// Replaces `reports` with the regular files of the diffoscope stage's output tar.
+fn save_reports(output: &Path, reports: &Path) -> Result<()> {
     let _ = cache::remove(reports);
     std::fs::create_dir_all(reports)
         .with_context(|| format!("cannot create {}", reports.display()))?;
-    tarwalk::for_each_entry(&done.output, Compression::None, |path, entry| {
+    tarwalk::for_each_entry(output, Compression::None, |path, entry| {
         let Some(name) = Path::new(path).file_name() else {
             return Ok(None::<()>);
         };
@@ -450,8 +528,7 @@ pub(crate) fn explain(
             .with_context(|| format!("cannot write {}", report.display()))?;
         Ok(None)
     })?;
-    ui.message(&format!("diffoscope's reports: {}", reports.display()));
-    Ok(Some(reports.to_path_buf()))
+    Ok(())
 }
 
 #[cfg(test)]

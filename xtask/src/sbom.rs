@@ -128,30 +128,109 @@ pub fn parse_packages(tsv: &str) -> Vec<Package> {
 
 /// The CycloneDX 1.5 document.
 pub fn cyclonedx(input: &Input) -> Value {
-    let r = input.recipe;
-    let shipped = shipped_files(r);
-    let files_of = |owner: &str| -> Vec<Value> {
-        shipped
-            .iter()
-            .filter(|(o, _)| *o == owner)
-            .filter_map(|(_, path)| {
-                let sha = input.files.get(path)?;
-                Some(json!({
-                    "type": "file",
-                    "bom-ref": format!("file:{path}"),
-                    "name": path,
-                    "hashes": [sha256(sha)],
-                }))
-            })
-            .collect()
-    };
+    let mut bom = json!({
+        "bomFormat": "CycloneDX",
+        "specVersion": "1.5",
+        "version": 1,
+        "metadata": metadata(input),
+        "components": components(input),
+        "dependencies": dependencies(),
+    });
+    bom["serialNumber"] = serial_number(&bom).into();
+    bom
+}
 
+/// The document's metadata: the tool, the tree it describes and how it was built.
+fn metadata(input: &Input) -> Value {
+    let version = input
+        .artifact
+        .strip_prefix("python-fips-")
+        .unwrap_or(input.artifact);
+    json!({
+        "timestamp": crate::date::rfc3339(input.source_date_epoch),
+        "tools": {"components": [{
+            "type": "application",
+            "name": "python-fips xtask",
+            "version": env!("CARGO_PKG_VERSION"),
+        }]},
+        "component": {
+            "type": "application",
+            "bom-ref": "python-fips",
+            "name": "python-fips",
+            "version": version,
+            "description": format!("{}.tar.gz: CPython under /opt/python-fips with a FIPS OpenSSL provider", input.artifact),
+        },
+        "properties": [
+            property("python-fips:arch", input.arch),
+            property("python-fips:source-date-epoch", &input.source_date_epoch.to_string()),
+            property("python-fips:pgo", &input.recipe.python_build.pgo.to_string()),
+            property("python-fips:reproducible", &input.reproducible.to_string()),
+        ],
+    })
+}
+
+/// Every component, in the document's order: the sources, the patches, the builder image and,
+/// once written, the tarballs.
+fn components(input: &Input) -> Vec<Value> {
+    let mut components = vec![
+        cpython_component(input),
+        openssl_component(input),
+        provider_component(input),
+    ];
+    components.extend(patch_components(input));
+    components.push(builder_component(&input.builder));
+    if let Some(t) = &input.tarballs {
+        components.extend(tarball_components(input, t));
+    }
+    components
+}
+
+/// Which component depends on which.
+fn dependencies() -> Value {
+    json!([
+        {"ref": "python-fips", "dependsOn": ["cpython", "openssl", "fips-provider"]},
+        {"ref": "cpython", "dependsOn": ["openssl"]},
+        {"ref": "openssl", "dependsOn": []},
+        {"ref": "fips-provider", "dependsOn": []},
+    ])
+}
+
+/// The serial number names the content: the same document always gets the same one.
+fn serial_number(bom: &Value) -> String {
+    let digest = hex(&Sha256::digest(
+        serde_json::to_vec(bom).expect("a JSON value serializes"),
+    ));
+    format!(
+        "urn:uuid:{}",
+        uuid_v5(NAMESPACE, format!("python-fips sbom {digest}").as_bytes())
+    )
+}
+
+/// The shipped files of `owner` that were hashed, as file components.
+fn file_components(input: &Input, owner: &str) -> Vec<Value> {
+    shipped_files(input.recipe)
+        .iter()
+        .filter(|(o, _)| *o == owner)
+        .filter_map(|(_, path)| {
+            let sha = input.files.get(path)?;
+            Some(json!({
+                "type": "file",
+                "bom-ref": format!("file:{path}"),
+                "name": path,
+                "hashes": [sha256(sha)],
+            }))
+        })
+        .collect()
+}
+
+/// CPython: its source, its shipped files and the patches applied to it.
+fn cpython_component(input: &Input) -> Value {
     let mut cpython = source_component(
-        &r.python,
+        &input.recipe.python,
         "cpython",
         "CPython, the interpreter and standard library",
     );
-    cpython["components"] = files_of("cpython").into();
+    cpython["components"] = file_components(input, "cpython").into();
     if !input.patches.is_empty() {
         cpython["pedigree"] = json!({
             "patches": input.patches.iter().map(|p| json!({
@@ -160,17 +239,40 @@ pub fn cyclonedx(input: &Input) -> Value {
             })).collect::<Vec<_>>(),
         });
     }
+    cpython
+}
+
+/// OpenSSL: its source and its shipped files.
+fn openssl_component(input: &Input) -> Value {
     let mut openssl = source_component(
-        &r.openssl,
+        &input.recipe.openssl,
         "openssl",
         "OpenSSL: libcrypto, libssl and the openssl command",
     );
-    openssl["components"] = files_of("openssl").into();
+    openssl["components"] = file_components(input, "openssl").into();
+    openssl
+}
 
-    let p = &r.fips_provider;
+/// The FIPS provider: its source, its CMVP status and its shipped file.
+fn provider_component(input: &Input) -> Value {
+    let p = &input.recipe.fips_provider;
+    let (description, cmvp) = provider_status(p, input.source_date_epoch);
+    let mut provider = source_component(p, "fips-provider", &description);
+    provider["name"] = "openssl-fips-provider".into();
+    provider["properties"]
+        .as_array_mut()
+        .expect("a source component has properties")
+        .extend(cmvp);
+    provider["components"] = file_components(input, "fips-provider").into();
+    provider
+}
+
+/// The provider's description and its `python-fips:cmvp:*` properties: its certificate and
+/// the certificate's status on the build's date, or that it has none.
+fn provider_status(p: &Source, source_date_epoch: u64) -> (String, Vec<Value>) {
     // The certificate's status on the build's date (SOURCE_DATE_EPOCH, the date a build carries).
-    let day = crate::date::day_of(input.source_date_epoch);
-    let (description, cmvp) = match &p.cmvp {
+    let day = crate::date::day_of(source_date_epoch);
+    match &p.cmvp {
         Some(c) => (
             format!(
                 "OpenSSL FIPS provider (fips.so) built from OpenSSL {}{}: CMVP certificate #{} ({}), \
@@ -201,16 +303,13 @@ pub fn cyclonedx(input: &Input) -> Value {
                 "not a validated module",
             )],
         ),
-    };
-    let mut provider = source_component(p, "fips-provider", &description);
-    provider["name"] = "openssl-fips-provider".into();
-    provider["properties"]
-        .as_array_mut()
-        .expect("a source component has properties")
-        .extend(cmvp);
-    provider["components"] = files_of("fips-provider").into();
+    }
+}
 
-    let patches: Vec<Value> = input
+/// One file component per patch applied to CPython.
+fn patch_components(input: &Input) -> Vec<Value> {
+    let python = &input.recipe.python;
+    input
         .patches
         .iter()
         .map(|p| {
@@ -218,18 +317,20 @@ pub fn cyclonedx(input: &Input) -> Value {
                 "type": "file",
                 "bom-ref": format!("patch:{}", p.file),
                 "name": format!("patches/{}", p.file),
-                "version": r.python.version,
-                "description": format!("python-fips patch applied to CPython {}", r.python.version),
+                "version": python.version,
+                "description": format!("python-fips patch applied to CPython {}", python.version),
                 "scope": "excluded",
                 "hashes": [sha256(&p.sha256)],
                 "licenses": licenses(env!("CARGO_PKG_LICENSE")),
             })
         })
-        .collect();
+        .collect()
+}
 
-    let b = &input.builder;
+/// The builder image, with its packages as its components.
+fn builder_component(b: &BuilderImage) -> Value {
     let image_hex = b.id.strip_prefix("sha256:").unwrap_or(&b.id);
-    let builder = json!({
+    json!({
         "type": "container",
         "bom-ref": "builder",
         "name": "python-fips-builder",
@@ -243,94 +344,45 @@ pub fn cyclonedx(input: &Input) -> Value {
             property("python-fips:image-id", &b.id),
         ],
         "components": b.packages.iter().map(package_component).collect::<Vec<_>>(),
-    });
+    })
+}
 
-    let mut components = vec![cpython, openssl, provider];
-    components.extend(patches);
-    components.push(builder);
-    if let Some(t) = &input.tarballs {
-        let mut license: Vec<&str> = vec![];
-        for s in [&r.python, &r.openssl, &r.fips_provider] {
-            if !license.contains(&s.license.as_str()) {
-                license.push(&s.license);
-            }
+/// The runtime and development tarballs; only the development one carries its sha256 here.
+fn tarball_components(input: &Input, t: &Tarballs) -> [Value; 2] {
+    let r = input.recipe;
+    let mut license: Vec<&str> = vec![];
+    for s in [&r.python, &r.openssl, &r.fips_provider] {
+        if !license.contains(&s.license.as_str()) {
+            license.push(&s.license);
         }
-        let tarball = |bom_ref: &str, name: &str, what: &str| {
-            json!({
-                "type": "file",
-                "bom-ref": bom_ref,
-                "name": name,
-                "version": input.artifact.strip_prefix("python-fips-").unwrap_or(input.artifact),
-                "description": what,
-                "licenses": licenses(&license.join(" AND ")),
-            })
-        };
-        let mut runtime = tarball(
-            RUNTIME_TARBALL,
-            &t.runtime,
-            "the runtime tree: interpreter, standard library, shared libraries, fips.so, the \
-             OpenSSL configuration and command; its sha256 is in the SBOM beside it and in its \
-             .sha256 file",
-        );
-        runtime["properties"] = json!([property("python-fips:part", "runtime")]);
-        let mut dev = tarball(
-            "tarball:dev",
-            &t.dev,
-            "the development tree, unpacked over the runtime one: headers, static libraries, \
-             python3-config data, debug information, the test suite",
-        );
-        dev["hashes"] = json!([sha256(&t.dev_sha256)]);
-        dev["properties"] = json!([property("python-fips:part", "dev")]);
-        components.extend([runtime, dev]);
     }
-
-    let version = input
-        .artifact
-        .strip_prefix("python-fips-")
-        .unwrap_or(input.artifact);
-    let mut bom = json!({
-        "bomFormat": "CycloneDX",
-        "specVersion": "1.5",
-        "version": 1,
-        "metadata": {
-            "timestamp": crate::date::rfc3339(input.source_date_epoch),
-            "tools": {"components": [{
-                "type": "application",
-                "name": "python-fips xtask",
-                "version": env!("CARGO_PKG_VERSION"),
-            }]},
-            "component": {
-                "type": "application",
-                "bom-ref": "python-fips",
-                "name": "python-fips",
-                "version": version,
-                "description": format!("{}.tar.gz: CPython under /opt/python-fips with a FIPS OpenSSL provider", input.artifact),
-            },
-            "properties": [
-                property("python-fips:arch", input.arch),
-                property("python-fips:source-date-epoch", &input.source_date_epoch.to_string()),
-                property("python-fips:pgo", &r.python_build.pgo.to_string()),
-                property("python-fips:reproducible", &input.reproducible.to_string()),
-            ],
-        },
-        "components": components,
-        "dependencies": [
-            {"ref": "python-fips", "dependsOn": ["cpython", "openssl", "fips-provider"]},
-            {"ref": "cpython", "dependsOn": ["openssl"]},
-            {"ref": "openssl", "dependsOn": []},
-            {"ref": "fips-provider", "dependsOn": []},
-        ],
-    });
-    // The serial number names the content: the same document always gets the same one.
-    let digest = hex(&Sha256::digest(
-        serde_json::to_vec(&bom).expect("a JSON value serializes"),
-    ));
-    bom["serialNumber"] = format!(
-        "urn:uuid:{}",
-        uuid_v5(NAMESPACE, format!("python-fips sbom {digest}").as_bytes())
-    )
-    .into();
-    bom
+    let tarball = |bom_ref: &str, name: &str, what: &str| {
+        json!({
+            "type": "file",
+            "bom-ref": bom_ref,
+            "name": name,
+            "version": input.artifact.strip_prefix("python-fips-").unwrap_or(input.artifact),
+            "description": what,
+            "licenses": licenses(&license.join(" AND ")),
+        })
+    };
+    let mut runtime = tarball(
+        RUNTIME_TARBALL,
+        &t.runtime,
+        "the runtime tree: interpreter, standard library, shared libraries, fips.so, the \
+         OpenSSL configuration and command; its sha256 is in the SBOM beside it and in its \
+         .sha256 file",
+    );
+    runtime["properties"] = json!([property("python-fips:part", "runtime")]);
+    let mut dev = tarball(
+        "tarball:dev",
+        &t.dev,
+        "the development tree, unpacked over the runtime one: headers, static libraries, \
+         python3-config data, debug information, the test suite",
+    );
+    dev["hashes"] = json!([sha256(&t.dev_sha256)]);
+    dev["properties"] = json!([property("python-fips:part", "dev")]);
+    [runtime, dev]
 }
 
 /// The UUID namespace of python-fips SBOM serial numbers (itself `uuid5(URL, "python-fips")`).

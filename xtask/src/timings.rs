@@ -78,67 +78,57 @@ impl Timeline {
     /// The page: a bar per step at its start, coloured by where its result came from, a time
     /// axis, `floor` (what it is, seconds) as a marked line when given, and a table of the figures.
     pub fn html(&self, floor: Option<(&str, f64)>) -> String {
-        let span = self
+        let svg = self.svg(self.span(floor), floor);
+        let rows = self.rows(floor);
+        let ran: f64 = self
             .steps
+            .iter()
+            .filter(|s| s.source == Source::Ran)
+            .map(|s| s.seconds)
+            .sum();
+        page(&escape(&self.title), self.seconds, ran, &svg, &rows)
+    }
+
+    /// The seconds the time axis covers: the last step's end, the total or the floor, at least 1.
+    fn span(&self, floor: Option<(&str, f64)>) -> f64 {
+        self.steps
             .iter()
             .map(|s| s.start + s.seconds)
             .chain([self.seconds, floor.map_or(0.0, |f| f.1)])
             .fold(0.0_f64, f64::max)
-            .max(1.0);
-        let x = |t: f64| LABEL + t / span * WIDTH;
+            .max(1.0)
+    }
+
+    /// The chart: the time axis, a bar per step and the floor's line.
+    fn svg(&self, span: f64, floor: Option<(&str, f64)>) -> String {
         let height = (self.steps.len() as f64 + 2.0) * ROW + 10.0;
-        let title = escape(&self.title);
         let mut svg = String::new();
         let _ = writeln!(
             svg,
             r#"<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{height}" role="img">"#,
             LABEL + WIDTH + 60.0
         );
-        // The axis: about ten ticks at round seconds.
-        let tick = nice_tick(span / 10.0);
         let axis_y = (self.steps.len() as f64 + 1.0) * ROW;
-        let mut t = 0.0;
-        while t <= span + 1e-9 {
-            let _ = writeln!(
-                svg,
-                r#"<line class="grid" x1="{0:.1}" y1="0" x2="{0:.1}" y2="{axis_y}"/><text class="tick" x="{0:.1}" y="{1}">{2} s</text>"#,
-                x(t),
-                axis_y + 14.0,
-                trim(t)
-            );
-            t += tick;
-        }
+        write_axis(&mut svg, span, axis_y);
         for (i, step) in self.steps.iter().enumerate() {
-            let y = i as f64 * ROW + 4.0;
-            let width = (step.seconds / span * WIDTH).max(1.0);
-            let name = escape(&step.name);
-            let source = step.source.as_str();
-            let _ = writeln!(
-                svg,
-                r#"<g class="step {source}"><text class="name" x="{}" y="{}">{name}</text><rect x="{:.1}" y="{y}" width="{width:.1}" height="{}"><title>{name}: {source}, {:.1} s from {:.1} s</title></rect><text class="secs" x="{:.1}" y="{}">{:.1} s</text></g>"#,
-                LABEL - 8.0,
-                y + 14.0,
-                x(step.start),
-                ROW - 8.0,
-                step.seconds,
-                step.start,
-                x(step.start) + width + 4.0,
-                y + 14.0,
-                step.seconds
-            );
+            write_bar(&mut svg, span, i, step);
         }
         if let Some((what, floor)) = floor {
             let _ = writeln!(
                 svg,
                 r#"<line class="floor" x1="{0:.1}" y1="0" x2="{0:.1}" y2="{axis_y}"/><text class="floor" x="{0:.1}" y="{1}">{2} {3:.1} s</text>"#,
-                x(floor),
+                x_of(span, floor),
                 axis_y - 4.0,
                 escape(what),
                 floor
             );
         }
         svg.push_str("</svg>\n");
+        svg
+    }
 
+    /// The table's rows: one per step, then the floor's when given.
+    fn rows(&self, floor: Option<(&str, f64)>) -> String {
         let mut rows = String::new();
         for step in &self.steps {
             let _ = writeln!(
@@ -150,20 +140,63 @@ impl Timeline {
                 step.seconds
             );
         }
-        let ran: f64 = self
-            .steps
-            .iter()
-            .filter(|s| s.source == Source::Ran)
-            .map(|s| s.seconds)
-            .sum();
-        let floor_row = floor
-            .map(|(what, f)| {
-                let what = escape(what);
-                format!("<tr><th>{what}</th><td></td><td></td><td>{f:.1}</td></tr>\n")
-            })
-            .unwrap_or_default();
-        format!(
-            r#"<!DOCTYPE html>
+        if let Some((what, f)) = floor {
+            let what = escape(what);
+            let _ = writeln!(
+                rows,
+                "<tr><th>{what}</th><td></td><td></td><td>{f:.1}</td></tr>"
+            );
+        }
+        rows
+    }
+}
+
+/// The x of time `t` on an axis of `span` seconds.
+fn x_of(span: f64, t: f64) -> f64 {
+    LABEL + t / span * WIDTH
+}
+
+/// The time axis: about ten ticks at round seconds, each with a grid line.
+fn write_axis(svg: &mut String, span: f64, axis_y: f64) {
+    let tick = nice_tick(span / 10.0);
+    let mut t = 0.0;
+    while t <= span + 1e-9 {
+        let _ = writeln!(
+            svg,
+            r#"<line class="grid" x1="{0:.1}" y1="0" x2="{0:.1}" y2="{axis_y}"/><text class="tick" x="{0:.1}" y="{1}">{2} s</text>"#,
+            x_of(span, t),
+            axis_y + 14.0,
+            trim(t)
+        );
+        t += tick;
+    }
+}
+
+/// The bar of the `i`th step, with its name before it and its seconds after it.
+fn write_bar(svg: &mut String, span: f64, i: usize, step: &Step) {
+    let y = i as f64 * ROW + 4.0;
+    let width = (step.seconds / span * WIDTH).max(1.0);
+    let name = escape(&step.name);
+    let source = step.source.as_str();
+    let _ = writeln!(
+        svg,
+        r#"<g class="step {source}"><text class="name" x="{}" y="{}">{name}</text><rect x="{:.1}" y="{y}" width="{width:.1}" height="{}"><title>{name}: {source}, {:.1} s from {:.1} s</title></rect><text class="secs" x="{:.1}" y="{}">{:.1} s</text></g>"#,
+        LABEL - 8.0,
+        y + 14.0,
+        x_of(span, step.start),
+        ROW - 8.0,
+        step.seconds,
+        step.start,
+        x_of(span, step.start) + width + 4.0,
+        y + 14.0,
+        step.seconds
+    );
+}
+
+/// The whole page around the chart and the table's rows; `title` is already escaped.
+fn page(title: &str, total: f64, ran: f64, svg: &str, rows: &str) -> String {
+    format!(
+        r#"<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
@@ -190,14 +223,12 @@ td:first-child, th:first-child {{ text-align: left; }}
 <p>Total {total:.1} s, of which {ran:.1} s in steps that ran. Bars: <span style="color:#3a7bd5">ran</span>, <span style="color:#888">cached</span>, <span style="color:#4caf50">pulled</span>.</p>
 {svg}<table>
 <tr><th>step</th><th>source</th><th>start s</th><th>seconds</th></tr>
-{rows}{floor_row}<tr><th>total</th><td></td><td></td><td>{total:.1}</td></tr>
+{rows}<tr><th>total</th><td></td><td></td><td>{total:.1}</td></tr>
 </table>
 </body>
 </html>
-"#,
-            total = self.seconds,
-        )
-    }
+"#
+    )
 }
 
 /// `text` safe inside HTML and SVG text and attributes.
