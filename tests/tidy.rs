@@ -1,8 +1,8 @@
 //! The house rules that ARCHITECTURE.md states, checked over the source: every Rust file says
 //! what it is in a `//!` line; no test is ignored; no module imports itself through others;
-//! only `engine.rs` speaks the container engine's command line; only `main.rs`, the terminal
-//! reporter and the commands' `run` functions print. Each rule is also shown catching a
-//! planted violation.
+//! only `engine.rs` speaks the container engine's command line, in its arguments or inside any
+//! string; only `main.rs` and `progress.rs` print; no function outside the tests is over 80
+//! lines unless ARCHITECTURE.md says why. Each rule is also shown catching a planted violation.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -60,20 +60,6 @@ fn code_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
         .filter(|(_, l)| !l.trim_start().starts_with("//"))
 }
 
-/// The name of the function whose body holds line `at` (1-based): the nearest `fn` line above
-/// it that is indented less.
-fn enclosing_fn(text: &str, at: usize) -> Option<String> {
-    let lines: Vec<&str> = text.lines().collect();
-    let indent = |l: &str| l.len() - l.trim_start().len();
-    let depth = indent(lines[at - 1]);
-    lines[..at - 1].iter().rev().find_map(|l| {
-        let t = l.trim_start();
-        let t = t.strip_prefix("pub ").unwrap_or(t);
-        let name = t.strip_prefix("fn ")?;
-        (indent(l) < depth).then(|| name.split(['(', '<']).next().unwrap().to_string())
-    })
-}
-
 /// Whether `line` calls the macro `name` (so `println!(` is not found inside `eprintln!(`).
 fn has_macro(line: &str, name: &str) -> bool {
     line.match_indices(name).any(|(at, _)| {
@@ -82,6 +68,196 @@ fn has_macro(line: &str, name: &str) -> bool {
             .next_back()
             .is_some_and(|c| c.is_alphanumeric() || c == '_')
     })
+}
+
+/// The string literals on one line of code (their text between the quotes, escapes kept). A
+/// literal that goes on past the line ends with it; char literals are skipped.
+fn string_literals(line: &str) -> Vec<&str> {
+    let bytes = line.as_bytes();
+    let mut found = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\'' if i + 2 < bytes.len() && (bytes[i + 2] == b'\'' || bytes[i + 1] == b'\\') => {
+                // A char literal such as '"' or '\"': step over it.
+                let end = (i + 1..bytes.len()).find(|&j| bytes[j] == b'\'' && j > i + 1);
+                i = end.map_or(bytes.len(), |j| j + 1);
+            }
+            b'"' => {
+                let start = i + 1;
+                let mut j = start;
+                while j < bytes.len() && bytes[j] != b'"' {
+                    j += if bytes[j] == b'\\' { 2 } else { 1 };
+                }
+                found.push(&line[start..j.min(bytes.len())]);
+                i = j + 1;
+            }
+            _ => i += 1,
+        }
+    }
+    found
+}
+
+/// The engine command a string spells, if any: the engine's program followed by one of its
+/// verbs (`docker rmi`), or a placeholder that stands for the program at the start of a command
+/// in backticks followed by one (`` `{} save ``).
+fn engine_command(literal: &str) -> Option<String> {
+    const VERBS: &[&str] = &[
+        "build", "commit", "cp", "create", "exec", "image", "images", "info", "inspect", "load",
+        "login", "logout", "ps", "pull", "push", "rm", "rmi", "run", "save", "start", "tag",
+        "version",
+    ];
+    let words: Vec<&str> = literal
+        .split(|c: char| c.is_whitespace() || c == '(')
+        .filter(|w| !w.is_empty())
+        .collect();
+    words.windows(2).find_map(|pair| {
+        let first = pair[0].trim_start_matches('`');
+        let program = ["docker", "podman"].contains(&first)
+            || (pair[0].starts_with("`{") && pair[0].ends_with('}'));
+        let verb = pair[1].trim_end_matches([',', '.', ';', ':', '`', ')']);
+        (program && VERBS.contains(&verb)).then(|| format!("{first} {verb}"))
+    })
+}
+
+/// Every function of a source file outside its test modules, as (name, first line, lines).
+fn functions(text: &str) -> Vec<(String, usize, usize)> {
+    let lines: Vec<&str> = text.lines().collect();
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let closing = |from: usize, depth: usize| {
+        (from..lines.len()).find(|&j| lines[j].trim_end() == format!("{}}}", " ".repeat(depth)))
+    };
+    let mut found = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i];
+        let t = line.trim_start();
+        if (t == "mod tests {" || t.starts_with("mod tests {"))
+            && i > 0
+            && lines[i - 1].trim() == "#[cfg(test)]"
+        {
+            i = closing(i + 1, indent(line)).map_or(lines.len(), |j| j + 1);
+            continue;
+        }
+        let rest = ["pub(crate) ", "pub(super) ", "pub "]
+            .iter()
+            .find_map(|p| t.strip_prefix(p))
+            .unwrap_or(t);
+        let rest = rest.strip_prefix("const ").unwrap_or(rest);
+        if let Some(name) = rest.strip_prefix("fn ") {
+            let name = name.split(['(', '<']).next().unwrap().to_string();
+            // The signature ends in `{` (a body) or `;` (a declaration).
+            let end = (i..lines.len()).find(|&j| {
+                let l = lines[j].trim_end();
+                l.ends_with('{') || l.ends_with(';')
+            });
+            if let Some(end) = end.filter(|&j| lines[j].trim_end().ends_with('{'))
+                && let Some(close) = closing(end, indent(line))
+            {
+                found.push((name, i + 1, close - i + 1));
+            }
+        }
+        i += 1;
+    }
+    found
+}
+
+/// The functions ARCHITECTURE.md allows to be long, as `path name` pairs: the lines of its
+/// "Long functions" section that begin "- `path` `name`:".
+fn allowed_long(architecture: &str) -> BTreeSet<String> {
+    let section = architecture
+        .split("\n## ")
+        .find(|s| s.starts_with("Long functions"))
+        .unwrap_or("");
+    section
+        .lines()
+        .filter_map(|l| {
+            let mut quoted = l.strip_prefix("- `")?.split('`');
+            let path = quoted.next()?;
+            let name = quoted.nth(1)?;
+            Some(format!("{path} {name}"))
+        })
+        .collect()
+}
+
+/// The functions over `limit` lines in the tool's source, outside its tests, that
+/// `allowed` does not name, and the entries of `allowed` that are not such a function.
+fn long_functions(
+    files: &[(String, String)],
+    allowed: &BTreeSet<String>,
+    limit: usize,
+) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut long = BTreeSet::new();
+    for (path, text) in files {
+        let tests = path.ends_with("/tests.rs") || path == "xtask/src/testutil.rs";
+        if !path.starts_with("xtask/src/") || tests {
+            continue;
+        }
+        for (name, at, lines) in functions(text) {
+            if lines <= limit {
+                continue;
+            }
+            let id = format!("{path} {name}");
+            if !allowed.contains(&id) {
+                found.push(format!(
+                    "{path}:{at}: fn {name} is {lines} lines (over {limit}); split it, or say \
+                     why in ARCHITECTURE.md's \"Long functions\""
+                ));
+            }
+            long.insert(id);
+        }
+    }
+    for id in allowed.difference(&long) {
+        found.push(format!(
+            "ARCHITECTURE.md: \"Long functions\" names {id}, which is not over {limit} lines; \
+             remove the entry"
+        ));
+    }
+    found
+}
+
+#[test]
+fn no_function_is_long_without_a_reason() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let mut files = Vec::new();
+    rust_files(root, "xtask/src", &mut files);
+    let (_, build) = files
+        .iter()
+        .find(|(p, _)| p == "xtask/src/build.rs")
+        .expect("the walk missed the source");
+    assert!(
+        functions(build).iter().any(|(name, ..)| name == "start"),
+        "the function finder missed Build::start"
+    );
+    let architecture = std::fs::read_to_string(root.join("ARCHITECTURE.md")).unwrap();
+    let found = long_functions(&files, &allowed_long(&architecture), 80);
+    assert!(found.is_empty(), "{}", found.join("\n"));
+
+    // Planted: a long function, one allowed, a stale entry, and a long test that counts not.
+    let body = |name: &str, n: usize| format!("fn {name}() {{\n{}}}\n", "    x();\n".repeat(n - 2));
+    let text = format!(
+        "//! X.\n{}{}\n#[cfg(test)]\nmod tests {{\n    fn t() {{\n{}    }}\n}}\n",
+        body("long", 81),
+        body("why", 90),
+        "        y();\n".repeat(100)
+    );
+    let planted = [("xtask/src/x.rs".to_string(), text)];
+    let allowed = allowed_long(
+        "# A\n\n## Long functions\n\n- `xtask/src/x.rs` `why`: a table.\n- `xtask/src/x.rs` `gone`: was long.\n\n## Next\n",
+    );
+    let found = long_functions(&planted, &allowed, 80);
+    assert_eq!(found.len(), 2, "{found:#?}");
+    assert!(
+        found[0].starts_with("xtask/src/x.rs:2: fn long is 81 lines"),
+        "{}",
+        found[0]
+    );
+    assert!(
+        found[1].contains("names xtask/src/x.rs gone"),
+        "{}",
+        found[1]
+    );
 }
 
 /// Every broken rule in `files`, one line each, naming the file, the line and the fix.
@@ -125,13 +301,21 @@ fn violations(files: &[(String, String)]) -> Vec<String> {
                     }
                 }
             }
-            let may_print = !src
-                || path == "xtask/src/main.rs"
-                || path == "xtask/src/progress.rs"
-                || enclosing_fn(text, n).as_deref() == Some("run");
+            if src && !may_speak_engine {
+                for literal in string_literals(line) {
+                    if let Some(command) = engine_command(literal) {
+                        found.push(format!(
+                            "{path}:{n}: the engine's command line ({command}) inside a string; \
+                             let an `Engine` hint method spell it"
+                        ));
+                    }
+                }
+            }
+            let may_print = !src || path == "xtask/src/main.rs" || path == "xtask/src/progress.rs";
             if !may_print && let Some(p) = prints.iter().find(|p| has_macro(line, p)) {
                 found.push(format!(
-                    "{path}:{n}: {p}..) outside a command's `run`; tell the `Reporter` instead"
+                    "{path}:{n}: {p}..) outside main.rs and progress.rs; tell the `Reporter`, or \
+                     give a command's answer to `progress::answer!`"
                 ));
             }
         }
@@ -272,9 +456,17 @@ fn each_rule_catches_a_planted_violation() {
             "xtask/src/cache.rs",
             "//! Cache.\nfn open() {\n    eprintln!(\"opening\");\n}\n",
         ),
+        file(
+            "xtask/src/fetch.rs",
+            "//! Fetch.\nimpl X {\n    pub fn run(self) {\n        println!(\"done\");\n    }\n}\n",
+        ),
+        file(
+            "xtask/src/rebuild.rs",
+            "//! Rebuild.\nfn hint(p: &str) -> String {\n    format!(\"remove it (`{p} rmi x`)\")\n}\n",
+        ),
     ];
     let found = violations(&planted);
-    assert_eq!(found.len(), 4, "{found:#?}");
+    assert_eq!(found.len(), 6, "{found:#?}");
     assert!(found[0].starts_with("xtask/src/nodoc.rs: "), "{}", found[0]);
     assert!(
         found[1].starts_with("tests/e2e_x.rs:2: an ignored test"),
@@ -291,14 +483,36 @@ fn each_rule_catches_a_planted_violation() {
         "{}",
         found[3]
     );
+    assert!(
+        found[4].starts_with("xtask/src/fetch.rs:4: println!"),
+        "{}",
+        found[4]
+    );
+    assert!(
+        found[5].starts_with("xtask/src/rebuild.rs:3: the engine's command line ({p} rmi) inside"),
+        "{}",
+        found[5]
+    );
+    assert_eq!(
+        engine_command("load it with `{} save x`"),
+        Some("{} save".into())
+    );
+    assert_eq!(
+        engine_command("run it with docker run, then"),
+        Some("docker run".into())
+    );
+    assert_eq!(engine_command("cannot publish the {} image"), None);
 
-    // What the rules allow: a command's `run` prints, engine.rs and the tests' support name
-    // the engine, the tests name the engine's words through their support, comments say
-    // anything.
+    // What the rules allow: progress.rs prints, engine.rs and the tests' support name the
+    // engine, the tests name the engine's words through their support, comments say anything.
     let allowed = [
         file(
-            "xtask/src/fetch.rs",
-            "//! Fetch.\nimpl X {\n    pub fn run(self) {\n        println!(\"done\");\n    }\n}\n",
+            "xtask/src/progress.rs",
+            "//! Progress.\npub fn print_answer(line: &str) {\n    println!(\"{line}\");\n}\n",
+        ),
+        file(
+            "xtask/src/engine.rs",
+            "//! Engine.\nfn hint(p: &str) -> String {\n    format!(\"`{p} rmi x`\")\n}\n",
         ),
         file("xtask/src/engine.rs", &engine),
         file("tests/support/mod.rs", &engine),

@@ -153,7 +153,7 @@ impl flags::Bench {
         crate::cache::remove(&root)?;
         crate::cache::remove(&patches)?;
 
-        print!("{}", render(&figures));
+        crate::progress::print_answer(render(&figures).trim_end());
         if let Some(path) = &self.json {
             std::fs::write(path, serde_json::to_vec_pretty(&figures)?)
                 .with_context(|| format!("cannot write {}", path.display()))?;
@@ -321,7 +321,16 @@ fn clean_build(
 fn scratch_cache(root: &Path, downloads: &Path) -> Result<()> {
     crate::cache::remove(root)?;
     let cache = crate::cache::Cache::open(Some(root))?;
-    link_entry(&cache, downloads, &root.join("downloads"))
+    let list = || format!("cannot list {}", downloads.display());
+    for entry in std::fs::read_dir(downloads).with_context(list)? {
+        let entry = entry.with_context(list)?;
+        // `.partial/` holds unverified bytes: only verified entries are shared.
+        let name = entry.file_name();
+        if !name.to_string_lossy().starts_with('.') {
+            link_entry(&cache, &entry.path(), &root.join("downloads").join(name))?;
+        }
+    }
+    Ok(())
 }
 
 /// Puts the directory `from` into `cache` at `to` as every entry appears there: hard-linked (or

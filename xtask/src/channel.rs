@@ -30,9 +30,9 @@ const LEFT_OUT: [&str; 1] = ["ssl/fipsmodule.cnf"];
 impl flags::Channel {
     pub fn run(self, _sh: &xshell::Shell) -> Result<()> {
         for w in write(&self.tarballs, &self.out, &self.base_url)? {
-            println!("{}  {}  {}", w.key, w.sha256, w.archive.display());
+            crate::progress::answer!("{}  {}  {}", w.key, w.sha256, w.archive.display());
         }
-        println!(
+        crate::progress::answer!(
             "wrote {}; install with `uv python install --python-downloads-json-url {}/downloads.json <key>`",
             self.out.join("downloads.json").display(),
             self.base_url.trim_end_matches('/')

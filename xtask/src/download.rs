@@ -366,75 +366,16 @@ impl<'a> Fetcher<'a> {
         partial: &Path,
     ) -> Result<(), Attempt> {
         let limit = self.limit(source);
-        let mut have = std::fs::metadata(partial).map_or(0, |m| m.len());
-        if have >= limit && have > 0 {
-            // A partial file of full length (killed before the rename) still has to verify.
-            if Some(have) == source.size {
-                let mut hasher = Sha256::new();
-                hash_file(partial, &mut hasher)
-                    .map_err(|e| Attempt::Fatal(local_failure(partial, e)))?;
-                if verify(source, url, partial, have, hasher).is_ok() {
-                    return Ok(());
-                }
-            }
-            discard(partial);
-            have = 0;
-        }
-
-        let mut request = client.get(url);
-        if have > 0 {
-            request = request.header(reqwest::header::RANGE, format!("bytes={have}-"));
-        }
-        let mut response = request.send().map_err(|e| {
-            let why = error_chain(&e);
-            if is_permanent(&e, &why) {
-                Attempt::Fatal(Failure::Other(why))
-            } else {
-                retry(why)
-            }
-        })?;
-        let status = response.status();
-        let resume = match status.as_u16() {
-            200 => false,
-            206 if have > 0 && content_range_start(&response) == Some(have) => true,
-            206 if have > 0 => {
-                discard(partial);
-                return Err(retry("the server resumed at another offset; starting over"));
-            }
-            416 if have > 0 => {
-                discard(partial);
-                return Err(retry(
-                    "the server cannot resume the partial download; starting over",
-                ));
-            }
-            404 | 403 | 410 => {
-                return Err(Attempt::Fatal(Failure::NotFound(format!("HTTP {status}"))));
-            }
-            408 | 429 | 500..=599 => return Err(retry(format!("HTTP {status}"))),
-            _ => {
-                return Err(Attempt::Fatal(Failure::Other(format!(
-                    "unexpected HTTP {status}"
-                ))));
-            }
+        let have = match complete_partial(source, url, partial, limit)? {
+            Complete::Verified => return Ok(()),
+            Complete::Resume(have) => have,
         };
-
+        let mut response = send(client, url, have)?;
+        let resume = resumes(&response, have, partial)?;
         let mut hasher = Sha256::new();
         let start = if resume { have } else { 0 };
         let announced = response.content_length().map(|len| start + len);
-        if let Some(actual) = announced {
-            let wrong = match source.size {
-                Some(expected) => (expected != actual).then_some(Seen::Announced),
-                None => (actual > limit).then_some(Seen::OverLimit),
-            };
-            if let Some(seen) = wrong {
-                discard(partial);
-                return Err(Attempt::Fatal(Failure::Size {
-                    expected: limit,
-                    actual,
-                    seen,
-                }));
-            }
-        }
+        check_announced(source, announced, limit, partial)?;
         let opened = if resume {
             hash_file(partial, &mut hasher)
                 .and_then(|()| OpenOptions::new().append(true).open(partial))
@@ -458,42 +399,15 @@ impl<'a> Fetcher<'a> {
         );
         let written = match copied {
             Ok(n) => n,
-            Err(CopyError::Read(at, e)) => {
-                // The partial file stays: the next attempt resumes from it.
-                let _ = file.flush();
-                transfer.fail(&format!("interrupted after {at} bytes"));
-                return Err(Attempt::Retry {
-                    why: format!("the connection broke after {at} bytes: {}", error_chain(&e)),
-                    progressed: at - start >= PROGRESS,
-                });
-            }
-            Err(CopyError::TooSlow { at, speed }) => {
-                // The bytes so far are kept: the next location may resume them.
-                let _ = file.flush();
-                transfer.fail("too slow");
-                return Err(Attempt::Fatal(Failure::Other(format!(
-                    "too slow: {speed} bytes/s for {}s (the minimum is {} bytes/s); left after {at} bytes",
-                    pace.over.as_secs(),
-                    pace.min_speed
-                ))));
-            }
-            Err(CopyError::TooLong(actual)) => {
-                discard(partial);
-                transfer.fail("too large");
-                let seen = if source.size.is_some() {
-                    Seen::Exceeded
-                } else {
-                    Seen::OverLimit
+            Err(e) => {
+                let failed = Interrupted {
+                    source,
+                    partial,
+                    limit,
+                    start,
+                    pace,
                 };
-                return Err(Attempt::Fatal(Failure::Size {
-                    expected: limit,
-                    actual,
-                    seen,
-                }));
-            }
-            Err(CopyError::Write(e)) => {
-                transfer.fail("cannot write to the cache");
-                return Err(Attempt::Fatal(local_failure(partial, e)));
+                return Err(failed.attempt(e, &mut file, transfer.as_ref()));
             }
         };
         if let Err(e) = file.sync_all() {
@@ -518,27 +432,7 @@ impl<'a> Fetcher<'a> {
 
     /// Copies `<dir>/<file>` from a local mirror into `partial` and verifies it.
     fn try_local(&self, source: &Source, path: &Path, partial: &Path) -> Result<(), Failure> {
-        // Checked before opening: opening a FIFO (or a device) would block or never end.
-        match std::fs::metadata(path) {
-            Ok(m) if m.is_file() => {}
-            Ok(_) => return Err(Failure::Other("not a regular file".into())),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(Failure::NotFound("no such file".into()));
-            }
-            Err(e) => return Err(io_failure(path, e)),
-        }
-        let mut input = match File::open(path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(Failure::NotFound("no such file".into()));
-            }
-            Err(e) => return Err(io_failure(path, e)),
-        };
-        let meta = input.metadata().map_err(|e| io_failure(path, e))?;
-        if !meta.is_file() {
-            return Err(Failure::Other("not a regular file".into()));
-        }
-        let len = meta.len();
+        let (mut input, len) = open_local(path)?;
         let limit = self.limit(source);
         let wrong = match source.size {
             Some(expected) => (expected != len).then_some(Seen::Received),
@@ -595,6 +489,190 @@ impl<'a> Fetcher<'a> {
             Err(failure) => {
                 transfer.fail("failed verification");
                 Err(failure)
+            }
+        }
+    }
+}
+
+/// Opens the regular file `path` of a local mirror; returns it with its length.
+fn open_local(path: &Path) -> Result<(File, u64), Failure> {
+    // Checked before opening: opening a FIFO (or a device) would block or never end.
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => {}
+        Ok(_) => return Err(Failure::Other("not a regular file".into())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(Failure::NotFound("no such file".into()));
+        }
+        Err(e) => return Err(io_failure(path, e)),
+    }
+    let input = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(Failure::NotFound("no such file".into()));
+        }
+        Err(e) => return Err(io_failure(path, e)),
+    };
+    let meta = input.metadata().map_err(|e| io_failure(path, e))?;
+    if !meta.is_file() {
+        return Err(Failure::Other("not a regular file".into()));
+    }
+    Ok((input, meta.len()))
+}
+
+/// Asks for `url`, from byte `have` on when there are bytes already.
+fn send(client: &Client, url: &str, have: u64) -> Result<reqwest::blocking::Response, Attempt> {
+    let mut request = client.get(url);
+    if have > 0 {
+        request = request.header(reqwest::header::RANGE, format!("bytes={have}-"));
+    }
+    request.send().map_err(|e| {
+        let why = error_chain(&e);
+        if is_permanent(&e, &why) {
+            Attempt::Fatal(Failure::Other(why))
+        } else {
+            retry(why)
+        }
+    })
+}
+
+/// What a partial file left by an earlier attempt is worth.
+enum Complete {
+    /// It was whole and verified: nothing to download.
+    Verified,
+    /// Resume after this many bytes (0: start over).
+    Resume(u64),
+}
+
+/// Checks a partial file of full length (a run killed before the rename), which still has to
+/// verify; one that does not, or is longer than `limit`, is discarded.
+fn complete_partial(
+    source: &Source,
+    url: &str,
+    partial: &Path,
+    limit: u64,
+) -> Result<Complete, Attempt> {
+    let have = std::fs::metadata(partial).map_or(0, |m| m.len());
+    if have < limit || have == 0 {
+        return Ok(Complete::Resume(have));
+    }
+    if Some(have) == source.size {
+        let mut hasher = Sha256::new();
+        hash_file(partial, &mut hasher).map_err(|e| Attempt::Fatal(local_failure(partial, e)))?;
+        if verify(source, url, partial, have, hasher).is_ok() {
+            return Ok(Complete::Verified);
+        }
+    }
+    discard(partial);
+    Ok(Complete::Resume(0))
+}
+
+/// Whether the server's answer resumes the `have` bytes of `partial` (`false`: it sends the
+/// whole file), or the attempt's failure.
+fn resumes(
+    response: &reqwest::blocking::Response,
+    have: u64,
+    partial: &Path,
+) -> Result<bool, Attempt> {
+    let status = response.status();
+    match status.as_u16() {
+        200 => Ok(false),
+        206 if have > 0 && content_range_start(response) == Some(have) => Ok(true),
+        206 if have > 0 => {
+            discard(partial);
+            Err(retry("the server resumed at another offset; starting over"))
+        }
+        416 if have > 0 => {
+            discard(partial);
+            Err(retry(
+                "the server cannot resume the partial download; starting over",
+            ))
+        }
+        404 | 403 | 410 => Err(Attempt::Fatal(Failure::NotFound(format!("HTTP {status}")))),
+        408 | 429 | 500..=599 => Err(retry(format!("HTTP {status}"))),
+        _ => Err(Attempt::Fatal(Failure::Other(format!(
+            "unexpected HTTP {status}"
+        )))),
+    }
+}
+
+/// Refuses a download whose announced length (`start` plus the body's) is not the catalog's
+/// size, or over the limit when the catalog gives none.
+fn check_announced(
+    source: &Source,
+    announced: Option<u64>,
+    limit: u64,
+    partial: &Path,
+) -> Result<(), Attempt> {
+    let Some(actual) = announced else {
+        return Ok(());
+    };
+    let wrong = match source.size {
+        Some(expected) => (expected != actual).then_some(Seen::Announced),
+        None => (actual > limit).then_some(Seen::OverLimit),
+    };
+    match wrong {
+        Some(seen) => {
+            discard(partial);
+            Err(Attempt::Fatal(Failure::Size {
+                expected: limit,
+                actual,
+                seen,
+            }))
+        }
+        None => Ok(()),
+    }
+}
+
+/// A download whose body stopped before its end, and what it was to be.
+struct Interrupted<'a> {
+    source: &'a Source,
+    partial: &'a Path,
+    limit: u64,
+    start: u64,
+    pace: Pace,
+}
+
+impl Interrupted<'_> {
+    /// The attempt's outcome for the copy's error `e`: the bytes so far stay for a resume
+    /// unless they cannot be the file.
+    fn attempt(&self, e: CopyError, file: &mut File, transfer: &dyn Transfer) -> Attempt {
+        match e {
+            CopyError::Read(at, e) => {
+                // The partial file stays: the next attempt resumes from it.
+                let _ = file.flush();
+                transfer.fail(&format!("interrupted after {at} bytes"));
+                Attempt::Retry {
+                    why: format!("the connection broke after {at} bytes: {}", error_chain(&e)),
+                    progressed: at - self.start >= PROGRESS,
+                }
+            }
+            CopyError::TooSlow { at, speed } => {
+                // The bytes so far are kept: the next location may resume them.
+                let _ = file.flush();
+                transfer.fail("too slow");
+                Attempt::Fatal(Failure::Other(format!(
+                    "too slow: {speed} bytes/s for {}s (the minimum is {} bytes/s); left after {at} bytes",
+                    self.pace.over.as_secs(),
+                    self.pace.min_speed
+                )))
+            }
+            CopyError::TooLong(actual) => {
+                discard(self.partial);
+                transfer.fail("too large");
+                let seen = if self.source.size.is_some() {
+                    Seen::Exceeded
+                } else {
+                    Seen::OverLimit
+                };
+                Attempt::Fatal(Failure::Size {
+                    expected: self.limit,
+                    actual,
+                    seen,
+                })
+            }
+            CopyError::Write(e) => {
+                transfer.fail("cannot write to the cache");
+                Attempt::Fatal(local_failure(self.partial, e))
             }
         }
     }

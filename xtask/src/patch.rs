@@ -290,24 +290,7 @@ fn plan(
         } else {
             &change.patch
         };
-        let (rel, must_exist, deletes) = match (&change.target, backwards) {
-            // `--- a/x.orig` / `+++ b/x`: the file that exists is the one to change.
-            (Target::Modify(original, modified), _) => {
-                let exists = |p: &PathBuf| -> Result<bool> {
-                    Ok(match out.get(p) {
-                        Some(planned) => planned.content.is_some(),
-                        None => tree.read(p)?.is_some(),
-                    })
-                };
-                if original != modified && !exists(original)? && exists(modified)? {
-                    (modified, true, false)
-                } else {
-                    (original, true, false)
-                }
-            }
-            (Target::Create(p), false) | (Target::Delete(p), true) => (p, false, false),
-            (Target::Create(p), true) | (Target::Delete(p), false) => (p, true, true),
-        };
+        let (rel, must_exist, deletes) = target(tree, &out, &change.target, backwards)?;
         let current = match out.get(rel) {
             Some(planned) => planned.content.clone(),
             None => tree.read(rel)?,
@@ -355,6 +338,34 @@ fn plan(
         );
     }
     Ok(out)
+}
+
+/// The file a change applies to, whether it must exist, and whether the change deletes it;
+/// `planned` holds what the patch's earlier changes made of the tree.
+fn target<'c>(
+    tree: &Tree,
+    planned: &BTreeMap<PathBuf, Planned>,
+    target: &'c Target,
+    backwards: bool,
+) -> Result<(&'c PathBuf, bool, bool)> {
+    Ok(match (target, backwards) {
+        // `--- a/x.orig` / `+++ b/x`: the file that exists is the one to change.
+        (Target::Modify(original, modified), _) => {
+            let exists = |p: &PathBuf| -> Result<bool> {
+                Ok(match planned.get(p) {
+                    Some(planned) => planned.content.is_some(),
+                    None => tree.read(p)?.is_some(),
+                })
+            };
+            if original != modified && !exists(original)? && exists(modified)? {
+                (modified, true, false)
+            } else {
+                (original, true, false)
+            }
+        }
+        (Target::Create(p), false) | (Target::Delete(p), true) => (p, false, false),
+        (Target::Create(p), true) | (Target::Delete(p), false) => (p, true, true),
+    })
 }
 
 /// The patch's lines end in CRLF where the file's end in LF.

@@ -31,14 +31,17 @@ impl flags::Recipes {
         };
         // Certificate status as of today: #4985 is active until 2030-03-10, #4282 historical.
         let today = crate::date::today();
-        println!(
+        crate::progress::answer!(
             "{:<6} {:<22} {:<22} {:<66} builder",
-            "minor", "cpython", "openssl", "fips provider (CMVP status today)"
+            "minor",
+            "cpython",
+            "openssl",
+            "fips provider (CMVP status today)"
         );
         for (minor, r) in catalog::summaries(&dir)? {
             let source = catalog.get("openssl", &r.fips_provider)?;
             let provider = format!("{} ({})", r.fips_provider, source.cmvp_summary(&today));
-            println!(
+            crate::progress::answer!(
                 "{minor:<6} {:<22} {:<22} {:<66} {}",
                 format!("{} ({})", r.python, cached("cpython", &r.python)?),
                 format!("{} ({})", r.openssl, cached("openssl", &r.openssl)?),
@@ -59,7 +62,7 @@ impl flags::Fetch {
         let mut fetcher = ctx.fetcher(&reporter);
         fetcher.rehash = true;
         for path in fetcher.fetch_all(&ctx.recipe.sources())? {
-            println!("{}", path.display());
+            crate::progress::answer!("{}", path.display());
         }
         Ok(())
     }
@@ -71,7 +74,7 @@ impl flags::Prepare {
         let reporter = Terminal::new();
         let _lock = ctx.lock(&reporter)?;
         let tree = ctx.prepare(&reporter)?;
-        println!("{}", tree.root.display());
+        crate::progress::answer!("{}", tree.root.display());
         Ok(())
     }
 }

@@ -11,6 +11,21 @@ use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+/// Prints a command's answer on standard output: what a script reads of it (a path, a tag, a
+/// table). Everything else goes to standard error through a `Reporter`. With `main.rs`, this
+/// module is the only one that prints.
+pub fn print_answer(text: impl std::fmt::Display) {
+    println!("{text}");
+}
+
+/// `print_answer`, with its text formatted as `format!` formats.
+macro_rules! answer {
+    ($($arg:tt)*) => {
+        $crate::progress::print_answer(format_args!($($arg)*))
+    };
+}
+pub(crate) use answer;
+
 /// Receives progress events. Implementations must be cheap: they are called per chunk.
 pub trait Reporter: Sync {
     /// A download of `file` starts; `total` is its size when known, `resumed_at` the bytes already on disk.

@@ -110,7 +110,7 @@ impl flags::Publish {
         };
         move_tags(&registry, &tags, &body, &mut counts, &ui)?;
         for tag in &tags {
-            println!("{}:{tag}@{}", registry.reference(), index.digest);
+            crate::progress::answer!("{}:{tag}@{}", registry.reference(), index.digest);
         }
         if let Some(path) = &self.build.report {
             let report = Report {

@@ -53,7 +53,7 @@ impl flags::Python {
             proof,
             timeline,
         } = build_and_prove(&build, &ui)?;
-        println!("{}", artifact.tarball.display());
+        crate::progress::answer!("{}", artifact.tarball.display());
         if self.timings {
             let page = timings_path(self.build.report.as_deref(), &artifact.tarball);
             crate::cache::write_atomic(&page, timeline.html(None).as_bytes())?;
@@ -118,7 +118,7 @@ impl flags::Image {
             false => Some(verify_image(&inputs, &artifact, &image, &ui)?),
         };
         for tag in &image.tags {
-            println!("{tag}");
+            crate::progress::answer!("{tag}");
         }
         match verdict {
             Some((verdict, json)) => verdict.ensure_passed(Some(&json)),

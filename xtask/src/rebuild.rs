@@ -71,7 +71,7 @@ impl flags::Rebuild {
             crate::cache::write_atomic(path, &serde_json::to_vec_pretty(&outcome)?)?;
         }
         crate::cache::remove(&root)?;
-        println!("{}", outcome.verdict(&record)?);
+        crate::progress::answer!("{}", outcome.verdict(&record)?);
         Ok(())
     }
 

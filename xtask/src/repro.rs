@@ -15,13 +15,13 @@ use sha2::{Digest, Sha256};
 use xshell::Shell;
 
 use crate::build::Build;
-use crate::ship::{self, Artifact};
 use crate::cache::{self, Cache};
 use crate::catalog::{BuilderSpec, Recipe};
 use crate::config::BuildConfig;
 use crate::digest::hex;
 use crate::pipeline::{Input, Runner, StageSpec};
 use crate::progress::Reporter;
+use crate::ship::{self, Artifact};
 use crate::tarwalk::{self, Compression};
 
 /// How many differing files diffoscope is run on.

@@ -177,14 +177,16 @@ impl flags::VerifyCache {
         };
         let findings = check(&cache)?;
         for entry in &findings.damaged {
-            println!("damaged: {}: {}", entry.path.display(), entry.why);
+            crate::progress::answer!("damaged: {}: {}", entry.path.display(), entry.why);
         }
         let damaged = findings.damaged.len();
-        println!("{} entries checked, {damaged} damaged", findings.checked);
+        crate::progress::answer!("{} entries checked, {damaged} damaged", findings.checked);
         if self.evict {
             evict(&cache, &findings.damaged)?;
             if damaged > 0 {
-                println!("moved {damaged} damaged entries out; the next run makes them again");
+                crate::progress::answer!(
+                    "moved {damaged} damaged entries out; the next run makes them again"
+                );
             }
         } else if damaged > 0 {
             bail!(
