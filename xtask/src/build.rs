@@ -105,7 +105,7 @@ impl<'a> Build<'a> {
         let lock = ctx.cache.lock(ui)?;
         ctx.fetch(ui)?;
         let tree = ctx.prepare(ui)?;
-        pipeline::prune_stale(sh, &engine, &ctx.cache)?;
+        crate::host::Host::new(sh, &engine, &ctx.cache).prune_stale()?;
         let build_arch = engine.arch(sh)?;
         let cross = target.filter(|t| t.name != build_arch);
         let remotes = crate::registry::shared_caches(config.cache_registry.as_deref())?;
