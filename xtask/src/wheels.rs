@@ -323,6 +323,25 @@ impl Build<'_> {
         ui: &dyn Reporter,
     ) -> Result<Option<Built>> {
         let finalize = done.of(crate::graph::Stage::Finalize)?.clone();
+        let b = self.toolchain_runner(ui)?;
+        let (lock, libpq) = self.lock_for(&b, &finalize, request, ui)?;
+        if request.lock_only {
+            return Ok(None);
+        }
+        let mut deps = vec![finalize.clone()];
+        if lock.links_libpq() {
+            deps.push(match libpq {
+                Some(done) => done,
+                None => self.libpq(&b, &finalize, ui)?,
+            });
+        }
+        let stage_done = self.run_wheels_stage(&b, deps, request, &lock, ui)?;
+        self.collect(stage_done).map(Some)
+    }
+
+    /// The runner of the wheels stages: the build's, in the toolchain image (the builder image
+    /// plus the recipe's `[wheels]` packages), sharing nothing.
+    fn toolchain_runner(&self, ui: &dyn Reporter) -> Result<Runner<'_>> {
         let r = &self.ctx.recipe;
         if r.wheels.apt.is_empty() && r.wheels.dnf.is_empty() {
             bail!(
@@ -348,9 +367,20 @@ impl Build<'_> {
         let mut b = self.runner();
         b.image_id = toolchain;
         b.remotes = &[];
+        Ok(b)
+    }
 
-        let mut libpq = None;
-        let lock = match Lock::read(&request.lock)? {
+    /// The lock of `request`: its file, or made now (when there is none, or on `--upgrade`),
+    /// with the `libpq` stage it needed then.
+    fn lock_for(
+        &self,
+        b: &Runner,
+        finalize: &Done,
+        request: &Request,
+        ui: &dyn Reporter,
+    ) -> Result<(Lock, Option<Done>)> {
+        let r = &self.ctx.recipe;
+        match Lock::read(&request.lock)? {
             Some(lock) if !request.upgrade => {
                 lock.check(request, &r.python.version, &self.arch)?;
                 ui.message(&format!(
@@ -359,32 +389,27 @@ impl Build<'_> {
                     request.lock.display(),
                     lock.packages.len()
                 ));
-                lock
+                Ok((lock, None))
             }
             _ => {
                 // psycopg2's metadata comes from its setup.py, which asks pg_config: the lock
                 // stage gets the libpq the build will link when the requirements name it.
                 let mut deps = vec![finalize.clone()];
+                let mut libpq = None;
                 if request.names_libpq_user() {
-                    let done = self.libpq(&b, &finalize, ui)?;
+                    let done = self.libpq(b, finalize, ui)?;
                     deps.push(done.clone());
                     libpq = Some(done);
                 }
-                self.lock_wheels(&b, deps, request, ui)?
+                Ok((self.lock_wheels(b, deps, request, ui)?, libpq))
             }
-        };
-        if request.lock_only {
-            return Ok(None);
         }
-        let mut deps = vec![finalize.clone()];
-        if lock.links_libpq() {
-            deps.push(match libpq {
-                Some(done) => done,
-                None => self.libpq(&b, &finalize, ui)?,
-            });
-        }
-        let stage_done = self.run_wheels_stage(&b, deps, request, &lock, ui)?;
+    }
 
+    /// Copies the wheels of the stage's output to `<out>/wheels/<python>-<arch>/`, with their
+    /// SBOM beside them.
+    fn collect(&self, stage_done: Done) -> Result<Built> {
+        let r = &self.ctx.recipe;
         let dir = self
             .out_dir()
             .join("wheels")
@@ -408,11 +433,11 @@ impl Build<'_> {
             &dir.join("wheels.cdx.json"),
             &serde_json::to_vec_pretty(&sbom)?,
         )?;
-        Ok(Some(Built {
+        Ok(Built {
             dir,
             wheels,
             stage: stage_done,
-        }))
+        })
     }
 
     /// Resolves `request` in the toolchain image and writes its lock to `request.lock`. Never
