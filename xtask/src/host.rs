@@ -448,3 +448,128 @@ fn hostname() -> String {
         .map(|h| h.trim().to_string())
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::progress::Recorder;
+    use crate::testutil::TempDir;
+
+    /// A fake engine whose containers print two lines and exit with `exit`; it records each
+    /// call's first word in `calls`.
+    fn engine(dir: &Path, exit: u8) -> Engine {
+        let calls = dir.join("calls");
+        Engine::fake(
+            dir,
+            &format!(
+                "echo \"$1\" >> '{}'
+case \"$1\" in
+    start) echo one; echo two; exit {exit} ;;
+    cp) cat > /dev/null ;;
+esac
+exit 0
+",
+                calls.display()
+            ),
+        )
+    }
+
+    fn calls(dir: &Path) -> Vec<String> {
+        let text = std::fs::read_to_string(dir.join("calls")).unwrap_or_default();
+        text.lines().map(String::from).collect()
+    }
+
+    #[test]
+    fn a_step_is_shown_in_order_and_its_failure_has_one_shape() {
+        for (exit, ok) in [(0, true), (2, false)] {
+            let dir = TempDir::new("host-step");
+            let engine = engine(dir.path(), exit);
+            let sh = Shell::new().unwrap();
+            let cache = Cache::open(Some(&dir.path().join("cache"))).unwrap();
+            let host = Host::new(&sh, &engine, &cache);
+            let log = host.log("step");
+            let step = Step {
+                name: "s",
+                doing: "running",
+                log: &log,
+                exit_fails: true,
+            };
+            let spec = host.spec("s", "img");
+            assert!(spec.name.starts_with("python-fips-s-"), "{}", spec.name);
+            assert_eq!(spec.labels[0].0, "python-fips.owner");
+            assert_eq!(spec.labels[1].0, "python-fips.cache");
+            let ui = Recorder::default();
+            let mut seen = Vec::new();
+            let put = |c: &Container| c.put_file("/", "f", b"x", 0o644);
+            let ran = host
+                .run_step(&step, &spec, put, |l| seen.push(l.to_string()), &ui)
+                .unwrap();
+            assert_eq!(ran.ok, ok);
+            assert_eq!(seen, ["one", "two"]);
+            let shown: Vec<String> = ui.lines().into_iter().map(|(_, l)| l).collect();
+            assert!(shown[0].contains("running"), "{shown:?}");
+            assert!(shown[1].ends_with("| one") && shown[2].ends_with("| two"));
+            assert_eq!(shown.len(), if ok { 3 } else { 4 }, "{shown:?}");
+            let err = ran.succeeded("the step", 1, Some("try again")).err();
+            assert_eq!(
+                calls(dir.path()).last().unwrap(),
+                "rm",
+                "the container is left"
+            );
+            assert_eq!(err.is_none(), ok);
+            if let Some(err) = err {
+                let err = err.to_string();
+                let want = format!(
+                    "the step failed; the last 1 lines of its log:\ntwo\n\nfull log: {}\ntry again",
+                    log.display()
+                );
+                assert_eq!(err, want);
+            }
+        }
+    }
+
+    #[test]
+    fn a_checks_exit_is_a_result_not_a_failed_step() {
+        let dir = TempDir::new("host-exit");
+        let engine = engine(dir.path(), 1);
+        let sh = Shell::new().unwrap();
+        let cache = Cache::open(Some(&dir.path().join("cache"))).unwrap();
+        let host = Host::new(&sh, &engine, &cache);
+        let log = host.stamped_log("checks");
+        let step = Step {
+            name: "verify",
+            doing: "running",
+            log: &log,
+            exit_fails: false,
+        };
+        let ui = Recorder::default();
+        let ran = host
+            .run_step(&step, &host.spec("v", "img"), |_| Ok(()), |_| {}, &ui)
+            .unwrap();
+        assert!(!ran.ok);
+        assert!(!ui.lines().iter().any(|(_, l)| l.contains("failed")));
+    }
+
+    #[test]
+    fn a_scratch_directory_goes_unless_it_was_published() {
+        let dir = TempDir::new("host-scratch");
+        let cache = Cache::open(Some(&dir.path().join("cache"))).unwrap();
+        let dropped = Scratch::new(&cache, "t").unwrap();
+        let path = dropped.path().to_path_buf();
+        drop(dropped);
+        assert!(!path.exists());
+        let file = Scratch::new(&cache, "t").unwrap();
+        std::fs::write(file.join("f"), "x").unwrap();
+        let path = file.path().to_path_buf();
+        let to = cache.dir("entries").join("f");
+        file.publish("f", &to).unwrap();
+        assert!(!path.exists());
+        assert_eq!(std::fs::read_to_string(&to).unwrap(), "x");
+        let moved = Scratch::new(&cache, "t").unwrap();
+        let path = moved.path().to_path_buf();
+        let entry = cache.dir("entry");
+        std::fs::rename(&path, &entry).unwrap();
+        moved.published();
+        assert!(entry.is_dir());
+    }
+}
