@@ -39,6 +39,7 @@ use crate::cache::Cache;
 use crate::elf;
 use crate::engine::{ContainerSpec, Engine};
 use crate::flags;
+use crate::host::Host;
 use crate::pipeline::PREFIX;
 use crate::tarwalk;
 
@@ -190,16 +191,11 @@ fn audit_path_within(path: &Path, limits: Limits) -> Result<Report> {
 /// `dist-packages` directory, read from a stopped container of it as one tar stream, which also
 /// gives the rest of its file system for the libraries they load.
 pub fn audit_image(sh: &Shell, engine: &Engine, cache: &Cache, image: &str) -> Result<Report> {
-    let container = engine.container(
-        sh,
-        &ContainerSpec {
-            name: format!("python-fips-audit-{}", std::process::id()),
-            image: image.to_string(),
-            labels: crate::pipeline::labels(cache),
-            command: vec!["true".into()],
-            ..ContainerSpec::default()
-        },
-    )?;
+    let spec = ContainerSpec {
+        command: vec!["true".into()],
+        ..Host::new(sh, engine, cache).spec("audit", image)
+    };
+    let container = engine.container(sh, &spec)?;
     let result = (|| -> Result<Report> {
         let mut scanner = Scanner::new(image, LIMITS);
         // A failed copy is the error even when the scan of its truncated stream failed too.

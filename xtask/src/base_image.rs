@@ -21,6 +21,7 @@ use crate::cache::Cache;
 use crate::digest::{Key, hex};
 use crate::engine::Engine;
 use crate::flags;
+use crate::host::{Host, log_failure};
 use crate::progress::{Reporter, Terminal};
 use crate::store::Remote;
 
@@ -125,19 +126,9 @@ impl flags::BaseImage {
         if plan.target.name != std::env::consts::ARCH {
             arch::ensure_emulation(plan.target)?;
         }
-        let scratch = images.cache.scratch("base-image")?;
-        let made = plan.make(
-            images.sh,
-            images.engine,
-            images.cache,
-            &scratch,
-            key,
-            tag,
-            ui,
-        );
-        let removed = crate::cache::remove(&scratch);
-        let id = made?;
-        removed?;
+        let scratch = images.host().scratch("base-image")?;
+        let id = plan.make(&images.host(), scratch.path(), key, tag, ui)?;
+        scratch.remove()?;
         let all: Vec<&(dyn Remote + Sync)> = images.shared.iter().map(|r| r.as_ref()).collect();
         images.push(ENTRY, key, tag, &all, ui)?;
         Ok(id)
@@ -255,17 +246,15 @@ impl Plan<'_> {
     }
 
     /// Runs mmdebstrap into `scratch`, loads the image into the engine as `tag` and returns its id.
-    #[allow(clippy::too_many_arguments)]
     fn make(
         &self,
-        sh: &Shell,
-        engine: &Engine,
-        cache: &Cache,
+        host: &Host,
         scratch: &Path,
         key: &str,
         tag: &str,
         ui: &dyn Reporter,
     ) -> Result<String> {
+        let (sh, engine) = (host.sh, host.engine);
         if cmd!(sh, "mmdebstrap --version")
             .quiet()
             .ignore_stdout()
@@ -276,7 +265,7 @@ impl Plan<'_> {
             bail!("mmdebstrap is not installed; install it with `apt-get install mmdebstrap`");
         }
         let rootfs = scratch.join("rootfs.tar");
-        let log = cache.dir("logs").join(format!("{}.log", self.log_name()));
+        let log = host.log(&self.log_name());
         ui.message(&format!(
             "mmdebstrap {} ({}) from {}, SOURCE_DATE_EPOCH={} (log: {})",
             self.suite,
@@ -298,14 +287,17 @@ impl Plan<'_> {
         )
         .with_context(|| format!("cannot write {}", log.display()))?;
         if !out.status.success() {
-            let text = String::from_utf8_lossy(&out.stderr).into_owned();
-            bail!(
-                "mmdebstrap {suite} failed (log: {}):\n{}\nis the mirror {mirror} reachable, and \
-                 does it carry {suite} for {}? is this run as root?",
-                log.display(),
-                crate::engine::last_lines(&text, 20),
+            let hint = format!(
+                "is the mirror {mirror} reachable, and does it carry {suite} for {}? is this run \
+                 as root?",
                 self.target.deb
             );
+            return Err(log_failure(
+                &format!("mmdebstrap {suite}"),
+                &log,
+                20,
+                Some(&hint),
+            ));
         }
         let packages = packages_in(&rootfs)?;
         let archive = scratch.join("image.tar");

@@ -167,7 +167,7 @@ impl<'a> Build<'a> {
         let lock = ctx.cache.lock(ui)?;
         ctx.fetch(ui)?;
         let tree = ctx.prepare(ui)?;
-        pipeline::prune_stale(sh, &engine, &ctx.cache)?;
+        crate::host::Host::new(sh, &engine, &ctx.cache).prune_stale()?;
         let engine_arch = engine.arch(sh)?;
         let build_arch = arch::parse(&engine_arch).with_context(|| {
             format!("the engine runs on {engine_arch}, an architecture this tool cannot build on")
@@ -241,6 +241,11 @@ impl<'a> Build<'a> {
 
     pub fn shell(&self) -> &'a Shell {
         self.sh
+    }
+
+    /// The engine and cache this build's containers run with.
+    pub fn host(&self) -> crate::host::Host<'_> {
+        crate::host::Host::new(self.sh, &self.engine, &self.ctx.cache)
     }
 
     pub fn config(&self) -> &BuildConfig {

@@ -10,7 +10,8 @@ use crate::arch::Arch;
 use crate::cache::Cache;
 use crate::catalog::BuilderSpec;
 use crate::digest::Key;
-use crate::engine::{ContainerSpec, Engine};
+use crate::engine::{Container, ContainerSpec, Engine};
+use crate::host::{Got, Host, KeyedImage, Made, Step};
 use crate::progress::{Reporter, StepEvent};
 use crate::store::Remote;
 
@@ -83,36 +84,7 @@ impl Images<'_> {
         script: &str,
         ui: &dyn Reporter,
     ) -> Result<String> {
-        let Images {
-            sh,
-            engine,
-            cache,
-            shared,
-            ..
-        } = *self;
-        let mut base_id = engine.image_id(sh, &spec.base_image)?;
-        if base_id.is_none() && engine.pull(sh, &spec.base_image) {
-            base_id = engine.image_id(sh, &spec.base_image)?;
-        }
-        let Some(base_id) = base_id else {
-            let hint = match base_image_command(&spec.base_image) {
-                Some(command) => format!("without a registry, make it with `{command}`"),
-                None => format!(
-                    "load it with `{}` or point the recipe at an image you have",
-                    engine.load_hint()
-                ),
-            };
-            bail!(
-                "the base image {} is not available to {} and cannot be pulled; {hint}\n\
-                 (on a remote engine, or to share builds with another machine, load that \
-                 machine's image instead, e.g. `docker save {} | {}`: the same base image gives \
-                 the same builder and the same stage keys)",
-                spec.base_image,
-                engine,
-                spec.base_image,
-                engine.load_hint()
-            );
-        };
+        let base_id = self.base_id(spec)?;
         let key = Key::new()
             .set("base-image", base_id)
             .set("script", script)
@@ -120,87 +92,126 @@ impl Images<'_> {
             .set("dnf", spec.dnf.join(" "))
             .hex();
         let tag = format!("python-fips-{name}:{}", &key[..16]);
-        if let Some(id) = engine.image_id(sh, &tag)? {
-            ui.step(
-                name,
-                StepEvent::Skipped {
-                    what: &format!("cached ({tag})"),
-                },
-            );
-            // A shared cache that lacks it gets it, so that other machines find this builder.
-            self.share(name, &key, &tag, ui)?;
-            return Ok(id);
-        }
-        if let Some(id) = self.pull(name, &key, &tag, ui)? {
-            return Ok(id);
-        }
-        if !self.make {
-            bail!(
-                "the image {tag} is neither in {engine} nor in a shared cache, and this command \
-                 does not make it (made again, it would install that day's packages); pass \
-                 --cache-registry with the registry the build gave it to"
-            );
-        }
-
-        let started = std::time::Instant::now();
-        let container = format!("python-fips-{name}-{}-{}", &key[..12], std::process::id());
-        let log = cache.dir("logs").join(format!("{name}-{}.log", &key[..12]));
-        let _ = std::fs::remove_file(&log);
-        let container = engine.container(
-            sh,
-            &ContainerSpec {
-                name: container,
-                image: spec.base_image.clone(),
-                env: vec![
-                    ("APT_PACKAGES".into(), spec.apt.join(" ")),
-                    ("DNF_PACKAGES".into(), spec.dnf.join(" ")),
-                ],
-                labels: crate::pipeline::labels(cache),
-                command: vec![
-                    "sh".into(),
-                    "-c".into(),
-                    "exec sh -eux /builder.sh 2>&1".into(),
-                ],
-                ..ContainerSpec::default()
-            },
-        )?;
-        container.put_file("/", "builder.sh", script.as_bytes(), 0o755)?;
-        ui.step(
+        let tags = [tag.clone()];
+        let image = KeyedImage {
             name,
-            StepEvent::Started {
-                doing: "running",
-                log: &log,
-            },
-        );
-        let ok = container.run_logged(&log, |line| ui.step(name, StepEvent::Output { line }));
-        if !matches!(ok, Ok(true)) {
-            ui.step(name, StepEvent::Failed { log: &log });
+            key: &key,
+            label: None,
+            tags: &tags,
+        };
+        let (id, got) = self.host().keyed_image(&image, ui, || {
+            if let Some(id) = self.pull(name, &key, &tag, ui)? {
+                return Ok(Made::Fetched(id));
+            }
+            if !self.make {
+                bail!(
+                    "the image {tag} is neither in {} nor in a shared cache, and this command \
+                     does not make it (made again, it would install that day's packages); pass \
+                     --cache-registry with the registry the build gave it to",
+                    self.engine
+                );
+            }
+            let id = self.install(spec, name, script, &key, &tag, ui)?;
+            Ok(Made::Built {
+                id,
+                note: tag.clone(),
+            })
+        })?;
+        match got {
+            // A shared cache that lacks it gets it, so that other machines find this builder.
+            Got::Cached => self.share(name, &key, &tag, ui)?,
+            Got::Built => {
+                let all: Vec<&(dyn Remote + Sync)> =
+                    self.shared.iter().map(|r| r.as_ref()).collect();
+                self.push(name, &key, &tag, &all, ui)?;
+            }
+            Got::Fetched => {}
         }
-        if !ok? {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            bail!(
-                "cannot install the build dependencies into {}; the last 30 lines of {}:\n{}\n\
-             check the package names in the recipe's [builder] section and that the base image reaches its mirror",
-                spec.base_image,
-                log.display(),
-                crate::engine::last_lines(&text, 30)
-            );
+        Ok(id)
+    }
+
+    /// The id of `spec`'s base image, pulled if the engine lacks it.
+    fn base_id(&self, spec: &BuilderSpec) -> Result<String> {
+        let (sh, engine) = (self.sh, self.engine);
+        let mut base_id = engine.image_id(sh, &spec.base_image)?;
+        if base_id.is_none() && engine.pull(sh, &spec.base_image) {
+            base_id = engine.image_id(sh, &spec.base_image)?;
         }
-        container.commit(&tag)?;
-        let id = engine
-            .image_id(sh, &tag)?
+        if let Some(id) = base_id {
+            return Ok(id);
+        }
+        let hint = match base_image_command(&spec.base_image) {
+            Some(command) => format!("without a registry, make it with `{command}`"),
+            None => format!(
+                "load it with `{}` or point the recipe at an image you have",
+                engine.load_hint()
+            ),
+        };
+        bail!(
+            "the base image {} is not available to {engine} and cannot be pulled; {hint}\n\
+             (on a remote engine, or to share builds with another machine, load that machine's \
+             image instead, e.g. `{}`: the same base image gives the same builder and the same \
+             stage keys)",
+            spec.base_image,
+            engine.transfer_hint(&spec.base_image)
+        )
+    }
+
+    /// Installs `spec`'s packages with `script` in a container of its base image, commits it as
+    /// `tag` and returns the image's id.
+    fn install(
+        &self,
+        spec: &BuilderSpec,
+        name: &str,
+        script: &str,
+        key: &str,
+        tag: &str,
+        ui: &dyn Reporter,
+    ) -> Result<String> {
+        let host = self.host();
+        let what = format!("{name}-{}", &key[..12]);
+        let log = host.log(&what);
+        let container = ContainerSpec {
+            env: vec![
+                ("APT_PACKAGES".into(), spec.apt.join(" ")),
+                ("DNF_PACKAGES".into(), spec.dnf.join(" ")),
+            ],
+            command: vec![
+                "sh".into(),
+                "-c".into(),
+                "exec sh -eux /builder.sh 2>&1".into(),
+            ],
+            ..host.spec(&what, &spec.base_image)
+        };
+        let step = Step {
+            name,
+            doing: "running",
+            log: &log,
+            exit_fails: true,
+        };
+        let put = |c: &Container| c.put_file("/", "builder.sh", script.as_bytes(), 0o755);
+        let container = host
+            .run_step(&step, &container, put, |_| {}, ui)?
+            .succeeded(
+                &format!("installing the build dependencies into {}", spec.base_image),
+                30,
+                Some(
+                    "check the package names in the recipe's [builder] section and that the base \
+                 image reaches its mirror",
+                ),
+            )?;
+        container.commit(tag)?;
+        let id = self
+            .engine
+            .image_id(self.sh, tag)?
             .with_context(|| format!("{tag} vanished right after it was committed"))?;
         drop(container);
-        ui.step(
-            name,
-            StepEvent::Ran {
-                seconds: started.elapsed().as_secs_f64(),
-                note: Some(&tag),
-            },
-        );
-        let all: Vec<&(dyn Remote + Sync)> = shared.iter().map(|r| r.as_ref()).collect();
-        self.push(name, &key, &tag, &all, ui)?;
         Ok(id)
+    }
+
+    /// The shell, engine and cache images are made with.
+    pub fn host(&self) -> Host<'_> {
+        Host::new(self.sh, self.engine, self.cache)
     }
 
     /// Gives the local image `tag` to each shared cache that lacks it as `name`-`key`.
@@ -230,21 +241,23 @@ impl Images<'_> {
         tag: &str,
         ui: &dyn Reporter,
     ) -> Result<Option<String>> {
-        let (sh, engine, cache) = (self.sh, self.engine, self.cache);
+        let (sh, engine) = (self.sh, self.engine);
         for remote in self.shared {
-            let scratch = cache.scratch(name)?;
-            let loaded = remote.fetch(name, key, FILES, &scratch).and_then(|digest| {
-                let Some(digest) = digest else {
-                    return Ok(None);
-                };
-                let archive = scratch.join(IMAGE_FILE);
-                engine.load(sh, &archive)?;
-                // Tagged again by id: an archive podman saved names the image localhost/….
-                let id = archived_image_id(&archive)?;
-                engine.tag(sh, id.trim_start_matches("sha256:"), tag)?;
-                Ok(Some((digest, id)))
-            });
-            crate::cache::remove(&scratch)?;
+            let scratch = self.host().scratch(name)?;
+            let loaded = remote
+                .fetch(name, key, FILES, scratch.path())
+                .and_then(|digest| {
+                    let Some(digest) = digest else {
+                        return Ok(None);
+                    };
+                    let archive = scratch.join(IMAGE_FILE);
+                    engine.load(sh, &archive)?;
+                    // Tagged again by id: an archive podman saved names the image localhost/….
+                    let id = archived_image_id(&archive)?;
+                    engine.tag(sh, id.trim_start_matches("sha256:"), tag)?;
+                    Ok(Some((digest, id)))
+                });
+            scratch.remove()?;
             match loaded {
                 Ok(Some((digest, id))) => {
                     ui.step(
@@ -275,19 +288,17 @@ impl Images<'_> {
         to: &[&(dyn Remote + Sync)],
         ui: &dyn Reporter,
     ) -> Result<()> {
-        let Images {
-            sh, engine, cache, ..
-        } = *self;
+        let (sh, engine) = (self.sh, self.engine);
         if to.is_empty() {
             return Ok(());
         }
-        let scratch = cache.scratch(name)?;
+        let scratch = self.host().scratch(name)?;
         let saved = engine.save(sh, tag, &scratch.join(IMAGE_FILE));
         for remote in to {
             if let Err(e) = saved
                 .as_ref()
                 .map_err(|e| anyhow::anyhow!("{e:#}"))
-                .and_then(|_| remote.push(name, key, &scratch))
+                .and_then(|_| remote.push(name, key, scratch.path()))
             {
                 ui.message(&format!(
                     "warning: the stage cache {} did not take {name}-{}: {e:#}; the build goes on",
@@ -296,7 +307,7 @@ impl Images<'_> {
                 ));
             }
         }
-        crate::cache::remove(&scratch)
+        scratch.remove()
     }
 }
 

@@ -563,6 +563,12 @@ impl Engine {
         )
     }
 
+    /// The commands that copy the image `image` from one machine's engine into another's.
+    pub fn transfer_hint(&self, image: &str) -> String {
+        let engine = &self.program;
+        format!("{engine} save {image} | {engine} load")
+    }
+
     /// The command that loads an image from a file.
     pub fn load_hint(&self) -> String {
         format!("{} load", self.program)
@@ -682,12 +688,6 @@ fn parse_labels(json: &str) -> BTreeMap<String, String> {
             .collect(),
         _ => BTreeMap::new(),
     }
-}
-
-/// The last `n` lines of `text`.
-pub fn last_lines(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 #[cfg(test)]

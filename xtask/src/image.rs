@@ -8,18 +8,17 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::Path;
-use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use xshell::Shell;
 
 use crate::build::Build;
 use crate::build_info::BuildInfo;
-use crate::cache::{self, Cache};
+use crate::cache::Cache;
 use crate::digest::Key;
-use crate::engine::{ContainerSpec, Engine};
+use crate::engine::{Container, ContainerSpec, Engine};
 use crate::flags::Runtime;
-use crate::pipeline::unix_now;
+use crate::host::{ContextBuild, Got, Host, KeyedImage, Made, Scratch, Step, Unshown, log_failure};
 use crate::progress::{Reporter, StepEvent};
 use crate::ship::Artifact;
 use crate::tarwalk::{self, Compression};
@@ -342,6 +341,7 @@ pub fn ensure(
     plan: &Plan,
     ui: &dyn Reporter,
 ) -> Result<RuntimeImage> {
+    let host = Host::new(sh, engine, cache);
     let Some(base_id) = engine.image_id(sh, plan.base_image)? else {
         let hint = match crate::builder::base_image_command(plan.base_image) {
             Some(command) => format!("make it with `{command}`"),
@@ -357,9 +357,49 @@ pub fn ensure(
     // An image of another architecture is built (its RUN steps run the finished tree) under
     // QEMU user emulation, on a base image of that architecture.
     let platform = foreign_platform(sh, engine, plan)?;
+    let key = image_key(plan, &base_id);
+    let image = KeyedImage {
+        name: "image",
+        key: &key,
+        label: Some(LABEL_KEY),
+        tags: &plan.tags,
+    };
+    let (id, got) = host.keyed_image(&image, ui, || {
+        let needs = elf::external_needs(plan.tarball)?;
+        let packages = packages_for(sh, engine, cache, plan, &needs, &key, ui)?;
+        let build = ContextBuild {
+            name: "image",
+            what: building(plan),
+            scratch: "image",
+            log: host.stamped_log(&format!("image-{}", &key[..12])),
+            platform,
+            tags: &plan.tags,
+            labels: vec![],
+            hint: Some(build_hint(engine, plan, &packages)),
+        };
+        let id = host.build_context(&build, ui, |context| {
+            write_context(context, plan, &base_id, &key, &packages)
+        })?;
+        let note = format!(
+            "{}; system packages: {}",
+            plan.tags.join(", "),
+            packages.join(" ")
+        );
+        Ok(Made::Built { id, note })
+    })?;
+    Ok(RuntimeImage {
+        id,
+        tags: plan.tags.clone(),
+        cached: got == Got::Cached,
+        key: Some(key),
+    })
+}
+
+/// The content key of `plan`'s image on the base image `base_id`.
+fn image_key(plan: &Plan, base_id: &str) -> String {
     let mut key = Key::new();
     key.set("tarball", plan.sha256)
-        .set("base-image", base_id.clone())
+        .set("base-image", base_id)
         .set("builder-image", plan.builder_image)
         .set("arch", plan.arch)
         .set_sha256("dockerfile", DOCKERFILE);
@@ -369,104 +409,44 @@ pub fn ensure(
             format!("{DISTROLESS_DOCKERFILE}\0{DISTROLESS_ROOTFS}"),
         );
     }
-    let key = key
-        .set_sha256("deps-script", DEPS_SCRIPT)
+    key.set_sha256("deps-script", DEPS_SCRIPT)
         .set_sha256("code", include_str!("image.rs"))
-        .hex();
+        .hex()
+}
 
-    if let Some(id) = engine
-        .images_with_label(sh, LABEL_KEY, &key)?
-        .into_iter()
-        .next()
-    {
-        for tag in &plan.tags {
-            engine.tag(sh, &id, tag)?;
+/// Writes the build context of `plan`'s image into `context`: the filled Dockerfile (whose
+/// last step holds the labels, after everything the engine's cache can reuse), the tarball and,
+/// for distroless, the script that fills its file system.
+fn write_context(
+    context: &Path,
+    plan: &Plan,
+    base_id: &str,
+    key: &str,
+    packages: &[String],
+) -> Result<()> {
+    let labels = labels(plan, base_id, key);
+    let text = match plan.runtime {
+        Runtime::Base => dockerfile(plan.base_image, packages, &labels),
+        Runtime::Distroless => {
+            let script = context.join("distroless-rootfs.sh");
+            std::fs::write(&script, DISTROLESS_ROOTFS)
+                .with_context(|| format!("cannot write {}", script.display()))?;
+            fill(DISTROLESS_DOCKERFILE, plan.base_image, packages, &labels)
         }
-        ui.step(
-            "image",
-            StepEvent::Skipped {
-                what: &format!("cached ({})", plan.tags.join(", ")),
-            },
-        );
-        return Ok(RuntimeImage {
-            id,
-            tags: plan.tags.clone(),
-            cached: true,
-            key: Some(key),
-        });
+    };
+    let dockerfile = context.join("Dockerfile");
+    std::fs::write(&dockerfile, text)
+        .with_context(|| format!("cannot write {}", dockerfile.display()))?;
+    let in_context = context.join(CONTEXT_TARBALL);
+    if std::fs::hard_link(plan.tarball, &in_context).is_err() {
+        std::fs::copy(plan.tarball, &in_context).with_context(|| {
+            format!(
+                "cannot copy {} into the build context",
+                plan.tarball.display()
+            )
+        })?;
     }
-
-    let started = Instant::now();
-    let needs = elf::external_needs(plan.tarball)?;
-    let packages = packages_for(sh, engine, cache, plan, &needs, &key, ui)?;
-    let context = cache.scratch("image")?;
-    let result = (|| -> Result<String> {
-        // The labels go in the Dockerfile's last step, after everything the cache can reuse.
-        let labels = labels(plan, &base_id, &key);
-        let text = match plan.runtime {
-            Runtime::Base => dockerfile(plan.base_image, &packages, &labels),
-            Runtime::Distroless => {
-                let script = context.join("distroless-rootfs.sh");
-                std::fs::write(&script, DISTROLESS_ROOTFS)
-                    .with_context(|| format!("cannot write {}", script.display()))?;
-                fill(DISTROLESS_DOCKERFILE, plan.base_image, &packages, &labels)
-            }
-        };
-        let dockerfile = context.join("Dockerfile");
-        std::fs::write(&dockerfile, text)
-            .with_context(|| format!("cannot write {}", dockerfile.display()))?;
-        let in_context = context.join(CONTEXT_TARBALL);
-        if std::fs::hard_link(plan.tarball, &in_context).is_err() {
-            std::fs::copy(plan.tarball, &in_context).with_context(|| {
-                format!(
-                    "cannot copy {} into the build context",
-                    plan.tarball.display()
-                )
-            })?;
-        }
-        let log = cache
-            .dir("logs")
-            .join(format!("image-{}-{}.log", &key[..12], unix_now()));
-        ui.step(
-            "image",
-            StepEvent::Started {
-                doing: "building",
-                log: &log,
-            },
-        );
-        let ok = engine.build_for(platform, &context, &plan.tags, &[], &log, |line| {
-            ui.step("image", StepEvent::Output { line })
-        });
-        if !matches!(ok, Ok(true)) {
-            ui.step("image", StepEvent::Failed { log: &log });
-        }
-        if !ok? {
-            return Err(build_failure(engine, plan, &packages, &log));
-        }
-        let tag = &plan.tags[0];
-        engine
-            .image_id(sh, tag)?
-            .with_context(|| format!("{tag} is missing right after it was built"))
-    })();
-    cache::remove(&context)?;
-    let id = result?;
-    ui.step(
-        "image",
-        StepEvent::Ran {
-            seconds: started.elapsed().as_secs_f64(),
-            note: Some(&format!(
-                "{}; system packages: {}",
-                plan.tags.join(", "),
-                packages.join(" ")
-            )),
-        },
-    );
-    Ok(RuntimeImage {
-        id,
-        tags: plan.tags.clone(),
-        cached: false,
-        key: Some(key),
-    })
+    Ok(())
 }
 
 /// The platform to build `plan`'s image for when it is not the engine's own architecture
@@ -498,16 +478,15 @@ fn foreign_platform(sh: &Shell, engine: &Engine, plan: &Plan) -> Result<Option<&
     Ok(Some(target.platform))
 }
 
-/// The error of a failed image build: the end of its log and where to look next.
-fn build_failure(engine: &Engine, plan: &Plan, packages: &[String], log: &Path) -> anyhow::Error {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    anyhow::anyhow!(
-        "cannot build the runtime image {}; the last 30 lines of its log:\n{}\n\nfull log: {}\n\
-         does the base image {} reach its package mirror and have the packages `{}`? try \
-         `{}`",
-        plan.tags.join(", "),
-        crate::engine::last_lines(&text, 30),
-        log.display(),
+/// What failed when the build of `plan`'s image fails.
+fn building(plan: &Plan) -> String {
+    format!("building the runtime image {}", plan.tags.join(", "))
+}
+
+/// Where to look when the build of `plan`'s image failed.
+fn build_hint(engine: &Engine, plan: &Plan, packages: &[String]) -> String {
+    format!(
+        "does the base image {} reach its package mirror and have the packages `{}`? try `{}`",
         plan.base_image,
         packages.join(" "),
         engine.shell_hint(plan.base_image),
@@ -641,13 +620,11 @@ fn packages_for(
     if plan.store {
         // Without its entry the mapping is only made again next time.
         let stored = (|| -> Result<()> {
-            let scratch = cache.scratch("image-deps")?;
+            let scratch = Scratch::new(cache, "image-deps")?;
             let file = scratch.join("packages.json");
             std::fs::write(&file, serde_json::to_vec(&packages)?)
                 .with_context(|| format!("cannot write {}", file.display()))?;
-            let published = cache::publish(&file, &path);
-            cache::remove(&scratch)?;
-            published
+            scratch.publish("packages.json", &path)
         })();
         if let Err(e) = stored {
             ui.message(&format!(
@@ -670,44 +647,40 @@ fn runtime_packages(
     if needs.is_empty() {
         return Ok(Vec::new());
     }
-    let container = format!("python-fips-deps-{}-{}", &key[..12], std::process::id());
-    let log = cache
-        .dir("logs")
-        .join(format!("image-deps-{}.log", &key[..12]));
-    let _ = std::fs::remove_file(&log);
+    let host = Host::new(sh, engine, cache);
+    let what = format!("deps-{}", &key[..12]);
+    let log = host.log(&format!("image-{what}"));
     let mut command = vec![
         "sh".to_string(),
         "/runtime-deps.sh".to_string(),
         ldconfig_tag(plan.arch).to_string(),
     ];
     command.extend(needs.keys().cloned());
-    let container = engine.container(
-        sh,
-        &ContainerSpec {
-            name: container,
-            image: plan.builder_image.to_string(),
-            labels: crate::pipeline::labels(cache),
-            command,
-            ..ContainerSpec::default()
-        },
-    )?;
+    let spec = ContainerSpec {
+        command,
+        ..host.spec(&what, plan.builder_image)
+    };
+    // The mapping is part of the image's step: it is not shown as a step of its own.
+    let step = Step {
+        name: "image-deps",
+        doing: "running",
+        log: &log,
+        exit_fails: true,
+    };
+    let put = |c: &Container| c.put_file("/", "runtime-deps.sh", DEPS_SCRIPT.as_bytes(), 0o644);
     let mut found = BTreeMap::new();
     let mut missing = Vec::new();
-    let result = (|| -> Result<bool> {
-        container.put_file("/", "runtime-deps.sh", DEPS_SCRIPT.as_bytes(), 0o644)?;
-        container.run_logged(&log, |line| {
-            let mut words = line.split_whitespace();
-            match (words.next(), words.next(), words.next()) {
-                (Some("package"), Some(soname), Some(package)) => {
-                    found.insert(soname.to_string(), package.to_string());
-                }
-                (Some("missing"), Some(soname), _) => missing.push(soname.to_string()),
-                _ => {}
+    let on_line = |line: &str| {
+        let mut words = line.split_whitespace();
+        match (words.next(), words.next(), words.next()) {
+            (Some("package"), Some(soname), Some(package)) => {
+                found.insert(soname.to_string(), package.to_string());
             }
-        })
-    })();
-    drop(container);
-    let ok = result?;
+            (Some("missing"), Some(soname), _) => missing.push(soname.to_string()),
+            _ => {}
+        }
+    };
+    let ok = host.run_step(&step, &spec, put, on_line, &Unshown)?.ok;
     if !missing.is_empty() {
         let list: Vec<String> = missing
             .iter()
@@ -720,12 +693,8 @@ fn runtime_packages(
         );
     }
     if !ok || found.len() != needs.len() {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        bail!(
-            "cannot map the tree's libraries to packages in the builder image; the last lines of {}:\n{}",
-            log.display(),
-            crate::engine::last_lines(&text, 20)
-        );
+        let what = "mapping the tree's libraries to packages in the builder image";
+        return Err(log_failure(what, &log, 20, None));
     }
     Ok(found
         .into_values()
@@ -836,8 +805,12 @@ mod tests {
             runtime: Runtime::Base,
             store: false,
         };
-        let err = build_failure(&engine, &plan, &["libffi8".into()], &log).to_string();
-        assert!(err.contains("cannot build the runtime image t:1"), "{err}");
+        let hint = build_hint(&engine, &plan, &["libffi8".into()]);
+        let err = log_failure(&building(&plan), &log, 30, Some(&hint)).to_string();
+        assert!(
+            err.contains("building the runtime image t:1 failed"),
+            "{err}"
+        );
         assert!(err.contains("Unable to locate package libffi8"), "{err}");
         assert!(err.contains(&engine.shell_hint("debian:bookworm")), "{err}");
     }

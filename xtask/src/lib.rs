@@ -22,6 +22,7 @@ pub mod engine;
 mod extract;
 pub mod flags;
 mod graph;
+mod host;
 mod image;
 mod oci;
 mod package;

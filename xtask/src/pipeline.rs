@@ -6,9 +6,9 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use xshell::Shell;
 
@@ -18,15 +18,12 @@ use crate::digest::Key;
 #[cfg(test)]
 use crate::digest::key_of;
 use crate::engine::{Container, ContainerSpec, Engine};
+use crate::host::{Host, Step};
 use crate::progress::{Reporter, StepEvent};
 use crate::store::{Origin, Remote, StageCache};
 
 /// Where the tree is installed, inside every container and on the machines that run it.
 pub const PREFIX: &str = "/opt/python-fips";
-/// Label on every container this tool creates, valued `<host>:<pid>` of the run that owns it.
-pub const OWNER_LABEL: &str = "python-fips.owner";
-/// Label naming the cache root of the run that created the container.
-pub const CACHE_LABEL: &str = "python-fips.cache";
 
 /// One input file or directory placed under `/build` in the stage's container.
 #[derive(Debug, Clone)]
@@ -276,57 +273,39 @@ impl Runner<'_> {
         }
         let started = Instant::now();
         let short = &key[..12];
-        let log = self
-            .cache
-            .dir("logs")
-            .join(format!("{}-{short}-{}.log", stage.name, unix_now()));
-        let name = format!("python-fips-{}-{short}-{}", stage.name, std::process::id());
+        let host = self.host();
+        let log = host.stamped_log(&format!("{}-{short}", stage.name));
         let env = stage.env(self);
-        let container = self.create_with_inputs(stage, &name, &env, false)?;
         let reuse = stage.reuses(self).then(|| self.reuse_entry(stage.name));
-        if let Some(entry) = reuse.as_deref().filter(|e| e.is_file()) {
-            let carried = container.copy_in("/", |w| {
-                let mut f = std::fs::File::open(entry)
-                    .with_context(|| format!("cannot open {}", entry.display()))?;
-                std::io::copy(&mut f, w)
-                    .with_context(|| format!("cannot read {}", entry.display()))?;
-                Ok(())
-            });
-            if let Err(e) = carried {
-                return Err(e.context(format!(
-                    "cannot put the reuse directory {} into the container of stage {}\n\
-                     hint: it holds nothing a build needs; delete it and run again",
-                    entry.display(),
-                    stage.name
-                )));
+        let step = Step {
+            name: node,
+            doing: "running",
+            log: &log,
+            exit_fails: true,
+        };
+        let spec = self.stage_spec(stage, &format!("{}-{short}", stage.name), &env, false);
+        let mut script_started = Instant::now();
+        let put = |container: &Container| -> Result<()> {
+            self.send_inputs(stage, container)?;
+            if let Some(entry) = reuse.as_deref().filter(|e| e.is_file()) {
+                put_reuse(stage.name, container, entry)?;
             }
-        }
-
-        ui.step(
-            node,
-            StepEvent::Started {
-                doing: "running",
-                log: &log,
-            },
-        );
-        let script_started = Instant::now();
-        let ok = container.run_logged(&log, |line| ui.step(node, StepEvent::Output { line }));
+            script_started = Instant::now();
+            Ok(())
+        };
+        let on_line = |_: &str| {};
+        let ran = host
+            .run_step(&step, &spec, put, on_line, ui)
+            .with_context(|| format!("cannot run stage {}", stage.name))?;
         let script_seconds = script_started.elapsed().as_secs_f64();
-        if !matches!(ok, Ok(true)) {
-            ui.step(node, StepEvent::Failed { log: &log });
-        }
-        if !ok.with_context(|| format!("cannot run stage {}", stage.name))? {
+        if !ran.ok {
             // The failed stage's container stays for `shell --failed`.
-            return Err(self.failure(
-                stage,
-                &container.keep(),
-                &env,
-                &log,
-                started.elapsed().as_secs_f64(),
-            ));
+            let seconds = started.elapsed().as_secs_f64();
+            return Err(self.failure(stage, &ran.container.keep(), &env, &log, seconds));
         }
+        let container = ran.container;
 
-        let scratch = self.cache.scratch(stage.name)?;
+        let scratch = host.scratch(stage.name)?;
         let out_tar = scratch.join("output.tar");
         {
             let mut file = std::fs::File::create(&out_tar)
@@ -353,7 +332,8 @@ impl Runner<'_> {
             .with_context(|| format!("cannot write {}", meta_file.display()))?;
         let entry = self
             .stage_cache(node)
-            .publish(stage.name, &key, &scratch, ui)?;
+            .publish(stage.name, &key, scratch.path(), ui)?;
+        scratch.published();
         ui.step(
             node,
             StepEvent::Ran {
@@ -388,7 +368,7 @@ impl Runner<'_> {
     /// next run its reuse, not its result, so it is reported and the stage goes on.
     fn keep_reuse(&self, stage: &str, container: &Container, entry: &Path, ui: &dyn Reporter) {
         let kept = (|| -> Result<()> {
-            let scratch = self.cache.scratch("reuse")?;
+            let scratch = self.host().scratch("reuse")?;
             let tar = scratch.join("reuse.tar");
             let mut file = std::fs::File::create(&tar)
                 .with_context(|| format!("cannot create {}", tar.display()))?;
@@ -402,7 +382,7 @@ impl Runner<'_> {
                 format!("cannot rename {} to {}", tar.display(), entry.display())
             })?;
             cache::sync(parent)?;
-            cache::remove(&scratch)
+            scratch.remove()
         })();
         if let Err(e) = kept {
             ui.message(&format!(
@@ -424,77 +404,33 @@ impl Runner<'_> {
         ui: &dyn Reporter,
     ) -> Result<Together> {
         let started = Instant::now();
-        let log = self
-            .cache
-            .dir("logs")
-            .join(format!("floor-{}.log", unix_now()));
-        let spec = ContainerSpec {
-            name: format!("python-fips-floor-{}", std::process::id()),
-            image: self.image_id.clone(),
-            env: vec![],
-            labels: [
-                labels(self.cache),
-                vec![("python-fips.stage".into(), "floor".into())],
-            ]
-            .concat(),
+        let host = self.host();
+        let log = host.stamped_log("floor");
+        let mut spec = ContainerSpec {
             workdir: Some("/build".into()),
             command: vec![
                 "sh".into(),
                 "-c".into(),
                 "exec sh -eu /build/floor/run.sh 2>&1".into(),
             ],
-            ..ContainerSpec::default()
+            ..host.spec("floor", &self.image_id)
         };
-        let container = self.engine.container(self.sh, &spec)?;
-        container.copy_in("/", |w| {
-            let mut tar = tar::Builder::new(w);
-            tar.follow_symlinks(false);
-            // The floor compiles without a reuse directory: nothing from earlier runs.
-            let driver = together_script(stages, |s| {
-                let own = s
-                    .env(self)
-                    .into_iter()
-                    .filter(|(k, _)| !outside_key(k) || k == "JOBS");
-                own.chain(extra_env.iter().cloned()).collect()
-            });
-            add_bytes(&mut tar, "build/floor/run.sh", driver.as_bytes(), 0o755)?;
-            for stage in stages {
-                let script = format!("build/floor/{}.sh", stage.name);
-                add_bytes(&mut tar, &script, stage.script.as_bytes(), 0o755)?;
-                for (dest, text) in stage.carried_files() {
-                    add_bytes(&mut tar, &format!("build/{dest}"), text.as_bytes(), 0o755)?;
-                }
-                append_inputs(&mut tar, stage)?;
-            }
-            tar.finish()?;
-            Ok(())
-        })?;
-        ui.step(
-            "floor",
-            StepEvent::Started {
-                doing: "running all stages in one container",
-                log: &log,
-            },
-        );
+        spec.labels
+            .push(("python-fips.stage".into(), "floor".into()));
+        let step = Step {
+            name: "floor",
+            doing: "running all stages in one container",
+            log: &log,
+            exit_fails: true,
+        };
+        let put = |container: &Container| {
+            container.copy_in("/", |w| self.floor_inputs(w, stages, extra_env))
+        };
         let mut marks = Vec::new();
-        let ok = container.run_logged(&log, |line| {
-            if let Some(mark) = parse_mark(line) {
-                marks.push(mark);
-            }
-            ui.step("floor", StepEvent::Output { line });
-        });
-        if !matches!(ok, Ok(true)) {
-            ui.step("floor", StepEvent::Failed { log: &log });
-        }
-        drop(container);
-        if !ok.context("cannot run the floor")? {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            bail!(
-                "the floor (all stage scripts in one container) failed; the last 30 lines of its log:\n{}\n\nfull log: {}",
-                crate::engine::last_lines(&text, 30),
-                log.display()
-            );
-        }
+        let on_line = |line: &str| marks.extend(parse_mark(line));
+        host.run_step(&step, &spec, put, on_line, ui)
+            .context("cannot run the floor")?
+            .succeeded("the floor (all stage scripts in one container)", 30, None)?;
         let scripts = script_times(&marks);
         let seconds = started.elapsed().as_secs_f64();
         ui.step(
@@ -507,15 +443,65 @@ impl Runner<'_> {
         Ok(Together { scripts, seconds })
     }
 
-    /// Creates a container from the builder image holding exactly the stage's inputs; it is
-    /// removed when the returned guard is dropped.
+    /// The floor's driver, scripts, carried files and inputs, as a tar stream into `w`.
+    fn floor_inputs(
+        &self,
+        w: &mut dyn std::io::Write,
+        stages: &[StageSpec],
+        extra_env: &[(String, String)],
+    ) -> Result<()> {
+        let mut tar = tar::Builder::new(w);
+        tar.follow_symlinks(false);
+        // The floor compiles without a reuse directory: nothing from earlier runs.
+        let driver = together_script(stages, |s| {
+            let own = s
+                .env(self)
+                .into_iter()
+                .filter(|(k, _)| !outside_key(k) || k == "JOBS");
+            own.chain(extra_env.iter().cloned()).collect()
+        });
+        add_bytes(&mut tar, "build/floor/run.sh", driver.as_bytes(), 0o755)?;
+        for stage in stages {
+            let script = format!("build/floor/{}.sh", stage.name);
+            add_bytes(&mut tar, &script, stage.script.as_bytes(), 0o755)?;
+            for (dest, text) in stage.carried_files() {
+                add_bytes(&mut tar, &format!("build/{dest}"), text.as_bytes(), 0o755)?;
+            }
+            append_inputs(&mut tar, stage)?;
+        }
+        tar.finish()?;
+        Ok(())
+    }
+
+    /// The shell, engine and cache the stages run with.
+    pub fn host(&self) -> Host<'_> {
+        Host::new(self.sh, self.engine, self.cache)
+    }
+
+    /// Creates a container `python-fips-<what>-<pid>` from the builder image holding exactly the
+    /// stage's inputs; it is removed when the returned guard is dropped.
     pub fn create_with_inputs(
         &self,
         stage: &StageSpec,
-        name: &str,
+        what: &str,
         env: &[(String, String)],
         interactive: bool,
     ) -> Result<Container<'_>> {
+        let spec = self.stage_spec(stage, what, env, interactive);
+        let container = self.engine.container(self.sh, &spec)?;
+        self.send_inputs(stage, &container)?;
+        Ok(container)
+    }
+
+    /// The container of `stage`, `python-fips-<what>-<pid>`: its script (or an interactive
+    /// shell) in the builder image with `env`.
+    fn stage_spec(
+        &self,
+        stage: &StageSpec,
+        what: &str,
+        env: &[(String, String)],
+        interactive: bool,
+    ) -> ContainerSpec {
         let command: Vec<String> = if interactive {
             vec!["bash".into()]
         } else {
@@ -525,23 +511,16 @@ impl Runner<'_> {
                 "exec sh -eux /build/stage.sh 2>&1".into(),
             ]
         };
-        let spec = ContainerSpec {
-            name: name.to_string(),
-            image: self.image_id.clone(),
+        let mut spec = ContainerSpec {
             env: env.to_vec(),
-            labels: [
-                labels(self.cache),
-                vec![("python-fips.stage".into(), stage.name.into())],
-            ]
-            .concat(),
             workdir: Some("/build".into()),
             interactive,
             command,
-            ..ContainerSpec::default()
+            ..self.host().spec(what, &self.image_id)
         };
-        let container = self.engine.container(self.sh, &spec)?;
-        self.send_inputs(stage, &container)?;
-        Ok(container)
+        spec.labels
+            .push(("python-fips.stage".into(), stage.name.into()));
+        spec
     }
 
     fn send_inputs(&self, stage: &StageSpec, container: &Container) -> Result<()> {
@@ -594,19 +573,32 @@ impl Runner<'_> {
             log: log.to_path_buf(),
             env: env.to_vec(),
         };
-        let record = self.cache.dir("failed.json");
+        let record = self.host().failed_record();
         let _ = serde_json::to_vec_pretty(&failed).map(|b| cache::write_atomic(&record, &b));
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        anyhow::anyhow!(
-            "stage {} failed after {seconds:.1} s; the last 30 lines of its log:\n{}\n\nfull log: {}\n\
-             the failed container {container} is kept; enter it with:\n    cargo xtask shell --failed\n\
-             or by hand:\n    {}",
-            stage.name,
-            crate::engine::last_lines(&text, 30),
-            log.display(),
+        let hint = format!(
+            "it ran {seconds:.1} s; the failed container {container} is kept; enter it with:\n    \
+             cargo xtask shell --failed\nor by hand:\n    {}",
             self.engine.failed_stage_hint(container, stage.name),
-        )
+        );
+        crate::host::log_failure(&format!("stage {}", stage.name), log, 30, Some(&hint))
     }
+}
+
+/// Puts the reuse directory `entry` into the container of `stage`.
+fn put_reuse(stage: &str, container: &Container, entry: &Path) -> Result<()> {
+    let carried = container.copy_in("/", |w| {
+        let mut f = std::fs::File::open(entry)
+            .with_context(|| format!("cannot open {}", entry.display()))?;
+        std::io::copy(&mut f, w).with_context(|| format!("cannot read {}", entry.display()))?;
+        Ok(())
+    });
+    carried.with_context(|| {
+        format!(
+            "cannot put the reuse directory {} into the container of stage {stage}\n\
+             hint: it holds nothing a build needs; delete it and run again",
+            entry.display()
+        )
+    })
 }
 
 /// What `run_together` measured.
@@ -713,58 +705,6 @@ fn add_bytes<W: std::io::Write>(
     header.set_mtime(0);
     header.set_entry_type(tar::EntryType::Regular);
     tar.append_data(&mut header, path, bytes)?;
-    Ok(())
-}
-
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-/// The labels every container of this run carries: its owner and its cache, for `prune_stale`.
-pub fn labels(cache: &Cache) -> Vec<(String, String)> {
-    vec![
-        (OWNER_LABEL.into(), owner()),
-        (CACHE_LABEL.into(), cache.root().display().to_string()),
-    ]
-}
-
-/// `<host>:<pid>` of this run.
-fn owner() -> String {
-    format!("{}:{}", hostname(), std::process::id())
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_default()
-}
-
-/// Removes containers left by runs of this host and this cache that died (killed mid-stage),
-/// but keeps the one a failed stage left for debugging. Other caches' containers are theirs.
-pub fn prune_stale(sh: &Shell, engine: &Engine, cache: &Cache) -> Result<()> {
-    let kept = std::fs::read(cache.dir("failed.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<Failed>(&b).ok())
-        .map(|f| f.container);
-    let me = hostname();
-    let root = cache.root().display().to_string();
-    for (name, labels) in engine.containers_with_label(sh, OWNER_LABEL)? {
-        let label = |key: &str| labels.get(key).map_or("", String::as_str);
-        if label(CACHE_LABEL) != root {
-            continue;
-        }
-        let owner = label(OWNER_LABEL);
-        let Some((host, pid)) = owner.rsplit_once(':') else {
-            continue;
-        };
-        let alive = Path::new("/proc").join(pid).exists();
-        if host == me && !alive && kept.as_deref() != Some(name.as_str()) {
-            engine.remove(sh, &name);
-        }
-    }
     Ok(())
 }
 

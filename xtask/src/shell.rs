@@ -29,8 +29,8 @@ impl flags::ShellCmd {
         let (_, stage) = build.run_until(Some(stage_name), &ui)?;
         let stage = stage.expect("the stage name was checked");
         let builder = build.runner_for(stage_name);
-        let name = format!("python-fips-shell-{stage_name}-{}", std::process::id());
-        let container = builder.create_with_inputs(&stage, &name, &stage.env(&builder), true)?;
+        let what = format!("shell-{stage_name}");
+        let container = builder.create_with_inputs(&stage, &what, &stage.env(&builder), true)?;
         eprintln!(
             "stage {stage_name}: inputs are under /build, the script is /build/stage.sh and its environment is set \
              (also in /build/env).\nrun `sh -eux /build/stage.sh` to run the stage; exit to leave (the container is removed)."
@@ -46,7 +46,8 @@ impl flags::ShellCmd {
 /// the image.
 fn copy_failed(sh: &Shell, args: &flags::BuildArgs) -> Result<(Engine, Failed, String)> {
     let cache = crate::cache::Cache::open(args.sources.cache.as_deref())?;
-    let record = cache.dir("failed.json");
+    let engine = Engine::detect(sh, args.engine.as_deref())?;
+    let record = crate::host::Host::new(sh, &engine, &cache).failed_record();
     let bytes = std::fs::read(&record).with_context(|| {
         format!(
             "no failed stage is recorded ({} is missing); no build has failed here yet",
@@ -55,7 +56,6 @@ fn copy_failed(sh: &Shell, args: &flags::BuildArgs) -> Result<(Engine, Failed, S
     })?;
     let failed: Failed = serde_json::from_slice(&bytes)
         .with_context(|| format!("cannot parse {}", record.display()))?;
-    let engine = Engine::detect(sh, args.engine.as_deref())?;
     let image = format!("python-fips-debug:{}", failed.stage);
     if engine.commit(sh, &failed.container, &image).is_err() {
         bail!(

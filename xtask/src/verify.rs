@@ -4,6 +4,7 @@
 //! the image's own user and `PATH`; it prints one JSON row per check. This side renders the rows
 //! as a table, writes them as JSON, and fails if any row failed.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -12,8 +13,9 @@ use xshell::Shell;
 
 use crate::cache::Cache;
 use crate::digest::Key;
-use crate::engine::{ContainerSpec, Engine};
+use crate::engine::{Container, ContainerSpec, Engine};
 use crate::flags;
+use crate::host::{Host, Scratch, Step};
 use crate::image::{
     self, ImageInputs, LABEL_OPENSSL, LABEL_PROVIDER, LABEL_TARBALL, LABEL_VERSION, RuntimeImage,
 };
@@ -236,13 +238,11 @@ pub fn verdict_for(
 
 /// Publishes `verdict` at `verdicts/<key>.json` by rename from the scratch directory.
 fn store_verdict(cache: &Cache, key: &str, verdict: &Verdict) -> Result<()> {
-    let scratch = cache.scratch("verdict")?;
+    let scratch = Scratch::new(cache, "verdict")?;
     let file = scratch.join("verdict.json");
-    let result = std::fs::write(&file, serde_json::to_vec_pretty(verdict)?)
-        .with_context(|| format!("cannot write {}", file.display()))
-        .and_then(|()| crate::cache::publish(&file, &verdict_path(cache, key)));
-    let _ = crate::cache::remove(&scratch);
-    result
+    std::fs::write(&file, serde_json::to_vec_pretty(verdict)?)
+        .with_context(|| format!("cannot write {}", file.display()))?;
+    scratch.publish("verdict.json", &verdict_path(cache, key))
 }
 
 /// The name of the row that says the checks script stopped before its end.
@@ -279,6 +279,68 @@ pub fn check_with(
     let id = engine
         .image_id(sh, image)?
         .with_context(|| format!("there is no image {image}"))?;
+    let env = expected(&labels, image, probes)?;
+    // A foreign image (an aarch64 tree's, on an x86_64 engine) runs under QEMU user emulation.
+    let image_arch = engine.image_arch(sh, &id)?.unwrap_or_default();
+    if let Ok(target) = crate::arch::parse(&image_arch)
+        && target.name != engine.arch(sh)?
+    {
+        crate::arch::ensure_emulation(target)?;
+    }
+    let host = Host::new(sh, engine, cache);
+    let short = id.trim_start_matches("sha256:");
+    let what = format!("verify-{}", &short[..short.len().min(12)]);
+    let log = host.log(&what);
+    let spec = ContainerSpec {
+        env,
+        // The image's own user, PATH and working directory: exactly what an application gets.
+        command: vec!["python3".into(), CHECKS_PATH.into()],
+        host_network: probes.postgres.is_some(),
+        ..host.spec(&what, &id)
+    };
+    // A failed check is a row of the verdict, not a failed step.
+    let step = Step {
+        name: "verify",
+        doing: "running",
+        log: &log,
+        exit_fails: false,
+    };
+    let started = std::time::Instant::now();
+    let put = |container: &Container| {
+        let (dir, file) = CHECKS_PATH.rsplit_once('/').expect("an absolute path");
+        container.put_file(dir, file, CHECKS.as_bytes(), 0o644)
+    };
+    let mut lines = Vec::new();
+    let on_line = |line: &str| lines.push(line.to_string());
+    let ok = host
+        .run_step(&step, &spec, put, on_line, ui)
+        .with_context(|| format!("cannot run the checks in {image}"))?
+        .ok;
+    ui.step(
+        "verify",
+        StepEvent::Ran {
+            seconds: started.elapsed().as_secs_f64(),
+            note: None,
+        },
+    );
+    let checks = parse_rows(&lines, ok, &log);
+    Ok(Verdict {
+        image: image.to_string(),
+        image_id: id,
+        tarball_sha256: labels.get(LABEL_TARBALL).cloned(),
+        passed: checks.iter().all(|r| r.passed),
+        checks,
+        cached: false,
+    })
+}
+
+/// The environment of the checks: the versions `image`'s labels promise, and the services of
+/// `probes`.
+fn expected(
+    labels: &BTreeMap<String, String>,
+    image: &str,
+    probes: &Probes,
+) -> Result<Vec<(String, String)>> {
     let label = |key: &str| -> Result<String> {
         labels.get(key).cloned().with_context(|| {
             format!(
@@ -303,69 +365,7 @@ pub fn check_with(
     if let Some(dsn) = &probes.postgres {
         env.push(("PYTHON_FIPS_POSTGRES".to_string(), dsn.clone()));
     }
-    // A foreign image (an aarch64 tree's, on an x86_64 engine) runs under QEMU user emulation.
-    let image_arch = engine.image_arch(sh, &id)?.unwrap_or_default();
-    if let Ok(target) = crate::arch::parse(&image_arch)
-        && target.name != engine.arch(sh)?
-    {
-        crate::arch::ensure_emulation(target)?;
-    }
-    let short = id.trim_start_matches("sha256:");
-    let short = &short[..short.len().min(12)];
-    let container = format!("python-fips-verify-{short}-{}", std::process::id());
-    let log = cache.dir("logs").join(format!("verify-{short}.log"));
-    let _ = std::fs::remove_file(&log);
-    let container = engine.container(
-        sh,
-        &ContainerSpec {
-            name: container,
-            image: id.clone(),
-            env,
-            labels: crate::pipeline::labels(cache),
-            // The image's own user, PATH and working directory: exactly what an application gets.
-            command: vec!["python3".into(), CHECKS_PATH.into()],
-            host_network: probes.postgres.is_some(),
-            ..ContainerSpec::default()
-        },
-    )?;
-    let started = std::time::Instant::now();
-    ui.step(
-        "verify",
-        StepEvent::Started {
-            doing: "running",
-            log: &log,
-        },
-    );
-    let mut lines = Vec::new();
-    let result = (|| -> Result<bool> {
-        let (dir, file) = CHECKS_PATH.rsplit_once('/').expect("an absolute path");
-        container.put_file(dir, file, CHECKS.as_bytes(), 0o644)?;
-        container.run_logged(&log, |line| {
-            ui.step("verify", StepEvent::Output { line });
-            lines.push(line.to_string());
-        })
-    })();
-    if result.is_err() {
-        ui.step("verify", StepEvent::Failed { log: &log });
-    }
-    drop(container);
-    let ok = result.with_context(|| format!("cannot run the checks in {image}"))?;
-    ui.step(
-        "verify",
-        StepEvent::Ran {
-            seconds: started.elapsed().as_secs_f64(),
-            note: None,
-        },
-    );
-    let checks = parse_rows(&lines, ok, &log);
-    Ok(Verdict {
-        image: image.to_string(),
-        image_id: id,
-        tarball_sha256: labels.get(LABEL_TARBALL).cloned(),
-        passed: checks.iter().all(|r| r.passed),
-        checks,
-        cached: false,
-    })
+    Ok(env)
 }
 
 /// The rows in the checks' output. A script that did not run to its end adds a failed row, so

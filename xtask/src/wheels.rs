@@ -10,7 +10,6 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use anyhow::{Context as _, Result, bail};
 use serde::{Deserialize, Serialize};
@@ -21,8 +20,9 @@ use crate::build::{Build, Stages};
 use crate::catalog::BuilderSpec;
 use crate::config::BuildConfig;
 use crate::digest::{Key, hex, sha256_file};
-use crate::pipeline::{Done, Input, Runner, StageSpec, unix_now};
-use crate::progress::{Reporter, StepEvent, Terminal};
+use crate::host::{ContextBuild, KeyedImage, Made, Scratch, Unshown, unix_now};
+use crate::pipeline::{Done, Input, Runner, StageSpec};
+use crate::progress::{Reporter, Terminal};
 use crate::tarwalk::{self, Compression};
 use crate::{audit, builder, cache, flags, image, verify};
 
@@ -323,7 +323,26 @@ impl Build<'_> {
         ui: &dyn Reporter,
     ) -> Result<Option<Built>> {
         let finalize = done.of(crate::graph::Stage::Finalize)?.clone();
-        let r = &self.recipe();
+        let b = self.toolchain_runner(ui)?;
+        let (lock, libpq) = self.lock_for(&b, &finalize, request, ui)?;
+        if request.lock_only {
+            return Ok(None);
+        }
+        let mut deps = vec![finalize.clone()];
+        if lock.links_libpq() {
+            deps.push(match libpq {
+                Some(done) => done,
+                None => self.libpq(&b, &finalize, ui)?,
+            });
+        }
+        let stage_done = self.run_wheels_stage(&b, deps, request, &lock, ui)?;
+        self.collect(stage_done).map(Some)
+    }
+
+    /// The runner of the wheels stages: the build's, in the toolchain image (the builder image
+    /// plus the recipe's `[wheels]` packages), sharing nothing.
+    fn toolchain_runner(&self, ui: &dyn Reporter) -> Result<Runner<'_>> {
+        let r = self.recipe();
         if r.wheels.apt.is_empty() && r.wheels.dnf.is_empty() {
             bail!(
                 "the recipe of CPython {} has no [wheels] section naming the toolchain to build \
@@ -348,9 +367,20 @@ impl Build<'_> {
         let mut b = self.runner();
         b.image_id = toolchain;
         b.remotes = &[];
+        Ok(b)
+    }
 
-        let mut libpq = None;
-        let lock = match Lock::read(&request.lock)? {
+    /// The lock of `request`: its file, or made now (when there is none, or on `--upgrade`),
+    /// with the `libpq` stage it needed then.
+    fn lock_for(
+        &self,
+        b: &Runner,
+        finalize: &Done,
+        request: &Request,
+        ui: &dyn Reporter,
+    ) -> Result<(Lock, Option<Done>)> {
+        let r = self.recipe();
+        match Lock::read(&request.lock)? {
             Some(lock) if !request.upgrade => {
                 lock.check(request, &r.python.version, self.facts().arch.name)?;
                 ui.message(&format!(
@@ -359,32 +389,27 @@ impl Build<'_> {
                     request.lock.display(),
                     lock.packages.len()
                 ));
-                lock
+                Ok((lock, None))
             }
             _ => {
                 // psycopg2's metadata comes from its setup.py, which asks pg_config: the lock
                 // stage gets the libpq the build will link when the requirements name it.
                 let mut deps = vec![finalize.clone()];
+                let mut libpq = None;
                 if request.names_libpq_user() {
-                    let done = self.libpq(&b, &finalize, ui)?;
+                    let done = self.libpq(b, finalize, ui)?;
                     deps.push(done.clone());
                     libpq = Some(done);
                 }
-                self.lock_wheels(&b, deps, request, ui)?
+                Ok((self.lock_wheels(b, deps, request, ui)?, libpq))
             }
-        };
-        if request.lock_only {
-            return Ok(None);
         }
-        let mut deps = vec![finalize.clone()];
-        if lock.links_libpq() {
-            deps.push(match libpq {
-                Some(done) => done,
-                None => self.libpq(&b, &finalize, ui)?,
-            });
-        }
-        let stage_done = self.run_wheels_stage(&b, deps, request, &lock, ui)?;
+    }
 
+    /// Copies the wheels of the stage's output to `<out>/wheels/<python>-<arch>/`, with their
+    /// SBOM beside them.
+    fn collect(&self, stage_done: Done) -> Result<Built> {
+        let r = self.recipe();
         let dir = self.facts().out.join("wheels").join(format!(
             "{}-{}",
             r.python.version,
@@ -414,11 +439,11 @@ impl Build<'_> {
             &dir.join("wheels.cdx.json"),
             &serde_json::to_vec_pretty(&sbom)?,
         )?;
-        Ok(Some(Built {
+        Ok(Built {
             dir,
             wheels,
             stage: stage_done,
-        }))
+        })
     }
 
     /// Resolves `request` in the toolchain image and writes its lock to `request.lock`. Never
@@ -430,9 +455,9 @@ impl Build<'_> {
         request: &Request,
         ui: &dyn Reporter,
     ) -> Result<Lock> {
-        let scratch = self.cache().scratch("wheels-request")?;
-        let result = (|| -> Result<Lock> {
-            let mut stage = wheels_stage(&scratch, request, "lock")?;
+        let scratch = Scratch::new(self.cache(), "wheels-request")?;
+        let lock = {
+            let mut stage = wheels_stage(scratch.path(), request, "lock")?;
             stage.name = "wheels-lock";
             stage.env.push(("LOCKED_AT".into(), unix_now().to_string()));
             stage.deps = deps;
@@ -452,15 +477,15 @@ impl Build<'_> {
                 lock.packages.len(),
                 lock.packages.iter().filter(|p| p.build).count()
             ));
-            Ok(lock)
-        })();
-        cache::remove(&scratch)?;
-        result
+            lock
+        };
+        scratch.remove()?;
+        Ok(lock)
     }
 
     /// The `libpq` stage: PostgreSQL's client library built against the tree's OpenSSL.
     fn libpq(&self, b: &Runner, finalize: &Done, ui: &dyn Reporter) -> Result<Done> {
-        let r = &self.recipe();
+        let r = self.recipe();
         let version = r.wheels.postgresql.as_deref().with_context(|| {
             format!(
                 "the lock names psycopg2, which links libpq, and the recipe of CPython {} names \
@@ -498,9 +523,9 @@ impl Build<'_> {
         lock: &Lock,
         ui: &dyn Reporter,
     ) -> Result<Done> {
-        let scratch = self.cache().scratch("wheels-request")?;
-        let result = (|| -> Result<Done> {
-            let mut stage = wheels_stage(&scratch, request, "build")?;
+        let scratch = Scratch::new(self.cache(), "wheels-request")?;
+        let done = {
+            let mut stage = wheels_stage(scratch.path(), request, "build")?;
             let bytes = serde_json::to_vec_pretty(lock)?;
             let file = scratch.join("wheels.lock");
             std::fs::write(&file, &bytes)
@@ -514,10 +539,10 @@ impl Build<'_> {
             stage.source_date_epoch = Some(self.facts().source_date_epoch);
             let key = stage.key(b);
             b.run(&stage, ui)
-                .map_err(|err| explain(err, self.cache(), "wheels", &key, request))
-        })();
-        cache::remove(&scratch)?;
-        result
+                .map_err(|err| explain(err, self.cache(), "wheels", &key, request))?
+        };
+        scratch.remove()?;
+        Ok(done)
     }
 }
 
@@ -798,7 +823,7 @@ fn install(
     tags: &[String],
     ui: &dyn Reporter,
 ) -> Result<String> {
-    let (sh, engine, cache) = (build.shell(), build.engine(), build.cache());
+    let host = build.host();
     let mut key = Key::new();
     key.set("runtime-image", runtime)
         .set_sha256("dockerfile", DOCKERFILE);
@@ -806,75 +831,60 @@ fn install(
         key.set(format!("wheel:{}", l.wheel), sha256.clone());
     }
     let key = key.hex();
-    if let Some(id) = engine
-        .images_with_label(sh, LABEL_WHEELS_KEY, &key)?
-        .into_iter()
-        .next()
-    {
-        for tag in tags {
-            engine.tag(sh, &id, tag)?;
-        }
-        ui.step(
-            "wheels image",
-            StepEvent::Skipped {
-                what: &format!("cached ({})", tags.join(", ")),
-            },
-        );
-        return Ok(id);
-    }
-    let started = Instant::now();
-    let context = cache.scratch("wheels-image")?;
-    let result = (|| -> Result<String> {
-        let dockerfile = context.join("Dockerfile");
-        std::fs::write(&dockerfile, DOCKERFILE.replace("@RUNTIME_IMAGE@", runtime))
-            .with_context(|| format!("cannot write {}", dockerfile.display()))?;
-        let wheels = context.join("wheels");
-        std::fs::create_dir(&wheels)
-            .with_context(|| format!("cannot create {}", wheels.display()))?;
-        for (l, ..) in &built.wheels {
-            let (from, to) = (built.dir.join(&l.wheel), wheels.join(&l.wheel));
-            std::fs::copy(&from, &to)
-                .with_context(|| format!("cannot copy {} to {}", from.display(), to.display()))?;
-        }
-        let log = cache
-            .dir("logs")
-            .join(format!("wheels-image-{}-{}.log", &key[..12], unix_now()));
+    let image = KeyedImage {
+        name: "wheels image",
+        key: &key,
+        label: Some(LABEL_WHEELS_KEY),
+        tags,
+    };
+    let (id, _) = host.keyed_image(&image, ui, || {
         let names: Vec<&str> = built
             .wheels
             .iter()
             .map(|(l, ..)| l.wheel.as_str())
             .collect();
-        // The runtime image's own key and tarball labels would make this image pass for it.
-        let labels = vec![
-            (LABEL_WHEELS_KEY.to_string(), key.clone()),
-            (image::LABEL_KEY.to_string(), format!("wheels:{key}")),
-            (image::LABEL_TARBALL.to_string(), String::new()),
-            ("org.python-fips.wheels".to_string(), names.join(" ")),
-        ];
-        let ok = engine.build_for(None, &context, tags, &labels, &log, |_| {})?;
-        if !ok {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            bail!(
-                "cannot install the wheels into the runtime image; the last 30 lines of its \
-                 log:\n{}\n\nfull log: {}",
-                crate::engine::last_lines(&text, 30),
-                log.display()
-            );
-        }
-        engine
-            .image_id(sh, &tags[0])?
-            .with_context(|| format!("{} is missing right after it was built", tags[0]))
-    })();
-    cache::remove(&context)?;
-    let id = result?;
-    ui.step(
-        "wheels image",
-        StepEvent::Ran {
-            seconds: started.elapsed().as_secs_f64(),
-            note: Some(&tags.join(", ")),
-        },
-    );
+        let build = ContextBuild {
+            name: "wheels image",
+            what: "installing the wheels into the runtime image".into(),
+            scratch: "wheels-image",
+            log: host.stamped_log(&format!("wheels-image-{}", &key[..12])),
+            platform: None,
+            tags,
+            // The runtime image's own key and tarball labels would make this image pass for it.
+            labels: vec![
+                (LABEL_WHEELS_KEY.to_string(), key.clone()),
+                (image::LABEL_KEY.to_string(), format!("wheels:{key}")),
+                (image::LABEL_TARBALL.to_string(), String::new()),
+                ("org.python-fips.wheels".to_string(), names.join(" ")),
+            ],
+            hint: None,
+        };
+        // Its build is shown as this step's time alone.
+        let id = host.build_context(&build, &Unshown, |context| {
+            write_context(context, runtime, built)
+        })?;
+        Ok(Made::Built {
+            id,
+            note: tags.join(", "),
+        })
+    })?;
     Ok(id)
+}
+
+/// Writes the build context of the wheels image into `context`: the Dockerfile on `runtime`
+/// and the wheels of `built`.
+fn write_context(context: &Path, runtime: &str, built: &Built) -> Result<()> {
+    let dockerfile = context.join("Dockerfile");
+    std::fs::write(&dockerfile, DOCKERFILE.replace("@RUNTIME_IMAGE@", runtime))
+        .with_context(|| format!("cannot write {}", dockerfile.display()))?;
+    let wheels = context.join("wheels");
+    std::fs::create_dir(&wheels).with_context(|| format!("cannot create {}", wheels.display()))?;
+    for (l, ..) in &built.wheels {
+        let (from, to) = (built.dir.join(&l.wheel), wheels.join(&l.wheel));
+        std::fs::copy(&from, &to)
+            .with_context(|| format!("cannot copy {} to {}", from.display(), to.display()))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
