@@ -105,13 +105,13 @@ impl flags::Audit {
         };
         match self.json.as_deref() {
             Some(p) if p == Path::new("-") => {
-                println!("{}", serde_json::to_string_pretty(&report)?)
+                crate::progress::print_answer(serde_json::to_string_pretty(&report)?)
             }
             Some(p) => {
-                print!("{}", render(&report));
+                crate::progress::print_answer(render(&report).trim_end());
                 crate::cache::write_atomic(p, &serde_json::to_vec_pretty(&report)?)?;
             }
-            None => print!("{}", render(&report)),
+            None => crate::progress::print_answer(render(&report).trim_end()),
         }
         report.ensure_clean()
     }

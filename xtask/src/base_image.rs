@@ -65,8 +65,8 @@ impl flags::BaseImage {
             (Ok(release), _) => release,
             // Without the mirror, an image that is there stays as it is.
             (Err(e), Some(id)) => {
-                eprintln!("warning: {e:#}; keeping {tag} as it is");
-                println!("{tag} {id}");
+                Terminal::new().message(&format!("warning: {e:#}; keeping {tag} as it is"));
+                crate::progress::answer!("{tag} {id}");
                 return Ok(());
             }
             (Err(e), None) => return Err(e),
@@ -96,7 +96,7 @@ impl flags::BaseImage {
                 images.share(ENTRY, &key, &tag, &ui)?;
             }
             if !matches!(kept, Kept::Outdated) {
-                println!("{tag} {id}");
+                crate::progress::answer!("{tag} {id}");
                 return Ok(());
             }
         }
@@ -104,11 +104,11 @@ impl flags::BaseImage {
         if !self.force
             && let Some(id) = images.pull(ENTRY, &key, &tag, &ui)?
         {
-            println!("{tag} {id}");
+            crate::progress::answer!("{tag} {id}");
             return Ok(());
         }
         let id = self.make_and_share(plan, &key, &tag, &images, &ui)?;
-        println!("{tag} {id}");
+        crate::progress::answer!("{tag} {id}");
         Ok(())
     }
 

@@ -47,6 +47,12 @@ pub struct ContainerSpec {
 
 /// What to do when no engine answered: check the one asked for (and name the other), or start
 /// Docker or install podman when none was.
+/// The commands that log in to the registry `host`, with either engine: the registry client
+/// reads the logins of both.
+pub fn login_hint(host: &str) -> String {
+    format!("docker login {host}` or `podman login {host}")
+}
+
 fn no_engine_hint(choice: Option<&str>) -> String {
     let Some(program) = choice else {
         return "is the Docker engine running? try `docker info`, or install podman (--engine picks one)".to_string();
@@ -567,6 +573,11 @@ impl Engine {
     pub fn transfer_hint(&self, image: &str) -> String {
         let engine = &self.program;
         format!("{engine} save {image} | {engine} load")
+    }
+
+    /// The command that removes the image `image` from this engine.
+    pub fn remove_image_hint(&self, image: &str) -> String {
+        format!("{} rmi {image}", self.program)
     }
 
     /// The command that loads an image from a file.

@@ -18,7 +18,7 @@ use crate::digest::Key;
 #[cfg(test)]
 use crate::digest::key_of;
 use crate::engine::{Container, ContainerSpec, Engine};
-use crate::host::{Host, Step};
+use crate::host::{Host, Scratch, Step};
 use crate::progress::{Reporter, StepEvent};
 use crate::store::{Origin, Remote, StageCache};
 
@@ -234,44 +234,63 @@ impl Runner<'_> {
             true => entry.join("output.tar").is_file().then_some(Origin::Local),
             false => self.stage_cache(node).lookup(stage.name, &key, ui)?,
         };
+        let unrun = |cached: bool, origin: Option<Origin>| Done {
+            name: node.into(),
+            entry: stage.name.into(),
+            key: key.clone(),
+            cached,
+            origin,
+            start,
+            seconds: 0.0,
+            script_seconds: 0.0,
+            output: entry.join("output.tar"),
+        };
         if let Some(origin) = found {
             let what = match &origin {
                 Origin::Remote { remote, digest } => format!("pulled from {remote} ({digest})"),
                 _ => "cached".to_string(),
             };
             ui.step(node, StepEvent::Skipped { what: &what });
-            return Ok(Done {
-                name: node.into(),
-                entry: stage.name.into(),
-                key,
-                cached: true,
-                origin: Some(origin),
-                start,
-                seconds: 0.0,
-                script_seconds: 0.0,
-                output: entry.join("output.tar"),
-            });
+            return Ok(unrun(true, Some(origin)));
         }
         if self.dry_run {
-            ui.step(
-                node,
-                StepEvent::Skipped {
-                    what: &format!("would run (key {})", &key[..12]),
-                },
-            );
-            return Ok(Done {
-                name: node.into(),
-                entry: stage.name.into(),
-                key,
-                cached: false,
-                origin: None,
-                start,
-                seconds: 0.0,
-                script_seconds: 0.0,
-                output: entry.join("output.tar"),
-            });
+            let what = format!("would run (key {})", &key[..12]);
+            ui.step(node, StepEvent::Skipped { what: &what });
+            return Ok(unrun(false, None));
         }
         let started = Instant::now();
+        let (scratch, seconds, script_seconds) = self.execute(stage, node, &key, started, ui)?;
+        let entry = self
+            .stage_cache(node)
+            .publish(stage.name, &key, scratch.path(), ui)?;
+        scratch.published();
+        ui.step(
+            node,
+            StepEvent::Ran {
+                seconds,
+                note: None,
+            },
+        );
+        Ok(Done {
+            seconds,
+            script_seconds,
+            origin: Some(Origin::Ran),
+            output: entry.join("output.tar"),
+            ..unrun(false, None)
+        })
+    }
+
+    /// Runs the script of `stage` (keyed `key`, shown as `node`) in a fresh container and
+    /// leaves its entry, `output.tar` and `meta.json`, in a scratch directory; returns it with
+    /// the stage's seconds and its script's. A failed stage's container stays for `shell --failed`.
+    fn execute(
+        &self,
+        stage: &StageSpec,
+        node: &str,
+        key: &str,
+        started: Instant,
+        ui: &dyn Reporter,
+    ) -> Result<(Scratch, f64, f64)> {
         let short = &key[..12];
         let host = self.host();
         let log = host.stamped_log(&format!("{}-{short}", stage.name));
@@ -293,18 +312,15 @@ impl Runner<'_> {
             script_started = Instant::now();
             Ok(())
         };
-        let on_line = |_: &str| {};
         let ran = host
-            .run_step(&step, &spec, put, on_line, ui)
+            .run_step(&step, &spec, put, |_| {}, ui)
             .with_context(|| format!("cannot run stage {}", stage.name))?;
         let script_seconds = script_started.elapsed().as_secs_f64();
         if !ran.ok {
-            // The failed stage's container stays for `shell --failed`.
             let seconds = started.elapsed().as_secs_f64();
             return Err(self.failure(stage, &ran.container.keep(), &env, &log, seconds));
         }
         let container = ran.container;
-
         let scratch = host.scratch(stage.name)?;
         let out_tar = scratch.join("output.tar");
         {
@@ -321,7 +337,7 @@ impl Runner<'_> {
         let seconds = started.elapsed().as_secs_f64();
         let meta = Meta {
             stage: stage.name.into(),
-            key: key.clone(),
+            key: key.to_string(),
             inputs: stage.key_inputs(self),
             seconds,
             script_seconds,
@@ -330,28 +346,7 @@ impl Runner<'_> {
         let meta_file = scratch.join("meta.json");
         std::fs::write(&meta_file, serde_json::to_vec_pretty(&meta)?)
             .with_context(|| format!("cannot write {}", meta_file.display()))?;
-        let entry = self
-            .stage_cache(node)
-            .publish(stage.name, &key, scratch.path(), ui)?;
-        scratch.published();
-        ui.step(
-            node,
-            StepEvent::Ran {
-                seconds,
-                note: None,
-            },
-        );
-        Ok(Done {
-            name: node.into(),
-            entry: stage.name.into(),
-            key,
-            cached: false,
-            origin: Some(Origin::Ran),
-            start,
-            seconds,
-            script_seconds,
-            output: entry.join("output.tar"),
-        })
+        Ok((scratch, seconds, script_seconds))
     }
 
     /// `cache/reuse/<stage>-<arch>-<builder image>.tar`: one reuse directory per builder image,

@@ -380,12 +380,11 @@ fn check_inputs(build: &mut Build, info: &BuildInfo, ui: &dyn Reporter) -> Resul
     let builder_id = &build.facts().builder_id;
     if *builder_id != info.builder_image.id {
         bail!(
-            "the builder image here is {}, and the record's is {}: remove this one (`docker rmi \
-             {}`) and pass --cache-registry with the registry the recorded build gave its \
-             builder to",
+            "the builder image here is {}, and the record's is {}: remove this one (`{}`) and \
+             pass --cache-registry with the registry the recorded build gave its builder to",
             builder_id,
             info.builder_image.id,
-            builder_id.trim_start_matches("sha256:")
+            (build.engine()).remove_image_hint(builder_id.trim_start_matches("sha256:"))
         );
     }
     let planned = build.plan_keys(ui)?;

@@ -360,10 +360,11 @@ impl Registry {
 
     fn unauthorised(&self, what: &str) -> Unusable {
         let advice = match self.login() {
-            Some(_) => "the login for it was refused; log in again with `docker login",
-            None => "no login for it was found; log in with `docker login",
+            Some(_) => "the login for it was refused; log in again with",
+            None => "no login for it was found; log in with",
         };
-        Unusable::refused(format!("{what}: unauthorised ({advice} {}`)", self.host))
+        let login = crate::engine::login_hint(&self.host);
+        Unusable::refused(format!("{what}: unauthorised ({advice} `{login}`)"))
     }
 
     /// A bearer token from the registry's token service for `scope`.

@@ -8,18 +8,18 @@ use crate::config::BuildConfig;
 use crate::engine::Engine;
 use crate::flags;
 use crate::pipeline::Failed;
-use crate::progress::Terminal;
+use crate::progress::{Reporter, Terminal};
 
 impl flags::ShellCmd {
     pub fn run(self, sh: &Shell) -> Result<()> {
         if self.failed {
             let (engine, failed, image) = copy_failed(sh, &self.build)?;
-            eprintln!(
+            Terminal::new().message(&format!(
                 "stage {} failed here (log: {}); this is a copy of its container: the build tree is under /build and \
                  /build/stage.sh is the script. exit to leave.",
                 failed.stage,
                 failed.log.display()
-            );
+            ));
             engine.enter(&image, "/build", &["bash"])?;
             return Ok(());
         }
@@ -31,10 +31,10 @@ impl flags::ShellCmd {
         let builder = build.runner_for(stage_name);
         let what = format!("shell-{stage_name}");
         let container = builder.create_with_inputs(&stage, &what, &stage.env(&builder), true)?;
-        eprintln!(
+        ui.message(&format!(
             "stage {stage_name}: inputs are under /build, the script is /build/stage.sh and its environment is set \
              (also in /build/env).\nrun `sh -eux /build/stage.sh` to run the stage; exit to leave (the container is removed)."
-        );
+        ));
         let result = container.attach();
         drop(container);
         result?;

@@ -102,7 +102,7 @@ impl flags::Verify {
             postgres: self.postgres.clone(),
         };
         let verdict = check_with(sh, &engine, &cache, &image, &probes, &ui)?;
-        print!("{}", render(&verdict.checks));
+        crate::progress::print_answer(render(&verdict.checks).trim_end());
         if let Some(path) = &json {
             verdict.write(path)?;
         }

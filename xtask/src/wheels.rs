@@ -196,7 +196,7 @@ impl flags::Wheels {
         }
         let done = build.run_all(&ui)?;
         let Some(built) = build.wheels(&done, &request, &ui)? else {
-            println!("{}", request.lock.display());
+            crate::progress::answer!("{}", request.lock.display());
             return Ok(());
         };
         ui.message(&format!(
@@ -249,10 +249,10 @@ impl flags::Wheels {
             }
             audit.ensure_clean()?;
             for tag in &tags {
-                println!("{tag}");
+                crate::progress::answer!("{tag}");
             }
         }
-        println!("{}", built.dir.display());
+        crate::progress::answer!("{}", built.dir.display());
         Ok(())
     }
 

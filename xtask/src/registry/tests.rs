@@ -270,7 +270,8 @@ fn a_refusal_names_the_login_to_make() {
     let dir = TempDir::new("registry-401");
     let e = fetch_error(&registry, "k1", dir.path());
     assert!(
-        e.contains("unauthorised") && e.contains(&format!("docker login {host}")),
+        e.contains("unauthorised")
+            && e.contains(&format!("`{}`", crate::engine::login_hint(&host))),
         "{e}"
     );
 }
