@@ -292,6 +292,36 @@ impl<'a> Build<'a> {
         }
     }
 
+    /// A runner of this build's stages in a helper image made from the builder image with the
+    /// packages `apt` (or `dnf` on an rpm base) added (`python-fips-<name>:<key>`), sharing
+    /// nothing: the keys of its stages name an image no other machine has.
+    pub fn helper_runner(
+        &self,
+        name: &str,
+        apt: Vec<String>,
+        dnf: Vec<String>,
+        ui: &dyn Reporter,
+    ) -> Result<Runner<'_>> {
+        let spec = crate::catalog::BuilderSpec {
+            base_image: self.facts.builder_id.clone(),
+            apt,
+            dnf,
+        };
+        let images = builder::Images {
+            sh: self.sh,
+            engine: &self.engine,
+            cache: &self.ctx.cache,
+            shared: &[],
+            make: true,
+        };
+        let image_id = images.ensure_image(&spec, name, ui)?;
+        Ok(Runner {
+            image_id,
+            remotes: &[],
+            ..self.runner()
+        })
+    }
+
     /// The builder of the engine's own architecture, which makes a cross build's interpreter.
     fn native_runner(&self) -> Runner<'_> {
         Runner {

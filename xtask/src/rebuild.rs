@@ -340,15 +340,9 @@ fn rebuild(
             let reports = (record.path)
                 .with_file_name(format!("{}.rebuild-diffoscope", build.facts().artifact));
             let pair = (&[shipped.as_path()][..], &[kept.as_path()][..]);
-            if let Err(e) = repro::explain(
-                sh,
-                &build,
-                pair.0,
-                pair.1,
-                &outcome.differences,
-                &reports,
-                ui,
-            ) {
+            if let Err(e) =
+                repro::explain(&build, pair.0, pair.1, &outcome.differences, &reports, ui)
+            {
                 ui.message(&format!("warning: diffoscope could not run: {e:#}"));
             }
         }

@@ -16,10 +16,10 @@ use xshell::Shell;
 
 use crate::build::Build;
 use crate::cache::{self, Cache};
-use crate::catalog::{BuilderSpec, Recipe};
+use crate::catalog::Recipe;
 use crate::config::BuildConfig;
 use crate::digest::hex;
-use crate::pipeline::{Input, Runner, StageSpec};
+use crate::pipeline::{Input, StageSpec};
 use crate::progress::Reporter;
 use crate::ship::{self, Artifact};
 use crate::tarwalk::{self, Compression};
@@ -99,7 +99,7 @@ pub fn check(sh: &Shell, first: &Build, artifact: &Artifact, ui: &dyn Reporter) 
             diffoscope_error: None,
         });
     }
-    mismatch(sh, first, artifact, second, ui)
+    mismatch(first, artifact, second, ui)
 }
 
 /// The tarballs of the second build and the runtime one's sha256.
@@ -179,7 +179,6 @@ fn second_build(
 /// The check of builds that differ: keeps the second build's tarballs beside the first's, names
 /// the entries that differ and has diffoscope explain the first few.
 fn mismatch(
-    sh: &Shell,
     first: &Build,
     artifact: &Artifact,
     second: Second,
@@ -196,7 +195,6 @@ fn mismatch(
     let facts = first.facts();
     let reports = (facts.out).join(format!("{}.diffoscope", facts.artifact));
     let (diffoscope, diffoscope_error) = match explain(
-        sh,
         first,
         &[&artifact.tarball, &artifact.dev_tarball],
         &[&tarball, &dev_tarball],
@@ -400,7 +398,6 @@ fn read_files(tarball: &Path, paths: &[&str]) -> Result<BTreeMap<String, Vec<u8>
 /// Runs diffoscope on the first few files whose content differs, in a container made from the
 /// builder image plus diffoscope, and puts its text reports in `reports`.
 pub(crate) fn explain(
-    sh: &Shell,
     first: &Build,
     a: &[&Path],
     b: &[&Path],
@@ -427,13 +424,15 @@ pub(crate) fn explain(
     let (files_a, files_b) = (read_all(a)?, read_all(b)?);
     let dir = first.cache().scratch("diffoscope")?.join("diff");
     let content = lay_out_pairs(&dir, &paths, &files_a, &files_b)?;
-    let image = diffoscope_image(sh, first, ui)?;
     // Its output explains one comparison: nothing to share.
-    let builder = Runner {
-        image_id: image,
-        remotes: &[],
-        ..first.runner()
-    };
+    let builder = first
+        .helper_runner(
+            "diffoscope",
+            vec!["diffoscope-minimal".into()],
+            vec!["diffoscope".into()],
+            ui,
+        )
+        .context("cannot make an image with diffoscope (apt-get install diffoscope-minimal)")?;
     let done = builder.run(&diffoscope_stage(dir, content), ui)?;
     save_reports(&done.output, reports)?;
     ui.message(&format!("diffoscope's reports: {}", reports.display()));
@@ -472,24 +471,6 @@ fn lay_out_pairs(
 }
 
 /// The builder image plus diffoscope, made if it is not there yet.
-fn diffoscope_image(sh: &Shell, first: &Build, ui: &dyn Reporter) -> Result<String> {
-    let spec = BuilderSpec {
-        base_image: first.facts().builder_id.clone(),
-        apt: vec!["diffoscope-minimal".into()],
-        dnf: vec!["diffoscope".into()],
-    };
-    let images = crate::builder::Images {
-        sh,
-        engine: first.engine(),
-        cache: first.cache(),
-        shared: &[],
-        make: true,
-    };
-    images
-        .ensure_image(&spec, "diffoscope", ui)
-        .context("cannot make an image with diffoscope (apt-get install diffoscope-minimal)")
-}
-
 /// The stage that runs diffoscope on the files laid out in `dir`, whose sha256 is `content`.
 fn diffoscope_stage(dir: PathBuf, content: String) -> StageSpec {
     StageSpec {

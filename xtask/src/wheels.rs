@@ -17,14 +17,13 @@ use sha2::{Digest, Sha256};
 use xshell::Shell;
 
 use crate::build::{Build, Stages};
-use crate::catalog::BuilderSpec;
 use crate::config::BuildConfig;
 use crate::digest::{Key, hex, sha256_file};
 use crate::host::{ContextBuild, KeyedImage, Made, Scratch, Unshown, unix_now};
 use crate::pipeline::{Done, Input, Runner, StageSpec};
 use crate::progress::{Reporter, Terminal};
 use crate::tarwalk::{self, Compression};
-use crate::{audit, builder, cache, flags, image, verify};
+use crate::{audit, cache, flags, image, verify};
 
 const SCRIPT: &str = include_str!("wheels/wheels.sh");
 const BUILD_PY: &str = include_str!("wheels/wheels.py");
@@ -350,24 +349,7 @@ impl Build<'_> {
                 r.minor
             );
         }
-        let spec = BuilderSpec {
-            base_image: self.facts().builder_id.clone(),
-            apt: r.wheels.apt.clone(),
-            dnf: r.wheels.dnf.clone(),
-        };
-        let images = builder::Images {
-            sh: self.shell(),
-            engine: self.engine(),
-            cache: self.cache(),
-            shared: &[],
-            make: true,
-        };
-        let toolchain = images.ensure_image(&spec, "wheels", ui)?;
-        // The wheels stages' keys name a toolchain image no other machine has: nothing to share.
-        let mut b = self.runner();
-        b.image_id = toolchain;
-        b.remotes = &[];
-        Ok(b)
+        self.helper_runner("wheels", r.wheels.apt.clone(), r.wheels.dnf.clone(), ui)
     }
 
     /// The lock of `request`: its file, or made now (when there is none, or on `--upgrade`),
