@@ -23,6 +23,8 @@ pub struct Arch {
     pub hub: &'static str,
     /// The name of its QEMU user emulator, as binfmt_misc registers it.
     pub qemu: &'static str,
+    /// The tag `ldconfig -p` gives its libraries (`libc.so.6 (libc6,x86-64)`).
+    pub ldconfig: &'static str,
 }
 
 /// Every architecture the tool knows, with the other spellings it accepts for each.
@@ -36,6 +38,7 @@ pub const KNOWN: [(Arch, &[&str]); 2] = [
             platform: "linux/amd64",
             hub: "amd64/",
             qemu: "qemu-x86_64",
+            ldconfig: "x86-64",
         },
         &["amd64", "x86-64"],
     ),
@@ -48,6 +51,7 @@ pub const KNOWN: [(Arch, &[&str]); 2] = [
             platform: "linux/arm64",
             hub: "arm64v8/",
             qemu: "qemu-aarch64",
+            ldconfig: "AArch64",
         },
         &["arm64"],
     ),

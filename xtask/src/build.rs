@@ -282,7 +282,7 @@ impl<'a> Build<'a> {
             engine: &self.engine,
             cache: &self.ctx.cache,
             image_id: self.facts.builder_id.clone(),
-            arch: self.facts.arch.name.to_string(),
+            arch: self.facts.arch,
             jobs: self.config.jobs,
             reuse: true,
             dry_run: self.dry_run,
@@ -326,7 +326,7 @@ impl<'a> Build<'a> {
     fn native_runner(&self) -> Runner<'_> {
         Runner {
             image_id: self.native_image_id.clone(),
-            arch: self.facts.build_arch.name.to_string(),
+            arch: self.facts.build_arch,
             ..self.runner()
         }
     }

@@ -21,6 +21,8 @@ use xshell::{Shell, cmd};
 pub struct Engine {
     /// `docker` or `podman` (or a path to one of them).
     program: String,
+    /// The host's architecture, asked once (`arch`).
+    arch: std::sync::OnceLock<String>,
 }
 
 /// The engine's program, as messages name it.
@@ -88,6 +90,7 @@ impl Engine {
                 Ok(out) if out.status.success() => {
                     return Ok(Engine {
                         program: program.to_string(),
+                        arch: Default::default(),
                     });
                 }
                 Ok(out) => tried.push(format!(
@@ -104,8 +107,12 @@ impl Engine {
         )
     }
 
-    /// The engine host's architecture in the kernel's spelling (`x86_64`, `aarch64`).
+    /// The engine host's architecture in the kernel's spelling (`x86_64`, `aarch64`), asked of
+    /// the engine once.
     pub fn arch(&self, sh: &Shell) -> Result<String> {
+        if let Some(arch) = self.arch.get() {
+            return Ok(arch.clone());
+        }
         let program = &self.program;
         let format = match self.is_podman() {
             true => "{{.Host.Arch}}",
@@ -117,11 +124,12 @@ impl Engine {
             .with_context(|| {
                 format!("cannot ask {program} for its architecture; try `{program} info`")
             })?;
-        Ok(match arch.trim() {
+        let arch = match arch.trim() {
             "amd64" => "x86_64".to_string(),
             "arm64" => "aarch64".to_string(),
             other => other.to_string(),
-        })
+        };
+        Ok(self.arch.get_or_init(|| arch).clone())
     }
 
     /// Whether the program is podman, whose `info` and image ids are spelled differently.
@@ -607,6 +615,7 @@ impl Engine {
         .unwrap();
         Engine {
             program: program.display().to_string(),
+            arch: Default::default(),
         }
     }
 }

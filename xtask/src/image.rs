@@ -12,6 +12,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use xshell::Shell;
 
+use crate::arch::Arch;
 use crate::build::Build;
 use crate::build_info::BuildInfo;
 use crate::cache::Cache;
@@ -168,7 +169,7 @@ pub struct Plan<'a> {
     pub info: &'a TreeInfo,
     pub base_image: &'a str,
     pub builder_image: &'a str,
-    pub arch: &'a str,
+    pub arch: &'static Arch,
     pub tags: Vec<String>,
     pub runtime: Runtime,
     /// Whether the run may write in the cache (not under `--offline`).
@@ -186,7 +187,7 @@ pub struct ImageInputs<'a> {
     /// The builder image the tree was built in (the package mapping runs in it).
     pub builder_image: &'a str,
     /// The tree's architecture.
-    pub arch: &'a str,
+    pub arch: &'static Arch,
     pub runtime: Runtime,
     /// `--arch` named an architecture.
     pub arch_named: bool,
@@ -210,7 +211,7 @@ impl<'a> ImageInputs<'a> {
                 false => recipe_base.clone(),
             },
             builder_image: &facts.builder_id,
-            arch: facts.arch.name,
+            arch: facts.arch,
             runtime: build.config().runtime,
             arch_named: build.config().target.is_some(),
             cross: facts.cross(),
@@ -230,7 +231,7 @@ pub fn runtime_image(
     let tags = if tags.is_empty() {
         arch_tags(
             info.default_tags(inputs.runtime),
-            inputs.arch,
+            inputs.arch.name,
             inputs.arch_named,
             inputs.cross,
         )
@@ -294,13 +295,14 @@ pub fn for_tarball(
             info.python
         );
     }
-    let engine_arch = engine.arch(sh)?;
-    let arch = info.arch.clone().unwrap_or(engine_arch.clone());
-    let base_image = match crate::arch::parse(&arch) {
-        Ok(target) if target.name != engine_arch => {
-            target.foreign_image(&recipe.runtime.base_image)
-        }
-        _ => recipe.runtime.base_image.clone(),
+    let engine_arch = crate::arch::parse(&engine.arch(sh)?)?;
+    let arch = match &info.arch {
+        Some(arch) => crate::arch::parse(arch)?,
+        None => engine_arch,
+    };
+    let base_image = match arch == engine_arch {
+        false => arch.foreign_image(&recipe.runtime.base_image),
+        true => recipe.runtime.base_image.clone(),
     };
     let plan = Plan {
         tarball,
@@ -308,10 +310,10 @@ pub fn for_tarball(
         info: &info,
         base_image: &base_image,
         builder_image: &info.builder_image,
-        arch: &arch,
+        arch,
         tags: arch_tags(
             info.default_tags(Runtime::Base),
-            &arch,
+            arch.name,
             false,
             arch != engine_arch,
         ),
@@ -401,7 +403,7 @@ fn image_key(plan: &Plan, base_id: &str) -> String {
     key.set("tarball", plan.sha256)
         .set("base-image", base_id)
         .set("builder-image", plan.builder_image)
-        .set("arch", plan.arch)
+        .set("arch", plan.arch.name)
         .set_sha256("dockerfile", DOCKERFILE);
     if plan.runtime == Runtime::Distroless {
         key.set("runtime", "distroless").set_sha256(
@@ -453,7 +455,7 @@ fn write_context(
 /// (`linux/arm64`), after checking the base image is of that architecture and that this machine
 /// emulates it.
 fn foreign_platform(sh: &Shell, engine: &Engine, plan: &Plan) -> Result<Option<&'static str>> {
-    let target = crate::arch::parse(plan.arch)?;
+    let target = plan.arch;
     if target.name == engine.arch(sh)? {
         return Ok(None);
     }
@@ -575,22 +577,13 @@ fn labels(plan: &Plan, base_id: &str, key: &str) -> Vec<(String, String)> {
     ]
 }
 
-/// The ldconfig cache's tag for libraries of the engine's architecture.
-fn ldconfig_tag(arch: &str) -> &'static str {
-    match arch {
-        "x86_64" => "x86-64",
-        "aarch64" => "AArch64",
-        _ => "",
-    }
-}
-
 /// The key of a package mapping: everything that decides it (the builder image it is read in,
 /// the ldconfig tag, the sonames and the script).
 fn mapping_key(plan: &Plan, needs: &BTreeMap<String, String>) -> String {
     let sonames: Vec<&str> = needs.keys().map(String::as_str).collect();
     Key::new()
         .set("builder-image", plan.builder_image)
-        .set("ldconfig", ldconfig_tag(plan.arch))
+        .set("ldconfig", plan.arch.ldconfig)
         .set("needs", sonames.join(" "))
         .set_sha256("deps-script", DEPS_SCRIPT)
         .hex()
@@ -653,7 +646,7 @@ fn runtime_packages(
     let mut command = vec![
         "sh".to_string(),
         "/runtime-deps.sh".to_string(),
-        ldconfig_tag(plan.arch).to_string(),
+        plan.arch.ldconfig.to_string(),
     ];
     command.extend(needs.keys().cloned());
     let spec = ContainerSpec {
@@ -800,7 +793,7 @@ mod tests {
             info: &info,
             base_image: "debian:bookworm",
             builder_image: "sha256:abc",
-            arch: "x86_64",
+            arch: crate::arch::parse("x86_64").unwrap(),
             tags: vec!["t:1".into()],
             runtime: Runtime::Base,
             store: false,
@@ -843,7 +836,7 @@ exit 0
             info: &info,
             base_image: "debian:bookworm",
             builder_image: "sha256:abc",
-            arch: "x86_64",
+            arch: crate::arch::parse("x86_64").unwrap(),
             tags: vec!["t:1".into()],
             runtime: Runtime::Base,
             store: false,

@@ -108,7 +108,8 @@ pub struct Runner<'a> {
     pub cache: &'a Cache,
     /// Image id (not tag) of the builder, so a rebuilt builder changes every key.
     pub image_id: String,
-    pub arch: String,
+    /// The architecture its stages build for.
+    pub arch: &'static crate::arch::Arch,
     pub jobs: usize,
     /// Carry a reuse directory through the stages that compile: `cache/reuse/<stage>-<arch>-
     /// <builder image>.tar`, unpacked at `/reuse` before the script and replaced from it after a
@@ -137,7 +138,7 @@ impl StageSpec {
         key.set("stage", self.name)
             .set_sha256("script", self.script)
             .set("builder-image", builder.image_id.clone())
-            .set("arch", builder.arch.clone())
+            .set("arch", builder.arch.name)
             .set("output", self.output);
         for (k, v) in self.env(builder) {
             if !outside_key(&k) {
@@ -356,7 +357,7 @@ impl Runner<'_> {
         let image = &image[..image.len().min(16)];
         self.cache
             .dir("reuse")
-            .join(format!("{stage}-{}-{image}.tar", self.arch))
+            .join(format!("{stage}-{}-{image}.tar", self.arch.name))
     }
 
     /// Replaces `entry` with the container's reuse directory, by rename. A failure costs the
@@ -758,7 +759,7 @@ mod tests {
             engine: &engine,
             cache: &cache,
             image_id: image.into(),
-            arch: arch.into(),
+            arch: crate::arch::parse(arch).unwrap(),
             jobs,
             reuse,
             dry_run: false,
