@@ -214,7 +214,7 @@ fn build_gives_a_tarball_whose_python_uses_its_own_openssl() {
 }
 
 #[test]
-fn second_run_is_all_cached() {
+fn second_run_is_all_cached_and_a_no_op_run_rewrites_nothing() {
     let _g = serial();
     cold_build();
     let report = build(&[]);
@@ -222,6 +222,34 @@ fn second_run_is_all_cached() {
         assert!(cached, "stage {name} ran again although nothing changed");
     }
     assert_eq!(report["sha256"], cold_build()["sha256"]);
+    // After a run that found everything cached, another leaves every file of the artifact in
+    // the output directory as it was: the tarballs, checksums, SBOM, record and verdict.
+    let artifact = Path::new(report["artifact"].as_str().unwrap());
+    let name = artifact.file_name().unwrap().to_string_lossy();
+    let stem = name.trim_end_matches(".tar.gz");
+    let before = written_files(&work().join("dist"), stem);
+    assert!(
+        before.keys().any(|f| f.ends_with(".verify.json")),
+        "the run wrote no verdict: {before:?}"
+    );
+    let again = build(&[]);
+    assert_eq!(again["verify"]["cached"], true);
+    assert_eq!(written_files(&work().join("dist"), stem), before);
+}
+
+/// Each file in `dir` whose name begins with `stem`, with its inode and modification time.
+fn written_files(dir: &Path, stem: &str) -> BTreeMap<String, (u64, i64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(stem))
+        .map(|e| {
+            let meta = e.metadata().unwrap();
+            let name = e.file_name().to_string_lossy().into_owned();
+            (name, (meta.ino(), meta.mtime(), meta.mtime_nsec()))
+        })
+        .collect()
 }
 
 #[test]

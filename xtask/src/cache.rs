@@ -488,6 +488,15 @@ pub fn publish(from: &Path, to: &Path) -> Result<()> {
     sync(parent)
 }
 
+/// `write_atomic`, unless `path` already holds exactly `bytes`: what a no-op run would write
+/// again is left as it is.
+pub fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<()> {
+    if std::fs::read(path).is_ok_and(|have| have == bytes) {
+        return Ok(());
+    }
+    write_atomic(path, bytes)
+}
+
 /// Writes `bytes` to `path` through a sibling temporary file and a rename, so a reader (or a run
 /// killed mid-write) never sees half of it; synced like `publish`.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {

@@ -9,6 +9,7 @@ use anyhow::{Context as _, Result};
 
 use crate::build::{Build, Facts, Stages};
 use crate::build_info::{self, BuildInfo, Cmvp};
+use crate::cache::write_if_changed;
 use crate::catalog::Recipe;
 use crate::digest::{Key, sha256_file};
 use crate::pipeline::StageSpec;
@@ -372,14 +373,6 @@ fn ship(from: &Path, to: &Path) -> Result<()> {
     std::fs::rename(&tmp, to)
         .with_context(|| format!("cannot rename {} to {}", tmp.display(), to.display()))?;
     crate::cache::sync(to.parent().unwrap_or(to))
-}
-
-/// `write_atomic`, unless `path` already holds exactly `bytes`.
-pub fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<()> {
-    if std::fs::read(path).is_ok_and(|have| have == bytes) {
-        return Ok(());
-    }
-    crate::cache::write_atomic(path, bytes)
 }
 
 /// Whether the regular file `b` exists and has the same bytes as `a`.

@@ -45,8 +45,10 @@ pub struct Verdict {
     pub tarball_sha256: Option<String>,
     pub passed: bool,
     pub checks: Vec<Row>,
-    /// Read from the cache of verdicts rather than run now (see `verdict_for`).
-    #[serde(default)]
+    /// Read from the cache of verdicts rather than run now (see `verdict_for`). A fact of this
+    /// run, not of the image: never written, so that a run that only reads the verdict leaves
+    /// `<tarball>.verify.json` as it was.
+    #[serde(default, skip_serializing)]
     pub cached: bool,
 }
 
@@ -78,9 +80,9 @@ impl Verdict {
         )
     }
 
+    /// Writes the verdict to `path`, unless it holds these bytes already.
     pub fn write(&self, path: &Path) -> Result<()> {
-        std::fs::write(path, serde_json::to_vec_pretty(self)?)
-            .with_context(|| format!("cannot write {}", path.display()))
+        crate::cache::write_if_changed(path, &serde_json::to_vec_pretty(self)?)
     }
 }
 
