@@ -426,7 +426,7 @@ impl<'a> Build<'a> {
             let placeholder = Done {
                 name: stage.name().into(),
                 entry: spec.name.into(),
-                key: format!("unrun-{stage}"),
+                key: crate::digest::Digest::unrun(stage.name()),
                 cached: false,
                 origin: None::<Origin>,
                 start: 0.0,
@@ -544,7 +544,7 @@ impl<'a> Build<'a> {
             finalize.inputs.push(Input {
                 dest: "build-python.tar".into(),
                 host: build_python.output.clone(),
-                content: build_python.key.clone(),
+                content: build_python.key.to_string(),
             });
         }
         finalize
@@ -618,7 +618,7 @@ impl<'a> Build<'a> {
                 inputs.push(Input {
                     dest: "build-python.tar".into(),
                     host: done.output.clone(),
-                    content: done.key.clone(),
+                    content: done.key.to_string(),
                 });
             }
         }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context as _, Result};
-use sha2::{Digest, Sha256};
+use sha2::{Digest as _, Sha256};
 
 /// `bytes` as lowercase hexadecimal, two digits a byte.
 pub fn hex(bytes: &[u8]) -> String {
@@ -52,6 +52,61 @@ impl Key {
     /// The key, in hex.
     pub fn hex(&self) -> String {
         key_of(&self.inputs)
+    }
+
+    /// The key as a `Digest`.
+    pub fn digest(&self) -> Digest {
+        Digest(self.hex())
+    }
+}
+
+/// A content key: the sha256, in hex, of everything that can change what it names. Stages,
+/// their cache entries and the records of builds carry it in this form; `short` is how
+/// messages and names abbreviate it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(transparent)]
+pub struct Digest(String);
+
+impl Digest {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// What stands for the key of a stage that was described but not run (the floor's plan):
+    /// it names the stage and is never looked up.
+    pub fn unrun(stage: &str) -> Digest {
+        Digest(format!("unrun-{stage}"))
+    }
+
+    /// The first twelve hex digits, as container, log and image names use them.
+    pub fn short(&self) -> &str {
+        &self.0[..self.0.len().min(12)]
+    }
+}
+
+impl std::fmt::Display for Digest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::ops::Deref for Digest {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+impl From<&str> for Digest {
+    fn from(s: &str) -> Digest {
+        Digest(s.to_string())
+    }
+}
+
+impl From<Digest> for String {
+    fn from(d: Digest) -> String {
+        d.0
     }
 }
 

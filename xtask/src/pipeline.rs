@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use xshell::Shell;
 
 use crate::cache::{self, Cache};
-use crate::digest::Key;
+use crate::digest::{Digest, Key};
 // The encoding under `Key::hex`, which the key tests call on maps of their own.
 #[cfg(test)]
 use crate::digest::key_of;
@@ -65,7 +65,7 @@ pub struct Done {
     /// a native tool stage is cached as the native build's own stage (`python`).
     #[serde(skip)]
     pub entry: String,
-    pub key: String,
+    pub key: Digest,
     pub cached: bool,
     /// Where its output came from (none under `--dry-run`, where nothing ran).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -162,8 +162,8 @@ impl StageSpec {
         self.content_key(builder).into_inputs()
     }
 
-    pub fn key(&self, builder: &Runner) -> String {
-        self.content_key(builder).hex()
+    pub fn key(&self, builder: &Runner) -> Digest {
+        self.content_key(builder).digest()
     }
 
     /// The environment the script runs with (the recipe's fields plus the build's fixed facts).
@@ -255,7 +255,7 @@ impl Runner<'_> {
             return Ok(unrun(true, Some(origin)));
         }
         if self.dry_run {
-            let what = format!("would run (key {})", &key[..12]);
+            let what = format!("would run (key {})", key.short());
             ui.step(node, StepEvent::Skipped { what: &what });
             return Ok(unrun(false, None));
         }
@@ -288,11 +288,11 @@ impl Runner<'_> {
         &self,
         stage: &StageSpec,
         node: &str,
-        key: &str,
+        key: &Digest,
         started: Instant,
         ui: &dyn Reporter,
     ) -> Result<(Scratch, f64, f64)> {
-        let short = &key[..12];
+        let short = key.short();
         let host = self.host();
         let log = host.stamped_log(&format!("{}-{short}", stage.name));
         let env = stage.env(self);
@@ -771,7 +771,7 @@ mod tests {
     }
 
     fn key(image: &str, arch: &str, jobs: usize, s: &StageSpec) -> String {
-        with_builder(image, arch, jobs, true, |b| s.key(b))
+        with_builder(image, arch, jobs, true, |b| s.key(b).to_string())
     }
 
     #[test]
@@ -779,7 +779,9 @@ mod tests {
         let a = key("sha256:img", "x86_64", 2, &stage());
         assert_eq!(a, key("sha256:img", "x86_64", 2, &stage()));
         assert_eq!(a, key("sha256:img", "x86_64", 64, &stage()));
-        let without = with_builder("sha256:img", "x86_64", 2, false, |b| stage().key(b));
+        let without = with_builder("sha256:img", "x86_64", 2, false, |b| {
+            stage().key(b).to_string()
+        });
         assert_eq!(a, without, "the reuse directory must not change a key");
     }
 

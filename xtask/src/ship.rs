@@ -336,7 +336,7 @@ fn build_info(facts: &Facts, r: &Recipe, done: &Stages) -> BuildInfo {
         stages: (done.iter())
             .map(|d| build_info::StageKey {
                 name: d.name.clone(),
-                key: d.key.clone(),
+                key: d.key.to_string(),
                 origin: None,
             })
             .collect(),
