@@ -47,14 +47,14 @@ pub struct ContainerSpec {
     pub command: Vec<String>,
 }
 
-/// What to do when no engine answered: check the one asked for (and name the other), or start
-/// Docker or install podman when none was.
 /// The commands that log in to the registry `host`, with either engine: the registry client
 /// reads the logins of both.
 pub fn login_hint(host: &str) -> String {
     format!("docker login {host}` or `podman login {host}")
 }
 
+/// What to do when no engine answered: check the one asked for (and name the other), or start
+/// Docker or install podman when none was.
 fn no_engine_hint(choice: Option<&str>) -> String {
     let Some(program) = choice else {
         return "is the Docker engine running? try `docker info`, or install podman (--engine picks one)".to_string();
