@@ -197,6 +197,19 @@ fn unpack_dir<R: Read>(
     Ok((target, mode, mtime))
 }
 
+/// The target of the link entry `entry`, which is `what` (`a symlink`, `a hard link`).
+fn link_target<R: Read>(
+    entry: &tar::Entry<'_, R>,
+    what: &str,
+    refuse: &dyn Fn(String) -> anyhow::Error,
+) -> Result<PathBuf> {
+    let link = entry
+        .link_name()
+        .map_err(|e| refuse(format!("has an unreadable link target: {e}")))?
+        .ok_or_else(|| refuse(format!("is {what} without a target")))?;
+    Ok(link.into_owned())
+}
+
 /// Creates the symlink entry `rel` at `target`, if its target stays inside `dest`.
 fn unpack_symlink<R: Read>(
     entry: &tar::Entry<'_, R>,
@@ -205,10 +218,7 @@ fn unpack_symlink<R: Read>(
     target: &Path,
     refuse: &dyn Fn(String) -> anyhow::Error,
 ) -> Result<()> {
-    let link = entry
-        .link_name()
-        .map_err(|e| refuse(format!("has an unreadable link target: {e}")))?
-        .ok_or_else(|| refuse("is a symlink without a target".into()))?;
+    let link = link_target(entry, "a symlink", refuse)?;
     symlink_stays_inside(rel, &link).map_err(refuse)?;
     prepare_parent(dest, rel).map_err(refuse)?;
     remove_non_dir(target)?;
@@ -225,10 +235,7 @@ fn unpack_hard_link<R: Read>(
     target: &Path,
     refuse: &dyn Fn(String) -> anyhow::Error,
 ) -> Result<()> {
-    let link = entry
-        .link_name()
-        .map_err(|e| refuse(format!("has an unreadable link target: {e}")))?
-        .ok_or_else(|| refuse("is a hard link without a target".into()))?;
+    let link = link_target(entry, "a hard link", refuse)?;
     let link_rel = relative_inside(&link)
         .map_err(|why| refuse(format!("links to {}: {why}", link.display())))?;
     no_links_on_the_way(dest, &link_rel, false)
