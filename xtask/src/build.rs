@@ -1,5 +1,6 @@
-//! A build: the resolved recipe, its patched tree, the engine and builder image, the stage DAG
-//! run through the stage cache, and the package made from its outputs.
+//! A build: the resolved recipe, its patched tree, the engine and builder images, and the stage
+//! graph described from the graph's edges and run through the stage cache. `ship` packages what
+//! it made.
 
 use std::ops::ControlFlow;
 use std::path::PathBuf;
@@ -10,7 +11,7 @@ use sha2::{Digest, Sha256};
 use xshell::Shell;
 
 use crate::arch::{self, Arch};
-use crate::build_info::{self, Origin};
+use crate::build_info;
 use crate::cache::Cache;
 use crate::catalog::Recipe;
 use crate::config::BuildConfig;
@@ -428,7 +429,7 @@ impl<'a> Build<'a> {
                 entry: spec.name.into(),
                 key: crate::digest::Digest::unrun(stage.name()),
                 cached: false,
-                origin: None::<Origin>,
+                origin: None,
                 start: 0.0,
                 seconds: 0.0,
                 script_seconds: 0.0,
