@@ -683,6 +683,70 @@ mod tests {
 
     use crate::testutil::TempDir;
 
+    fn done(node: graph::Stage, entry: &str) -> Done {
+        Done {
+            name: node.name().into(),
+            entry: entry.into(),
+            key: crate::digest::Digest::unrun(node.name()),
+            cached: true,
+            origin: None,
+            start: 0.0,
+            seconds: 0.0,
+            script_seconds: 0.0,
+            output: PathBuf::new(),
+        }
+    }
+
+    #[test]
+    fn a_stage_is_given_what_its_graph_edges_name_in_its_build() {
+        use graph::Stage as S;
+        let cross = graph::plan(graph::Shape {
+            separate_provider: true,
+            cross: true,
+        });
+        let mut ran = Stages::new();
+        for (stage, entry) in [
+            (S::Openssl, "openssl"),
+            (S::FipsProvider, "fips-provider"),
+            (S::NativeOpenssl, "openssl"),
+            (S::NativePython, "python"),
+            (S::Python, "python"),
+        ] {
+            ran.stages.push((stage, done(stage, entry)));
+        }
+        // The native python stage reads the native openssl stage, cached as `openssl`.
+        let deps = Deps::of(S::NativePython, &cross, &ran).unwrap();
+        let openssl = deps.need(S::NativeOpenssl).unwrap();
+        assert_eq!(
+            (openssl.name.as_str(), openssl.entry.as_str()),
+            ("native-openssl", "openssl")
+        );
+        assert!(
+            deps.get(S::Openssl).is_none(),
+            "not an edge of native-python"
+        );
+        let finalize = Deps::of(S::Finalize, &cross, &ran).unwrap();
+        assert_eq!(finalize.need(S::Python).unwrap().name, "python");
+        assert_eq!(finalize.get(S::NativePython).unwrap().name, "native-python");
+        assert_eq!(ran.by_name("native-python").unwrap().entry, "python");
+
+        // A native build without a separate provider: finalize reads python only, and a stage
+        // its edges name that has not run is an error, not a silent gap.
+        let native = graph::plan(graph::Shape {
+            separate_provider: false,
+            cross: false,
+        });
+        let finalize = Deps::of(S::Finalize, &native, &ran).unwrap();
+        assert!(finalize.get(S::FipsProvider).is_none());
+        assert!(finalize.get(S::NativePython).is_none());
+        let empty = Stages::new();
+        let err = Deps::of(S::Finalize, &native, &empty).err().unwrap();
+        assert!(
+            err.to_string().contains("the python stage has not run"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn a_build_looks_for_the_engine_before_fetching_anything() {
         let tmp = TempDir::new("prep-engine");
