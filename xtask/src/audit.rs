@@ -91,7 +91,7 @@ impl flags::Audit {
         let report = if path.exists() {
             audit_path(path)?
         } else {
-            let engine = Engine::detect(sh, self.engine.as_deref())?;
+            let engine = Engine::detect(sh, self.host.engine.as_deref())?;
             if engine.image_id(sh, &self.target)?.is_none() {
                 bail!(
                     "{} is neither a file, a directory nor an image known to {}; \
@@ -100,7 +100,7 @@ impl flags::Audit {
                     engine
                 );
             }
-            let cache = Cache::open(self.cache.as_deref())?;
+            let cache = Cache::open(self.host.cache.as_deref())?;
             audit_image(sh, &engine, &cache, &self.target)?
         };
         match self.json.as_deref() {

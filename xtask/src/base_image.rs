@@ -48,7 +48,7 @@ pub const LABEL_KEY: &str = "org.python-fips.base.key";
 
 impl flags::BaseImage {
     pub fn run(self, sh: &Shell) -> Result<()> {
-        let engine = Engine::detect(sh, self.engine.as_deref())?;
+        let engine = Engine::detect(sh, self.host.engine.as_deref())?;
         let engine_arch = arch::parse(&engine.arch(sh)?)?;
         let target = match self.arch.as_deref() {
             Some(name) => arch::parse(name)?,
@@ -79,7 +79,7 @@ impl flags::BaseImage {
             epoch: epoch(&release, &self.suite)?,
         };
         let key = plan.key(&release);
-        let cache = Cache::open(self.cache.as_deref())?;
+        let cache = Cache::open(self.host.cache.as_deref())?;
         let ui = Terminal::new();
         let _lock = cache.lock(&ui)?;
         let remotes = crate::registry::shared_caches(self.cache_registry.as_deref())?;

@@ -85,6 +85,18 @@ pub struct SourceArgs {
     pub no_fips_patch: bool,
 }
 
+/// The engine and the cache of a command that runs containers outside a build (a build's are
+/// in `BuildArgs` and `SourceArgs`).
+#[derive(Args, Debug, Clone, Default)]
+pub struct HostArgs {
+    /// Container engine CLI: `docker` or `podman` (default: the first that answers).
+    #[arg(long)]
+    pub engine: Option<String>,
+    /// Cache root (default: `cache/` at the repository root).
+    #[arg(long, value_name = "DIR", env = "PYTHON_FIPS_CACHE")]
+    pub cache: Option<PathBuf>,
+}
+
 #[derive(Args, Debug)]
 pub struct Recipes {
     /// Cache root (default: `cache/` at the repository root).
@@ -196,12 +208,8 @@ pub struct Verify {
     /// image with psycopg2 connects to it over TLS in FIPS mode.
     #[arg(long, value_name = "DSN")]
     pub postgres: Option<String>,
-    /// Container engine CLI: `docker` or `podman` (default: the first that answers).
-    #[arg(long)]
-    pub engine: Option<String>,
-    /// Cache root (default: `cache/` at the repository root).
-    #[arg(long, value_name = "DIR", env = "PYTHON_FIPS_CACHE")]
-    pub cache: Option<PathBuf>,
+    #[command(flatten)]
+    pub host: HostArgs,
 }
 
 #[derive(Args, Debug)]
@@ -227,15 +235,12 @@ pub struct Rebuild {
     /// runs in a fresh cache, whose compiler cache is empty.
     #[arg(long, value_name = "STAGE")]
     pub reuse_stage: Vec<crate::graph::Stage>,
-    /// Container engine CLI: `docker` or `podman` (default: the first that answers).
-    #[arg(long)]
-    pub engine: Option<String>,
     /// Parallel make jobs (default: all cores).
     #[arg(long)]
     pub jobs: Option<usize>,
-    /// The cache whose scratch space holds the rebuild's fresh cache (default: `cache/`).
-    #[arg(long, value_name = "DIR", env = "PYTHON_FIPS_CACHE")]
-    pub cache: Option<PathBuf>,
+    /// The engine, and the cache whose scratch space holds the rebuild's fresh cache.
+    #[command(flatten)]
+    pub host: HostArgs,
     /// Write `{record, expected, sha256, identical, recompiled, reused, differences}` here.
     #[arg(long, value_name = "FILE.json")]
     pub report: Option<PathBuf>,
@@ -276,10 +281,8 @@ pub struct BaseImage {
     /// (`arm64v8/debian:<suite>`).
     #[arg(long, value_name = "ARCH")]
     pub arch: Option<String>,
-    #[arg(long)]
-    pub engine: Option<String>,
-    #[arg(long, value_name = "DIR", env = "PYTHON_FIPS_CACHE")]
-    pub cache: Option<PathBuf>,
+    #[command(flatten)]
+    pub host: HostArgs,
     /// An OCI repository (`host:port/name`) the image is taken from when it has the same one
     /// (the same suite, mirror state and options), and given to when it does not.
     #[arg(long, value_name = "REF", env = "PYTHON_FIPS_CACHE_REGISTRY")]
@@ -352,12 +355,9 @@ pub struct Audit {
     /// Write the findings as JSON to this file (`-` for standard output instead of the table).
     #[arg(long, value_name = "FILE.json")]
     pub json: Option<PathBuf>,
-    /// Container engine CLI for an image: `docker` or `podman` (default: the first that answers).
-    #[arg(long)]
-    pub engine: Option<String>,
-    /// Cache root (default: `cache/` at the repository root).
-    #[arg(long, value_name = "DIR", env = "PYTHON_FIPS_CACHE")]
-    pub cache: Option<PathBuf>,
+    /// The engine and cache, for an image.
+    #[command(flatten)]
+    pub host: HostArgs,
 }
 
 #[derive(Args, Debug)]

@@ -49,9 +49,9 @@ impl flags::Rebuild {
         let ui = Terminal::new();
         let record = Record::read(&self.record, self.sha256.as_deref())?;
         self.check(&record.info)?;
-        let engine = Engine::detect(sh, self.engine.as_deref())?;
+        let engine = Engine::detect(sh, self.host.engine.as_deref())?;
         let remotes = crate::registry::shared_caches(self.cache_registry.as_deref())?;
-        let user_cache = Cache::open(self.cache.as_deref())?;
+        let user_cache = Cache::open(self.host.cache.as_deref())?;
         let _lock = user_cache.lock(&ui)?;
         ensure_base(sh, &engine, &user_cache, &remotes, &record.info, &ui)?;
         let root = user_cache.scratch("rebuild")?;
@@ -110,7 +110,7 @@ impl flags::Rebuild {
                 no_fips_patch: info.patches.is_empty(),
                 ..SourceArgs::default()
             },
-            engine: self.engine.clone(),
+            engine: self.host.engine.clone(),
             arch: Some(info.arch.clone()),
             jobs: self.jobs,
             cache_registry: self.cache_registry.clone(),

@@ -89,8 +89,8 @@ impl Verdict {
 impl flags::Verify {
     pub fn run(self, sh: &Shell) -> Result<()> {
         let ui = Terminal::new();
-        let engine = Engine::detect(sh, self.engine.as_deref())?;
-        let cache = Cache::open(self.cache.as_deref())?;
+        let engine = Engine::detect(sh, self.host.engine.as_deref())?;
+        let cache = Cache::open(self.host.cache.as_deref())?;
         let (image, json) = match Target::of(&self.target)? {
             Target::Tarball(target) => {
                 let _lock = cache.lock(&ui)?;
