@@ -254,7 +254,7 @@ impl Plan<'_> {
         tag: &str,
         ui: &dyn Reporter,
     ) -> Result<String> {
-        let (sh, engine) = (host.sh, host.engine);
+        let (sh, engine) = (host.shell(), host.engine());
         if cmd!(sh, "mmdebstrap --version")
             .quiet()
             .ignore_stdout()

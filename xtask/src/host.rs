@@ -27,9 +27,9 @@ pub const CACHE_LABEL: &str = "python-fips.cache";
 /// The shell, the engine and the cache of a run.
 #[derive(Clone, Copy)]
 pub struct Host<'a> {
-    pub sh: &'a Shell,
-    pub engine: &'a Engine,
-    pub cache: &'a Cache,
+    sh: &'a Shell,
+    engine: &'a Engine,
+    cache: &'a Cache,
 }
 
 /// One logged container step, as the reporter shows it.
@@ -112,6 +112,14 @@ pub struct ContextBuild<'b> {
 impl<'a> Host<'a> {
     pub fn new(sh: &'a Shell, engine: &'a Engine, cache: &'a Cache) -> Host<'a> {
         Host { sh, engine, cache }
+    }
+
+    pub fn shell(&self) -> &'a Shell {
+        self.sh
+    }
+
+    pub fn engine(&self) -> &'a Engine {
+        self.engine
     }
 
     /// The labels every container of this run carries: its owner and its cache.
