@@ -41,10 +41,12 @@ pub struct Artifact {
 
 /// The names of one artifact's files.
 struct Names {
-    /// `<artifact>.tar.gz`, `<artifact>-dev.tar.gz`, `<artifact>.cdx.json`.
+    /// `<artifact>.tar.gz`, `<artifact>-dev.tar.gz`, `<artifact>.cdx.json` and
+    /// `<artifact>.build-info.json`.
     runtime: String,
     dev: String,
     sbom: String,
+    build_info: String,
 }
 
 impl Names {
@@ -53,6 +55,7 @@ impl Names {
             runtime: format!("{artifact}.tar.gz"),
             dev: format!("{artifact}-dev.tar.gz"),
             sbom: format!("{artifact}.cdx.json"),
+            build_info: format!("{artifact}.build-info.json"),
         }
     }
 }
@@ -225,8 +228,7 @@ fn write_provenance(
     for stage in &mut beside.stages {
         stage.origin = done.by_name(&stage.name).and_then(|d| d.origin.clone());
     }
-    let artifact = names.runtime.trim_end_matches(".tar.gz");
-    let build_info_path = out.join(format!("{artifact}.build-info.json"));
+    let build_info_path = out.join(&names.build_info);
     write_if_changed(&build_info_path, &beside.to_json()?)?;
     Ok((sbom_path, build_info_path))
 }
