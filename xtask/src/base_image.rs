@@ -23,7 +23,6 @@ use crate::engine::Engine;
 use crate::flags;
 use crate::host::{Host, log_failure};
 use crate::progress::{Reporter, Terminal};
-use crate::store::Remote;
 
 /// dpkg paths a slim image leaves out: manuals, translations, documentation but the copyright
 /// files (the licences travel with the image), info pages and lintian overrides. The list stays
@@ -83,13 +82,7 @@ impl flags::BaseImage {
         let ui = Terminal::new();
         let _lock = cache.lock(&ui)?;
         let remotes = crate::registry::shared_caches(self.cache_registry.as_deref())?;
-        let images = Images {
-            sh,
-            engine: &engine,
-            cache: &cache,
-            shared: &remotes,
-            make: true,
-        };
+        let images = Images::new(&Host::new(sh, &engine, &cache), &remotes, true);
         if let Some(id) = existing {
             let kept = kept(sh, &engine, &tag, &key, &ui)?;
             if let Kept::Ours = kept {
@@ -129,8 +122,7 @@ impl flags::BaseImage {
         let scratch = images.host().scratch("base-image")?;
         let id = plan.make(&images.host(), scratch.path(), key, tag, ui)?;
         scratch.remove()?;
-        let all: Vec<&(dyn Remote + Sync)> = images.shared.iter().map(|r| r.as_ref()).collect();
-        images.push(ENTRY, key, tag, &all, ui)?;
+        images.give_all(ENTRY, key, tag, ui)?;
         Ok(id)
     }
 

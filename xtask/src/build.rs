@@ -175,13 +175,11 @@ impl<'a> Build<'a> {
         })?;
         let arch = config.target.unwrap_or(build_arch);
         let remotes = crate::registry::shared_caches(config.cache_registry.as_deref())?;
-        let images = builder::Images {
-            sh,
-            engine: &engine,
-            cache: &ctx.cache,
-            shared: &remotes,
-            make: config.make_builder,
-        };
+        let images = builder::Images::new(
+            &crate::host::Host::new(sh, &engine, &ctx.cache),
+            &remotes,
+            config.make_builder,
+        );
         let native_image_id = images.ensure(&ctx.recipe.builder, ui)?;
         let builder_id = match arch == build_arch {
             true => native_image_id.clone(),
@@ -278,19 +276,15 @@ impl<'a> Build<'a> {
     }
 
     pub fn runner(&self) -> Runner<'_> {
-        Runner {
-            sh: self.sh,
-            engine: &self.engine,
-            cache: &self.ctx.cache,
-            image_id: self.facts.builder_id.clone(),
-            arch: self.facts.arch,
-            jobs: self.config.jobs,
-            reuse: true,
-            dry_run: self.dry_run,
-            origin: self.started,
-            remotes: &self.remotes,
-            shared_stages: self.config.shared_stages.as_ref(),
-        }
+        Runner::new(
+            &self.host(),
+            self.facts.builder_id.clone(),
+            self.facts.arch,
+            self.config.jobs,
+            self.started,
+        )
+        .sharing(&self.remotes, self.config.shared_stages.as_ref())
+        .planning_only(self.dry_run)
     }
 
     /// A runner of this build's stages in a helper image made from the builder image with the
@@ -308,28 +302,15 @@ impl<'a> Build<'a> {
             apt,
             dnf,
         };
-        let images = builder::Images {
-            sh: self.sh,
-            engine: &self.engine,
-            cache: &self.ctx.cache,
-            shared: &[],
-            make: true,
-        };
+        let images = builder::Images::new(&self.host(), &[], true);
         let image_id = images.ensure_image(&spec, name, ui)?;
-        Ok(Runner {
-            image_id,
-            remotes: &[],
-            ..self.runner()
-        })
+        let runner = self.runner().sharing(&[], None);
+        Ok(runner.in_image(image_id, self.facts.arch))
     }
 
     /// The builder of the engine's own architecture, which makes a cross build's interpreter.
     fn native_runner(&self) -> Runner<'_> {
-        Runner {
-            image_id: self.native_image_id.clone(),
-            arch: self.facts.build_arch,
-            ..self.runner()
-        }
+        (self.runner()).in_image(self.native_image_id.clone(), self.facts.build_arch)
     }
 
     /// What a cross build adds to a stage's environment (nothing for a native build, so that

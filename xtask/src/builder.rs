@@ -20,16 +20,28 @@ const SCRIPT: &str = include_str!("pipeline/builder.sh");
 /// Where images are made and found: the engine, the cache (for logs and scratch files) and the
 /// shared caches (`--cache-registry`) an image may come from and is given to.
 pub struct Images<'a> {
-    pub sh: &'a Shell,
-    pub engine: &'a Engine,
-    pub cache: &'a Cache,
-    pub shared: &'a [Box<dyn Remote + Sync>],
+    sh: &'a Shell,
+    engine: &'a Engine,
+    cache: &'a Cache,
+    shared: &'a [Box<dyn Remote + Sync>],
     /// Build an image that neither the engine nor a shared cache has (`rebuild` never does: a
     /// builder made again installs that day's packages).
-    pub make: bool,
+    make: bool,
 }
 
-impl Images<'_> {
+impl<'a> Images<'a> {
+    /// Images made with `host`'s engine, found in and given to `shared`; with `make`, built
+    /// when no one has them.
+    pub fn new(host: &Host<'a>, shared: &'a [Box<dyn Remote + Sync>], make: bool) -> Images<'a> {
+        Images {
+            sh: host.shell(),
+            engine: host.engine(),
+            cache: host.cache(),
+            shared,
+            make,
+        }
+    }
+
     /// Returns the id of the builder image for `spec`: the engine's, else one of `shared`'s,
     /// else built here (and given to `shared`), and tagged.
     pub fn ensure(&self, spec: &BuilderSpec, ui: &dyn Reporter) -> Result<String> {
@@ -120,11 +132,7 @@ impl Images<'_> {
         match got {
             // A shared cache that lacks it gets it, so that other machines find this builder.
             Got::Cached => self.share(name, &key, &tag, ui)?,
-            Got::Built => {
-                let all: Vec<&(dyn Remote + Sync)> =
-                    self.shared.iter().map(|r| r.as_ref()).collect();
-                self.push(name, &key, &tag, &all, ui)?;
-            }
+            Got::Built => self.give_all(name, &key, &tag, ui)?,
             Got::Fetched => {}
         }
         Ok(id)
@@ -280,6 +288,12 @@ impl Images<'_> {
     }
 
     /// Gives the image `tag` to each of `to`, as `name`-`key`.
+    /// Gives every shared cache the image `tag` as `name` under `key`.
+    pub fn give_all(&self, name: &str, key: &str, tag: &str, ui: &dyn Reporter) -> Result<()> {
+        let all: Vec<&(dyn Remote + Sync)> = self.shared.iter().map(|r| r.as_ref()).collect();
+        self.push(name, key, tag, &all, ui)
+    }
+
     pub(crate) fn push(
         &self,
         name: &str,

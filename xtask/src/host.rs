@@ -122,6 +122,10 @@ impl<'a> Host<'a> {
         self.engine
     }
 
+    pub fn cache(&self) -> &'a Cache {
+        self.cache
+    }
+
     /// The labels every container of this run carries: its owner and its cache.
     pub fn labels(&self) -> Vec<(String, String)> {
         vec![

@@ -103,29 +103,87 @@ pub struct Failed {
 
 /// The fixed facts every stage of one build shares.
 pub struct Runner<'a> {
-    pub sh: &'a Shell,
-    pub engine: &'a Engine,
-    pub cache: &'a Cache,
+    sh: &'a Shell,
+    engine: &'a Engine,
+    cache: &'a Cache,
     /// Image id (not tag) of the builder, so a rebuilt builder changes every key.
-    pub image_id: String,
+    image_id: String,
     /// The architecture its stages build for.
-    pub arch: &'static crate::arch::Arch,
-    pub jobs: usize,
+    arch: &'static crate::arch::Arch,
+    jobs: usize,
     /// Carry a reuse directory through the stages that compile: `cache/reuse/<stage>-<arch>-
     /// <builder image>.tar`, unpacked at `/reuse` before the script and replaced from it after a
     /// success. It holds ccache's cache (`/reuse/ccache`), the python stage's configure results
     /// (`/reuse/configure`) and its standard library bytecode parts (`/reuse/pyc`), and is
     /// outside every key: what a stage takes from it gives the bytes it would have made without.
-    pub reuse: bool,
+    reuse: bool,
     /// Run nothing: `run` returns each stage's key and whether it is cached (`--dry-run`).
-    pub dry_run: bool,
+    dry_run: bool,
     /// When the run began: each `Done::start` is measured from here.
-    pub origin: Instant,
+    origin: Instant,
     /// The shared stage caches asked after the local one (`--cache-registry`).
-    pub remotes: &'a [Box<dyn Remote + Sync>],
+    remotes: &'a [Box<dyn Remote + Sync>],
     /// The only stages the shared caches are asked for and given (`None`: every stage):
     /// `rebuild` takes just these and recompiles the rest.
-    pub shared_stages: Option<&'a std::collections::BTreeSet<String>>,
+    shared_stages: Option<&'a std::collections::BTreeSet<String>>,
+}
+
+impl<'a> Runner<'a> {
+    /// A runner of stages in the builder image `image_id` for `arch` with `jobs` compilers,
+    /// timed from `origin`. It carries the reuse directory, runs what it is given and shares
+    /// nothing until `sharing` names the shared caches.
+    pub fn new(
+        host: &crate::host::Host<'a>,
+        image_id: String,
+        arch: &'static crate::arch::Arch,
+        jobs: usize,
+        origin: Instant,
+    ) -> Runner<'a> {
+        Runner {
+            sh: host.shell(),
+            engine: host.engine(),
+            cache: host.cache(),
+            image_id,
+            arch,
+            jobs,
+            reuse: true,
+            dry_run: false,
+            origin,
+            remotes: &[],
+            shared_stages: None,
+        }
+    }
+
+    /// Asks `remotes` after the local cache and gives them what it builds; only the stages
+    /// in `only` when it is given.
+    pub fn sharing(
+        self,
+        remotes: &'a [Box<dyn Remote + Sync>],
+        only: Option<&'a std::collections::BTreeSet<String>>,
+    ) -> Runner<'a> {
+        Runner {
+            remotes,
+            shared_stages: only,
+            ..self
+        }
+    }
+
+    /// With `on`, runs nothing: `run` reports each stage's key and whether it is cached.
+    pub fn planning_only(self, on: bool) -> Runner<'a> {
+        Runner {
+            dry_run: on,
+            ..self
+        }
+    }
+
+    /// The same runner with the stages run in the image `image_id` for `arch`.
+    pub fn in_image(self, image_id: String, arch: &'static crate::arch::Arch) -> Runner<'a> {
+        Runner {
+            image_id,
+            arch,
+            ..self
+        }
+    }
 }
 
 /// Where the reuse directory lives in a stage's container.

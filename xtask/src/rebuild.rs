@@ -262,13 +262,7 @@ fn ensure_base(
         return Ok(());
     }
     if !b.base_key.is_empty() {
-        let images = Images {
-            sh,
-            engine,
-            cache,
-            shared: remotes,
-            make: false,
-        };
+        let images = Images::new(&crate::host::Host::new(sh, engine, cache), remotes, false);
         let pulled = images.pull(crate::base_image::ENTRY, &b.base_key, &b.base, ui)?;
         if pulled.as_deref() == Some(b.base_id.as_str()) {
             if let Some(old) = &have {
