@@ -180,13 +180,12 @@ impl<'a> Build<'a> {
             &remotes,
             config.make_builder,
         );
-        let native_image_id = images.ensure(&ctx.recipe.builder, ui)?;
+        let native = images.ensure(&ctx.recipe.builder, ui)?;
         let builder_id = match arch == build_arch {
-            true => native_image_id.clone(),
-            false => images.ensure_cross(&ctx.recipe.builder, arch, ui)?,
+            true => native.id.clone(),
+            false => images.ensure_cross(&ctx.recipe.builder, &native, arch, ui)?,
         };
         let base = &ctx.recipe.builder.base_image;
-        let base_id = engine.image_id(sh, base)?.unwrap_or_default();
         let base_key = (engine.image_labels(sh, base)?)
             .remove(crate::base_image::LABEL_KEY)
             .unwrap_or_default();
@@ -195,7 +194,7 @@ impl<'a> Build<'a> {
             arch,
             build_arch,
             builder_id,
-            base_id,
+            base_id: native.base_id,
             base_key,
             revision: build_info::Revision::of_checkout(&crate::project_root()),
             source_date_epoch: tree.source_date_epoch,
@@ -210,7 +209,7 @@ impl<'a> Build<'a> {
             config: config.clone(),
             sh,
             facts,
-            native_image_id,
+            native_image_id: native.id,
             dry_run: false,
             started,
             start_seconds: started.elapsed().as_secs_f64(),

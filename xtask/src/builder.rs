@@ -17,6 +17,12 @@ use crate::store::Remote;
 
 const SCRIPT: &str = include_str!("pipeline/builder.sh");
 
+/// A builder image and the base image it was made from, both by id.
+pub struct Builder {
+    pub id: String,
+    pub base_id: String,
+}
+
 /// Where images are made and found: the engine, the cache (for logs and scratch files) and the
 /// shared caches (`--cache-registry`) an image may come from and is given to.
 pub struct Images<'a> {
@@ -42,18 +48,22 @@ impl<'a> Images<'a> {
         }
     }
 
-    /// Returns the id of the builder image for `spec`: the engine's, else one of `shared`'s,
-    /// else built here (and given to `shared`), and tagged.
-    pub fn ensure(&self, spec: &BuilderSpec, ui: &dyn Reporter) -> Result<String> {
-        self.ensure_image(spec, "builder", ui)
+    /// The builder image for `spec`: the engine's, else one of `shared`'s, else built here (and
+    /// given to `shared`), and tagged.
+    pub fn ensure(&self, spec: &BuilderSpec, ui: &dyn Reporter) -> Result<Builder> {
+        let base_id = self.base_id(spec)?;
+        let id = self.ensure_with(spec, &base_id, "builder", SCRIPT, ui)?;
+        Ok(Builder { id, base_id })
     }
 
     /// Returns the id of the builder image that cross-compiles for `target`: the recipe's base
     /// image with the distribution's cross toolchain, and the recipe's `-dev` packages installed
     /// for the target (Debian multiarch: `dpkg --add-architecture`, `libffi-dev:arm64`).
+    /// `native` is what `ensure` gave for `spec`.
     pub fn ensure_cross(
         &self,
         spec: &BuilderSpec,
+        native: &Builder,
         target: &Arch,
         ui: &dyn Reporter,
     ) -> Result<String> {
@@ -75,7 +85,8 @@ impl<'a> Images<'a> {
          dpkg --add-architecture {}\n{SCRIPT}",
             target.deb
         );
-        self.ensure_with(&cross, &format!("builder-{}", target.name), &script, ui)
+        let name = format!("builder-{}", target.name);
+        self.ensure_with(&cross, &native.base_id, &name, &script, ui)
     }
 
     /// Returns the id of the image `python-fips-<name>:<key>`: `spec.base_image` (a name or an
@@ -86,17 +97,20 @@ impl<'a> Images<'a> {
         name: &str,
         ui: &dyn Reporter,
     ) -> Result<String> {
-        self.ensure_with(spec, name, SCRIPT, ui)
+        let base_id = self.base_id(spec)?;
+        self.ensure_with(spec, &base_id, name, SCRIPT, ui)
     }
 
+    /// `ensure_image` with `script` installing the packages on the base image `base_id` (the id
+    /// of `spec.base_image`).
     fn ensure_with(
         &self,
         spec: &BuilderSpec,
+        base_id: &str,
         name: &str,
         script: &str,
         ui: &dyn Reporter,
     ) -> Result<String> {
-        let base_id = self.base_id(spec)?;
         let key = Key::new()
             .set("base-image", base_id)
             .set("script", script)
