@@ -168,18 +168,15 @@ impl<'a> Build<'a> {
         let lock = ctx.cache.lock(ui)?;
         ctx.fetch(ui)?;
         let tree = ctx.prepare(ui)?;
-        crate::host::Host::new(sh, &engine, &ctx.cache).prune_stale()?;
+        let host = crate::host::Host::new(sh, &engine, &ctx.cache);
+        host.prune_stale()?;
         let engine_arch = engine.arch(sh)?;
         let build_arch = arch::parse(&engine_arch).with_context(|| {
             format!("the engine runs on {engine_arch}, an architecture this tool cannot build on")
         })?;
         let arch = config.target.unwrap_or(build_arch);
         let remotes = crate::registry::shared_caches(config.cache_registry.as_deref())?;
-        let images = builder::Images::new(
-            &crate::host::Host::new(sh, &engine, &ctx.cache),
-            &remotes,
-            config.make_builder,
-        );
+        let images = builder::Images::new(&host, &remotes, config.make_builder);
         let native = images.ensure(&ctx.recipe.builder, ui)?;
         let builder_id = match arch == build_arch {
             true => native.id.clone(),
@@ -309,7 +306,8 @@ impl<'a> Build<'a> {
 
     /// The builder of the engine's own architecture, which makes a cross build's interpreter.
     fn native_runner(&self) -> Runner<'_> {
-        (self.runner()).in_image(self.native_image_id.clone(), self.facts.build_arch)
+        self.runner()
+            .in_image(self.native_image_id.clone(), self.facts.build_arch)
     }
 
     /// What a cross build adds to a stage's environment (nothing for a native build, so that

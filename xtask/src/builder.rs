@@ -301,14 +301,14 @@ impl<'a> Images<'a> {
         Ok(None)
     }
 
-    /// Gives the image `tag` to each of `to`, as `name`-`key`.
     /// Gives every shared cache the image `tag` as `name` under `key`.
     pub fn give_all(&self, name: &str, key: &str, tag: &str, ui: &dyn Reporter) -> Result<()> {
         let all: Vec<&(dyn Remote + Sync)> = self.shared.iter().map(|r| r.as_ref()).collect();
         self.push(name, key, tag, &all, ui)
     }
 
-    pub(crate) fn push(
+    /// Gives the image `tag` to each of `to`, as `name`-`key`.
+    fn push(
         &self,
         name: &str,
         key: &str,
